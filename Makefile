@@ -1,0 +1,29 @@
+# `make demo` and `make test` each build .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jacspec demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check jacspec tests benchmarks experiments
+	$(BIN)/python -m pytest -q -x --durations=15
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check jacspec tests benchmarks experiments
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache
