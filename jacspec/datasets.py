@@ -1,0 +1,530 @@
+"""Data sets as tensors: ``x`` float32 (n, *shape), ``y`` int64 (n,).
+
+Built-in names (``load_dataset``):
+
+- ``digits``: scikit-learn's 8x8 digits (1,797 images, bundled with scikit-learn), pixels
+  scaled to [0, 1]; flattened to (64,) by default (``flatten=False`` gives (1, 8, 8)); a
+  fixed stratified 80/20 train/test split (1,437 / 360).
+- ``mnist1d``: MNIST-1D (Greydanus 2020) regenerated locally with the ``mnist1d`` package's
+  default arguments (4,000 / 1,000 examples of length 40, standardised), cached as ``.npz``
+  under ``$JACSPEC_CACHE`` (default ``~/.cache/jacspec``).
+- ``gaussian``: a mixture of ``num_classes`` isotropic Gaussians in ``dim`` dimensions;
+  options in the name, e.g. ``"gaussian:k=5,d=20,n=500,sep=1.5"``.
+- ``mnist``, ``fashion_mnist``: IDX files (``train-images-idx3-ubyte[.gz]`` ...) under ``root``.
+- ``cifar10``, ``cifar100``: the *binary* distributions (``cifar-10-batches-bin/*.bin``,
+  ``cifar-100-binary/{train,test}.bin``, fine labels) under ``root``; never unpickled.
+- a path to a ``.npz`` file with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
+
+Images are (C, H, W) in [0, 1]. ``root`` defaults to ``$JACSPEC_DATA``. Nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from jacspec.errors import check_choice
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DATASET_NAMES",
+    "DataSet",
+    "cache_dir",
+    "centre_crop",
+    "gaussian_mixture",
+    "load_dataset",
+    "read_cifar_bin",
+    "read_idx",
+]
+
+DATASET_NAMES = ("digits", "mnist1d", "gaussian", "mnist", "fashion_mnist", "cifar10", "cifar100")
+_ALIASES = {
+    "fashion": "fashion_mnist",
+    "fashionmnist": "fashion_mnist",
+    "fmnist": "fashion_mnist",
+    "cifar_10": "cifar10",
+    "cifar_100": "cifar100",
+    "mnist_1d": "mnist1d",
+    "gaussians": "gaussian",
+    "gmm": "gaussian",
+}
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class DataSet:
+    """Examples ``x`` float32 (n, *shape) with integer labels ``y`` int64 (n,) in [0, num_classes).
+
+    ``settings`` records how the set was made (name, split, crop, random labels, seed, ...).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
+            raise TypeError("DataSet x and y must be torch tensors")
+        if self.y.dtype != torch.int64 or self.y.ndim != 1:
+            raise ValueError(f"DataSet y must be int64 of shape (n,); got {self.y.dtype} "
+                             f"{tuple(self.y.shape)}")
+        if self.x.ndim < 2 or self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"DataSet x must have shape (n, *shape) with n = len(y) = "
+                             f"{self.y.shape[0]}; got {tuple(self.x.shape)}")
+        if self.num_classes < 1:
+            raise ValueError(f"DataSet num_classes must be >= 1; got {self.num_classes}")
+        if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= self.num_classes):
+            raise ValueError(f"DataSet labels must lie in [0, {self.num_classes}); got range "
+                             f"[{int(self.y.min())}, {int(self.y.max())}]")
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, ``x.shape[1:]``."""
+        return tuple(self.x.shape[1:])
+
+    def __repr__(self) -> str:
+        return (f"DataSet(name={self.name!r}, n={len(self)}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes})")
+
+    def loader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """A DataLoader of ``(x, y)`` batches; shuffling is seeded by ``seed``."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        gen = torch.Generator().manual_seed(int(seed))
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=batch_size,
+                          shuffle=shuffle, generator=gen)
+
+    def subset(self, n: int, seed: int = 0) -> DataSet:
+        """``n`` examples drawn without replacement (seeded), kept in their original order."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > len(self):
+            raise ValueError(f"n must be an integer in [1, {len(self)}] for {self.name!r}; "
+                             f"got {n!r}")
+        if n == len(self):
+            return self
+        rng = np.random.default_rng([int(seed), 0x5B5E7])
+        idx = torch.from_numpy(np.sort(rng.choice(len(self), size=n, replace=False)))
+        return replace(self, x=self.x[idx], y=self.y[idx],
+                       settings={**self.settings, "n": n, "subset_seed": int(seed)})
+
+    def with_random_labels(self, seed: int = 0, *, permute: bool = False) -> DataSet:
+        """Same inputs, labels replaced by random ones (seeded).
+
+        ``permute=False``: each label drawn uniformly from {0, ..., num_classes-1}
+        (Zhang et al. 2017); ``permute=True``: a random permutation of the true labels
+        (keeps class counts).
+        """
+        rng = np.random.default_rng([int(seed), 0x1ABE1])
+        if permute:
+            y = self.y.numpy()[rng.permutation(len(self))]
+        else:
+            y = rng.integers(0, self.num_classes, size=len(self))
+        y_t = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))
+        return replace(self, y=y_t, settings={**self.settings, "random_labels": True,
+                                              "label_seed": int(seed),
+                                              "label_mode": "permute" if permute else "uniform"})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary (no arrays): name, n, input_shape, num_classes, settings."""
+        return {"name": self.name, "n": len(self), "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes, "settings": dict(self.settings)}
+
+
+# --------------------------------------------------------------------------- public loader
+
+
+def load_dataset(
+    name: str | os.PathLike,
+    split: str = "train",
+    *,
+    root: str | os.PathLike | None = None,
+    crop: int | None = None,
+    random_labels: bool = False,
+    seed: int = 0,
+    n: int | None = None,
+    flatten: bool | None = None,
+) -> DataSet:
+    """Load a named data set (see module docstring) or a ``.npz`` file.
+
+    ``split`` in {"train", "test"}. ``crop``: centre crop of images to crop x crop.
+    ``n``: a seeded random subset of n examples (``seed``). ``random_labels``: labels drawn
+    uniformly at random with ``seed`` (after taking the subset). ``flatten``: None keeps the
+    set's natural shape ((64,) digits, (40,) mnist1d, (C, H, W) images); True flattens to
+    (d,), False keeps images as (C, H, W) (digits (1, 8, 8), mnist1d (1, 40)).
+    """
+    check_choice("split", split, SPLITS)
+    if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or crop < 1):
+        raise ValueError(f"crop must be a positive integer or None; got {crop!r}")
+    key, options = _parse_name(name)
+    if key == "npz":
+        x, y, k, natural_flat = _load_npz(Path(options["path"]), split)
+        label = str(options["path"])
+    elif key == "gaussian":
+        x, y, k = _gaussian_from_options(options, split, seed)
+        natural_flat, label = True, str(name)
+    else:
+        if options:
+            raise ValueError(f"dataset {key!r} takes no options; got {options}")
+        needs_root = key not in ("digits", "mnist1d")
+        x, y, k, natural_flat = _LOADERS[key](split, _root(root, key) if needs_root else None)
+        label = key
+    if crop is not None:
+        if x.ndim != 4:
+            raise ValueError(f"crop={crop} needs image inputs of shape (C, H, W); dataset "
+                             f"{label!r} has examples of shape {x.shape[1:]}")
+        x = centre_crop(x, crop)
+    flat = natural_flat if flatten is None else bool(flatten)
+    x = x.reshape(len(x), -1) if flat else (x if x.ndim > 2 else x[:, None, :])
+    data = DataSet(
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        y=torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
+        num_classes=int(k),
+        name=label,
+        settings={"name": label, "split": split, "crop": crop, "flatten": flat,
+                  "random_labels": False, "seed": int(seed)},
+    )
+    if n is not None:
+        data = data.subset(n, seed=seed)
+    if random_labels:
+        data = data.with_random_labels(seed)
+    return data
+
+
+def _parse_name(name: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"dataset name must be a non-empty string or path; got {name!r}")
+    if name.lower().endswith(".npz"):
+        return "npz", {"path": name}
+    base, _, opts = name.partition(":")
+    key = base.strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in DATASET_NAMES:
+        raise ValueError(f"dataset {name!r} is not known; expected one of "
+                         f"{', '.join(DATASET_NAMES)} or a path to a .npz file")
+    options: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in opts.split(","))):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise ValueError(f"dataset option {item!r} in {name!r} must look like key=value")
+        options[k.strip()] = v.strip()
+    return key, options
+
+
+def _root(root: str | os.PathLike | None, key: str) -> Path:
+    if root is None:
+        env = os.environ.get("JACSPEC_DATA")
+        if not env:
+            raise ValueError(f"root is not set for dataset {key!r}: pass root= (CLI: --root) "
+                             "pointing to the folder with its files, or set JACSPEC_DATA")
+        root = env
+    return Path(root).expanduser()
+
+
+# --------------------------------------------------------------------------- digits, mnist1d
+
+
+def _load_digits(split: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+    return (x_tr, y_tr, 10, True) if split == "train" else (x_te, y_te, 10, True)
+
+
+def cache_dir() -> Path:
+    """Folder for derived data: ``$JACSPEC_CACHE`` or ``~/.cache/jacspec``."""
+    env = os.environ.get("JACSPEC_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "jacspec"
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _mnist1d_arrays() -> dict[str, np.ndarray]:
+    """MNIST-1D from the package's generator (default args), cached on disk as .npz."""
+    path = cache_dir() / "mnist1d_default_v1.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt
+            log.warning("rebuilding unreadable MNIST-1D cache %s (%s)", path, exc)
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    log.info("building MNIST-1D locally (cache: %s)", path)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:  # make_dataset seeds the global RNGs; leave them as they were
+        d = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    arrays = {"x": np.asarray(d["x"], np.float32), "y": np.asarray(d["y"], np.int64),
+              "x_test": np.asarray(d["x_test"], np.float32),
+              "y_test": np.asarray(d["y_test"], np.int64)}
+    _atomic_savez(path, **arrays)
+    return arrays
+
+
+def _load_mnist1d(split: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    a = _mnist1d_arrays()
+    return (a["x"], a["y"], 10, True) if split == "train" else (a["x_test"], a["y_test"], 10, True)
+
+
+# --------------------------------------------------------------------------- gaussian mixture
+
+
+def gaussian_mixture(
+    n: int, num_classes: int = 10, dim: int = 32, *, separation: float = 1.0, seed: int = 0,
+    draw: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``x = mu_y + z``, ``z ~ N(0, I_d)``, class means ``mu_c ~ N(0, separation^2 I_d)``.
+
+    The means depend on ``seed`` only; ``draw`` selects an independent sample (train 0, test 1).
+    Labels are balanced (``i mod k``) then shuffled. Returns (x float32 (n, d), y int64 (n,)).
+    """
+    for arg, v in (("n", n), ("num_classes", num_classes), ("dim", dim)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{arg} must be a positive integer; got {v!r}")
+    if not np.isfinite(separation) or separation < 0:
+        raise ValueError(f"separation must be a finite number >= 0; got {separation!r}")
+    means = np.random.default_rng([int(seed), 0x6A055]).normal(0.0, separation, (num_classes, dim))
+    rng = np.random.default_rng([int(seed), 0x6A055, int(draw) + 1])
+    y = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+    x = means[y] + rng.standard_normal((n, dim))
+    return x.astype(np.float32), y
+
+
+_GAUSS_KEYS = {"k": "num_classes", "num_classes": "num_classes", "d": "dim", "dim": "dim",
+               "n": "n", "sep": "separation", "separation": "separation"}
+
+
+def _gaussian_from_options(options: dict[str, str], split: str, seed: int
+                           ) -> tuple[np.ndarray, np.ndarray, int]:
+    kw: dict[str, Any] = {"num_classes": 10, "dim": 32, "n": 1000, "separation": 1.0}
+    for key, value in options.items():
+        if key not in _GAUSS_KEYS:
+            raise ValueError(f"gaussian option {key!r} is not known; expected k, d, n, sep")
+        target = _GAUSS_KEYS[key]
+        try:
+            kw[target] = float(value) if target == "separation" else int(value)
+        except ValueError:
+            raise ValueError(f"gaussian option {key}={value!r} is not a number") from None
+    x, y = gaussian_mixture(kw["n"], kw["num_classes"], kw["dim"], separation=kw["separation"],
+                            seed=seed, draw=0 if split == "train" else 1)
+    return x, y, kw["num_classes"]
+
+
+# --------------------------------------------------------------------------- file formats
+
+_IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ValueError(f"file {str(path)!r} is corrupt (bad gzip data: {exc})") from None
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally ``.gz``): magic ``00 00 <dtype> <ndim>``, big-endian
+    uint32 dims, then the data. Returns a native-endian numpy array of shape dims."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"file {str(path)!r} is not an IDX file (bad magic number)")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise ValueError(f"file {str(path)!r} is corrupt (truncated IDX header)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"file {str(path)!r} is corrupt: IDX header says shape {dims} "
+                         f"({expected} bytes) but the file has {len(raw)} bytes")
+    arr = np.frombuffer(raw, dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="))
+
+
+def read_cifar_bin(path: str | os.PathLike, label_bytes: int = 1, label_index: int = -1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CIFAR binary batch: records of ``label_bytes`` label bytes + 3072 pixel bytes
+    (R, G, B planes of 32x32). Returns (uint8 images (n, 3, 32, 32), labels int64 (n,)) using
+    the label byte at ``label_index`` (CIFAR-100: 0 coarse, 1 fine)."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    rec = label_bytes + 3072
+    if len(raw) == 0 or len(raw) % rec:
+        raise ValueError(f"file {str(path)!r} is corrupt: {len(raw)} bytes is not a positive "
+                         f"multiple of the {rec}-byte CIFAR record")
+    table = np.frombuffer(raw, np.uint8).reshape(-1, rec)
+    labels = table[:, label_index].astype(np.int64)
+    images = table[:, label_bytes:].reshape(-1, 3, 32, 32)
+    return images, labels
+
+
+def _find_files(root: Path, dirs: tuple[str, ...], names: list[tuple[str, ...]], what: str
+                ) -> list[Path]:
+    """For each entry of ``names`` (alternative file names) find it in root/<dir> (first dir
+    that has all files wins); raise a ValueError listing the expected files otherwise."""
+    for d in dirs:
+        folder = root / d if d else root
+        found = []
+        for alternatives in names:
+            hit = next((folder / a for a in alternatives if (folder / a).is_file()), None)
+            if hit is None:
+                break
+            found.append(hit)
+        else:
+            return found
+    where = " or ".join(repr(str(root / d if d else root)) for d in dirs)
+    files = ", ".join(alt[0] + ("[.gz]" if len(alt) > 1 else "") for alt in names)
+    note = "" if root.is_dir() else f" (folder {str(root)!r} does not exist)"
+    raise ValueError(f"{what} files not found: expected {files} in {where}{note}")
+
+
+def _idx_names(stem: str) -> tuple[str, ...]:
+    dotted = stem.replace("-idx", ".idx")
+    return (stem, stem + ".gz", dotted, dotted + ".gz")
+
+
+def _load_idx_set(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    prefix = "train" if split == "train" else "t10k"
+    dirs = {"mnist": ("MNIST/raw", "mnist", "MNIST", ""),
+            "fashion_mnist": ("FashionMNIST/raw", "fashion_mnist", "fashion-mnist",
+                              "FashionMNIST", "")}[key]
+    img_path, lab_path = _find_files(
+        root, dirs, [_idx_names(f"{prefix}-images-idx3-ubyte"),
+                     _idx_names(f"{prefix}-labels-idx1-ubyte")], f"{key} {split}")
+    images, labels = read_idx(img_path), read_idx(lab_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{key} files {str(img_path)!r} and {str(lab_path)!r} do not match: "
+                         f"images {images.shape}, labels {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"{key} labels in {str(lab_path)!r} must lie in 0..9")
+    x = images[:, None].astype(np.float32) / 255.0
+    return x, labels.astype(np.int64), 10, False
+
+
+def _load_cifar(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    if key == "cifar10":
+        names = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
+                 else ["test_batch.bin"])
+        paths = _find_files(root, ("cifar-10-batches-bin", ""), [(nm,) for nm in names],
+                            f"cifar10 {split}")
+        parts = [read_cifar_bin(p, 1, 0) for p in paths]
+        k = 10
+    else:
+        paths = _find_files(root, ("cifar-100-binary", ""), [(f"{split}.bin",)],
+                            f"cifar100 {split}")
+        parts = [read_cifar_bin(p, 2, 1) for p in paths]
+        k = 100
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    if labels.max() >= k:
+        raise ValueError(f"{key} files under {str(paths[0].parent)!r} are corrupt: label "
+                         f"{int(labels.max())} is not in 0..{k - 1}")
+    return images.astype(np.float32) / 255.0, labels, k, False
+
+
+def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
+    xk, yk = ("x", "y") if split == "train" else ("x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            if xk not in keys or yk not in keys:
+                raise ValueError(f"dataset file {str(path)!r} has no arrays {xk!r} and {yk!r} "
+                                 f"for split={split!r} (it has {sorted(keys)})")
+            x, y = f[xk], f[yk]
+            y_all = [f[k] for k in ("y", "y_test") if k in keys]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+            raise ValueError(f"dataset file {str(path)!r} holds object arrays, which would "
+                             "need unpickling; store plain numeric arrays x and y") from None
+        raise
+    except (OSError, EOFError, zlib.error, KeyError) as exc:
+        raise ValueError(f"dataset file {str(path)!r} is not a readable .npz ({exc})") from None
+    if x.dtype.kind not in "fiub" or x.ndim < 2 or x.size == 0:
+        raise ValueError(f"dataset file {str(path)!r}: {xk} must be a numeric array of shape "
+                         f"(n, ...) with n >= 1; got dtype {x.dtype}, shape {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"dataset file {str(path)!r}: {yk} must have shape ({len(x)},); got "
+                         f"{y.shape}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError(f"dataset file {str(path)!r}: {xk} contains NaN or Inf")
+    labels = []
+    for arr in y_all:
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+                raise ValueError(f"dataset file {str(path)!r}: labels must be integers "
+                                 "(found NaN, Inf or fractions)")
+        elif arr.dtype.kind not in "iub":
+            raise ValueError(f"dataset file {str(path)!r}: labels must be integers; got "
+                             f"{arr.dtype}")
+        labels.append(arr.astype(np.int64))
+    if min(int(a.min()) for a in labels if a.size) < 0:
+        raise ValueError(f"dataset file {str(path)!r}: labels must be >= 0")
+    k = max(int(a.max()) for a in labels if a.size) + 1
+    xf = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    if not np.isfinite(xf).all():
+        raise ValueError(f"dataset file {str(path)!r}: {xk} overflows float32")
+    return xf, y.astype(np.int64), k, False
+
+
+def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop of images (n, C, H, W) to (n, C, size, size); offset ``(H - size) // 2``."""
+    h, w = x.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"crop={size} is larger than the images ({h}x{w})")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+_LOADERS: dict[str, Callable[[str, Path], tuple[np.ndarray, np.ndarray, int, bool]]] = {
+    "digits": lambda split, root: _load_digits(split),
+    "mnist1d": lambda split, root: _load_mnist1d(split),
+    "mnist": lambda split, root: _load_idx_set("mnist", split, root),
+    "fashion_mnist": lambda split, root: _load_idx_set("fashion_mnist", split, root),
+    "cifar10": lambda split, root: _load_cifar("cifar10", split, root),
+    "cifar100": lambda split, root: _load_cifar("cifar100", split, root),
+}

@@ -1,0 +1,322 @@
+"""Model builders (MLP, small CNN), a JSON-able model ``spec``, and safe checkpoints.
+
+MLP: ``h^l = W^l x^{l-1} + b^l``, ``x^l = phi(h^l)`` with ``W_ij ~ N(0, sigma_w^2 / fan_in)``
+(or a scaled orthogonal matrix) and ``b_i ~ N(0, sigma_b^2)`` (mean-field convention).
+A checkpoint is ``{"format": "jacspec-checkpoint", "version": 1, "spec": spec,
+"state_dict": ...}`` written with ``torch.save`` and read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from jacspec.errors import check_choice
+
+__all__ = [
+    "ACTIVATIONS",
+    "CHECKPOINT_FORMAT",
+    "Erf",
+    "build_model",
+    "default_sigma_w",
+    "load_checkpoint",
+    "make_activation",
+    "mlp",
+    "save_checkpoint",
+    "small_cnn",
+]
+
+ACTIVATIONS = ("relu", "relu6", "tanh", "hard_tanh", "hard_sigmoid", "erf", "linear")
+INITS = ("gaussian", "orthogonal")
+CHECKPOINT_FORMAT = "jacspec-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class Erf(nn.Module):
+    """``phi(h) = erf(scale * h)``; the default ``scale = sqrt(pi)/2`` gives slope 1 at 0
+    (the erf network of Pennington et al. 2018)."""
+
+    def __init__(self, scale: float = math.sqrt(math.pi) / 2) -> None:
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(self.scale * x)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.6g}"
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module for ``name`` in ``ACTIVATIONS`` (``linear`` is the identity;
+    ``hard_sigmoid`` is torch's ``relu6(x + 3) / 6``; ``hard_tanh`` clips to [-1, 1])."""
+    check_choice("activation", name, ACTIVATIONS)
+    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh, "hard_tanh": nn.Hardtanh,
+            "hard_sigmoid": nn.Hardsigmoid, "erf": Erf, "linear": nn.Identity}[name]()
+
+
+def default_sigma_w(activation: str) -> float:
+    """Trainable default weight scale: ``sqrt(2)`` for relu/relu6 (He), 1 otherwise."""
+    check_choice("activation", activation, ACTIVATIONS)
+    return math.sqrt(2.0) if activation in ("relu", "relu6") else 1.0
+
+
+def _shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    if not shape or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in shape):
+        raise ValueError(f"input_shape must be a positive int or a sequence of positive ints; "
+                         f"got {input_shape!r}")
+    return shape
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def _generator(seed: int | torch.Generator | None) -> torch.Generator | None:
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def _init_linear(layer: nn.Linear, init: str, sigma_w: float, sigma_b: float,
+                 gen: torch.Generator | None) -> None:
+    fan_out, fan_in = layer.weight.shape
+    if init == "gaussian":
+        layer.weight.normal_(0.0, sigma_w / math.sqrt(fan_in), generator=gen)
+    else:  # orthonormal rows/columns, entries of variance sigma_w^2 / fan_in on average
+        nn.init.orthogonal_(layer.weight, gain=sigma_w * math.sqrt(max(fan_in, fan_out) / fan_in),
+                            generator=gen)
+    if layer.bias is not None:
+        if sigma_b > 0:
+            layer.bias.normal_(0.0, sigma_b, generator=gen)
+        else:
+            layer.bias.zero_()
+
+
+def mlp(
+    input_shape: int | Sequence[int],
+    num_classes: int,
+    *,
+    width: int = 512,
+    depth: int = 2,
+    activation: str = "relu",
+    init: str = "gaussian",
+    sigma_w: float | None = None,
+    sigma_b: float = 0.0,
+    bias: bool = True,
+    seed: int | torch.Generator | None = None,
+) -> nn.Sequential:
+    """Fully connected net: Flatten, ``depth`` hidden layers of ``width`` units with
+    ``activation``, then a linear read-out to ``num_classes`` logits.
+
+    Every Linear layer (read-out included) gets ``W ~ N(0, sigma_w^2 / fan_in)``
+    (``init="gaussian"``) or ``W = sigma_w sqrt(max(fan_in, fan_out) / fan_in) Q`` with Q
+    having orthonormal rows or columns (``init="orthogonal"``; square layers are exactly
+    ``sigma_w`` times an orthogonal matrix), and ``b ~ N(0, sigma_b^2)``. ``sigma_w=None``
+    uses ``default_sigma_w(activation)``. ``depth=0`` is a linear (softmax-regression) model.
+    """
+    shape = _shape(input_shape)
+    num_classes = _positive_int("num_classes", num_classes)
+    width = _positive_int("width", width)
+    depth = _positive_int("depth", depth, minimum=0)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("init", init, INITS)
+    sigma_w = default_sigma_w(activation) if sigma_w is None else float(sigma_w)
+    sigma_b = float(sigma_b)
+    if not (math.isfinite(sigma_w) and sigma_w > 0):
+        raise ValueError(f"sigma_w must be a finite number > 0; got {sigma_w!r}")
+    if not (math.isfinite(sigma_b) and sigma_b >= 0):
+        raise ValueError(f"sigma_b must be a finite number >= 0; got {sigma_b!r}")
+    gen = _generator(seed)
+    layers: list[nn.Module] = [nn.Flatten()]
+    fan_in = math.prod(shape)
+    for _ in range(depth):
+        lin = nn.Linear(fan_in, width, bias=bias)
+        _init_linear(lin, init, sigma_w, sigma_b, gen)
+        layers += [lin, make_activation(activation)]
+        fan_in = width
+    head = nn.Linear(fan_in, num_classes, bias=bias)
+    _init_linear(head, init, sigma_w, sigma_b, gen)
+    layers.append(head)
+    return nn.Sequential(*layers)
+
+
+def small_cnn(
+    input_shape: Sequence[int] = (3, 32, 32),
+    num_classes: int = 10,
+    *,
+    channels: Sequence[int] = (32, 64),
+    activation: str = "relu",
+    seed: int | None = None,
+) -> nn.Sequential:
+    """Conv(3x3, pad 1) + activation + MaxPool(2) per entry of ``channels``, then Flatten and a
+    Linear head. Input (C, H, W), e.g. (1, 28, 28), (3, 32, 32), (3, 24, 24). PyTorch's default
+    initialisation, drawn under ``seed`` (global RNG state is left untouched)."""
+    shape = _shape(input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W) for small_cnn; got {input_shape!r}")
+    num_classes = _positive_int("num_classes", num_classes)
+    chans = [_positive_int("channels", c) for c in channels]
+    if not chans:
+        raise ValueError("channels must name at least one conv block, e.g. (32, 64)")
+    check_choice("activation", activation, ACTIVATIONS)
+    c, h, w = shape
+    if h >> len(chans) < 1 or w >> len(chans) < 1:
+        raise ValueError(f"input_shape {shape} is too small for {len(chans)} pooling blocks")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        layers: list[nn.Module] = []
+        for out in chans:
+            layers += [nn.Conv2d(c, out, 3, padding=1), make_activation(activation),
+                       nn.MaxPool2d(2)]
+            c, h, w = out, h // 2, w // 2
+        layers += [nn.Flatten(), nn.Linear(c * h * w, num_classes)]
+        return nn.Sequential(*layers)
+
+
+_BUILDERS = {"mlp": mlp, "cnn": small_cnn}
+_SPEC_KEYS = {
+    "mlp": {"width", "depth", "activation", "init", "sigma_w", "sigma_b", "bias", "seed"},
+    "cnn": {"channels", "activation", "seed"},
+}
+
+
+def build_model(spec: Mapping[str, Any]) -> nn.Module:
+    """Build from ``{"kind": "mlp"|"cnn", "input_shape": [...], "num_classes": k, **kwargs}``
+    where kwargs are those of ``mlp`` / ``small_cnn``."""
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"spec must be a dict; got {type(spec).__name__}")
+    kind = spec.get("kind")
+    check_choice("spec['kind']", kind, tuple(_BUILDERS))
+    for required in ("input_shape", "num_classes"):
+        if required not in spec:
+            raise ValueError(f"spec is missing {required!r} (needed for kind={kind!r})")
+    extra = set(spec) - {"kind", "input_shape", "num_classes"} - _SPEC_KEYS[kind]
+    if extra:
+        raise ValueError(f"spec has unknown keys {sorted(extra)} for kind={kind!r}; accepted: "
+                         f"{', '.join(sorted(_SPEC_KEYS[kind]))}")
+    kwargs = {k: v for k, v in spec.items() if k in _SPEC_KEYS[kind]}
+    if "channels" in kwargs:
+        kwargs["channels"] = tuple(kwargs["channels"])
+    shape = spec["input_shape"]
+    shape = shape if isinstance(shape, int) else tuple(shape)
+    return _BUILDERS[kind](shape, spec["num_classes"], **kwargs)
+
+
+def _json_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(dict(spec)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"spec must be JSON-serialisable (plain numbers, strings, lists); "
+                         f"{exc}") from None
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, spec: Mapping[str, Any]) -> Path:
+    """Write ``{"format", "version", "spec", "state_dict"}`` with ``torch.save`` (atomically).
+
+    The spec must rebuild ``model``: its weights are checked against ``build_model(spec)``.
+    """
+    spec = _json_spec(spec)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    _check_match(build_model(spec), state, "model")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": spec,
+               "state_dict": state}
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _check_match(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: spec {tuple(own[k].shape)} vs {what} {tuple(state[k].shape)}"
+              for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = ([f"missing {missing[:4]}"] if missing else []) + \
+                ([f"unexpected {unexpected[:4]}"] if unexpected else []) + shapes[:4]
+        raise ValueError(f"spec does not match the {what}'s weights: {'; '.join(parts)}")
+
+
+def load_checkpoint(path: str | os.PathLike, *, trust: bool = False,
+                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Read a jacspec checkpoint; returns ``(model in eval mode, spec)``.
+
+    Uses ``torch.load(weights_only=True)``; ``trust=True`` allows arbitrary unpickling (only for
+    files you trust), and then also accepts a whole pickled ``nn.Module`` (spec
+    ``{"kind": "module", "class": ...}``). Every failure is a ValueError (or FileNotFoundError).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if not trust and ("Unsupported global" in text or "allowed global" in text
+                          or "Unsupported class" in text):
+            raise ValueError(f"checkpoint {str(path)!r} needs arbitrary code to be unpickled; "
+                             "jacspec loads weights only. If you trust the file, pass trust=True "
+                             "(CLI: --trust)") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith("Unsupported")),
+                      lines[0] if lines else "unpickling failed")
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({detail})"
+                         ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+            ImportError, IndexError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({first})"
+                         ) from None
+    if trust and isinstance(obj, nn.Module):
+        return obj.eval(), {"kind": "module", "class": type(obj).__qualname__}
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        hint = ""
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor)
+                                                     for v in obj.values()):
+            hint = " (it looks like a bare state_dict; save it with jacspec.save_checkpoint)"
+        raise ValueError(f"{str(path)!r} is not a jacspec checkpoint: expected a dict with "
+                         f"format={CHECKPOINT_FORMAT!r}, 'spec' and 'state_dict'{hint}")
+    version = obj.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {str(path)!r} has version {version!r}; this jacspec reads "
+                         f"version {CHECKPOINT_VERSION}")
+    spec, state = obj.get("spec"), obj.get("state_dict")
+    if not isinstance(spec, Mapping) or not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt: 'spec' and 'state_dict' must be "
+                         "dicts")
+    try:
+        model = build_model(spec)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"checkpoint {str(path)!r} has an invalid spec: {exc}") from None
+    try:
+        _check_match(model, state, "checkpoint")
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {str(path)!r}: {exc}") from None
+    model.load_state_dict(state, strict=True)
+    return model.eval(), dict(spec)

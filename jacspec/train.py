@@ -1,0 +1,224 @@
+"""Train a classifier to a fixed criterion: 100% train accuracy, a cross-entropy target, or an
+epoch budget (the stopping rule of generalization-metric studies, Jiang et al. 2020).
+
+Loss: mean cross-entropy ``-1/n sum_i log softmax(f(x_i))_{y_i}``. The whole training set is
+evaluated once per epoch (eval mode, no gradient) and training stops at the first epoch end where
+every given target holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from jacspec.datasets import DataSet
+from jacspec.errors import check_choice
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OPTIMIZERS", "TrainResult", "evaluate", "make_optimizer", "train"]
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of ``train``: final full-train-set accuracy and mean cross-entropy, epochs and
+    optimizer steps taken, which criterion stopped training ("accuracy", "loss", "budget", or
+    "callback"),
+    wall-clock seconds, the settings used, and per-epoch ``history`` rows
+    ``(epoch, train_accuracy, train_loss)`` (epoch 0 = before training)."""
+
+    train_accuracy: float
+    train_loss: float
+    epochs: int
+    steps: int
+    reached: str
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    history: tuple[tuple[int, float, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of all fields (history as lists)."""
+        d = asdict(self)
+        d["history"] = [list(row) for row in self.history]
+        return d
+
+    def to_frame(self):  # -> pandas.DataFrame
+        """Per-epoch history as a DataFrame with columns epoch, train_accuracy, train_loss."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self.history), columns=["epoch", "train_accuracy", "train_loss"])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 4096
+             ) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``(x, y)``; the model's train/eval mode is
+    left as the caller set it."""
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    correct, total_loss = 0, 0.0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(xb)
+        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == yb).sum())
+    return correct / len(y), total_loss / len(y)
+
+
+def make_optimizer(model: nn.Module, optimizer: str = "adam", lr: float = 1e-3, *,
+                   momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` or ``torch.optim.SGD`` (with optional ``momentum``) over
+    ``model.parameters()``."""
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    if optimizer == "adam":
+        if momentum:
+            raise ValueError("momentum applies to optimizer='sgd' only; Adam has betas")
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _check_number(name: str, value: object, *, low: float, inclusive: bool = False,
+                  high: float = math.inf) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if inclusive else value > low) and value <= high
+    if not ok:
+        bound = f"{'>=' if inclusive else '>'} {low}" + ("" if high == math.inf else
+                                                         f" and <= {high}")
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return float(value)
+
+
+def train(
+    model: nn.Module,
+    data: DataSet,
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    batch_size: int = 128,
+    max_epochs: int = 200,
+    target_accuracy: float | None = 1.0,
+    target_loss: float | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    callback: Callable[[int, float, float], object] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Minimise mean cross-entropy on ``data`` with Adam or SGD(+momentum) in mini-batches.
+
+    Stops at the end of the first epoch where the full-train-set accuracy is
+    ``>= target_accuracy`` and the mean cross-entropy is ``<= target_loss`` (each only if not
+    None), or after ``max_epochs``. Mini-batch order is drawn from ``seed`` and any in-model
+    randomness (dropout) runs under ``torch.manual_seed(seed)`` without touching the caller's
+    global RNG state, so the same seed and initial weights give the same trained weights.
+    ``x`` is cast to the model's parameter dtype. ``callback(epoch, accuracy, loss)`` is called
+    after each evaluation (epoch 0 = before training); returning True stops training
+    (``reached="callback"``). The model is left in eval mode.
+    """
+    if not isinstance(data, DataSet):
+        raise TypeError(f"data must be a jacspec DataSet (see load_dataset); got "
+                        f"{type(data).__name__}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    lr = _check_number("lr", lr, low=0.0)
+    momentum = _check_number("momentum", momentum, low=0.0, inclusive=True, high=1.0)
+    weight_decay = _check_number("weight_decay", weight_decay, low=0.0, inclusive=True)
+    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (name == "batch_size"):
+            raise ValueError(f"{name} must be a non-negative integer (batch_size >= 1); "
+                             f"got {value!r}")
+    if target_accuracy is not None:
+        target_accuracy = _check_number("target_accuracy", target_accuracy, low=0.0, high=1.0)
+    if target_loss is not None:
+        target_loss = _check_number("target_loss", target_loss, low=0.0, inclusive=True)
+    if len(data) == 0:
+        raise ValueError("data is empty")
+
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("model has no parameters to train")
+    dev = torch.device(device) if device is not None else params[0].device
+    model.to(dev)
+    x = data.x.to(device=dev, dtype=params[0].dtype)
+    y = data.y.to(dev)
+    n = len(y)
+    opt = make_optimizer(model, optimizer, lr, momentum=momentum, weight_decay=weight_decay)
+    settings = {"optimizer": optimizer, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay, "batch_size": batch_size, "max_epochs": max_epochs,
+                "target_accuracy": target_accuracy, "target_loss": target_loss, "seed": int(seed),
+                "n": n, "data": data.name}
+
+    def done(acc: float, loss: float) -> str | None:
+        if target_accuracy is None and target_loss is None:
+            return None
+        if target_accuracy is not None and acc < target_accuracy:
+            return None
+        if target_loss is not None and loss > target_loss:
+            return None
+        return "loss" if target_loss is not None else "accuracy"
+
+    gen = torch.Generator().manual_seed(int(seed))
+    history: list[tuple[int, float, float]] = []
+    steps, epoch, reached = 0, 0, "budget"
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_epochs, desc="train", unit="epoch")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            while True:
+                model.eval()
+                acc, loss = evaluate(model, x, y)
+                history.append((epoch, acc, loss))
+                log.debug("epoch %d: train accuracy %.4f, loss %.4g", epoch, acc, loss)
+                if bar is not None:
+                    bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.3g}")
+                if not math.isfinite(loss):
+                    raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); lower "
+                                     f"lr (got {lr})")
+                stop = done(acc, loss)
+                halt = callback is not None and callback(epoch, acc, loss) is True
+                if stop is not None or halt:
+                    reached = stop if stop is not None else "callback"
+                    break
+                if epoch >= max_epochs:
+                    break
+                model.train()
+                order = torch.randperm(n, generator=gen).to(dev)
+                for i in range(0, n, batch_size):
+                    idx = order[i:i + batch_size]
+                    opt.zero_grad(set_to_none=True)
+                    F.cross_entropy(model(x[idx]), y[idx]).backward()
+                    opt.step()
+                    steps += 1
+                epoch += 1
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        model.eval()
+        if bar is not None:
+            bar.close()
+    acc, loss = history[-1][1], history[-1][2]
+    if reached == "budget" and (target_accuracy is not None or target_loss is not None):
+        log.info("stopped after %d epochs without reaching the target (acc %.4f, loss %.4g)",
+                 epoch, acc, loss)
+    return TrainResult(train_accuracy=acc, train_loss=loss, epochs=epoch, steps=steps,
+                       reached=reached, seconds=time.perf_counter() - start, settings=settings,
+                       history=tuple(history))
