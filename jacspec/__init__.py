@@ -14,6 +14,19 @@ __all__: list[str] = ["__version__"]
 # --- end core ---
 
 # --- data and models: datasets, models, train ---
+from jacspec.datasets import DataSet, load_dataset  # noqa: E402
+from jacspec.models import (  # noqa: E402
+    Erf,
+    build_model,
+    load_checkpoint,
+    mlp,
+    save_checkpoint,
+    small_cnn,
+)
+from jacspec.train import TrainResult  # noqa: E402  (train() stays jacspec.train.train)
+
+__all__ += ["DataSet", "load_dataset", "Erf", "build_model", "load_checkpoint", "mlp",
+            "save_checkpoint", "small_cnn", "TrainResult"]
 # --- end data and models ---
 
 # --- heavy tails: powerlaw, nulls ---
