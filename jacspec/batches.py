@@ -1,0 +1,139 @@
+"""Uniform batching of the inputs jacspec accepts.
+
+Every public function that takes ``data`` goes through :func:`iter_batches`, which
+yields ``(x, y)`` pairs with ``x`` of shape ``(b, *input_shape)`` and ``y`` of shape
+``(b,)`` or ``None``. Accepted: a tensor or numpy array of inputs ``(n, *input_shape)``,
+an ``(x, y)`` tuple of those, an object with ``.x``/``.y`` attributes (a jacspec
+``DataSet``), a ``torch.utils.data.Dataset`` of ``(x, y)`` items, or any iterable of
+``(x, y)`` batches or bare ``x`` batches (a ``DataLoader``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]
+
+
+def _as_tensor(value: Any, what: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"{what} must be a numeric array; got a numpy array of Python objects")
+        return torch.from_numpy(value)
+    raise TypeError(
+        f"{what} must be a torch.Tensor or numpy array; got {type(value).__name__}"
+    )
+
+
+def _split(item: Any) -> Batch:
+    if isinstance(item, (tuple, list)):
+        if len(item) == 0:
+            raise ValueError("data yielded an empty batch tuple; expected (x, y) or x")
+        x = _as_tensor(item[0], "data batch x")
+        y = _as_tensor(item[1], "data batch y") if len(item) > 1 and item[1] is not None else None
+        return x, y
+    if isinstance(item, dict):
+        for key in ("x", "input", "inputs", "image", "images"):
+            if key in item:
+                y = item.get("y", item.get("label", item.get("labels")))
+                return _as_tensor(item[key], f"data batch {key!r}"), (
+                    None if y is None else _as_tensor(y, "data batch y")
+                )
+        raise ValueError(
+            f"data yielded a dict with keys {sorted(item)}; expected an 'x' (or 'input') key"
+        )
+    return _as_tensor(item, "data batch"), None
+
+
+def _slices(x: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> Iterator[Batch]:
+    for start in range(0, x.shape[0], batch_size):
+        yield x[start : start + batch_size], None if y is None else y[start : start + batch_size]
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor | None) -> None:
+    if x.ndim == 0:
+        raise ValueError("data must have a leading example dimension; got a 0-d tensor")
+    if y is not None and y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"data has {x.shape[0]} inputs but {y.shape[0]} labels; they must match"
+        )
+
+
+def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[Batch]:
+    """Yield ``(x, y)`` batches from any accepted ``data`` (see module docstring).
+
+    In-memory data are cut into batches of ``batch_size`` (all at once if None);
+    iterables of batches are passed through as they come (their own batch size wins).
+    """
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
+    if data is None:
+        raise ValueError("data is None; expected a tensor, an (x, y) tuple or a DataLoader")
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        x = _as_tensor(data, "data")
+        _check_pair(x, None)
+        yield from _slices(x, None, batch_size or max(1, x.shape[0]))
+        return
+    if hasattr(data, "x") and hasattr(data, "y") and not isinstance(data, (tuple, list)):
+        x, y = _as_tensor(data.x, "data.x"), _as_tensor(data.y, "data.y")
+        _check_pair(x, y)
+        yield from _slices(x, y, batch_size or max(1, x.shape[0]))
+        return
+    if (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and isinstance(data[0], (torch.Tensor, np.ndarray))
+        and (data[1] is None or isinstance(data[1], (torch.Tensor, np.ndarray)))
+    ):
+        x = _as_tensor(data[0], "data x")
+        y = None if data[1] is None else _as_tensor(data[1], "data y")
+        _check_pair(x, y)
+        yield from _slices(x, y, batch_size or max(1, x.shape[0]))
+        return
+    if isinstance(data, Dataset) and not isinstance(data, Iterable):
+        data = DataLoader(data, batch_size=batch_size or 256, shuffle=False)
+    elif isinstance(data, Dataset) and hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        data = DataLoader(data, batch_size=batch_size or 256, shuffle=False)
+    if not isinstance(data, Iterable):
+        raise TypeError(
+            f"data of type {type(data).__name__} is not supported; expected a tensor, numpy "
+            "array, (x, y) tuple, DataSet, torch Dataset or an iterable of (x, y) batches"
+        )
+    for item in data:
+        x, y = _split(item)
+        _check_pair(x, y)
+        if batch_size is None or x.shape[0] <= batch_size:
+            yield x, y
+        else:
+            yield from _slices(x, y, batch_size)
+
+
+def data_length(data: Any) -> int | None:
+    """Number of examples in ``data`` when it can be known without iterating, else None."""
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return int(data.shape[0])
+    if hasattr(data, "x") and hasattr(data.x, "shape") and not isinstance(data, (tuple, list)):
+        return int(data.x.shape[0])
+    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+        return int(data[0].shape[0])
+    dataset = getattr(data, "dataset", None)
+    if isinstance(data, DataLoader) and dataset is not None and hasattr(dataset, "__len__"):
+        return len(dataset)
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        return len(data)
+    return None
+
+
+def first_batch(data: Any) -> Batch:
+    """The first ``(x, y)`` batch of ``data``; ValueError when ``data`` is empty."""
+    for x, y in iter_batches(data):
+        if x.shape[0] > 0:
+            return x, y
+    raise ValueError("data is empty; expected at least one example")

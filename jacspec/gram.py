@@ -1,0 +1,255 @@
+"""The data Jacobian's Gram matrix, accumulated without holding more than needed.
+
+With ``𝒥`` the ``n x kd`` data Jacobian, the *primal* Gram is ``𝒥𝒥^T`` (``n x n``) and
+the *dual* Gram is ``𝒥^T𝒥 = sum_i J_i^T J_i`` (``kd x kd``). Both have the same nonzero
+eigenvalues; jacspec builds the smaller one. The dual side is a sum over examples, so it
+streams batch by batch and never holds ``𝒥``. Matrices are returned in float64 and are
+*unscaled* (``scale`` is applied in :mod:`jacspec.spectrum`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+from jacspec.batches import data_length
+from jacspec.errors import check_choice
+from jacspec.jacobian import JacobianBatch, iter_jacobians
+
+logger = logging.getLogger(__name__)
+
+SIDES = ("auto", "dual", "primal")
+#: Rows multiplied at once into the dual Gram (flushes to the float64 accumulator).
+DUAL_CHUNK_ROWS = 4096
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Gram:
+    """An unscaled Gram matrix of the data Jacobian and how it was made.
+
+    ``matrix`` is float64, ``(n, n)`` for ``side="primal"`` (``𝒥𝒥^T``) or ``(kd, kd)`` for
+    ``side="dual"`` (``𝒥^T𝒥``).
+    """
+
+    matrix: np.ndarray
+    side: str
+    n: int
+    k: int
+    input_shape: tuple[int, ...]
+    output: str
+    dtype: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def d(self) -> int:
+        """Input dimension (all input axes flattened)."""
+        return int(np.prod(self.input_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "side": self.side,
+            "n": self.n,
+            "k": self.k,
+            "d": self.d,
+            "input_shape": list(self.input_shape),
+            "output": self.output,
+            "dtype": self.dtype,
+            **self.settings,
+        }
+
+
+def gram_bytes(side: str, n: int, kd: int, itemsize: int = 4) -> int:
+    """Peak bytes to build and diagonalise one side: float64 matrix, eigen work space, inputs.
+
+    Dual: ``kd^2`` (float64 accumulator) + ``kd^2`` (eigensolver copy) + ``kd^2 * itemsize``
+    (one chunk product). Primal: ``n*kd*itemsize`` (held 𝒥) + ``2 n^2`` float64.
+    """
+    if side == "dual":
+        return int(kd * kd * (16 + itemsize))
+    return int(n * kd * itemsize + 16 * n * n)
+
+
+def available_bytes() -> int:
+    """Memory this process may still take (psutil's ``available``)."""
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(side: str, n: int, kd: int, itemsize: int, max_memory: int | None) -> None:
+    """Refuse with a sentence naming a smaller alternative if ``side`` would not fit in memory."""
+    need = gram_bytes(side, n, kd, itemsize)
+    limit = int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
+    if need <= limit:
+        return
+    other = "primal" if side == "dual" else "dual"
+    other_need = gram_bytes(other, n, kd, itemsize)
+    hints = []
+    if side == "primal":
+        # largest n with n*kd*itemsize + 16 n^2 <= limit
+        a, b, c = 16.0, kd * itemsize, -float(limit)
+        n_fit = int((-b + np.sqrt(b * b - 4 * a * c)) / (2 * a))
+        hints.append(f"a subset of at most {max(n_fit, 0)} examples")
+    if other_need <= limit:
+        hints.append(f"side='{other}' ({other_need / GIB:.2f} GiB)")
+    else:
+        hints.append("smaller inputs (for example a 24x24 crop)")
+    hints.append("an estimate: jacspec.estimate_esd(..., method='slq')")
+    raise ValueError(
+        f"the {side} Gram for n={n}, kd={kd} needs about {need / GIB:.2f} GiB but only "
+        f"{limit / GIB:.2f} GiB may be used (max_memory); use " + ", or ".join(hints)
+    )
+
+
+def _pick_side(side: str, n: int | None, kd: int) -> str:
+    if side != "auto":
+        return side
+    if n is None:
+        return "auto"
+    return "dual" if kd < n else "primal"
+
+
+class _DualAccumulator:
+    """Accumulates ``sum_i J_i^T J_i`` in float64 from chunks multiplied in the rows' dtype."""
+
+    def __init__(self, kd: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.acc = torch.zeros(kd, kd, dtype=torch.float64, device=device)
+        self.dtype = dtype
+        self.pending: list[torch.Tensor] = []
+        self.pending_rows = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        self.pending.append(rows)
+        self.pending_rows += rows.shape[0]
+        if self.pending_rows >= DUAL_CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        chunk = torch.cat(self.pending, dim=0) if len(self.pending) > 1 else self.pending[0]
+        self.pending, self.pending_rows = [], 0
+        if chunk.dtype == torch.float64:
+            self.acc.addmm_(chunk.T, chunk)
+        else:
+            self.acc += (chunk.T @ chunk).to(torch.float64)
+
+    def result(self) -> np.ndarray:
+        self.flush()
+        return self.acc.cpu().numpy()
+
+
+def primal_from_rows(rows: torch.Tensor, block: int = 4096) -> np.ndarray:
+    """``𝒥𝒥^T`` in float64 from rows ``(n, kd)``, multiplied in the rows' dtype block by block."""
+    n = rows.shape[0]
+    out = np.empty((n, n), dtype=np.float64)
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            blk = (rows[i : i + block] @ rows[j : j + block].T).to(torch.float64).cpu().numpy()
+            out[i : i + block, j : j + block] = blk
+            if j != i:
+                out[j : j + block, i : i + block] = blk.T
+    return out
+
+
+def gram_from_batches(
+    batches: Iterable[JacobianBatch],
+    *,
+    side: str = "auto",
+    n: int | None = None,
+    max_memory: int | None = None,
+    output: str = "softmax",
+) -> Gram:
+    """Build the Gram of the Jacobian ``batches`` (see :func:`gram`); ``n`` if known in advance.
+
+    With ``side="auto"`` and ``n`` unknown, rows are held until there are more than ``kd`` of
+    them, then folded into the dual accumulator (so memory never exceeds the dual's).
+    """
+    check_choice("side", side, SIDES)
+    chosen = side
+    held: list[torch.Tensor] = []
+    dual: _DualAccumulator | None = None
+    count = 0
+    k = kd = 0
+    shape: tuple[int, ...] = ()
+    dtype = torch.float32
+    for batch in batches:
+        rows = batch.rows
+        if count == 0:
+            k, kd = int(batch.jac.shape[1]), int(rows.shape[1])
+            shape = tuple(int(s) for s in batch.jac.shape[2:])
+            dtype = rows.dtype
+            chosen = _pick_side(side, n, kd)
+            if chosen != "auto":
+                check_fits(chosen, n or kd, kd, rows.element_size(), max_memory)
+            if chosen == "dual":
+                dual = _DualAccumulator(kd, rows.dtype, rows.device)
+        count += rows.shape[0]
+        if dual is not None:
+            dual.add(rows)
+            continue
+        held.append(rows)
+        if chosen == "primal" and n is None:
+            check_fits("primal", count, kd, rows.element_size(), max_memory)
+        if chosen == "auto" and count > kd:
+            chosen = "dual"
+            check_fits("dual", count, kd, rows.element_size(), max_memory)
+            dual = _DualAccumulator(kd, rows.dtype, rows.device)
+            for r in held:
+                dual.add(r)
+            held = []
+    if count == 0:
+        raise ValueError("data is empty; expected at least one example")
+    if dual is not None:
+        matrix, final_side = dual.result(), "dual"
+    else:
+        matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
+    logger.info("gram: side=%s n=%d kd=%d", final_side, count, kd)
+    return Gram(
+        matrix=matrix,
+        side=final_side,
+        n=count,
+        k=k,
+        input_shape=shape,
+        output=output,
+        dtype=str(dtype).replace("torch.", ""),
+    )
+
+
+def gram(
+    model: nn.Module,
+    data: Any,
+    *,
+    side: str = "auto",
+    output: str = "softmax",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int | None = None,
+    max_memory: int | None = None,
+    progress: bool = False,
+) -> Gram:
+    """The unscaled Gram of the data Jacobian of ``model`` on ``data``.
+
+    ``side="auto"`` builds the dual ``𝒥^T𝒥`` (kd x kd) when ``kd < n`` and the primal
+    ``𝒥𝒥^T`` (n x n) otherwise. Refuses (ValueError) before allocating more than
+    ``max_memory`` bytes (default: 80% of the available memory).
+    """
+    check_choice("side", side, SIDES)
+    batches = iter_jacobians(
+        model,
+        data,
+        output=output,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return gram_from_batches(
+        batches, side=side, n=data_length(data), max_memory=max_memory, output=output
+    )
