@@ -4,6 +4,7 @@ Public API is re-exported here. Each block below belongs to one area of the
 package; edit only your own block.
 """
 
+# ruff: noqa: E402
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -11,6 +12,25 @@ __version__ = "0.1.0"
 __all__: list[str] = ["__version__"]
 
 # --- core: jacobian, gram, spectrum, esd ---
+from jacspec.esd import metrics_table, spectral_metrics
+from jacspec.gram import Gram, gram
+from jacspec.jacobian import JacobianBatch, data_jacobian, iter_jacobians, jacobians
+from jacspec.spectrum import ESD, eigenvalues_from_jacobian, esd, esd_from_gram
+
+__all__ += [
+    "ESD",
+    "Gram",
+    "JacobianBatch",
+    "data_jacobian",
+    "eigenvalues_from_jacobian",
+    "esd",
+    "esd_from_gram",
+    "gram",
+    "iter_jacobians",
+    "jacobians",
+    "metrics_table",
+    "spectral_metrics",
+]
 # --- end core ---
 
 # --- data and models: datasets, models, train ---
