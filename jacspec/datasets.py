@@ -7,7 +7,8 @@ Built-in names (``load_dataset``):
   fixed stratified 80/20 train/test split (1,437 / 360).
 - ``mnist1d``: MNIST-1D (Greydanus 2020) regenerated locally with the ``mnist1d`` package's
   default arguments (4,000 / 1,000 examples of length 40, standardised), cached as ``.npz``
-  under ``$JACSPEC_CACHE`` (default ``~/.cache/jacspec``).
+  under ``$JACSPEC_CACHE`` (default ``~/.cache/jacspec``); generator arguments may be changed
+  in the name, e.g. ``"mnist1d:num_samples=10000,seed=1"``.
 - ``gaussian``: a mixture of ``num_classes`` isotropic Gaussians in ``dim`` dimensions;
   options in the name, e.g. ``"gaussian:k=5,d=20,n=500,sep=1.5"``.
 - ``mnist``, ``fashion_mnist``: IDX files (``train-images-idx3-ubyte[.gz]`` ...) under ``root``.
@@ -25,6 +26,7 @@ import gzip
 import logging
 import os
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -179,11 +181,14 @@ def load_dataset(
     elif key == "gaussian":
         x, y, k = _gaussian_from_options(options, split, seed)
         natural_flat, label = True, str(name)
+    elif key == "mnist1d":
+        a = _mnist1d_arrays(options)
+        x, y = (a["x"], a["y"]) if split == "train" else (a["x_test"], a["y_test"])
+        k, natural_flat, label = 10, True, str(name)
     else:
         if options:
             raise ValueError(f"dataset {key!r} takes no options; got {options}")
-        needs_root = key not in ("digits", "mnist1d")
-        x, y, k, natural_flat = _LOADERS[key](split, _root(root, key) if needs_root else None)
+        x, y, k, natural_flat = _LOADERS[key](split, _root(root, key) if key != "digits" else None)
         label = key
     if crop is not None:
         if x.ndim != 4:
@@ -272,9 +277,41 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def _mnist1d_arrays() -> dict[str, np.ndarray]:
-    """MNIST-1D from the package's generator (default args), cached on disk as .npz."""
-    path = cache_dir() / "mnist1d_default_v1.npz"
+_MNIST1D_KEYS = ("num_samples", "train_split", "template_len", "scale_coeff", "max_translation",
+                 "corr_noise_scale", "iid_noise_scale", "shear_scale", "final_seq_length", "seed")
+
+
+def _mnist1d_args(options: dict[str, str]) -> tuple[Any, dict[str, float | int]]:
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args()
+    overrides: dict[str, float | int] = {}
+    for key, value in sorted(options.items()):
+        if key not in _MNIST1D_KEYS:
+            raise ValueError(f"mnist1d option {key!r} is not known; expected one of "
+                             f"{', '.join(_MNIST1D_KEYS)}")
+        default = getattr(args, key)
+        try:
+            overrides[key] = float(value) if isinstance(default, float) else int(value)
+        except ValueError:
+            raise ValueError(f"mnist1d option {key}={value!r} is not a number") from None
+        setattr(args, key, overrides[key])
+    if args.num_samples < 10 or not 0 < args.train_split < 1:
+        raise ValueError(f"mnist1d needs num_samples >= 10 and 0 < train_split < 1; got "
+                         f"num_samples={args.num_samples}, train_split={args.train_split}")
+    return args, overrides
+
+
+def _mnist1d_arrays(options: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """MNIST-1D from the package's generator (its default arguments, or ``options`` changing
+    some of them), cached on disk as .npz keyed by the changed arguments."""
+    import hashlib
+    import json
+
+    args, overrides = _mnist1d_args(options or {})
+    tag = "default" if not overrides else hashlib.sha1(
+        json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"mnist1d_{tag}_v1.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -283,12 +320,12 @@ def _mnist1d_arrays() -> dict[str, np.ndarray]:
             log.warning("rebuilding unreadable MNIST-1D cache %s (%s)", path, exc)
     import random
 
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import make_dataset
 
     log.info("building MNIST-1D locally (cache: %s)", path)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:  # make_dataset seeds the global RNGs; leave them as they were
-        d = make_dataset(get_dataset_args())
+        d = make_dataset(args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -297,11 +334,6 @@ def _mnist1d_arrays() -> dict[str, np.ndarray]:
               "y_test": np.asarray(d["y_test"], np.int64)}
     _atomic_savez(path, **arrays)
     return arrays
-
-
-def _load_mnist1d(split: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    a = _mnist1d_arrays()
-    return (a["x"], a["y"], 10, True) if split == "train" else (a["x_test"], a["y_test"], 10, True)
 
 
 # --------------------------------------------------------------------------- gaussian mixture
@@ -469,6 +501,8 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
     xk, yk = ("x", "y") if split == "train" else ("x_test", "y_test")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"dataset file {str(path)!r} is not a readable .npz (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
@@ -482,7 +516,7 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool
             raise ValueError(f"dataset file {str(path)!r} holds object arrays, which would "
                              "need unpickling; store plain numeric arrays x and y") from None
         raise
-    except (OSError, EOFError, zlib.error, KeyError) as exc:
+    except (OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as exc:
         raise ValueError(f"dataset file {str(path)!r} is not a readable .npz ({exc})") from None
     if x.dtype.kind not in "fiub" or x.ndim < 2 or x.size == 0:
         raise ValueError(f"dataset file {str(path)!r}: {xk} must be a numeric array of shape "
@@ -522,7 +556,6 @@ def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
 
 _LOADERS: dict[str, Callable[[str, Path], tuple[np.ndarray, np.ndarray, int, bool]]] = {
     "digits": lambda split, root: _load_digits(split),
-    "mnist1d": lambda split, root: _load_mnist1d(split),
     "mnist": lambda split, root: _load_idx_set("mnist", split, root),
     "fashion_mnist": lambda split, root: _load_idx_set("fashion_mnist", split, root),
     "cifar10": lambda split, root: _load_cifar("cifar10", split, root),
