@@ -1,0 +1,26 @@
+"""Model zoos: train many networks (local processes or Ray), keep results in a crash-safe
+SQLite store, and judge generalization metrics with rank statistics.
+
+Submodules: :mod:`jacspec.zoo.train` (one run from a configuration), :mod:`jacspec.zoo.metrics`
+(the metric registry), :mod:`jacspec.zoo.sweep` (grids and backends), :mod:`jacspec.zoo.store`
+(results), :mod:`jacspec.zoo.score` (Kendall tau, Psi, CMI, sign error).
+"""
+
+from jacspec.zoo.score import (
+    ScoreTable,
+    conditional_mutual_information,
+    granulated_kendall,
+    kendall_tau,
+    paired_comparison,
+    robust_sign_error,
+    score_metrics,
+    score_store,
+)
+from jacspec.zoo.store import Store, config_hash, load_results
+from jacspec.zoo.sweep import Sweep, SweepSummary, expand, load_sweep, run_sweep
+
+__all__ = [
+    "ScoreTable", "Store", "Sweep", "SweepSummary", "conditional_mutual_information",
+    "config_hash", "expand", "granulated_kendall", "kendall_tau", "load_results", "load_sweep",
+    "paired_comparison", "robust_sign_error", "run_sweep", "score_metrics", "score_store",
+]

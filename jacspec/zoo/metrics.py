@@ -1,0 +1,211 @@
+"""Metrics measured on each trained network of a zoo: a registry of
+``name -> function(model, data: MetricData) -> dict`` (scalars; numpy arrays of rank >= 1 are
+stored as files). Metrics whose module or package is missing are skipped with a logged note.
+
+Registered: ``accuracy`` (train/test accuracy and loss, ``gap = train_acc - test_acc``),
+``jacobian_norm`` (mean ``||J(x)||_F`` of the softmax over test and train points),
+``transitions`` (activation-code transitions along ellipses through three same-class test
+points), ``jacobian_esd`` (spectral metrics of the data-Jacobian ESD, ``jac_{train,test}_*``,
+plus heavy-tail metrics when available), ``weightwatcher`` (``ww_alpha``,
+``ww_alpha_weighted``, ``ww_log_norm`` from the weightwatcher package), ``baselines``
+(``num_params``, ``weight_norm_sum = sum_l ||W_l||_F``, ``dist_init = ||theta - theta_0||_2``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from jacspec.datasets import DataSet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class MetricData:
+    """What a metric may look at: the training set (as trained on), the test set, the
+    initial weights and the run's configuration."""
+
+    train: DataSet
+    test: DataSet
+    init_state: Mapping[str, torch.Tensor] | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+MetricFn = Callable[[nn.Module, MetricData], dict[str, Any]]
+REGISTRY: dict[str, MetricFn] = {}
+
+DEFAULT_METRICS = ("accuracy", "jacobian_norm", "transitions", "jacobian_esd", "weightwatcher",
+                   "baselines")
+DEFAULT_CURVE_METRICS = ("accuracy", "jacobian_norm", "weightwatcher", "baselines")
+
+# Quantities that use the test labels or define the gap: never scored as predictors.
+NON_PREDICTORS = ("gap", "loss_gap", "train_accuracy", "test_accuracy", "train_loss",
+                  "test_loss", "epochs", "steps", "train_seconds", "converged", "full_batch")
+
+_NOTED: set[str] = set()
+
+
+def register(name: str) -> Callable[[MetricFn], MetricFn]:
+    """Decorator adding ``fn(model, data) -> dict`` to :data:`REGISTRY` under ``name``."""
+
+    def deco(fn: MetricFn) -> MetricFn:
+        REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def measure(model: nn.Module, data: MetricData, names: Iterable[str]
+            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run the named metrics; returns (scalars, arrays). Unknown names raise ValueError; a
+    metric whose dependency is not installed (ImportError) is skipped with a logged note."""
+    names = list(names)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; registered: {', '.join(sorted(REGISTRY))}")
+    scalars: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    model.eval()
+    for name in names:
+        try:
+            out = REGISTRY[name](model, data)
+        except ImportError as exc:
+            if name not in _NOTED:
+                logger.warning("metric %r skipped: %s", name, exc)
+                _NOTED.add(name)
+            continue
+        for key, value in out.items():
+            if isinstance(value, np.ndarray) and value.ndim >= 1:
+                arrays[key] = value
+            elif isinstance(value, torch.Tensor) and value.ndim >= 1:
+                arrays[key] = value.detach().cpu().numpy()
+            else:
+                scalars[key] = float(value) if isinstance(value, (np.floating, torch.Tensor)) \
+                    else value
+    return scalars, arrays
+
+
+def _take(data: DataSet, n: int) -> DataSet:
+    return data if n >= len(data) else data.subset(n, seed=0)
+
+
+@register("accuracy")
+def accuracy_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Train/test accuracy and mean cross-entropy, ``gap`` and ``loss_gap = test - train``."""
+    from jacspec.train import evaluate
+
+    dtype = next(model.parameters()).dtype
+    tr_acc, tr_loss = evaluate(model, data.train.x.to(dtype), data.train.y)
+    te_acc, te_loss = evaluate(model, data.test.x.to(dtype), data.test.y)
+    return {"train_accuracy": tr_acc, "train_loss": tr_loss, "test_accuracy": te_acc,
+            "test_loss": te_loss, "gap": tr_acc - te_acc, "loss_gap": te_loss - tr_loss}
+
+
+@register("jacobian_norm")
+def jacobian_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Mean softmax Jacobian Frobenius norm on (up to 1000) test and train points."""
+    from jacspec.sensitivity import mean_jacobian_norm
+
+    n = int(data.config.get("n_jacobian", 1000))
+    return {"test_jacobian_norm": mean_jacobian_norm(model, _take(data.test, n).x),
+            "train_jacobian_norm": mean_jacobian_norm(model, _take(data.train, n).x)}
+
+
+@register("transitions")
+def transition_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Mean transitions along 2 closed ellipses through same-class test points (1024 points
+    each), and the same per hidden unit."""
+    from jacspec.regions import count_transitions
+    from jacspec.trajectories import same_class_ellipse
+
+    totals, units = [], 1
+    for seed in range(2):
+        traj = same_class_ellipse(data.test, seed=seed)
+        tr = count_transitions(model, traj, num_points=1024, keep_distances=False)
+        totals.append(tr.total)
+        units = max(tr.num_units, 1)
+    mean = float(np.mean(totals))
+    return {"test_transitions": mean, "test_transitions_per_unit": mean / units}
+
+
+@register("jacobian_esd")
+def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Spectral metrics of the softmax data-Jacobian ESD on (up to 200) train and test
+    points; eigenvalue arrays ``esd_train``/``esd_test``; heavy-tail metrics when the
+    heavy-tail module is available."""
+    from jacspec.esd import spectral_metrics
+    from jacspec.spectrum import esd
+
+    n = int(data.config.get("n_esd", 200))
+    out: dict[str, Any] = {}
+    for split, ds in (("train", data.train), ("test", data.test)):
+        spec = esd(model, _take(ds, n).x, output="softmax")
+        ev = np.asarray(spec.eigenvalues, dtype=np.float64)
+        out[f"esd_{split}"] = ev
+        for k, v in spectral_metrics(ev).items():
+            out[f"jac_{split}_{k}"] = v
+        try:
+            from jacspec.heavytail import heavy_tail_metrics
+        except ImportError:
+            continue
+        try:
+            for k, v in heavy_tail_metrics(ev).items():
+                if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+                    out[f"jac_{split}_{k}"] = float(v)
+        except (ValueError, RuntimeError) as exc:
+            logger.info("heavy-tail metrics failed on the %s ESD: %s", split, exc)
+    return out
+
+
+@register("weightwatcher")
+def weightwatcher_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """WeightWatcher's layer-averaged ``alpha``, ``alpha_weighted`` and ``log_norm``."""
+    import weightwatcher as ww  # optional extra: pip install 'jacspec[ww]'
+
+    with contextlib.redirect_stdout(io.StringIO()), _quiet("weightwatcher"):
+        watcher = ww.WeightWatcher(model=model)
+        details = watcher.analyze()
+        summary = watcher.get_summary(details)
+    out = {}
+    for key in ("alpha", "alpha_weighted", "log_norm"):
+        v = summary.get(key)
+        out[f"ww_{key}"] = float(v) if v is not None and math.isfinite(float(v)) else math.nan
+    return out
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    lg = logging.getLogger(name)
+    level = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(level)
+
+
+@register("baselines")
+def baseline_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Parameter count, ``sum_l ||W_l||_F`` over weight matrices/kernels, and
+    ``||theta - theta_0||_2`` (NaN without initial weights)."""
+    params = dict(model.named_parameters())
+    num = sum(p.numel() for p in params.values())
+    wsum = float(sum(p.detach().double().norm() for p in params.values() if p.ndim >= 2))
+    dist = math.nan
+    if data.init_state is not None:
+        sq = 0.0
+        for k, p in params.items():
+            if k in data.init_state:
+                sq += float((p.detach().double() - data.init_state[k].double()).pow(2).sum())
+        dist = math.sqrt(sq)
+    return {"num_params": float(num), "weight_norm_sum": wsum, "dist_init": dist}

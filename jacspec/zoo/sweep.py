@@ -1,0 +1,329 @@
+"""Sweeps: a TOML/YAML file describes a grid (or a random sample of it); one job per
+configuration, run by a local process pool or a Ray cluster, results kept in a :class:`Store`.
+
+File layout (TOML; YAML with the same keys works too)::
+
+    [sweep]                       # all optional
+    job = "jacspec.zoo.train:run_job"   # "module:function", function(config) -> result dict
+    mode = "grid"                 # or "random": `samples` configurations drawn from the grid
+    samples = 50
+    seed = 0
+    group = 2                     # jobs per task (start-up costs are paid once per task)
+    [fixed]                       # keys shared by every configuration
+    dataset = "mnist1d"
+    [grid]                        # key = list of values; the grid is their product
+    width = [32, 128]
+
+A configuration is ``fixed | point``; its hash (see :func:`jacspec.zoo.store.config_hash`)
+identifies the run, so rerunning a sweep skips finished runs and redoes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jacspec.zoo.store import Store, config_hash
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_JOB = "jacspec.zoo.train:run_job"
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep: the configurations, the job that runs one, and the factors varied."""
+
+    configs: tuple[dict[str, Any], ...]
+    job: str = DEFAULT_JOB
+    group: int | None = None
+    factors: tuple[str, ...] = ()
+    name: str = "sweep"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "job": self.job, "group": self.group,
+                "factors": list(self.factors), "num_configs": len(self.configs),
+                "settings": dict(self.settings)}
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What one call of :func:`run_sweep` did."""
+
+    total: int
+    skipped: int
+    ran: int
+    done: int
+    failed: int
+    seconds: float
+    backend: str
+    workers: int
+    group: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def expand(spec: Mapping[str, Any]) -> Sweep:
+    """Configurations described by a parsed sweep file (dict with sweep/fixed/grid tables)."""
+    unknown = set(spec) - {"sweep", "fixed", "grid"}
+    if unknown:
+        raise ValueError(f"sweep file has unknown tables {sorted(unknown)}; "
+                         "accepted: sweep, fixed, grid")
+    meta = dict(spec.get("sweep") or {})
+    fixed = dict(spec.get("fixed") or {})
+    grid = dict(spec.get("grid") or {})
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"grid.{key} must be a non-empty list of values")
+        if key in fixed:
+            raise ValueError(f"key {key!r} is both in fixed and grid; keep one")
+    keys = sorted(grid)
+    points = [dict(zip(keys, combo, strict=True))
+              for combo in itertools.product(*(grid[k] for k in keys))]
+    mode = meta.get("mode", "grid")
+    if mode == "random":
+        samples = int(meta.get("samples", 0))
+        if samples <= 0:
+            raise ValueError("sweep.samples must be a positive integer for mode = 'random'")
+        rng = np.random.default_rng(int(meta.get("seed", 0)))
+        take = rng.choice(len(points), size=min(samples, len(points)), replace=False)
+        points = [points[i] for i in sorted(take)]
+    elif mode != "grid":
+        raise ValueError(f"sweep.mode must be 'grid' or 'random', got {mode!r}")
+    configs = tuple({**fixed, **p} for p in points)
+    group = meta.get("group")
+    if group is not None and (not isinstance(group, int) or group < 1):
+        raise ValueError(f"sweep.group must be a positive integer, got {group!r}")
+    return Sweep(configs=configs, job=str(meta.get("job", DEFAULT_JOB)), group=group,
+                 factors=tuple(k for k in keys if len(grid[k]) > 1),
+                 name=str(meta.get("name", "sweep")), settings=meta)
+
+
+def load_sweep(path: str | os.PathLike[str]) -> Sweep:
+    """Parse a ``.toml`` or ``.yaml``/``.yml`` sweep file (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise OSError(f"sweep file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        with open(path, "rb") as fh:
+            spec = tomllib.load(fh)
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        with open(path) as fh:
+            spec = yaml.safe_load(fh) or {}
+    else:
+        raise ValueError(f"sweep file must end in .toml, .yaml or .yml, got {path.name}")
+    sweep = expand(spec)
+    if "name" not in sweep.settings:
+        sweep = Sweep(configs=sweep.configs, job=sweep.job, group=sweep.group,
+                      factors=sweep.factors, name=path.stem, settings=sweep.settings)
+    return sweep
+
+
+def resolve_job(job: str | Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
+    """The function named by ``"module:function"`` (or ``job`` itself if callable)."""
+    if callable(job):
+        return job
+    if not isinstance(job, str) or ":" not in job:
+        raise ValueError(f"job must be 'module:function' or a callable, got {job!r}")
+    module, name = job.split(":", 1)
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError(f"job {job!r} does not name a function")
+    return fn
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def run_chunk(job: str | Callable, configs: Sequence[dict[str, Any]],
+              threads: int = 1) -> list[tuple[str, dict[str, Any]]]:
+    """Run several configurations in this process; each gives ``(hash, result)``.
+
+    A job that raises yields ``{"error": "<type>: <message>"}`` instead of killing the task.
+    """
+    _set_threads(threads)
+    fn = resolve_job(job)
+    out = []
+    for cfg in configs:
+        t0 = time.perf_counter()
+        try:
+            result = dict(fn(dict(cfg)))
+        except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not fatal
+            logger.debug("job failed: %s", traceback.format_exc())
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result.setdefault("duration", time.perf_counter() - t0)
+        out.append((config_hash(cfg), result))
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def _default_group(n: int, workers: int) -> int:
+    return max(1, min(4, math.ceil(n / (8 * workers))))
+
+
+def run_sweep(
+    sweep: Sweep | Sequence[Mapping[str, Any]],
+    store: str | os.PathLike[str],
+    *,
+    job: str | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    group: int | None = None,
+    threads: int | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run every configuration of ``sweep`` not yet done in ``store``.
+
+    ``backend="local"``: a process pool of ``workers`` processes (default: CPU count), each
+    with ``threads`` torch threads (default: CPU count // workers). ``backend="ray"``: tasks
+    on the Ray cluster at ``address`` ("auto", "HOST:PORT", or None for a private local
+    instance), one CPU per thread. ``group`` jobs go into one task. Finished runs are skipped;
+    runs left ``running`` by an interrupted sweep are redone; failed ones only with
+    ``retry_failed``. Only this (driver) process writes the store.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if isinstance(sweep, Sweep):
+        configs = list(sweep.configs)
+        job = job or sweep.job
+        group = group or sweep.group
+    else:
+        configs = [dict(c) for c in sweep]
+        job = job or DEFAULT_JOB
+    resolve_job(job)  # fail early on a bad job name
+    ncpu = os.cpu_count() or 1
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers}")
+    workers = workers or ncpu
+    threads = threads or max(1, ncpu // workers)
+    t0 = time.perf_counter()
+    with Store(store) as db:
+        hashes = db.add(configs)
+        by_hash = dict(zip(hashes, configs, strict=True))
+        todo = db.todo(dict.fromkeys(hashes), retry_failed=retry_failed)
+        group = group or _default_group(len(todo), workers)
+        chunks = _chunks([by_hash[h] for h in todo], group)
+        logger.info("sweep: %d configurations, %d to run in %d tasks (%s, %d workers)",
+                    len(by_hash), len(todo), len(chunks), backend, workers)
+        done = failed = 0
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="zoo", unit="run")
+
+        def record(results: list[tuple[str, dict[str, Any]]]) -> None:
+            nonlocal done, failed
+            for h, result in results:
+                db.finish(h, result)
+                if result.get("error"):
+                    failed += 1
+                else:
+                    done += 1
+            if bar is not None:
+                bar.update(len(results))
+                bar.set_postfix(failed=failed)
+
+        try:
+            if chunks:
+                db.mark_running(todo)
+                if backend == "local":
+                    _run_local(job, chunks, workers, threads, record)
+                else:
+                    _run_ray(job, chunks, address, threads, record)
+        finally:
+            if bar is not None:
+                bar.close()
+    return SweepSummary(total=len(by_hash), skipped=len(by_hash) - len(todo), ran=len(todo),
+                        done=done, failed=failed, seconds=time.perf_counter() - t0,
+                        backend=backend, workers=workers, group=group)
+
+
+def _chunk_error(chunk: list[dict[str, Any]], exc: BaseException) -> list[tuple[str, dict]]:
+    msg = f"task failed: {type(exc).__name__}: {exc}"
+    return [(config_hash(c), {"error": msg}) for c in chunk]
+
+
+def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
+               record: Callable[[list[tuple[str, dict]]], None]) -> None:
+    if workers == 1 and len(chunks) == 1:
+        record(run_chunk(job, chunks[0], threads))
+        return
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["torch", "jacspec.zoo.sweep", job.split(":", 1)[0]])
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
+                             initializer=_set_threads, initargs=(threads,)) as pool:
+        pending = {pool.submit(run_chunk, job, chunk, threads): chunk for chunk in chunks}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                chunk = pending.pop(fut)
+                try:
+                    results = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a dead worker fails its chunk only
+                    results = _chunk_error(chunk, exc)
+                record(results)
+
+
+def _run_ray(job: str, chunks: list[list[dict]], address: str | None, threads: int,
+             record: Callable[[list[tuple[str, dict]]], None]) -> None:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("backend 'ray' needs the ray package: pip install 'jacspec[ray]'") \
+            from exc
+    started_here = not ray.is_initialized()
+    if started_here:
+        extra = {"include_dashboard": False} if address is None else {}
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+                 logging_level=logging.WARNING, **extra)
+    try:
+        task = ray.remote(num_cpus=threads, max_retries=0)(run_chunk)
+        pending = {task.remote(job, chunk, threads): chunk for chunk in chunks}
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for ref in finished:
+                chunk = pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a lost task fails its chunk only
+                    results = _chunk_error(chunk, exc)
+                record(results)
+    finally:
+        if started_here:
+            ray.shutdown()
