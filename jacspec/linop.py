@@ -44,6 +44,7 @@ __all__ = [
     "as_rows",
     "gram_operator",
     "open_jacobian_memmap",
+    "softmax_null_projector",
     "write_jacobian_memmap",
 ]
 
@@ -494,6 +495,24 @@ class GramOperator(LinearOperator):
             f"GramOperator(side={self.side!r}, scale={self.scale!r}, shape={self.shape}, "
             f"dtype={self.dtype}, rows={self.rows.kind} {self.rows.shape})"
         )
+
+
+def softmax_null_projector(k: int, d: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Projector onto the complement of the dual Gram's known null space for softmax outputs.
+
+    Softmax Jacobian rows sum to zero over classes (sum_c p_c = 1), so every row of 𝒥 is
+    orthogonal to the d-dim space of class-constant vectors {v : v_c = u for all c}, which
+    𝒥^T𝒥 therefore annihilates. P V subtracts the class mean: (P V)_c = V_c - mean_c' V_c'
+    for V of shape (k*d, s), class-major like the rows of 𝒥.
+    """
+    if k < 2 or d < 1:
+        raise ValueError(f"k must be >= 2 and d >= 1, got k={k}, d={d}.")
+
+    def project(V: np.ndarray) -> np.ndarray:
+        W = V.reshape(k, d, -1)
+        return (W - W.mean(axis=0, keepdims=True)).reshape(V.shape)
+
+    return project
 
 
 def gram_operator(

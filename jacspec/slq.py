@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -226,6 +227,7 @@ class LanczosQuadrature:
     steps_taken: np.ndarray
     num_matvecs: int
     num_passes: int
+    null_dim: int = 0
     method: str = "slq"
 
     @property
@@ -266,6 +268,7 @@ class LanczosQuadrature:
             "distribution": self.distribution,
             "num_matvecs": self.num_matvecs,
             "num_passes": self.num_passes,
+            "null_dim": self.null_dim,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +286,8 @@ def slq(
     seed: SeedLike = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
+    null_dim: int = 0,
     progress: bool = False,
 ) -> LanczosQuadrature:
     """Stochastic Lanczos quadrature with ``num_vectors`` random start vectors.
@@ -290,16 +295,27 @@ def slq(
     Runs ``num_steps`` Lanczos steps per vector, ``block_size`` vectors at a time (default:
     all at once, so the whole estimate costs ``num_steps`` passes over the data).
     Cost: num_steps * num_vectors products; memory: block_size * num_steps * dim floats.
+
+    Known null space: if ``project`` is the orthogonal projector P onto the complement of a
+    ``null_dim``-dimensional subspace that A annihilates (A = P A P), start vectors are
+    projected, the quadrature estimates the spectrum on range(P) and the exact atom
+    null_dim/dim at 0 is added as an extra node (last column). Trace samples use P v, still
+    unbiased since E[P v v^T P] = P and tr(P A P) = tr A.
     """
     op = as_operator(A)
     num_steps = _positive_int(num_steps, "num_steps")
     num_vectors = _positive_int(num_vectors, "num_vectors")
     block = _positive_int(block_size or num_vectors, "block_size")
     dim = op.shape[0]
+    if not (0 <= int(null_dim) < dim) or (null_dim and project is None):
+        raise ValueError(f"null_dim must be in [0, {dim}) and needs project, got {null_dim}.")
     V = random_vectors(dim, num_vectors, seed=seed, distribution=distribution)
-    m = min(num_steps, dim)
-    nodes = np.full((num_vectors, m), np.nan)
-    weights = np.zeros((num_vectors, m))
+    if project is not None:
+        V = np.asarray(project(V), dtype=np.float64)
+    m = min(num_steps, dim - int(null_dim))
+    extra = 1 if null_dim else 0
+    nodes = np.full((num_vectors, m + extra), np.nan)
+    weights = np.zeros((num_vectors, m + extra))
     quad = np.empty(num_vectors)
     steps = np.zeros(num_vectors, dtype=int)
     mv0 = op.num_matvecs
@@ -314,6 +330,11 @@ def slq(
             weights[b0 + i, : theta.size] = tau
             quad[b0 + i] = run.start_norms[i] ** 2 * a[0]
             steps[b0 + i] = run.steps[i]
+    if null_dim:
+        frac = int(null_dim) / dim
+        weights *= 1.0 - frac
+        nodes[:, -1] = 0.0
+        weights[:, -1] = frac
     return LanczosQuadrature(
         nodes=nodes,
         weights=weights,
@@ -326,6 +347,7 @@ def slq(
         steps_taken=steps,
         num_matvecs=op.num_matvecs - mv0,
         num_passes=passes,
+        null_dim=int(null_dim),
     )
 
 
@@ -450,6 +472,8 @@ def slq_density(
     seed: SeedLike = 0,
     distribution: str = "rademacher",
     block_size: int | None = None,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
+    null_dim: int = 0,
     grid: np.ndarray | None = None,
     num_points: int = 512,
     sigma: float | None = None,
@@ -466,6 +490,8 @@ def slq_density(
         seed=seed,
         distribution=distribution,
         block_size=block_size,
+        project=project,
+        null_dim=null_dim,
         progress=progress,
     )
     nodes, w = q.flat()
