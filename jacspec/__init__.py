@@ -53,6 +53,22 @@ __all__ += ["DataSet", "load_dataset", "Erf", "build_model", "load_checkpoint", 
 # --- end heavy tails ---
 
 # --- estimates: linop, slq ---
+from jacspec.estimate import ESDEstimate, estimate_esd, plan_esd  # noqa: E402
+from jacspec.linop import GramOperator, gram_operator, write_jacobian_memmap  # noqa: E402
+from jacspec.slq import hutchinson_trace, hutchpp_trace, slq_density, top_eigenvalues  # noqa: E402
+
+__all__ += [
+    "ESDEstimate",
+    "estimate_esd",
+    "plan_esd",
+    "GramOperator",
+    "gram_operator",
+    "write_jacobian_memmap",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "slq_density",
+    "top_eigenvalues",
+]
 # --- end estimates ---
 
 # --- sensitivity: sensitivity, regions, trajectories ---
