@@ -77,6 +77,14 @@ def gram_bytes(side: str, n: int, kd: int, itemsize: int = 4) -> int:
     return int(n * kd * itemsize + 16 * n * n)
 
 
+def format_bytes(num: float) -> str:
+    """Human-readable size: ``1.50 GiB``, ``12.0 MiB``, ``512 B``."""
+    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if num >= size:
+            return f"{num / size:.2f} {unit}"
+    return f"{int(num)} B"
+
+
 def available_bytes() -> int:
     """Memory this process may still take (psutil's ``available``)."""
     return int(psutil.virtual_memory().available)
@@ -97,13 +105,13 @@ def check_fits(side: str, n: int, kd: int, itemsize: int, max_memory: int | None
         n_fit = int((-b + np.sqrt(b * b - 4 * a * c)) / (2 * a))
         hints.append(f"a subset of at most {max(n_fit, 0)} examples")
     if other_need <= limit:
-        hints.append(f"side='{other}' ({other_need / GIB:.2f} GiB)")
+        hints.append(f"side='{other}' ({format_bytes(other_need)})")
     else:
         hints.append("smaller inputs (for example a 24x24 crop)")
     hints.append("an estimate: jacspec.estimate_esd(..., method='slq')")
     raise ValueError(
-        f"the {side} Gram for n={n}, kd={kd} needs about {need / GIB:.2f} GiB but only "
-        f"{limit / GIB:.2f} GiB may be used (max_memory); use " + ", or ".join(hints)
+        f"the {side} Gram for n={n}, kd={kd} needs about {format_bytes(need)} but only "
+        f"{format_bytes(limit)} may be used (max_memory); use " + ", or ".join(hints)
     )
 
 
