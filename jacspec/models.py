@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from jacspec.errors import check_choice
 
@@ -146,11 +147,11 @@ def mlp(
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(shape)
     for _ in range(depth):
-        lin = nn.Linear(fan_in, width, bias=bias)
+        lin = skip_init(nn.Linear, fan_in, width, bias=bias)
         _init_linear(lin, init, sigma_w, sigma_b, gen)
         layers += [lin, make_activation(activation)]
         fan_in = width
-    head = nn.Linear(fan_in, num_classes, bias=bias)
+    head = skip_init(nn.Linear, fan_in, num_classes, bias=bias)
     _init_linear(head, init, sigma_w, sigma_b, gen)
     layers.append(head)
     return nn.Sequential(*layers)

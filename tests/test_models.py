@@ -21,6 +21,15 @@ from jacspec.models import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one thread is as fast, and does not stall when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
@@ -101,7 +110,10 @@ def test_same_seed_same_weights() -> None:
                                                              strict=True))
     state = torch.random.get_rng_state()
     small_cnn(seed=3)
+    mlp(5, 2, seed=3)
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    # seed=None draws from the global RNG: two builds differ
+    assert not torch.equal(mlp(5, 2)[1].weight, mlp(5, 2)[1].weight)
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 24, 24)])
