@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from jacspec.datasets import DataSet
+from jacspec.zoo.score import NON_PREDICTORS  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ DEFAULT_METRICS = ("accuracy", "jacobian_norm", "transitions", "jacobian_esd", "
                    "baselines")
 DEFAULT_CURVE_METRICS = ("accuracy", "jacobian_norm", "weightwatcher", "baselines")
 
-# Quantities that use the test labels or define the gap: never scored as predictors.
-NON_PREDICTORS = ("gap", "loss_gap", "train_accuracy", "test_accuracy", "train_loss",
-                  "test_loss", "epochs", "steps", "train_seconds", "converged", "full_batch")
 
 _NOTED: set[str] = set()
 
@@ -155,22 +153,40 @@ def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
         for k, v in spectral_metrics(ev).items():
             out[f"jac_{split}_{k}"] = v
         try:
-            from jacspec.heavytail import heavy_tail_metrics
-        except ImportError:
-            continue
-        try:
-            for k, v in heavy_tail_metrics(ev).items():
-                if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
-                    out[f"jac_{split}_{k}"] = float(v)
+            tail = _tail_metrics(ev)
         except (ValueError, RuntimeError) as exc:
             logger.info("heavy-tail metrics failed on the %s ESD: %s", split, exc)
+            continue
+        for k, v in tail.items():
+            out[f"jac_{split}_{k}"] = v
     return out
+
+
+def _tail_metrics(ev: np.ndarray) -> dict[str, float]:
+    """Heavy-tail metrics of an ESD: ``jacspec.heavytail.heavy_tail_metrics`` when present,
+    else the power-law fit of :func:`jacspec.powerlaw.fit_powerlaw` with WeightWatcher's
+    ``alpha_weighted = alpha log10(lambda_max)``."""
+    try:
+        from jacspec.heavytail import heavy_tail_metrics
+    except ImportError:
+        heavy_tail_metrics = None
+    if heavy_tail_metrics is not None:
+        return {k: float(v) for k, v in heavy_tail_metrics(ev).items()
+                if isinstance(v, (int, float, np.floating, np.integer))
+                and not isinstance(v, bool)}
+    from jacspec.powerlaw import fit_powerlaw
+
+    fit = fit_powerlaw(ev[ev > 0])
+    lmax = float(np.max(ev))
+    return {"alpha": float(fit.alpha), "alpha_weighted": float(fit.alpha) * math.log10(lmax),
+            "pl_D": float(fit.D), "pl_xmin": float(fit.xmin),
+            "num_pl_spikes": float(fit.num_pl_spikes)}
 
 
 @register("weightwatcher")
 def weightwatcher_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """WeightWatcher's layer-averaged ``alpha``, ``alpha_weighted`` and ``log_norm``."""
-    import weightwatcher as ww  # optional extra: pip install 'jacspec[ww]'
+    ww = _import_weightwatcher()
 
     with contextlib.redirect_stdout(io.StringIO()), _quiet("weightwatcher"):
         watcher = ww.WeightWatcher(model=model)
@@ -181,6 +197,26 @@ def weightwatcher_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
         v = summary.get(key)
         out[f"ww_{key}"] = float(v) if v is not None and math.isfinite(float(v)) else math.nan
     return out
+
+
+def _import_weightwatcher() -> Any:
+    """Import weightwatcher (optional extra) without keeping the root-logger set-up
+    (``logging.basicConfig(level=INFO)``) that it performs on import."""
+    import sys
+
+    if "weightwatcher" in sys.modules:
+        return sys.modules["weightwatcher"]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import weightwatcher  # pip install 'jacspec[ww]'
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+    return weightwatcher
 
 
 @contextlib.contextmanager

@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 REPLICATE_KEYS = ("seed",)
 
+# Quantities that use the test labels, define the gap or describe training: never predictors.
+NON_PREDICTORS = ("gap", "loss_gap", "train_accuracy", "test_accuracy", "train_loss",
+                  "test_loss", "epochs", "steps", "train_seconds", "converged", "full_batch",
+                  "duration", "attempts")
+
 
 def _vec(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64).ravel()
@@ -334,7 +339,7 @@ def metric_columns(df: pd.DataFrame, config_keys: Sequence[str],
     skip = set(config_keys) | set(exclude) | {
         "config_hash", "status", "attempts", "started", "finished", "duration", "error"}
     return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
-            and not pd.api.types.is_bool_dtype(df[c])]
+            and not pd.api.types.is_bool_dtype(df[c]) and df[c].nunique(dropna=True) > 1]
 
 
 def score_store(path: str, *, metrics: Sequence[str] | None = None,
@@ -354,7 +359,7 @@ def score_store(path: str, *, metrics: Sequence[str] | None = None,
     if factors is None:
         factors = [k for k in varying_columns(df, keys) if k not in REPLICATE_KEYS]
     if metrics is None:
-        metrics = [m for m in metric_columns(df, keys, exclude=[gap])]
+        metrics = metric_columns(df, keys, exclude=[gap, *NON_PREDICTORS])
     return score_metrics(df, metrics, factors, gap=gap, noise=noise, paired=default_paired(df))
 
 

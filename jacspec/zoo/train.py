@@ -8,11 +8,13 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
   hard_sigmoid, hard_tanh, ...), ``init_scale`` (multiplier of the default weight std);
 - training: ``optimizer`` (sgd, momentum, adam, rmsprop, lbfgs), ``lr``, ``batch_size``
   (an int or "full"), ``augment`` (random translations by up to ``shift`` pixels),
-  ``flip`` (random horizontal flips; images only), ``max_epochs`` (the budget),
+  ``flip`` (random horizontal flips; images only), ``max_epochs`` (the budget) or
+  ``max_steps`` (a step budget, rounded up to whole epochs; overrides ``max_epochs``),
   ``target_accuracy`` (1.0), ``target_loss`` (stop also when the mean cross-entropy falls
   to it, e.g. 0.01), ``seed``;
 - measurement: ``metrics`` (names in :data:`jacspec.zoo.metrics.REGISTRY`), ``curve_metrics``
   measured at checkpoints during training, ``checkpoints`` (how many, at doubling epochs),
+  ``n_jacobian`` / ``n_esd`` (points used for Jacobian norms / ESDs),
   ``save_checkpoint`` (keep the trained weights beside the store).
 
 Adam, SGD and Momentum without augmentation train with :func:`jacspec.train.train`; RMSProp,
@@ -22,6 +24,7 @@ full-batch L-BFGS and augmented runs use :func:`train_extended`, which follows t
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -48,8 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "random_labels": False,
     "model": "mlp", "width": 64, "depth": 2, "activation": "relu", "init_scale": 1.0,
     "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "augment": False, "flip": False,
-    "shift": 1, "max_epochs": 200, "target_accuracy": 1.0, "target_loss": 0.01, "seed": 0,
+    "shift": 1, "max_epochs": 200, "max_steps": None, "target_accuracy": 1.0,
+    "target_loss": 0.01, "seed": 0,
     "metrics": None, "curve_metrics": None, "checkpoints": 0, "save_checkpoint": False,
+    "n_jacobian": 1000, "n_esd": 200,
 }
 
 
@@ -74,9 +79,17 @@ def is_full_batch(config: Mapping[str, Any]) -> bool:
 
 
 def load_data(config: Mapping[str, Any]) -> tuple[DataSet, DataSet]:
-    """(train, test) sets of a configuration; inputs keep their geometry ((1, 40), (1, 8, 8))."""
+    """(train, test) sets of a configuration; inputs keep their geometry ((1, 40), (1, 8, 8)).
+    Loaded once per process and set of data keys."""
     cfg = resolve_config(config)
-    name, seed = cfg["dataset"], int(cfg["data_seed"])
+    return _load_data(str(cfg["dataset"]), int(cfg["data_seed"]), int(cfg["n_train"] or 0),
+                      int(cfg["n_test"] or 0), bool(cfg["random_labels"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_data(name: str, seed: int, n_train: int, n_test: int, random_labels: bool
+               ) -> tuple[DataSet, DataSet]:
+    cfg = {"n_train": n_train, "n_test": n_test, "random_labels": random_labels}
     tr = load_dataset(name, "train", seed=seed, flatten=False)
     te = load_dataset(name, "test", seed=seed, flatten=False)
     if cfg["n_train"] and cfg["n_train"] < len(tr):
@@ -247,7 +260,11 @@ def fit(model: nn.Module, data: DataSet, config: Mapping[str, Any],
         halted = callback(epoch, acc, loss) is True if callback is not None else False
         return halted or (target_loss is not None and loss <= target_loss)
 
-    common = dict(lr=float(cfg["lr"]), max_epochs=int(cfg["max_epochs"]),
+    max_epochs = int(cfg["max_epochs"])
+    if cfg["max_steps"] is not None:
+        per_epoch = 1 if full else math.ceil(len(data) / int(cfg["batch_size"]))
+        max_epochs = math.ceil(int(cfg["max_steps"]) / per_epoch)
+    common = dict(lr=float(cfg["lr"]), max_epochs=max_epochs,
                   target_accuracy=cfg["target_accuracy"], target_loss=None,
                   seed=int(cfg["seed"]), callback=stop)
     if cfg["optimizer"] in ("adam", "sgd", "momentum") and not (cfg["augment"] or cfg["flip"]):

@@ -1,0 +1,99 @@
+"""``jacspec zoo``: run a model-zoo sweep, show its status, score its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("zoo", help="train model zoos and score generalization "
+                                   "metrics (Kendall tau, Psi, CMI)")
+    sub = parser.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    parser.set_defaults(func=run)
+
+    p = sub.add_parser("run", help="run every configuration of a sweep file not yet done")
+    p.add_argument("config", help="sweep file (.toml, .yaml)")
+    p.add_argument("--store", required=True, help="SQLite results store (created if missing)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (local)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.add_argument("--group", type=int, default=None, help="jobs per task")
+    p.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(zoo_func=_run)
+
+    p = sub.add_parser("status", help="count runs by status")
+    p.add_argument("store", help="results store")
+    p.add_argument("--json", default=None, help="write the counts to this JSON file")
+    p.set_defaults(zoo_func=_status)
+
+    p = sub.add_parser("score", help="score every metric against the generalization gap")
+    p.add_argument("store", help="results store")
+    p.add_argument("--json", default=None, help="write the scores to this JSON file")
+    p.add_argument("--plot", default=None, help="write figures into this folder")
+    p.add_argument("--gap", default="gap", help="column holding the gap (default: gap)")
+    p.set_defaults(zoo_func=_score)
+
+
+def run(args: argparse.Namespace) -> int:
+    func = getattr(args, "zoo_func", None)
+    if func is None:
+        raise ValueError("zoo needs a sub-command: run, status or score")
+    return int(func(args) or 0)
+
+
+def _write_json(path: str | None, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=2, default=str)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jacspec.zoo.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.config)
+    summary = run_sweep(sweep, args.store, backend=args.backend, workers=args.workers,
+                        address=args.address, group=args.group, threads=args.threads,
+                        retry_failed=args.retry_failed, progress=not args.no_progress)
+    _write_json(None, summary.to_dict())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from jacspec.zoo.store import Store
+
+    if not Path(args.store).exists():
+        raise OSError(f"store {args.store} does not exist")
+    with Store(args.store, readonly=True) as store:
+        counts = store.counts()
+    _write_json(args.json, counts)
+    if args.json:
+        sys.stdout.write(" ".join(f"{k}={v}" for k, v in counts.items()) + "\n")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from jacspec.zoo.score import score_store
+
+    if not Path(args.store).exists():
+        raise OSError(f"store {args.store} does not exist")
+    table = score_store(args.store, gap=args.gap)
+    _write_json(args.json, table.to_dict())
+    if args.json:
+        frame = table.to_frame()[["kendall_tau", "psi", "cmi", "robust_sign_error"]]
+        sys.stdout.write(frame.to_string(float_format=lambda v: f"{v:.3f}") + "\n")
+        sys.stdout.write(f"best: {table.best}\n")
+    if args.plot:
+        from jacspec.report.zoo_plots import save_zoo_figures
+
+        for path in save_zoo_figures(args.store, args.plot, table=table):
+            sys.stdout.write(f"wrote {path}\n")
+    return 0
