@@ -13,7 +13,8 @@ Built-in names (``load_dataset``):
   options in the name, e.g. ``"gaussian:k=5,d=20,n=500,sep=1.5"``.
 - ``mnist``, ``fashion_mnist``: IDX files (``train-images-idx3-ubyte[.gz]`` ...) under ``root``.
 - ``cifar10``, ``cifar100``: the *binary* distributions (``cifar-10-batches-bin/*.bin``,
-  ``cifar-100-binary/{train,test}.bin``, fine labels) under ``root``; never unpickled.
+  ``cifar-100-binary/{train,test}.bin``; fine labels, ``"cifar100:labels=coarse"`` for the 20
+  coarse ones) under ``root``; never unpickled.
 - a path to a ``.npz`` file with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
 
 Images are (C, H, W) in [0, 1]. ``root`` defaults to ``$JACSPEC_DATA``. Nothing is
@@ -185,6 +186,13 @@ def load_dataset(
         a = _mnist1d_arrays(options)
         x, y = (a["x"], a["y"]) if split == "train" else (a["x_test"], a["y_test"])
         k, natural_flat, label = 10, True, str(name)
+    elif key == "cifar100" and options:
+        labels = options.pop("labels", "fine")
+        if options or labels not in ("fine", "coarse"):
+            raise ValueError(f"cifar100 takes the option labels=fine or labels=coarse; got "
+                             f"{name!r}")
+        x, y, k, natural_flat = _load_cifar("cifar100", split, _root(root, key), labels)
+        label = str(name)
     else:
         if options:
             raise ValueError(f"dataset {key!r} takes no options; got {options}")
@@ -476,7 +484,8 @@ def _load_idx_set(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndar
     return x, labels.astype(np.int64), 10, False
 
 
-def _load_cifar(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray, int, bool]:
+def _load_cifar(key: str, split: str, root: Path, labels: str = "fine"
+                ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     if key == "cifar10":
         names = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
                  else ["test_batch.bin"])
@@ -487,8 +496,8 @@ def _load_cifar(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarra
     else:
         paths = _find_files(root, ("cifar-100-binary", ""), [(f"{split}.bin",)],
                             f"cifar100 {split}")
-        parts = [read_cifar_bin(p, 2, 1) for p in paths]
-        k = 100
+        parts = [read_cifar_bin(p, 2, 1 if labels == "fine" else 0) for p in paths]
+        k = 100 if labels == "fine" else 20
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     if labels.max() >= k:

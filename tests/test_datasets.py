@@ -166,12 +166,17 @@ def test_cifar100_binary_uses_fine_labels(tmp_path: Path) -> None:
         coarse = rng.integers(0, 20, n)
         fine = rng.integers(0, 100, n)
         (folder / f"{split}.bin").write_bytes(cifar_records(imgs, [coarse, fine]))
-        out[split] = (imgs, fine)
+        out[split] = (imgs, fine, coarse)
     for split in ("train", "test"):
         data = load_dataset("cifar100", split, root=tmp_path)
         assert data.num_classes == 100
         np.testing.assert_array_equal(data.x.numpy(), out[split][0].astype(np.float32) / 255)
         np.testing.assert_array_equal(data.y.numpy(), out[split][1])
+    coarse = load_dataset("cifar100:labels=coarse", "test", root=tmp_path)
+    assert coarse.num_classes == 20
+    np.testing.assert_array_equal(coarse.y.numpy(), out["test"][2])
+    with pytest.raises(ValueError, match="labels=coarse"):
+        load_dataset("cifar100:labels=medium", root=tmp_path)
 
 
 def test_centre_crop_matches_slicing() -> None:
