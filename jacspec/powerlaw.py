@@ -162,25 +162,32 @@ def _alphas(logx: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return alpha
 
 
+_TOP = 8  # candidates scanned exactly to get the first upper bound on min D
+_LB_SLACK = 1e-5  # float32 rounding allowance subtracted from pruning bounds
+
+
 def _dev_block(
-    logx: np.ndarray, pos: np.ndarray, ii: np.ndarray, bb: np.ndarray
+    logx: np.ndarray, pos: np.ndarray, ii: np.ndarray, bb: np.ndarray, dtype: type
 ) -> tuple[np.ndarray, np.ndarray]:
     """max_j |F_i(x_j) - (j - i + 1/2)/m_i| over columns ``pos`` (sorted positions), one row
-    per candidate ``ii`` with b = alpha - 1. Columns j < i are clamped to j = i (their value,
-    1/(2m), is the j = i value, so the max is unchanged). Returns the max and its column."""
+    per candidate ``ii`` with b = alpha - 1, computed as |S - (1 - mid)| with the survival
+    S = exp(-b (L_j - L_i)). Columns j < i are clamped to j = i (their value, 1/(2m), is the
+    j = i value, so the max is unchanged). Returns the max and its column."""
     n = logx.size
-    inv_m = 1.0 / (n - ii).astype(np.float64)
-    t = np.subtract.outer(-logx[ii], -logx[pos])  # L_j - L_i
-    np.maximum(t, 0.0, out=t)
-    t *= -bb[:, None]
-    np.expm1(t, out=t)  # = -F
-    mid = np.subtract.outer(-ii.astype(np.float64), -pos.astype(np.float64))  # j - i
-    np.maximum(mid, 0.0, out=mid)
-    mid += 0.5
-    mid *= inv_m[:, None]
-    t += mid
+    lx = logx.astype(dtype, copy=False)
+    t = np.subtract.outer(-lx[ii], -lx[pos])  # L_j - L_i
+    np.maximum(t, 0, out=t)
+    t *= (-bb).astype(dtype)[:, None]
+    np.exp(t, out=t)
+    q = np.subtract.outer(ii.astype(dtype), pos.astype(dtype))  # i - j
+    np.minimum(q, 0, out=q)
+    q -= 0.5
+    q *= (1.0 / (n - ii)).astype(dtype)[:, None]
+    q += 1  # 1 - mid
+    t -= q
     np.abs(t, out=t)
-    return t.max(axis=1), pos[np.argmax(t, axis=1)]
+    k = np.argmax(t, axis=1)
+    return t[np.arange(t.shape[0]), k].astype(np.float64), pos[k]
 
 
 def ks_distances(logx: np.ndarray, idx: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -196,13 +203,15 @@ def ks_distances(logx: np.ndarray, idx: np.ndarray, alpha: np.ndarray) -> np.nda
 
 
 def _strided_dev(logx: np.ndarray, idx: np.ndarray, alpha: np.ndarray, stride: int) -> np.ndarray:
-    """KS distance (stride 1) or a lower bound on it (stride s > 1: only the columns on the
-    global grid j = 0, s, 2s, ... and the 2s+1 columns around the grid's argmax are
-    compared, a subset of the sup; the window makes the bound nearly tight)."""
+    """KS distance (stride 1, float64) or a lower bound on it (stride s > 1, float32 minus
+    ``_LB_SLACK``: only the columns on the global grid j = 0, s, 2s, ... and the 2w+1
+    columns around the grid's argmax are compared, a subset of the sup; the window makes
+    the bound nearly tight)."""
     n = logx.size
     out = np.full(idx.size, np.inf)
     if idx.size == 0:
         return out
+    dtype = np.float64 if stride == 1 else np.float32
     order = np.argsort(idx, kind="stable")
     sidx = idx[order]
     sal = alpha[order]
@@ -218,20 +227,35 @@ def _strided_dev(logx: np.ndarray, idx: np.ndarray, alpha: np.ndarray, stride: i
         aa = sal[b0:b1]
         ok = np.isfinite(aa)
         bb = np.where(ok, aa - 1.0, 0.0)
-        d, jmax = _dev_block(logx, pos, ii, bb)
+        d, jmax = _dev_block(logx, pos, ii, bb, dtype)
         if stride > 1 and _WINDOW > 0:  # add exact columns around the coarse argmax
             w = min(stride, _WINDOW)
-            win = np.clip(jmax[:, None] + np.arange(-w, w + 1)[None, :], ii[:, None], n - 1)
-            rel = (win - ii[:, None]).astype(np.float64)
-            f = np.expm1(-bb[:, None] * (logx[win] - logx[ii][:, None]))
-            f += (rel + 0.5) / (n - ii)[:, None]
-            d = np.maximum(d, np.abs(f).max(axis=1))
+            win = jmax[:, None] + np.arange(-w, w + 1)[None, :]
+            np.maximum(win, ii[:, None], out=win)
+            np.minimum(win, n - 1, out=win)
+            d = np.maximum(d, _window_dev(logx, win, ii, bb))
+        if stride > 1:
+            d -= _LB_SLACK
         d += 0.5 / (n - ii)
         d[~ok] = np.inf
         res[b0:b1] = d
         b0 = b1
     out[order] = res
     return out
+
+
+def _window_dev(logx: np.ndarray, win: np.ndarray, ii: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """max over the per-row columns ``win`` (rows x w) of |F_i(x_j) - (j - i + 1/2)/m|."""
+    n = logx.size
+    lx = logx.astype(np.float32)
+    s = np.exp((-bb).astype(np.float32)[:, None] * (lx[win] - lx[ii][:, None]))
+    q = (win - ii[:, None]).astype(np.float32)
+    q += 0.5
+    q *= (1.0 / (n - ii)).astype(np.float32)[:, None]
+    s += q
+    s -= 1
+    np.abs(s, out=s)
+    return s.max(axis=1).astype(np.float64)
 
 
 def _candidates(x: np.ndarray, min_tail: int, window: tuple[float, float] | None) -> np.ndarray:
@@ -267,7 +291,8 @@ def _exact_argmin(
         if alive.size <= 64:
             break
         low = _strided_dev(logx, idx[alive], alpha[alive], stride)
-        top = alive[np.argsort(low, kind="stable")[:8]]
+        # exact D of the few with the smallest bound: an upper bound on min D
+        top = alive[np.argsort(low, kind="stable")[:_TOP]]
         best = min(best, float(np.min(_strided_dev(logx, idx[top], alpha[top], 1))))
         alive = alive[low <= best * (1.0 + 1e-12)]
         logger.debug("KS pruning: stride %d leaves %d candidates", stride, alive.size)
