@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, true labels only")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--max-epochs", type=int, default=400)
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch thread counts to compare (default: 1 and the default)")
     args = parser.parse_args()
     seeds = args.seeds[:1] if args.quick else args.seeds
     labels = ["true"] if args.quick else ["true", "random"]
@@ -36,20 +38,18 @@ def main() -> None:
     summary: dict[tuple[str, int], list[float]] = {}
     for lab in labels:
         ds = data.with_random_labels(seed=0) if lab == "random" else data
-        for threads in sorted({1, default_threads}):
-            torch.set_num_threads(threads)
+        for threads in args.threads or sorted({1, default_threads}):
             for seed in seeds:
                 model = mlp(64, 10, width=args.width, depth=2, seed=seed)
                 t0 = time.perf_counter()
-                res = train(model, ds, seed=seed, max_epochs=args.max_epochs)
+                res = train(model, ds, seed=seed, max_epochs=args.max_epochs, threads=threads)
                 wall = time.perf_counter() - t0
                 summary.setdefault((lab, threads), []).append(wall)
                 print(f"{lab:7} {threads:>7} {seed:>4} {res.reached:>9} {res.epochs:>6} "
                       f"{res.steps:>6} {wall:>8.2f}")
-    torch.set_num_threads(default_threads)
     print("\nmedian seconds (ratio to 1 thread)")
     for (lab, threads), times in sorted(summary.items()):
-        base = statistics.median(summary[(lab, 1)])
+        base = statistics.median(summary.get((lab, 1), times))
         med = statistics.median(times)
         print(f"{lab:7} threads={threads}: {med:.2f} s  (x{med / base:.2f})")
 

@@ -117,6 +117,7 @@ def train(
     seed: int = 0,
     device: str | torch.device | None = None,
     callback: Callable[[int, float, float], object] | None = None,
+    threads: int | None = None,
     progress: bool = False,
 ) -> TrainResult:
     """Minimise mean cross-entropy on ``data`` with Adam or SGD(+momentum) in mini-batches.
@@ -128,7 +129,9 @@ def train(
     global RNG state, so the same seed and initial weights give the same trained weights.
     ``x`` is cast to the model's parameter dtype. ``callback(epoch, accuracy, loss)`` is called
     after each evaluation (epoch 0 = before training); returning True stops training
-    (``reached="callback"``). The model is left in eval mode.
+    (``reached="callback"``). ``threads``: torch intra-op threads while training (restored
+    afterwards); 1 is as fast for small models and avoids stalls when several processes
+    share the cores. The model is left in eval mode.
     """
     if not isinstance(data, DataSet):
         raise TypeError(f"data must be a jacspec DataSet (see load_dataset); got "
@@ -147,6 +150,9 @@ def train(
         target_loss = _check_number("target_loss", target_loss, low=0.0, inclusive=True)
     if len(data) == 0:
         raise ValueError("data is empty")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None; got {threads!r}")
 
     params = list(model.parameters())
     if not params:
@@ -160,7 +166,7 @@ def train(
     settings = {"optimizer": optimizer, "lr": lr, "momentum": momentum,
                 "weight_decay": weight_decay, "batch_size": batch_size, "max_epochs": max_epochs,
                 "target_accuracy": target_accuracy, "target_loss": target_loss, "seed": int(seed),
-                "n": n, "data": data.name}
+                "n": n, "data": data.name, "threads": threads}
 
     def done(acc: float, loss: float) -> str | None:
         if target_accuracy is None and target_loss is None:
@@ -176,6 +182,9 @@ def train(
     steps, epoch, reached = 0, 0, "budget"
     start = time.perf_counter()
     bar = None
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     if progress:
         from tqdm.auto import tqdm
 
@@ -213,6 +222,7 @@ def train(
                     bar.update(1)
     finally:
         model.eval()
+        torch.set_num_threads(threads_before)
         if bar is not None:
             bar.close()
     acc, loss = history[-1][1], history[-1][2]
