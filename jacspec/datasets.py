@@ -169,8 +169,9 @@ def load_dataset(
     ``split`` in {"train", "test"}. ``crop``: centre crop of images to crop x crop.
     ``n``: a seeded random subset of n examples (``seed``). ``random_labels``: labels drawn
     uniformly at random with ``seed`` (after taking the subset). ``flatten``: None keeps the
-    set's natural shape ((64,) digits, (40,) mnist1d, (C, H, W) images); True flattens to
-    (d,), False keeps images as (C, H, W) (digits (1, 8, 8), mnist1d (1, 40)).
+    set's natural shape ((64,) digits, (40,) mnist1d, (d,) gaussian, (C, H, W) images, a .npz
+    as stored); True flattens to (d,); False keeps a channel axis: images (C, H, W), digits
+    (1, 8, 8), and 1-D inputs become (1, L) (mnist1d (1, 40)).
     """
     check_choice("split", split, SPLITS)
     if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or crop < 1):
@@ -246,7 +247,7 @@ def _root(root: str | os.PathLike | None, key: str) -> Path:
     if root is None:
         env = os.environ.get("JACSPEC_DATA")
         if not env:
-            raise ValueError(f"root is not set for dataset {key!r}: pass root= (CLI: --root) "
+            raise ValueError(f"root is not set for dataset {key!r}: pass root= (CLI: --data-root) "
                              "pointing to the folder with its files, or set JACSPEC_DATA")
         root = env
     return Path(root).expanduser()
