@@ -46,12 +46,18 @@ class Gram:
     input_shape: tuple[int, ...]
     output: str
     dtype: str
+    deflated: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def d(self) -> int:
         """Input dimension (all input axes flattened)."""
         return int(np.prod(self.input_shape))
+
+    @property
+    def num_known_zeros(self) -> int:
+        """Exact zero eigenvalues left out of a deflated dual Gram (``d`` of them)."""
+        return self.d if (self.deflated and self.side == "dual") else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,7 @@ class Gram:
             "input_shape": list(self.input_shape),
             "output": self.output,
             "dtype": self.dtype,
+            "deflated": self.deflated,
             **self.settings,
         }
 
@@ -112,6 +119,26 @@ def check_fits(side: str, n: int, kd: int, itemsize: int, max_memory: int | None
     raise ValueError(
         f"the {side} Gram for n={n}, kd={kd} needs about {format_bytes(need)} but only "
         f"{format_bytes(limit)} may be used (max_memory); use " + ", or ".join(hints)
+    )
+
+
+def class_sum_complement(k: int) -> torch.Tensor:
+    """Orthonormal ``Q`` (k x k-1) with ``Q^T 1 = 0``: a basis of class vectors summing to zero."""
+    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k
+    q, _ = torch.linalg.qr(centred[:, : k - 1])
+    return q
+
+
+def deflate_rows(jac: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Softmax Jacobian rows in the class-sum-zero basis: ``(b, k, ...) -> (b, (k-1)*d)``.
+
+    Softmax rows satisfy ``sum_c J[c] = 0``, so ``J = Q Q^T J`` and the Gram of ``Q^T J``
+    has the same nonzero eigenvalues; the dual side shrinks from ``kd`` to ``(k-1)d``.
+    """
+    b, k = jac.shape[:2]
+    flat = jac.reshape(b, k, -1)
+    return torch.einsum("bkd,kj->bjd", flat, q.to(dtype=jac.dtype, device=jac.device)).reshape(
+        b, -1
     )
 
 
@@ -173,11 +200,13 @@ def gram_from_batches(
     n: int | None = None,
     max_memory: int | None = None,
     output: str = "softmax",
+    deflate: bool = True,
 ) -> Gram:
     """Build the Gram of the Jacobian ``batches`` (see :func:`gram`); ``n`` if known in advance.
 
     With ``side="auto"`` and ``n`` unknown, rows are held until there are more than ``kd`` of
     them, then folded into the dual accumulator (so memory never exceeds the dual's).
+    ``deflate`` (softmax output only): work in the class-sum-zero basis (:func:`deflate_rows`).
     """
     check_choice("side", side, SIDES)
     chosen = side
@@ -187,8 +216,15 @@ def gram_from_batches(
     k = kd = 0
     shape: tuple[int, ...] = ()
     dtype = torch.float32
+    use_deflate = bool(deflate) and output == "softmax"
+    q: torch.Tensor | None = None
     for batch in batches:
-        rows = batch.rows
+        if use_deflate:
+            if q is None:
+                q = class_sum_complement(int(batch.jac.shape[1]))
+            rows = deflate_rows(batch.jac, q)
+        else:
+            rows = batch.rows
         if count == 0:
             k, kd = int(batch.jac.shape[1]), int(rows.shape[1])
             shape = tuple(int(s) for s in batch.jac.shape[2:])
@@ -218,7 +254,7 @@ def gram_from_batches(
         matrix, final_side = dual.result(), "dual"
     else:
         matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
-    logger.info("gram: side=%s n=%d kd=%d", final_side, count, kd)
+    logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, use_deflate)
     return Gram(
         matrix=matrix,
         side=final_side,
@@ -227,6 +263,7 @@ def gram_from_batches(
         input_shape=shape,
         output=output,
         dtype=str(dtype).replace("torch.", ""),
+        deflated=use_deflate,
     )
 
 
@@ -240,13 +277,16 @@ def gram(
     device: torch.device | str | None = None,
     batch_size: int | None = None,
     max_memory: int | None = None,
+    deflate: bool = True,
     progress: bool = False,
 ) -> Gram:
     """The unscaled Gram of the data Jacobian of ``model`` on ``data``.
 
     ``side="auto"`` builds the dual ``𝒥^T𝒥`` (kd x kd) when ``kd < n`` and the primal
     ``𝒥𝒥^T`` (n x n) otherwise. Refuses (ValueError) before allocating more than
-    ``max_memory`` bytes (default: 80% of the available memory).
+    ``max_memory`` bytes (default: 80% of the available memory). For softmax outputs the
+    Gram is built in the class-sum-zero basis unless ``deflate=False`` (same nonzero
+    eigenvalues, ``d`` fewer dual dimensions).
     """
     check_choice("side", side, SIDES)
     batches = iter_jacobians(
@@ -259,5 +299,10 @@ def gram(
         progress=progress,
     )
     return gram_from_batches(
-        batches, side=side, n=data_length(data), max_memory=max_memory, output=output
+        batches,
+        side=side,
+        n=data_length(data),
+        max_memory=max_memory,
+        output=output,
+        deflate=deflate,
     )

@@ -119,6 +119,8 @@ def esd_from_gram(g: Gram, *, scale: str = "n") -> ESD:
     """The ESD of a :class:`~jacspec.gram.Gram` (exact, float64)."""
     check_choice("scale", scale, SCALES)
     raw = symmetric_eigenvalues(g.matrix)
+    if g.num_known_zeros:
+        raw = np.concatenate([raw, np.zeros(g.num_known_zeros)])
     vals, rank, tol, clipped = finish_eigenvalues(
         raw, n=g.n, kd=g.k * g.d, scale=scale, dtype=g.dtype
     )
@@ -134,7 +136,7 @@ def esd_from_gram(g: Gram, *, scale: str = "n") -> ESD:
         rank=rank,
         tol=tol,
         num_negative_clipped=clipped,
-        settings={"method": "exact"},
+        settings={"method": "exact", "deflated": g.deflated},
     )
 
 
@@ -172,6 +174,7 @@ def esd(
     device: torch.device | str | None = None,
     batch_size: int | None = None,
     max_memory: int | None = None,
+    deflate: bool = True,
     progress: bool = False,
 ) -> ESD:
     """Exact ESD of the data Jacobian of ``model`` on ``data``.
@@ -189,6 +192,7 @@ def esd(
         device=device,
         batch_size=batch_size,
         max_memory=max_memory,
+        deflate=deflate,
         progress=progress,
     )
     return esd_from_gram(g, scale=scale)

@@ -106,3 +106,18 @@ def test_esd_to_dict_has_three_keys() -> None:
     assert set(d) == {"settings", "eigenvalues", "metrics"}
     assert d["settings"]["scale"] == "n" and d["settings"]["output"] == "softmax"
     assert len(d["eigenvalues"]) == 20
+
+
+@pytest.mark.parametrize("n", [30, 100])
+def test_softmax_deflation_keeps_the_spectrum(n: int) -> None:
+    model, x = model_and_data(n)
+    full = esd(model, x, deflate=False)
+    defl = esd(model, x, deflate=True)
+    assert defl.settings["deflated"] and not full.settings["deflated"]
+    assert len(defl.eigenvalues) == len(full.eigenvalues) == min(n, 48)
+    np.testing.assert_allclose(
+        defl.eigenvalues, full.eigenvalues, rtol=0, atol=1e-10 * full.eigenvalues[0]
+    )
+    assert defl.rank == full.rank
+    logits = esd(model, x, output="logits")
+    assert not logits.settings["deflated"]  # logit rows need not sum to zero
