@@ -1,0 +1,323 @@
+"""Free-probability spectrum of ``J J^T`` for a random deep network at its fixed point
+(Pennington, Schoenholz, Ganguli 2018).
+
+``J = prod_l D^l W^l``; ``S_{JJ^T} = S_{D^2}^L S_{W^T W}^L`` with
+``S_{W^TW}(z) = sigma_w^-2`` (orthogonal, s1 = 0) or ``sigma_w^-2 / (1 + z)`` (Gaussian,
+s1 = -1). With ``M(z) = z G(z) - 1`` the master equation is
+``M = M_{D^2}(z^{1/L} F(M))``, ``F(x) = S_{W^TW}(x) ((1 + x)/x)^{1 - 1/L}``, solved along
+``z = lambda (1 + i eta)`` by root tracking (:mod:`jacspec.theory.solver`);
+``rho(lambda) = -Im G / pi``. Moments: ``m1 = chi^L``,
+``m2 = chi^{2L} L (mu2/mu1^2 + 1/L - 1 - s1)``. Point masses are reported apart from the
+density: at 0 with mass ``P(phi' = 0)`` (rank of J), and for orthogonal weights at
+``(sigma_w^2 a)^L`` with mass ``max(0, L p_a - (L - 1))`` for every atom ``a`` of
+``phi'^2`` with mass ``p_a`` (the generic intersection of the L flat subspaces).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from jacspec.errors import check_choice
+from jacspec.theory.activations import get_activation
+from jacspec.theory.d2law import D2Law, d2_law, m_d2, mu_d2_both, mu_k
+from jacspec.theory.meanfield import chi_at, q_star
+from jacspec.theory.solver import track
+
+WEIGHTS = ("gaussian", "orthogonal")
+
+
+def s1_of(weights: str) -> float:
+    """First S-transform coefficient of ``W^T W``: -1 Gaussian, 0 orthogonal."""
+    return -1.0 if check_choice("weights", weights, WEIGHTS) == "gaussian" else 0.0
+
+
+def s_transform_weights(z, sigma_w2: float, weights: str):
+    """``S_{W^TW}(z)``: ``sigma_w^-2`` (orthogonal) or ``sigma_w^-2 / (1 + z)`` (Gaussian)."""
+    check_choice("weights", weights, WEIGHTS)
+    z = np.asarray(z)
+    if weights == "orthogonal":
+        return np.full(z.shape, 1.0 / sigma_w2, dtype=np.result_type(z, float))
+    return 1.0 / (sigma_w2 * (1.0 + z))
+
+
+def m_transform_d2(activation, q: float, w, *, n_cells: int = 160):
+    """``M_{D^2}(w) = sum_k mu_k w^-k`` for complex w off the support of phi'^2."""
+    return m_d2(d2_law(activation, q, n_cells=n_cells), np.asarray(w, dtype=np.complex128))
+
+
+def s_transform_d2_bernoulli(z, p: float):
+    """``S_{D^2}(z) = (z + 1) / (z + p)`` for ``phi'^2 ~ Bernoulli(p)``."""
+    z = np.asarray(z)
+    return (z + 1.0) / (z + p)
+
+
+def jacobian_moments(
+    mu1: float, mu2: float, sigma_w2: float, depth: int, weights: str
+) -> tuple[float, float]:
+    """``(m1, m2)`` of ``JJ^T``: ``m1 = chi^L``, ``m2 = chi^2L L (mu2/mu1^2 + 1/L - 1 - s1)``."""
+    chi = sigma_w2 * mu1
+    s1 = s1_of(weights)
+    m1 = chi**depth
+    m2 = chi ** (2 * depth) * depth * (mu2 / mu1**2 + 1.0 / depth - 1.0 - s1)
+    return m1, m2
+
+
+def piecewise_linear_polynomial(z: complex, p: float, sigma_w2: float, depth: int,
+                                weights: str) -> np.ndarray:
+    """Coefficients (highest power first) of the polynomial in G whose root is G_{JJ^T}(z)
+    for ``phi'^2 ~ Bernoulli(p)``: Gaussian ``sigma_w^{2L} G (Gz + p - 1)^L - (Gz - 1)``,
+    orthogonal ``sigma_w^{2L} G (Gz + p - 1)^L - (zG)^L (Gz - 1)``."""
+    check_choice("weights", weights, WEIGHTS)
+    L = int(depth)
+    base = np.polynomial.Polynomial([p - 1.0, z])  # Gz + p - 1
+    g = np.polynomial.Polynomial([0.0, 1.0])
+    lhs = sigma_w2**L * g * base**L
+    rhs = np.polynomial.Polynomial([-1.0, z])  # Gz - 1
+    if weights == "orthogonal":
+        rhs = rhs * np.polynomial.Polynomial([0.0, z]) ** L
+    return (lhs - rhs).coef[::-1].astype(np.complex128)
+
+
+def _master_residual(law: D2Law, sigma_w2: float, depth: int, weights: str):
+    """Residuals of the master equation in two equivalent forms, for the tracked pair
+    ``(u, M)`` with ``u = 1 + M = zG``: ``R_M = log(M / M_{D^2}(w))`` (accurate where M
+    is small) and ``R_u = log(u / (1 + M_{D^2}(w)))`` (accurate where u is small), with
+    ``log w = log z / L - log sigma_w^2 + (1 - 1/L) log(u / M) [- log u, Gaussian]``.
+    Returns ``(R_M, dR_M/du, R_u, dR_u/du)``."""
+    a = 1.0 - 1.0 / depth
+    gauss = weights == "gaussian"
+    log_sw = math.log(sigma_w2)
+
+    def res(u: np.ndarray, m: np.ndarray, z: np.ndarray):
+        log_u, log_m = np.log(u), np.log(m)
+        log_w = np.log(z) / depth - log_sw + a * (log_u - log_m)
+        dlog = a * (1.0 / u - 1.0 / m)
+        if gauss:
+            log_w = log_w - log_u
+            dlog = dlog - 1.0 / u
+        w = np.exp(log_w)
+        mv, uv, dv = mu_d2_both(law, w)
+        chain = dv * w * dlog
+        return np.log(m / mv), 1.0 / m - chain / mv, np.log(u / uv), 1.0 / u - chain / uv
+
+    return res
+
+
+def _log_z_of_w(law: D2Law, sigma_w2: float, depth: int, weights: str, w: np.ndarray):
+    """``log z`` on the real axis right of the spectrum, parametrised by real w > t_max."""
+    with np.errstate(all="ignore"):
+        m = np.real(m_d2(law, w.astype(np.complex128)))
+    log_z = depth * np.log(w) + (1 - depth) * np.log1p(1.0 / m) + depth * math.log(sigma_w2)
+    if weights == "gaussian":
+        log_z = log_z + depth * np.log1p(m)
+    return log_z
+
+
+def lambda_max(law: D2Law, sigma_w2: float, depth: int, weights: str) -> float:
+    """Right edge of the spectrum of JJ^T: ``min_{M > 0} M^{-1}_{JJ^T}(M)``."""
+    check_choice("weights", weights, WEIGHTS)
+    t = law.t_max
+    s = np.linspace(-40.0, 40.0, 801)
+    vals = _log_z_of_w(law, sigma_w2, depth, weights, t + np.exp(s))
+    i = int(np.nanargmin(vals))
+    lo, hi = s[max(i - 1, 0)], s[min(i + 1, s.size - 1)]
+    gr = (math.sqrt(5) - 1) / 2
+    for _ in range(80):
+        c, d = hi - gr * (hi - lo), lo + gr * (hi - lo)
+        fc, fd = _log_z_of_w(law, sigma_w2, depth, weights, t + np.exp(np.array([c, d])))
+        if fc < fd:
+            hi = d
+        else:
+            lo = c
+    best = min(float(vals[i]), float(_log_z_of_w(
+        law, sigma_w2, depth, weights, t + np.exp(np.array([0.5 * (lo + hi)])))[0]))
+    return math.exp(best)
+
+
+def jacobian_atoms(law: D2Law, sigma_w2: float, depth: int, weights: str) -> list[dict]:
+    """Point masses of the spectrum of JJ^T as ``[{"at": value, "mass": weight}]``."""
+    atoms: dict[float, float] = {}
+    for value, mass in law.atoms():
+        if value == 0.0:
+            atoms[0.0] = atoms.get(0.0, 0.0) + mass
+        elif weights == "orthogonal":
+            excess = depth * mass - (depth - 1)
+            if excess > 1e-12:
+                at = (sigma_w2 * value) ** depth
+                atoms[at] = atoms.get(at, 0.0) + excess
+    return [{"at": float(k), "mass": float(v)} for k, v in sorted(atoms.items()) if v > 1e-14]
+
+
+def default_grid(lam_max: float, depth: int, num_points: int) -> np.ndarray:
+    """Grid for the density: 1/8 of the points log-spaced from
+    ``lam_max 10^-min(290, 8 (L+1))`` to ``1e-8 lam_max`` (the singular part near 0 that
+    products of many layers develop), 1/8 log-spaced on to ``lam_max / 50``, and the rest
+    linear up to ``1.05 lam_max``."""
+    if num_points < 16:
+        raise ValueError(f"num_points={num_points!r} must be at least 16")
+    decades = min(290.0, max(12.0, 8.0 * (depth + 1)))
+    n_log = num_points // 8
+    mid = lam_max / 50.0
+    deep = np.geomspace(lam_max * 10.0**-decades, lam_max * 1e-8, n_log, endpoint=False)
+    low = np.geomspace(lam_max * 1e-8, mid, n_log, endpoint=False)
+    lin = np.linspace(mid, 1.05 * lam_max, num_points - 2 * n_log)
+    return np.concatenate([deep, low, lin])
+
+
+def _integrate(grid: np.ndarray, density: np.ndarray, k: int) -> float:
+    """``int lambda^k rho d lambda`` by the trapezoid rule in log lambda."""
+    y = grid ** (k + 1) * density
+    return float(np.trapezoid(y, np.log(grid)))
+
+
+@dataclass(frozen=True)
+class JacobianSpectrum:
+    """Theoretical spectrum of JJ^T: density on ``grid`` plus ``atoms``, moments, edge."""
+
+    activation: str
+    weights: str
+    depth: int
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float
+    chi: float
+    mu1: float
+    mu2: float
+    m1: float
+    m2: float
+    variance: float
+    lambda_max: float
+    grid: np.ndarray = field(repr=False)
+    density: np.ndarray = field(repr=False)
+    atoms: tuple = ()
+    eta: float = 1e-6
+    integral: float = math.nan
+    total_mass: float = math.nan
+    density_m1: float = math.nan
+    density_m2: float = math.nan
+    mass_below_grid: float = 0.0
+    max_residual: float = 0.0
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        """CDF of the theoretical law (density integrated on the grid, plus atoms)."""
+        return _cdf(self.grid, self.density, list(self.atoms), np.asarray(x, dtype=float),
+                    self.mass_below_grid)
+
+    def to_dict(self) -> dict:
+        out = {
+            k: getattr(self, k) for k in (
+                "activation", "weights", "depth", "sigma_w2", "sigma_b2", "q_star", "chi",
+                "mu1", "mu2", "m1", "m2", "variance", "lambda_max", "eta", "integral",
+                "total_mass", "density_m1", "density_m2", "mass_below_grid", "max_residual",
+            )
+        }
+        out["grid"] = [float(v) for v in self.grid]
+        out["density"] = [float(v) for v in self.density]
+        out["atoms"] = [dict(a) for a in self.atoms]
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"lambda": self.grid, "density": self.density})
+
+
+def _cdf(grid, density, atoms, x, below: float) -> np.ndarray:
+    lg = np.log(grid)
+    y = grid * density
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(lg))]) + below
+    out = np.interp(x, grid, cum, left=0.0, right=cum[-1])
+    out = np.where(x < grid[0], below * np.clip(x / grid[0], 0, 1), out)
+    for a in atoms:
+        out = out + a["mass"] * (x >= a["at"])
+    return out
+
+
+def _validate(depth, sigma_w2, sigma_b2) -> tuple[int, float, float]:
+    if isinstance(depth, bool) or int(depth) != depth or depth < 1:
+        raise ValueError(f"depth={depth!r} must be a positive integer")
+    for name, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name}={v!r} must be a finite non-negative number")
+    if sigma_w2 == 0:
+        raise ValueError("sigma_w2=0 gives J = 0; expected sigma_w2 > 0")
+    return int(depth), float(sigma_w2), float(sigma_b2)
+
+
+def solve_density(
+    law: D2Law, sigma_w2: float, depth: int, weights: str, grid: np.ndarray, *,
+    m1: float, eta: float = 1e-6,
+) -> tuple[np.ndarray, list[dict], float]:
+    """Density of the continuous part of JJ^T on ``grid`` (atoms subtracted), the atoms,
+    and the largest relative residual of the master equation."""
+    atoms = jacobian_atoms(law, sigma_w2, depth, weights)
+    res = _master_residual(law, sigma_w2, depth, weights)
+    z, u, max_res = track(res, grid, m1=m1, eta=eta)
+    g = u / z
+    for a in atoms:
+        g = g - a["mass"] / (z - a["at"])
+    dens = np.maximum(-g.imag / math.pi, 0.0)
+    dens = np.where(np.isfinite(dens), dens, 0.0)
+    return dens, atoms, max_res
+
+
+def jacobian_spectrum(
+    activation,
+    weights: str,
+    depth: int,
+    sigma_w2: float,
+    sigma_b2: float,
+    *,
+    num_points: int = 1000,
+    grid: np.ndarray | None = None,
+    eta: float = 1e-6,
+    q0: float = 1.0,
+    n_cells: int = 160,
+) -> JacobianSpectrum:
+    """Spectrum of ``JJ^T`` at depth L for an activation at (sigma_w^2, sigma_b^2).
+
+    Finds q* (mean field), builds the law of phi'^2, solves the master equation on
+    ``grid`` (default :func:`default_grid`) and reports density, atoms, m1, m2, variance
+    and lambda_max, plus the density's own mass and moments as checks."""
+    act = get_activation(activation)
+    check_choice("weights", weights, WEIGHTS)
+    depth, sigma_w2, sigma_b2 = _validate(depth, sigma_w2, sigma_b2)
+    q, _ = q_star(act, sigma_w2, sigma_b2, q0=q0)
+    law = d2_law(act, q, n_cells=n_cells)
+    mu1, mu2 = mu_k(act, q, 1), mu_k(act, q, 2)
+    if mu1 <= 0:
+        raise ValueError(f"activation={act.name!r}: phi' vanishes almost surely at q*={q:g}")
+    chi = chi_at(act, sigma_w2, q)
+    m1, m2 = jacobian_moments(mu1, mu2, sigma_w2, depth, weights)
+    lam_max = lambda_max(law, sigma_w2, depth, weights)
+    if grid is None:
+        grid = default_grid(lam_max, depth, num_points)
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.ndim != 1 or grid.size < 2 or np.any(grid <= 0) or np.any(np.diff(grid) <= 0):
+        raise ValueError("grid must be an increasing 1-D array of positive values")
+    dens, atoms, max_res = solve_density(law, sigma_w2, depth, weights, grid, m1=m1, eta=eta)
+    below = _mass_below(grid, dens)
+    integral = _integrate(grid, dens, 0)
+    atom_mass = sum(a["mass"] for a in atoms)
+    dm1 = _integrate(grid, dens, 1) + sum(a["mass"] * a["at"] for a in atoms)
+    dm2 = _integrate(grid, dens, 2) + sum(a["mass"] * a["at"] ** 2 for a in atoms)
+    return JacobianSpectrum(
+        activation=act.name, weights=weights, depth=depth, sigma_w2=sigma_w2,
+        sigma_b2=sigma_b2, q_star=q, chi=chi, mu1=mu1, mu2=mu2, m1=m1, m2=m2,
+        variance=m2 - m1 * m1, lambda_max=lam_max, grid=grid, density=dens,
+        atoms=tuple(atoms), eta=eta, integral=integral, total_mass=integral + atom_mass,
+        density_m1=dm1, density_m2=dm2, mass_below_grid=below, max_residual=max_res,
+    )
+
+
+def _mass_below(grid: np.ndarray, dens: np.ndarray) -> float:
+    """Mass below the grid from the local power law ``rho ~ lambda^-beta`` at its start."""
+    y0, y1 = grid[0] * dens[0], grid[1] * dens[1]
+    if y0 <= 0 or y1 <= 0:
+        return 0.0
+    gamma = math.log(y1 / y0) / math.log(grid[1] / grid[0])  # lambda rho ~ lambda^gamma
+    if gamma <= 1e-3:
+        return 0.0
+    return float(y0 / gamma)

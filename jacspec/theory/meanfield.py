@@ -1,0 +1,268 @@
+"""Mean-field signal propagation (Poole et al. 2016, Schoenholz et al. 2017).
+
+Length map ``q' = sigma_w^2 E phi(sqrt(q) z)^2 + sigma_b^2`` with fixed point ``q*``;
+``chi = sigma_w^2 E phi'(sqrt(q*) z)^2``; correlation map
+``c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q*`` with fixed point ``c*``; depth
+scales ``xi = -1 / log(slope)`` of the length map (xi_q), of the correlation map at c*
+(xi_c) and of gradients (``xi_grad = -1 / log chi``, negative when gradients explode).
+The critical line ``chi = 1`` is parametrised by q*:
+``sigma_w^2(q) = 1 / E phi'(sqrt(q) z)^2``, ``sigma_b^2(q) = q - sigma_w^2(q) E phi^2``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+
+from jacspec.theory.activations import Activation, get_activation
+from jacspec.theory.gauss import expect, expect2
+
+log = logging.getLogger(__name__)
+
+Q_DIVERGED = 1e12
+
+
+def _check_var(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a finite non-negative number") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name}={value!r} must be a finite non-negative number")
+    return v
+
+
+def length_map(activation, sigma_w2: float, sigma_b2: float, q: float) -> float:
+    """``sigma_w^2 E phi(sqrt(q) z)^2 + sigma_b^2``."""
+    act = get_activation(activation)
+    return sigma_w2 * expect(act, q, lambda h: act.phi_np(h) ** 2) + sigma_b2
+
+
+def length_map_slope(activation, sigma_w2: float, q: float) -> float:
+    """``dq'/dq = sigma_w^2 E[phi'^2 + phi phi''] = sigma_w^2 E[z phi phi'] / sqrt(q)``
+    (Gaussian integration by parts; needs no second derivative)."""
+    act = get_activation(activation)
+    if q <= 0.0:
+        d0 = float(act.dphi_np(np.zeros(1))[0])
+        return sigma_w2 * d0 * d0  # phi(0) phi''(0) omitted: exact when phi(0) = 0
+    s = math.sqrt(q)
+    return sigma_w2 * expect(act, q, lambda h: (h / s) * act.phi_np(h) * act.dphi_np(h)) / s
+
+
+def chi_at(activation, sigma_w2: float, q: float) -> float:
+    """``chi = sigma_w^2 E phi'(sqrt(q) z)^2``."""
+    act = get_activation(activation)
+    return sigma_w2 * expect(act, q, lambda h: act.dphi_np(h) ** 2)
+
+
+def q_star(
+    activation, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0, tol: float = 1e-10,
+    max_iter: int = 10_000,
+) -> tuple[float, int]:
+    """Fixed point of the length map from ``q0``: plain iteration, then safeguarded
+    Newton steps, until ``|q' - q| <= tol * max(1, q)``. Returns ``(q*, iterations)``.
+    Where every q is fixed (linear at sigma_w^2 = 1, ReLU at 2, sigma_b = 0) q* = q0."""
+    act = get_activation(activation)
+    sw2 = _check_var("sigma_w2", sigma_w2)
+    sb2 = _check_var("sigma_b2", sigma_b2)
+    q = _check_var("q0", q0)
+    for it in range(max_iter):
+        fq = length_map(act, sw2, sb2, q)
+        r = fq - q
+        if abs(r) <= tol * max(1.0, q):
+            return q, it
+        if not math.isfinite(fq) or fq > Q_DIVERGED:
+            break
+        slope = length_map_slope(act, sw2, q)
+        if abs(1.0 - slope) < 1e-12 and r > 0:
+            break  # q' = q + const: grows without bound
+        step = fq
+        if it >= 20 and abs(1.0 - slope) > 1e-12:
+            qn = q + r / (1.0 - slope)
+            if qn >= 0 and abs(length_map(act, sw2, sb2, qn) - qn) < abs(r):
+                step = qn
+        q = step
+    raise ValueError(
+        f"sigma_w2={sw2:g}, sigma_b2={sb2:g}: the length map of {act.name} has no finite "
+        f"fixed point q* reachable from q0={q0:g} (it diverges or does not converge)"
+    )
+
+
+def correlation_map(activation, sigma_w2: float, sigma_b2: float, q: float, c: float) -> float:
+    """``c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q`` with corr(u1, u2) = c."""
+    act = get_activation(activation)
+    if q == 0.0:
+        return 1.0
+    return (sigma_w2 * expect2(act, q, c, act.phi_np, act.phi_np) + sigma_b2) / q
+
+
+def correlation_slope(activation, sigma_w2: float, q: float, c: float) -> float:
+    """``dc'/dc = sigma_w^2 E phi'(u1) phi'(u2)`` (Price's theorem)."""
+    act = get_activation(activation)
+    return sigma_w2 * expect2(act, q, c, act.dphi_np, act.dphi_np)
+
+
+def c_star(activation, sigma_w2: float, sigma_b2: float, q: float, chi: float) -> float:
+    """Stable fixed point of the correlation map: 1 when chi <= 1, else the root of
+    ``c' - c`` on [-1, 1) (chaotic phase)."""
+    if chi <= 1.0 + 1e-12 or q == 0.0:
+        return 1.0
+    act = get_activation(activation)
+
+    def g(c: float) -> float:
+        return correlation_map(act, sigma_w2, sigma_b2, q, c) - c
+
+    delta = min(1e-3, 1e-2 * (chi - 1.0))
+    hi = 1.0 - delta
+    if g(hi) >= 0:
+        return 1.0
+    if g(-1.0) <= 0:
+        return -1.0
+    return float(brentq(g, -1.0, hi, xtol=1e-13, rtol=1e-13))
+
+
+def _depth(slope: float) -> float:
+    """``-1 / log(slope)``: inf at slope 1, negative for growth."""
+    if slope <= 0:
+        return 0.0
+    ls = math.log(slope)
+    return math.inf if abs(ls) < 1e-15 else -1.0 / ls
+
+
+@dataclass(frozen=True)
+class MeanField:
+    """Mean-field quantities at (sigma_w^2, sigma_b^2) for one activation."""
+
+    activation: str
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float
+    chi: float
+    c_star: float
+    xi_q: float
+    xi_c: float
+    xi_grad: float
+    slope_q: float
+    slope_c: float
+    q_free: bool
+    iterations: int
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(self)])
+
+
+def mean_field(
+    activation, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0, tol: float = 1e-10
+) -> MeanField:
+    """q*, chi, c*, xi_q, xi_c and xi_grad at (sigma_w^2, sigma_b^2).
+
+    ``q_free`` is True where the length map is the identity (every q is fixed, as for
+    linear at sigma_w^2 = 1 or ReLU at 2 with sigma_b = 0); q* is then ``q0``."""
+    act = get_activation(activation)
+    q, it = q_star(act, sigma_w2, sigma_b2, q0=q0, tol=tol)
+    chi = chi_at(act, sigma_w2, q)
+    slope_q = length_map_slope(act, sigma_w2, q)
+    q_free = abs(slope_q - 1.0) < 1e-9 and abs(length_map(act, sigma_w2, sigma_b2, q0) - q0) < tol
+    cs = c_star(act, sigma_w2, sigma_b2, q, chi)
+    slope_c = chi if cs == 1.0 else correlation_slope(act, sigma_w2, q, cs)
+    return MeanField(
+        activation=act.name, sigma_w2=float(sigma_w2), sigma_b2=float(sigma_b2), q_star=q,
+        chi=chi, c_star=cs, xi_q=_depth(slope_q), xi_c=_depth(slope_c), xi_grad=_depth(chi),
+        slope_q=slope_q, slope_c=slope_c, q_free=q_free, iterations=it,
+    )
+
+
+def critical_weight_variance(activation, q: float) -> tuple[float, float]:
+    """The critical line parametrised by q*: ``(sigma_w^2, sigma_b^2)`` with chi = 1 and
+    q* = q (sigma_b^2 may come out negative: no such network)."""
+    act = get_activation(activation)
+    e_d2 = expect(act, q, lambda h: act.dphi_np(h) ** 2)
+    if e_d2 <= 0:
+        raise ValueError(f"q={q!r}: phi' vanishes almost surely, chi = 1 is unreachable")
+    sw2 = 1.0 / e_d2
+    sb2 = q - sw2 * expect(act, q, lambda h: act.phi_np(h) ** 2)
+    return sw2, sb2
+
+
+def critical_line(activation, q_values) -> pd.DataFrame:
+    """Columns q_star, sigma_w2, sigma_b2 along chi = 1 (rows with sigma_b2 < 0 dropped)."""
+    rows = []
+    for q in np.asarray(q_values, dtype=np.float64):
+        sw2, sb2 = critical_weight_variance(activation, float(q))
+        if sb2 >= -1e-12:
+            rows.append({"q_star": float(q), "sigma_w2": sw2, "sigma_b2": max(sb2, 0.0)})
+    return pd.DataFrame(rows, columns=["q_star", "sigma_w2", "sigma_b2"])
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """The point of the critical line chi = 1 at a given sigma_b^2."""
+
+    activation: str
+    sigma_b2: float
+    sigma_w2: float
+    q_star: float
+    q_free: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def critical_point(activation, sigma_b2: float, *, q0: float = 1.0) -> CriticalPoint:
+    """sigma_w^2 with chi(sigma_w^2, sigma_b^2) = 1, and its q*.
+
+    Solves ``sigma_b^2(q) = sigma_b^2`` along the q*-parametrised line. Where
+    ``sigma_b^2(q)`` vanishes for every q (linear, ReLU: q* is free) the critical point
+    exists only at sigma_b^2 = 0 and q* = q0 is reported."""
+    act = get_activation(activation)
+    sb2 = _check_var("sigma_b2", sigma_b2)
+    qs = np.logspace(-8, 3, 89)
+    vals = np.array([critical_weight_variance(act, float(q))[1] for q in qs])
+    scale = np.maximum(qs, 1.0)
+    if np.all(np.abs(vals) <= 1e-9 * scale):
+        if sb2 > 1e-12:
+            raise ValueError(
+                f"sigma_b2={sb2:g}: {act.name} is critical only at sigma_b2 = 0 "
+                "(its length map is homogeneous)"
+            )
+        sw2, _ = critical_weight_variance(act, q0)
+        return CriticalPoint(act.name, sb2, sw2, float(q0), True)
+    diff = vals - sb2
+    idx = np.nonzero(np.sign(diff[:-1]) * np.sign(diff[1:]) <= 0)[0]
+    if idx.size == 0:
+        if sb2 == 0.0 and abs(float(act.phi_np(np.zeros(1))[0])) == 0.0 and vals[0] >= 0:
+            # sigma_b^2(q) -> 0 as q -> 0 when phi(0) = 0: the critical point has q* = 0.
+            sw2, _ = critical_weight_variance(act, 0.0)
+            return CriticalPoint(act.name, sb2, sw2, 0.0, False)
+        raise ValueError(
+            f"sigma_b2={sb2:g}: no critical point of {act.name} with q* in [1e-8, 1e3]"
+        )
+    i = int(idx[0])
+    q = brentq(
+        lambda t: critical_weight_variance(act, math.exp(t))[1] - sb2,
+        math.log(qs[i]), math.log(qs[i + 1]), xtol=1e-14, rtol=1e-14,
+    )
+    q = math.exp(q)
+    sw2, _ = critical_weight_variance(act, q)
+    return CriticalPoint(act.name, sb2, sw2, q, False)
+
+
+def activation_name(activation) -> str:
+    """Canonical name of an activation argument."""
+    return get_activation(activation).name
+
+
+__all__ = [
+    "Activation", "MeanField", "CriticalPoint", "mean_field", "q_star", "length_map",
+    "length_map_slope", "chi_at", "correlation_map", "correlation_slope", "c_star",
+    "critical_point", "critical_line", "critical_weight_variance",
+]

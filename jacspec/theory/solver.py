@@ -1,0 +1,153 @@
+"""Root tracking for the master equation from large imaginary part down to the real axis.
+
+The unknown is ``u = z G(z) = 1 + M(z)``, kept as the pair ``(u, M)`` so that whichever
+is small keeps full precision. Its physical branch is analytic in the upper half plane
+and behaves like ``M = m1 / z`` for large ``|z|``. We follow it by continuation: first
+down the imaginary axis (``z = i y``, y from far above the spectrum to the smallest
+grid value; sequential, with step halving), then for every grid value lambda at once
+along the arc ``z = lambda e^{i theta}``, theta from pi/2 down to ``atan(eta)``.
+
+Newton runs in log coordinates (``log M`` where ``|M| <= |u|``, else ``log u``) on a
+residual in log form, ``R = log(M / M_rhs)`` or ``log(u / u_rhs)``; far from the
+spectrum this residual is linear in ``log M`` however deep the network, and the
+spurious root ``M = 0`` is out of reach.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# res(u, M, z) -> (R_M, dR_M/du, R_u, dR_u/du)
+Residual = Callable[
+    [np.ndarray, np.ndarray, np.ndarray],
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+]
+
+
+def _residual(res: Residual, u, m, z):
+    r_m, d_m, r_u, d_u = res(u, m, z)
+    use_m = np.abs(m) <= np.abs(u)
+    r = np.where(use_m, r_m, r_u)
+    # derivative with respect to the log of the variable in use
+    d = np.where(use_m, d_m * m, d_u * u)
+    return r, d, use_m
+
+
+def _newton(res: Residual, u, m, z, iters: int, tol: float):
+    """Masked Newton in log coordinates; returns (u, M, converged mask)."""
+    u = np.array(u, dtype=np.complex128)
+    m = np.array(m, dtype=np.complex128)
+    active = np.ones(u.shape, dtype=bool)
+    with np.errstate(all="ignore"):
+        for _ in range(iters):
+            idx = np.nonzero(active)[0]
+            if idx.size == 0:
+                break
+            r, d, use_m = _residual(res, u[idx], m[idx], z[idx])
+            step = -r / d
+            bad = ~np.isfinite(step)
+            step[bad] = 0.0
+            big = np.abs(step) > 1.0
+            step[big] /= np.abs(step[big])
+            fac = np.exp(step)
+            un = np.where(use_m, 1.0 + m[idx] * fac, u[idx] * fac)
+            mn = np.where(use_m, m[idx] * fac, u[idx] * fac - 1.0)
+            u[idx], m[idx] = un, mn
+            done = ((np.abs(step) <= tol) | (np.abs(r) <= 0.1 * tol)) & ~bad
+            active[idx[done]] = False
+            active[idx[bad]] = False
+        r, _, _ = _residual(res, u, m, z)
+    ok = np.isfinite(u) & np.isfinite(r) & (np.abs(r) <= 1e3 * tol)
+    return u, m, ok
+
+
+def track(
+    res: Residual,
+    lam: np.ndarray,
+    *,
+    m1: float,
+    eta: float = 1e-6,
+    tol: float = 1e-12,
+    rot_steps: int = 8,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """``u = zG`` at ``z = lambda e^{i atan(eta)}`` for every lambda > 0 on the physical
+    branch. Returns ``(z, u, max_residual)``; points where Newton failed are NaN."""
+    lam = np.asarray(lam, dtype=np.float64)
+    order = np.argsort(lam)[::-1]
+    lam_desc = lam[order]
+    # 1) imaginary axis, sequentially, with adaptive halving of the log-step
+    y_start = 1e3 * max(lam_desc[0], 1e-300) + 1e3 * max(m1, 0.0)
+    log_hi, log_lo = math.log(y_start), math.log(lam_desc[-1])
+    decades = (log_hi - log_lo) / math.log(10.0)
+    coarse = np.linspace(log_hi, log_lo, int(min(120, max(30, decades))))
+    # denser near the top of the spectrum, where u changes fastest
+    top = math.log(lam_desc[0])
+    dense = np.linspace(top + math.log(10.0), max(top - 2 * math.log(10.0), log_lo), 40)
+    ys = np.exp(np.unique(np.concatenate([coarse, dense]))[::-1])
+    n_axis = ys.size
+    z0 = np.array([1j * ys[0]])
+    m0 = np.array([m1 / z0[0]])
+    u_cur, m_cur, ok = _newton(res, 1.0 + m0, m0, z0, 80, tol)
+    if not ok[0]:
+        raise RuntimeError("master equation: no solution far from the spectrum")
+    axis_u = np.empty(n_axis, dtype=np.complex128)
+    axis_m = np.empty(n_axis, dtype=np.complex128)
+    axis_u[0], axis_m[0] = u_cur[0], m_cur[0]
+    for k in range(1, n_axis):
+        y0, target = ys[k - 1], ys[k]
+        y, sub = y0, 1
+        while y > target * (1 + 1e-12):
+            y_next = max(target, y * (target / y0) ** (1.0 / sub))
+            u_try, m_try, ok = _newton(res, u_cur, m_cur, np.array([1j * y_next]), 40, tol)
+            if ok[0] and m_try[0].imag <= 1e-12 * abs(m_try[0]):
+                u_cur, m_cur, y = u_try, m_try, y_next
+            else:
+                sub *= 2
+                if sub > 4096:
+                    raise RuntimeError(f"master equation: tracking failed at z = {y_next:g}i")
+        axis_u[k], axis_m[k] = u_cur[0], m_cur[0]
+    # 2) rotate every grid point from i*lambda down to lambda*e^{i theta_f}
+    start = np.clip(np.searchsorted(-ys, -lam_desc, side="right") - 1, 0, n_axis - 1)
+    theta_f = math.atan(eta)
+
+    def rotate(sel: np.ndarray, steps: int, iters: int, radial: int):
+        u, m = axis_u[start[sel]], axis_m[start[sel]]
+        y0 = ys[start[sel]]
+        fail = np.zeros(sel.size, dtype=bool)
+        for k in range(1, radial + 1):
+            z = 1j * y0 * (lam_desc[sel] / y0) ** (k / radial)
+            un, mn, ok = _newton(res, u, m, z, iters, tol)
+            fail |= ~ok
+            u, m = np.where(ok, un, u), np.where(ok, mn, m)
+        thetas = (math.pi / 2) * (theta_f / (math.pi / 2)) ** (np.arange(1, steps + 1) / steps)
+        for th in thetas:
+            z = lam_desc[sel] * complex(math.cos(th), math.sin(th))
+            un, mn, ok = _newton(res, u, m, z, iters, tol)
+            fail |= ~ok
+            u, m = np.where(ok, un, u), np.where(ok, mn, m)
+        return u, m, fail
+
+    every = np.arange(lam_desc.size)
+    u_all, m_all, failed = rotate(every, rot_steps, 30, 1)
+    if failed.any():
+        idx = every[failed]
+        log.info("refining %d grid points with finer steps", idx.size)
+        u_sub, m_sub, bad = rotate(idx, 8 * rot_steps, 60, 16)
+        u_sub[bad] = np.nan
+        u_all[idx], m_all[idx] = u_sub, m_sub
+    z_final = lam_desc * complex(math.cos(theta_f), math.sin(theta_f))
+    fin = np.isfinite(u_all)
+    max_res = math.inf
+    if fin.any():
+        r, _, _ = _residual(res, u_all[fin], m_all[fin], z_final[fin])
+        max_res = float(np.max(np.abs(r)))
+    out_z = np.empty_like(z_final)
+    out_u = np.empty_like(u_all)
+    out_z[order], out_u[order] = z_final, u_all
+    return out_z, out_u, max_res
