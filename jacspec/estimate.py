@@ -220,7 +220,7 @@ def estimate_from_operator(
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     null_dim: int = 0,
     top_k: int = 10,
-    top_steps: int = 15,
+    top_steps: int = 0,
     exact_trace: bool = True,
     output: str | None = None,
     storage: str | None = None,
@@ -235,8 +235,10 @@ def estimate_from_operator(
     """SLQ density, block-Lanczos top eigenvalues and the trace of a Gram operator.
 
     Cost in passes over 𝒥 (dual side; double for primal): ``num_steps`` for SLQ with
-    ``num_vectors`` vectors per pass (``block_size`` at a time), ``top_steps`` for top-k with
-    ``top_k + 5`` vectors per pass, and one for the exact trace. ``project``/``null_dim``:
+    ``num_vectors`` vectors per pass (``block_size`` at a time); the exact trace rides along.
+    Top-k: ``top_steps=0`` (default) takes Ritz values on the SLQ block Krylov space
+    K_m(A, [v_1..v_s]) for free; ``top_steps > 0`` runs a separate block Lanczos with
+    ``top_k + 5`` vectors for that many passes. ``project``/``null_dim``:
     a known null space deflated from SLQ (see :func:`jacspec.slq.slq`).
     """
     t0 = time.perf_counter()
@@ -250,11 +252,16 @@ def estimate_from_operator(
         block_size=block_size,
         project=project,
         null_dim=null_dim,
+        top_k=min(top_k, op.shape[0]) if top_steps == 0 else 0,
         progress=progress,
     )
-    top = top_eigenvalues(
-        op, min(top_k, op.shape[0]), num_steps=top_steps, seed=seed + 1, progress=progress
-    )
+    if top_steps == 0:  # Rayleigh-Ritz on the SLQ block Krylov space, no extra passes
+        assert q.top is not None
+        top = q.top
+    else:
+        top = top_eigenvalues(
+            op, min(top_k, op.shape[0]), num_steps=top_steps, seed=seed + 1, progress=progress
+        )
     tr_exact = op.trace() if exact_trace else float("nan")
     nodes, w = q.flat()
     density_kw = dict(
@@ -340,7 +347,7 @@ def estimate_esd(
     distribution: str = "rademacher",
     block_size: int | None = None,
     top_k: int = 10,
-    top_steps: int = 15,
+    top_steps: int = 0,
     storage: str = "auto",
     deflate: bool = True,
     workdir: str | os.PathLike | None = None,
@@ -451,6 +458,7 @@ def estimate_esd(
             shape=(n, k * d),
             dtype=np_dtype,
         )
+    t_store = time.perf_counter() - t0
     try:
         op = GramOperator(rows, side=plan.side, scale=scale)
         use_null = deflate and output == "softmax" and plan.side == "dual" and k > 1
@@ -476,5 +484,9 @@ def estimate_esd(
     finally:
         if tmp is not None and not keep_file:
             tmp.unlink(missing_ok=True)
-    params = est.params | {"file": str(tmp) if tmp is not None and keep_file else None}
+    params = est.params | {
+        "file": str(tmp) if tmp is not None and keep_file else None,
+        "seconds_store": t_store,
+        "seconds_estimate": est.seconds,
+    }
     return replace(est, seconds=time.perf_counter() - t0, params=params)

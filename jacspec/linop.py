@@ -436,6 +436,11 @@ def as_operator(A: Any) -> LinearOperator:
     )
 
 
+def _row_norms2(J: np.ndarray) -> float:
+    """sum_i ||J_i||^2: per-row sums in the data dtype, total in float64."""
+    return float(np.einsum("ij,ij->i", J, J).sum(dtype=np.float64))
+
+
 class GramOperator(LinearOperator):
     """Dual (𝒥^T𝒥/c, kd x kd) or primal (𝒥𝒥^T/c, n x n) Gram over a row source.
 
@@ -457,14 +462,18 @@ class GramOperator(LinearOperator):
         self.scale = scale
         self.n, self.kd = n, kd
         self._c = float(n) if scale == "n" else 1.0
+        self._fro: float | None = None
 
     def _matmat(self, V: np.ndarray) -> np.ndarray:
         acc = np.result_type(V.dtype, self.dtype)
         Vc = V.astype(self.dtype, copy=False)
+        fro = 0.0 if self._fro is None else None  # ||𝒥||_F^2 rides along the first pass
         if self.side == "dual":
             out = np.zeros((self.kd, V.shape[1]), dtype=acc)
             for J in self.rows.blocks():
                 out += J.T @ (J @ Vc)
+                if fro is not None:
+                    fro += _row_norms2(J)
             self.num_passes += 1
         else:
             W = np.zeros((self.kd, V.shape[1]), dtype=acc)
@@ -472,6 +481,8 @@ class GramOperator(LinearOperator):
             for J in self.rows.blocks():
                 W += J.T @ Vc[start : start + J.shape[0]]
                 start += J.shape[0]
+                if fro is not None:
+                    fro += _row_norms2(J)
             Wc = W.astype(self.dtype, copy=False)
             out = np.empty((self.n, V.shape[1]), dtype=acc)
             start = 0
@@ -479,16 +490,23 @@ class GramOperator(LinearOperator):
                 out[start : start + J.shape[0]] = J @ Wc
                 start += J.shape[0]
             self.num_passes += 2
+        if fro is not None:
+            self._fro = fro
         out /= self._c
         return out
 
     def trace(self) -> float:
-        """Exact trace ||𝒥||_F^2 / c from one pass (accumulated in float64)."""
-        total = 0.0
-        for J in self.rows.blocks():
-            total += float(np.einsum("ij,ij->", J, J, dtype=np.float64))
-        self.num_passes += 1
-        return total / self._c
+        """Exact trace ||𝒥||_F^2 / c (row norms in the data dtype, summed in float64).
+
+        Free after any product (recorded on the first pass), else one pass over the rows.
+        """
+        if self._fro is None:
+            total = 0.0
+            for J in self.rows.blocks():
+                total += _row_norms2(J)
+            self.num_passes += 1
+            self._fro = total
+        return self._fro / self._c
 
     def __repr__(self) -> str:
         return (

@@ -115,13 +115,19 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 @dataclass(frozen=True)
 class LanczosRun:
-    """Tridiagonals of s lockstep Lanczos runs: ``alphas[i][:m_i]``, ``betas[i][:m_i-1]``."""
+    """Tridiagonals of s lockstep Lanczos runs: ``alphas[i][:m_i]``, ``betas[i][:m_i-1]``.
+
+    With ``store_images=True`` also the bases Q_i (``basis[i, :m_i]``, rows are Lanczos
+    vectors) and their images A Q_i (``images[i, :m_i]``), for Rayleigh-Ritz afterwards.
+    """
 
     alphas: np.ndarray  # (s, m), NaN after the run's last step
     betas: np.ndarray  # (s, m - 1), NaN after the run's last step
     steps: np.ndarray  # (s,) steps actually taken (a run stops early on an invariant subspace)
     start_norms: np.ndarray  # (s,) norms of the start vectors
     num_passes: int
+    basis: np.ndarray | None = None  # (s, m, dim)
+    images: np.ndarray | None = None  # (s, m, dim)
 
     def tridiagonal(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         m = int(self.steps[i])
@@ -134,6 +140,7 @@ def lanczos(
     num_steps: int,
     *,
     tol: float = 1e-10,
+    store_images: bool = False,
     progress: bool = False,
 ) -> LanczosRun:
     """Run s Lanczos recurrences (one per column of ``start``, shape (dim, s)) in lockstep.
@@ -141,6 +148,7 @@ def lanczos(
     Every step applies A once to the block of current vectors (one pass for all s) and
     reorthogonalizes each new vector against its own full basis, twice. A run stops when
     beta_j <= tol * max|T| (its Krylov space is invariant); the others continue.
+    Memory: s * num_steps * dim float64 (twice with ``store_images``).
     """
     op = as_operator(A)
     num_steps = _positive_int(num_steps, "num_steps")
@@ -155,7 +163,8 @@ def lanczos(
     norms = np.linalg.norm(V0, axis=0)
     if np.any(norms == 0) or not np.all(np.isfinite(norms)):
         raise ValueError("start vectors must be finite and nonzero.")
-    basis = np.empty((s, m, dim))
+    basis = np.zeros((s, m, dim))
+    images = np.zeros((s, m, dim)) if store_images else None
     alphas = np.full((s, m), np.nan)
     betas = np.full((s, max(m - 1, 0)), np.nan)
     steps = np.zeros(s, dtype=int)
@@ -167,15 +176,20 @@ def lanczos(
     bar = _progress(m, "lanczos", progress)
     passes = 0
     for j in range(m):
+        full = active.size == s
         basis[active, j, :] = q.T
         w = _apply(op, q)
         passes += 1
+        if images is not None:
+            images[active, j, :] = w.T
         alpha = np.einsum("ds,ds->s", q, w)
         w -= q * alpha + q_prev * beta_prev
-        Qa = basis[active, : j + 1, :]  # (a, j+1, dim)
+        Qa = basis[:, : j + 1, :] if full else basis[active, : j + 1, :]  # (a, j+1, dim)
+        wt = np.ascontiguousarray(w.T)[:, :, None]  # (a, dim, 1)
         for _ in range(2):
-            coef = np.matmul(Qa, w.T[:, :, None])  # (a, j+1, 1)
-            w -= np.matmul(coef.transpose(0, 2, 1), Qa)[:, 0, :].T
+            coef = np.matmul(Qa, wt)  # (a, j+1, 1)
+            wt -= np.matmul(Qa.transpose(0, 2, 1), coef)
+        w = wt[:, :, 0].T
         beta = np.linalg.norm(w, axis=0)
         alphas[active, j] = alpha
         steps[active] = j + 1
@@ -194,7 +208,31 @@ def lanczos(
         active = active[keep]
     if bar is not None:
         bar.close()
-    return LanczosRun(alphas, betas, steps, norms, passes)
+    return LanczosRun(alphas, betas, steps, norms, passes, basis if store_images else None,
+                      images)
+
+
+def _rayleigh_ritz(
+    X: np.ndarray, AX: np.ndarray, k: int, rtol: float = 1e-10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k Ritz values of A on span(rows of X) (not necessarily orthonormal), given AX.
+
+    Whitens the Gram G = X X^T (dropping eigenvalues < rtol * max), solves the projected
+    eigenproblem and returns (values descending, residual norms ||A y - θ y||, ||y|| = 1).
+    """
+    G = X @ X.T
+    g, U = np.linalg.eigh(0.5 * (G + G.T))
+    keep = g > rtol * g.max()
+    C = U[:, keep] / np.sqrt(g[keep])  # Y = C^T X has orthonormal rows
+    H = C.T @ (X @ AX.T) @ C
+    theta, Z = np.linalg.eigh(0.5 * (H + H.T))
+    order = np.argsort(theta)[::-1][:k]
+    theta, Z = theta[order], Z[:, order]
+    coef = C @ Z  # (p, k): y = X^T coef
+    Y = X.T @ coef
+    AY = AX.T @ coef
+    resid = np.linalg.norm(AY - Y * theta, axis=0)
+    return theta, resid
 
 
 def _ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -228,6 +266,7 @@ class LanczosQuadrature:
     num_matvecs: int
     num_passes: int
     null_dim: int = 0
+    top: TopEigenvalues | None = None
     method: str = "slq"
 
     @property
@@ -288,6 +327,7 @@ def slq(
     block_size: int | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     null_dim: int = 0,
+    top_k: int = 0,
     progress: bool = False,
 ) -> LanczosQuadrature:
     """Stochastic Lanczos quadrature with ``num_vectors`` random start vectors.
@@ -301,6 +341,10 @@ def slq(
     projected, the quadrature estimates the spectrum on range(P) and the exact atom
     null_dim/dim at 0 is added as an extra node (last column). Trace samples use P v, still
     unbiased since E[P v v^T P] = P and tr(P A P) = tr A.
+
+    ``top_k > 0`` also returns the k largest Ritz values of A on the union of the Krylov
+    spaces, which is the block Krylov space K_m(A, [v_1..v_s]) (block Lanczos for free, no
+    extra passes; stores A Q, doubling memory).
     """
     op = as_operator(A)
     num_steps = _positive_int(num_steps, "num_steps")
@@ -320,9 +364,16 @@ def slq(
     steps = np.zeros(num_vectors, dtype=int)
     mv0 = op.num_matvecs
     passes = 0
+    rows_x: list[np.ndarray] = []
+    rows_ax: list[np.ndarray] = []
     for b0 in range(0, num_vectors, block):
-        run = lanczos(op, V[:, b0 : b0 + block], m, progress=progress)
+        run = lanczos(op, V[:, b0 : b0 + block], m, store_images=top_k > 0, progress=progress)
         passes += run.num_passes
+        if top_k > 0:
+            assert run.basis is not None and run.images is not None
+            for i in range(run.steps.size):
+                rows_x.append(run.basis[i, : run.steps[i]])
+                rows_ax.append(run.images[i, : run.steps[i]])
         for i in range(run.steps.size):
             a, bt = run.tridiagonal(i)
             theta, tau = _ritz(a, bt)
@@ -330,6 +381,23 @@ def slq(
             weights[b0 + i, : theta.size] = tau
             quad[b0 + i] = run.start_norms[i] ** 2 * a[0]
             steps[b0 + i] = run.steps[i]
+    top = None
+    if top_k > 0:
+        X = np.concatenate(rows_x, axis=0)
+        AX = np.concatenate(rows_ax, axis=0)
+        theta, resid = _rayleigh_ritz(X, AX, int(top_k))
+        del X, AX, rows_x, rows_ax
+        top = TopEigenvalues(
+            values=theta,
+            residuals=resid,
+            method="slq-block-krylov",
+            k=int(top_k),
+            num_steps=m,
+            block_size=num_vectors,
+            seed=_seed_repr(seed),
+            num_matvecs=op.num_matvecs - mv0,  # shared with the quadrature, not extra
+            num_passes=passes,
+        )
     if null_dim:
         frac = int(null_dim) / dim
         weights *= 1.0 - frac
@@ -348,6 +416,7 @@ def slq(
         num_matvecs=op.num_matvecs - mv0,
         num_passes=passes,
         null_dim=int(null_dim),
+        top=top,
     )
 
 
