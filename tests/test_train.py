@@ -129,7 +129,7 @@ def test_callback_and_result_dict(digits: DataSet) -> None:
 
 def test_threads_are_restored(digits: DataSet) -> None:
     before = torch.get_num_threads()
-    res = train(mlp(64, 10, width=8, seed=0), digits, max_epochs=1, threads=2)
+    res = train(mlp(64, 10, width=8, seed=0), digits, max_epochs=0, threads=2)
     assert torch.get_num_threads() == before and res.settings["threads"] == 2
     with pytest.raises(ValueError, match="threads"):
         train(mlp(64, 10, width=8, seed=0), digits, threads=0)
