@@ -274,7 +274,7 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (or is not a file)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as exc:
