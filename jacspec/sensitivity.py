@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PerPointSensitivity",
+    "cross_entropy",
     "finite_difference_sensitivity",
     "jacobian_norms",
     "loss_bounds",
@@ -49,13 +50,32 @@ NORM_OUTPUTS = ("softmax", "logits")
 def softmax_jacobian(logit_jac: Tensor, logits: Tensor) -> Tensor:
     """Softmax Jacobian from the logit one: ``J_c = s_c (J_f[c] - sum_j s_j J_f[j])``.
 
-    ``logit_jac`` (b, k, *shape), ``logits`` (b, k) -> (b, k, *shape).
+    ``logit_jac`` (b, k, *shape), ``logits`` (b, k) -> (b, k, *shape). Evaluated as
+    ``s_c sum_{j != c} s_j (J_f[c] - J_f[j])`` so that a saturated softmax
+    (``1 - s_c`` below machine epsilon) loses no precision.
     """
-    s = torch.softmax(logits, dim=1)
-    flat = logit_jac.reshape(logit_jac.shape[0], logit_jac.shape[1], -1)
-    mean = torch.einsum("bj,bjd->bd", s, flat)
-    out = s.unsqueeze(-1) * (flat - mean.unsqueeze(1))
-    return out.reshape(logit_jac.shape)
+    b, k = logit_jac.shape[0], logit_jac.shape[1]
+    s = torch.softmax(logits.to(logit_jac.dtype), dim=1)
+    flat = logit_jac.reshape(b, k, -1)
+    off = 1.0 - torch.eye(k, dtype=s.dtype, device=s.device)
+    weights = s.unsqueeze(1) * off  # (b, c, j): s_j for j != c
+    rest = weights.sum(dim=2)  # 1 - s_c, summed from the small entries
+    out = rest.unsqueeze(-1) * flat - torch.bmm(weights, flat)
+    return (s.unsqueeze(-1) * out).reshape(logit_jac.shape)
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-point ``-log softmax(z)_y`` accurate for tiny losses: ``log1p(sum_{j!=y} e^{z_j-z_y})``.
+
+    (b, k), (b,) -> (b,) in the logits' dtype.
+    """
+    zy = logits.gather(1, y[:, None])
+    diff = logits - zy
+    diff = diff.scatter(1, y[:, None], float("-inf"))
+    top = diff.max(dim=1, keepdim=True).values
+    small = torch.log1p(torch.exp(diff).sum(dim=1))
+    general = torch.logsumexp(torch.cat([diff, torch.zeros_like(zy)], dim=1), dim=1)
+    return torch.where(top[:, 0] <= 0, small, general)
 
 
 @dataclass(frozen=True)
@@ -196,10 +216,11 @@ def loss_bounds(loss: np.ndarray, M: float, num_classes: int) -> dict[str, np.nd
         raise ValueError(f"num_classes={num_classes!r} must be at least 2")
     if not (M >= 0 and math.isfinite(M)):
         raise ValueError(f"M={M!r} must be a finite non-negative number")
-    p = np.exp(-np.asarray(loss, dtype=np.float64))
-    lower = math.sqrt(n * M / (n - 1)) * p * (1 - p)
-    upper = math.sqrt(2 * M) * p * (1 - p)
-    eq7 = math.sqrt(M) / (n - 1) * (1 - p) * np.sqrt(n**2 * p**2 + n - 2)
+    loss = np.asarray(loss, dtype=np.float64)
+    p, q = np.exp(-loss), -np.expm1(-loss)  # e^-l and 1 - e^-l without cancellation
+    lower = math.sqrt(n * M / (n - 1)) * p * q
+    upper = math.sqrt(2 * M) * p * q
+    eq7 = math.sqrt(M) / (n - 1) * q * np.sqrt(n**2 * p**2 + n - 2)
     return {"eq5_lower": lower, "eq5_upper": upper, "eq6_lower": lower, "eq7": eq7}
 
 
@@ -279,10 +300,9 @@ def per_point_generalization(
             raise ValueError(
                 f"labels must lie in [0, {num_classes}) for a {num_classes}-class model"
             )
-        logp = torch.log_softmax(nb.logits.double(), dim=1)
         cols["label"].append(y.cpu().numpy())
         cols["prediction"].append(nb.logits.argmax(dim=1).cpu().numpy())
-        cols["loss"].append((-logp.gather(1, y[:, None])[:, 0]).cpu().numpy())
+        cols["loss"].append(cross_entropy(nb.logits.double(), y).cpu().numpy())
         cols["fro"].append(nb.softmax_fro.double().cpu().numpy())
         target = nb.softmax_row_norms.gather(1, y[:, None])[:, 0]
         cols["target"].append(target.double().cpu().numpy())
