@@ -1,0 +1,127 @@
+"""WeightWatcher-named heavy-tail metrics of an eigenvalue array (pure numpy).
+
+Columns (WeightWatcher's names): ``alpha``, ``xmin``, ``xmax``, ``D``, ``sigma``,
+``num_pl_spikes``, ``warning`` from the power-law fit (:func:`jacspec.powerlaw.fit_powerlaw`),
+``lambda_max``, ``alpha_weighted = alpha * log10(lambda_max)``, ``log_alpha_norm =
+log10(sum_i lambda_i^alpha)`` (over the positive eigenvalues, computed with log-sum-exp);
+with an MP fit (``Q`` given or ``mp=``): ``mp_softrank = lambda_plus / lambda_max``,
+``num_spikes``, ``lambda_plus``, ``mp_sigma2``; with a randomized null (``null=``):
+``rand_distance``, ``rand_lambda_max``, ``num_traps``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from jacspec.nulls import MPFit, RandomizedNull, fit_mp
+from jacspec.powerlaw import PowerLawFit, fit_powerlaw
+
+__all__ = ["HEAVY_TAIL_COLUMNS", "heavy_tail_metrics"]
+
+#: Columns always present in :func:`heavy_tail_metrics`' result, in order.
+HEAVY_TAIL_COLUMNS = (
+    "alpha",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "xmin",
+    "xmax",
+    "D",
+    "sigma",
+    "num_pl_spikes",
+    "warning",
+    "lambda_max",
+)
+
+
+def _log10_sum_pow(ev: np.ndarray, alpha: float) -> float:
+    """log10 sum_i ev_i^alpha for positive ev, without overflow."""
+    from scipy.special import logsumexp
+
+    return float(logsumexp(alpha * np.log(ev)) / math.log(10.0))
+
+
+def heavy_tail_metrics(
+    eigenvalues: Any,
+    *,
+    fit: PowerLawFit | None = None,
+    mp: MPFit | None = None,
+    null: RandomizedNull | None = None,
+    Q: float | None = None,
+    rows: int | None = None,
+    errors: str = "raise",
+    **fit_kwargs: Any,
+) -> dict[str, Any]:
+    """Heavy-tail metrics of an ESD as a flat, JSON-able dict with WeightWatcher's names.
+
+    eigenvalues: 1-D array (numpy, list or torch; exact zeros are left out of the fit and of
+    log_alpha_norm). fit: a precomputed :class:`PowerLawFit` (else ``fit_powerlaw(eigenvalues,
+    **fit_kwargs)``). mp: a precomputed :class:`MPFit`, or give ``Q`` (= rows/cols of the
+    matrix whose Gram has these eigenvalues; n/(k d) for the data Jacobian) and optionally
+    ``rows`` to fit one. null: a :class:`RandomizedNull` of the same matrix.
+    errors: "raise" (default) re-raises a failed power-law fit (too few eigenvalues);
+    "nan" returns NaN fit columns and warning "failed" instead.
+    """
+    from jacspec.errors import check_choice
+
+    check_choice("errors", errors, ("raise", "nan"))
+    if hasattr(eigenvalues, "detach"):
+        eigenvalues = eigenvalues.detach().cpu().double().numpy()
+    ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    if ev.size == 0:
+        raise ValueError("eigenvalues is empty")
+    if np.isnan(ev).any():
+        raise ValueError("eigenvalues contain NaN")
+    lam_max = float(ev.max())
+    out: dict[str, Any] = {}
+    if fit is None:
+        try:
+            fit = fit_powerlaw(ev, **fit_kwargs)
+        except ValueError:
+            if errors == "raise":
+                raise
+            fit = None
+    elif fit_kwargs:
+        raise TypeError(f"pass either fit= or fit options, not both: {sorted(fit_kwargs)}")
+    if fit is None:
+        nan = float("nan")
+        out.update(alpha=nan, alpha_weighted=nan, log_alpha_norm=nan, xmin=nan, xmax=nan,
+                   D=nan, sigma=nan, num_pl_spikes=0, warning="failed")
+    else:
+        pos = ev[ev > 0]
+        out.update(
+            alpha=fit.alpha,
+            alpha_weighted=fit.alpha * math.log10(lam_max) if lam_max > 0 else float("nan"),
+            log_alpha_norm=_log10_sum_pow(pos, fit.alpha) if pos.size else float("nan"),
+            xmin=fit.xmin,
+            xmax=fit.xmax,
+            D=fit.D,
+            sigma=fit.sigma,
+            num_pl_spikes=fit.num_pl_spikes,
+            warning=fit.warning,
+        )
+        if fit.distribution == "truncated_power_law":
+            out["lambda_"] = fit.lambda_
+        if fit.fingers is not None:
+            out["num_fingers"] = fit.num_fingers
+            out["raw_alpha"] = fit.raw_alpha
+    out["lambda_max"] = lam_max
+
+    if mp is None and Q is not None:
+        mp = fit_mp(ev, Q, rows=rows)
+    if mp is not None:
+        out.update(
+            mp_softrank=mp.mp_softrank,
+            num_spikes=mp.num_spikes,
+            lambda_plus=mp.lambda_plus,
+            mp_sigma2=mp.sigma2,
+        )
+    if null is not None:
+        out.update(
+            rand_distance=null.rand_distance,
+            rand_lambda_max=null.rand_lambda_max,
+            num_traps=null.num_traps,
+        )
+    return out
