@@ -1,0 +1,1 @@
+"""Figures and reports built from jacspec results (matplotlib, Agg backend)."""
