@@ -50,6 +50,12 @@ __all__ += ["DataSet", "load_dataset", "Erf", "build_model", "load_checkpoint", 
 # --- end data and models ---
 
 # --- heavy tails: powerlaw, nulls ---
+from jacspec.heavytail import heavy_tail_metrics
+from jacspec.nulls import MPFit, RandomizedNull, esd_distance, fit_mp, randomized_null
+from jacspec.powerlaw import PowerLawFit, fit_powerlaw
+
+__all__ += ["heavy_tail_metrics", "MPFit", "RandomizedNull", "esd_distance", "fit_mp"]
+__all__ += ["randomized_null", "PowerLawFit", "fit_powerlaw"]
 # --- end heavy tails ---
 
 # --- estimates: linop, slq ---
