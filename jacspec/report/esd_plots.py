@@ -1,0 +1,224 @@
+"""ESD figures: log-log and linear histograms with fits, nulls and comparisons.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global
+state, nothing is shown); save it with ``fig.savefig(path)``. Histograms are densities of
+the positive eigenvalues (log-spaced bins on log-log axes); fitted densities are scaled to
+the same normalisation (a tail fit covering m of N values is drawn as (m/N) p(x)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from jacspec.nulls import MPFit, RandomizedNull
+from jacspec.powerlaw import PowerLawFit
+
+__all__ = [
+    "plot_density_vs_esd",
+    "plot_esd_linear",
+    "plot_esd_loglog",
+    "plot_esd_pair",
+    "plot_randomized_esd",
+]
+
+
+def _values(eigenvalues: Any, name: str = "eigenvalues") -> np.ndarray:
+    if hasattr(eigenvalues, "detach"):
+        eigenvalues = eigenvalues.detach().cpu().double().numpy()
+    ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    if ev.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.isfinite(ev).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return ev
+
+
+def _positive(ev: np.ndarray, name: str = "eigenvalues") -> np.ndarray:
+    pos = ev[ev > 0]
+    if pos.size == 0:
+        raise ValueError(f"{name} has no positive entry to plot on a log axis")
+    return pos
+
+
+def _log_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    if hi <= lo:
+        hi = lo * 1.01
+    return np.geomspace(lo, hi, int(bins) + 1)
+
+
+def _figure(size: tuple[float, float] = (6.0, 4.2)) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _loghist(ax: Axes, pos: np.ndarray, edges: np.ndarray, total: int, **kw: Any) -> None:
+    """Density histogram normalised over all ``total`` values (zeros included)."""
+    counts, _ = np.histogram(pos, bins=edges)
+    dens = counts / (total * np.diff(edges))
+    ax.stairs(dens, edges, **kw)
+
+
+def plot_esd_loglog(
+    eigenvalues: Any,
+    fit: PowerLawFit | None = None,
+    *,
+    bins: int = 80,
+    title: str | None = None,
+) -> Figure:
+    """Log-log histogram of the ESD (density, log bins), the fitted power law
+    (m/N) p(x) on [xmin, xmax] as a line, and xmin (and xmax) as vertical lines."""
+    ev = _values(eigenvalues)
+    pos = _positive(ev)
+    fig, ax = _figure()
+    edges = _log_edges(pos.min(), pos.max(), bins)
+    _loghist(ax, pos, edges, ev.size, fill=True, alpha=0.5, label=f"ESD ({ev.size} values)")
+    if fit is not None:
+        xs = np.geomspace(fit.xmin, fit.xmax, 200)
+        frac = fit.num_pl_spikes / ev.size
+        name = "TPL" if fit.distribution == "truncated_power_law" else "PL"
+        ax.plot(xs, frac * fit.pdf(xs), "r-", lw=2,
+                label=rf"{name} fit $\alpha$={fit.alpha:.2f}, D={fit.D:.3f}")
+        ax.axvline(fit.xmin, color="r", ls="--", lw=1, label=f"xmin={fit.xmin:.3g}")
+        ax.axvline(fit.xmax, color="orange", ls=":", lw=1, label=f"xmax={fit.xmax:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel("density")
+    ax.set_title(title or "ESD (log-log)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_esd_linear(
+    eigenvalues: Any,
+    *,
+    bins: int = 100,
+    mp: MPFit | None = None,
+    xmin: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Linear histogram (density over all values) of the ESD, with the fitted MP bulk density
+    (scaled by the fraction of nonzero eigenvalues), its edge lambda_plus and xmin."""
+    ev = _values(eigenvalues)
+    fig, ax = _figure()
+    ax.hist(ev, bins=int(bins), density=True, alpha=0.5, label=f"ESD ({ev.size} values)")
+    if mp is not None:
+        hi = max(mp.lambda_plus, float(ev.max()))
+        xs = np.linspace(mp.lambda_minus, mp.lambda_plus, 400)
+        frac = (mp.num_evals - mp.num_zeros) / ev.size
+        ax.plot(xs, frac * mp.pdf(xs), "g-", lw=2, label=rf"MP $\sigma^2$={mp.sigma2:.3g}")
+        ax.axvline(mp.lambda_plus, color="g", ls="--", lw=1,
+                   label=rf"$\lambda_+$={mp.lambda_plus:.3g} ({mp.num_spikes} spikes)")
+        ax.set_xlim(0, hi * 1.02)
+    if xmin is not None:
+        ax.axvline(xmin, color="r", ls="--", lw=1, label=f"xmin={xmin:.3g}")
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel("density")
+    ax.set_title(title or "ESD (linear)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_randomized_esd(
+    null: RandomizedNull, *, bins: int = 80, log: bool = True, title: str | None = None
+) -> Figure:
+    """The ESD and the ESD of the entry-shuffled matrix overlaid (log-log by default), the
+    randomized lambda_max and the real eigenvalues beyond it (traps) marked."""
+    ev, rev = null.eigenvalues, null.rand_eigenvalues
+    fig, ax = _figure()
+    if log:
+        pos, rpos = _positive(ev), _positive(rev, "rand_eigenvalues")
+        edges = _log_edges(min(pos.min(), rpos.min()), max(pos.max(), rpos.max()), bins)
+        _loghist(ax, pos, edges, ev.size, fill=True, alpha=0.45, label="ESD")
+        _loghist(ax, rpos, edges, rev.size, fill=True, alpha=0.45, color="C1",
+                 label="randomized ESD")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        edges = np.linspace(0.0, max(ev.max(), rev.max()), int(bins) + 1)
+        ax.hist(ev, bins=edges, density=True, alpha=0.45, label="ESD")
+        ax.hist(rev, bins=edges, density=True, alpha=0.45, color="C1", label="randomized ESD")
+    ax.axvline(null.rand_lambda_max, color="C1", ls="--", lw=1,
+               label=f"randomized max={null.rand_lambda_max:.3g}")
+    for i, v in enumerate(null.trap_values):
+        ax.axvline(v, color="k", lw=0.8, alpha=0.7,
+                   label=f"{null.num_traps} beyond it" if i == 0 else None)
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel("density")
+    ax.set_title(title or f"ESD vs randomized (JS distance {null.rand_distance:.3f})")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_esd_pair(
+    a: Any,
+    b: Any,
+    *,
+    labels: tuple[str, str] = ("true labels", "random labels"),
+    fits: tuple[PowerLawFit | None, PowerLawFit | None] | None = None,
+    bins: int = 80,
+    title: str | None = None,
+) -> Figure:
+    """Two ESDs (e.g. a network trained on true vs random labels) on one log-log plot, on
+    shared log bins, with their power-law fits as lines when given."""
+    ea, eb = _values(a, "a"), _values(b, "b")
+    pa, pb = _positive(ea, "a"), _positive(eb, "b")
+    fig, ax = _figure()
+    edges = _log_edges(min(pa.min(), pb.min()), max(pa.max(), pb.max()), bins)
+    for k, (e, p, lab) in enumerate(((ea, pa, labels[0]), (eb, pb, labels[1]))):
+        color = f"C{k}"
+        _loghist(ax, p, edges, e.size, fill=True, alpha=0.4, color=color, label=lab)
+        fit = fits[k] if fits is not None else None
+        if fit is not None:
+            xs = np.geomspace(fit.xmin, fit.xmax, 200)
+            ax.plot(xs, fit.num_pl_spikes / e.size * fit.pdf(xs), color=color, lw=2,
+                    label=rf"{lab}: $\alpha$={fit.alpha:.2f}")
+            ax.axvline(fit.xmin, color=color, ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel("density")
+    ax.set_title(title or "ESDs compared")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_density_vs_esd(
+    x: Any,
+    density: Any,
+    eigenvalues: Any,
+    *,
+    bins: int = 80,
+    log: bool = False,
+    label: str = "estimated density",
+    title: str | None = None,
+) -> Figure:
+    """An estimated spectral density (``x``, ``density`` arrays, e.g. from stochastic
+    Lanczos quadrature) drawn over the histogram of exact eigenvalues (density over all
+    values). ``log=True`` uses log bins and log-log axes."""
+    xs = _values(x, "x")
+    ds = _values(density, "density")
+    if xs.shape != ds.shape:
+        raise ValueError(f"x and density must have the same shape; got {xs.shape}, {ds.shape}")
+    ev = _values(eigenvalues)
+    fig, ax = _figure()
+    if log:
+        pos = _positive(ev)
+        edges = _log_edges(pos.min(), pos.max(), bins)
+        _loghist(ax, pos, edges, ev.size, fill=True, alpha=0.45, label="exact ESD")
+        keep = (xs > 0) & (ds > 0)
+        ax.plot(xs[keep], ds[keep], "k-", lw=1.5, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        ax.hist(ev, bins=int(bins), density=True, alpha=0.45, label="exact ESD")
+        ax.plot(xs, ds, "k-", lw=1.5, label=label)
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel("density")
+    ax.set_title(title or "estimated density vs exact ESD")
+    ax.legend(fontsize=8)
+    return fig
