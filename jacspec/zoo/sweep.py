@@ -285,8 +285,9 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["jacspec.zoo._warm", "jacspec.zoo.sweep",
-                                    job.split(":", 1)[0]])
+        module = job.split(":", 1)[0] if isinstance(job, str) else job.__module__
+        warm = ["jacspec.zoo._warm"] if module.startswith("jacspec.") else []
+        ctx.set_forkserver_preload([*warm, "jacspec.zoo.sweep", module])
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
                              initializer=_set_threads, initargs=(threads,)) as pool:
         pending = {pool.submit(run_chunk, job, chunk, threads): chunk for chunk in chunks}

@@ -1,0 +1,170 @@
+"""Results store: round trips, resumption, and crash safety under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jacspec.zoo.store import Store, config_hash, load_results
+from jacspec.zoo.sweep import expand, load_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TOY_JOB = '''
+import time
+
+def job(config):
+    time.sleep(config.get("sleep", 0.0))
+    if config.get("fail"):
+        raise RuntimeError("asked to fail")
+    x = float(config["a"]) * 10 + float(config["b"])
+    return {"metrics": {"value": x, "square": x * x},
+            "curves": [{"step": s, "value": x * s} for s in range(3)],
+            "arrays": {"esd": [x, x / 2, 0.0]}}
+'''
+
+
+def test_config_hash_is_canonical() -> None:
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    with pytest.raises(TypeError):
+        config_hash([1, 2])  # type: ignore[arg-type]
+
+
+def test_store_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    configs = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    with Store(path) as store:
+        hashes = store.add(configs)
+        assert store.add(configs) == hashes  # idempotent
+        assert store.counts() == {"total": 2, "done": 0, "failed": 0, "pending": 2, "running": 0}
+        store.mark_running(hashes)
+        store.finish(hashes[0], {"metrics": {"m": 1.5, "nan": float("nan")},
+                                 "curves": [{"step": 0, "m": 0.1}, {"step": 5, "m": 0.2}],
+                                 "arrays": {"esd_train": np.arange(4.0)}, "duration": 2.0})
+        store.finish(hashes[1], {"error": "RuntimeError: boom"})
+        assert store.counts()["done"] == 1 and store.counts()["failed"] == 1
+        assert store.todo(hashes) == []
+        assert store.todo(hashes, retry_failed=True) == [hashes[1]]
+        np.testing.assert_array_equal(store.array(hashes[0], "esd_train"), np.arange(4.0))
+        curves = store.curves()
+        assert list(curves["step"]) == [0, 5] and list(curves["m"]) == [0.1, 0.2]
+        assert store.integrity_ok()
+    df = load_results(path)
+    assert len(df) == 1 and df.loc[0, "m"] == 1.5 and np.isnan(df.loc[0, "nan"])
+    assert df.loc[0, "a"] == 1 and df.loc[0, "b"] == "x"
+    assert len(load_results(path, status=None)) == 2
+    with pytest.raises(ValueError, match="status"):
+        load_results(path, status="bogus")
+
+
+def test_sweep_file_grid_and_random(tmp_path: Path) -> None:
+    spec = {"fixed": {"c": 0}, "grid": {"a": [1, 2, 3], "b": ["x", "y"]}}
+    sweep = expand(spec)
+    assert len(sweep.configs) == 6 and sweep.factors == ("a", "b")
+    assert {(c["a"], c["b"]) for c in sweep.configs} == {(a, b) for a in (1, 2, 3)
+                                                        for b in ("x", "y")}
+    sample = expand({**spec, "sweep": {"mode": "random", "samples": 4, "seed": 3}})
+    again = expand({**spec, "sweep": {"mode": "random", "samples": 4, "seed": 3}})
+    assert len(sample.configs) == 4 and sample.configs == again.configs
+    path = tmp_path / "s.yaml"
+    path.write_text("grid:\n  a: [1, 2]\nfixed:\n  b: 0\n")
+    assert len(load_sweep(path).configs) == 2
+    with pytest.raises(ValueError, match="grid.a"):
+        expand({"grid": {"a": []}})
+    with pytest.raises(ValueError, match="unknown tables"):
+        expand({"grids": {}})
+
+
+def _toy_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "zoo_toy_job.py").write_text(TOY_JOB)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_sweep_in_process_skips_done_and_records_failures(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    _toy_env(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    configs = [{"a": a, "b": b} for a in range(3) for b in range(2)] + [{"a": 9, "b": 9,
+                                                                          "fail": True}]
+    store = tmp_path / "r.sqlite"
+    s1 = run_sweep(configs, store, job="zoo_toy_job:job", workers=1, group=10, progress=False)
+    assert (s1.done, s1.failed, s1.ran) == (6, 1, 7)
+    s2 = run_sweep(configs, store, job="zoo_toy_job:job", workers=1, group=10, progress=False)
+    assert (s2.ran, s2.skipped) == (0, 7)
+    df = load_results(store)
+    assert sorted(df["value"]) == sorted(a * 10.0 + b for a in range(3) for b in range(2))
+    with Store(store, readonly=True) as st:
+        failed = st.runs(status="failed")
+        assert "asked to fail" in failed.loc[0, "error"]
+
+
+def test_sigkill_then_rerun_finds_every_run_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _toy_env(tmp_path)
+    sweep = tmp_path / "crash.toml"
+    sweep.write_text('[sweep]\njob = "zoo_toy_job:job"\ngroup = 1\n[fixed]\nsleep = 0.5\n'
+                     '[grid]\na = [0, 1, 2]\nb = [0, 1, 2, 3]\n')
+    store = tmp_path / "crash.sqlite"
+    cmd = [sys.executable, "-m", "jacspec.cli", "zoo", "run", str(sweep), "--store", str(store),
+           "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        done = 0
+        while time.time() < deadline and done < 4:
+            time.sleep(0.2)
+            if store.exists():
+                try:
+                    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+                    done = con.execute("SELECT COUNT(*) FROM runs WHERE status='done'"
+                                       ).fetchone()[0]
+                    con.close()
+                except sqlite3.OperationalError:
+                    done = 0
+        assert done >= 4, "the sweep did not finish runs in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-sweep
+        proc.wait()
+    with Store(store, readonly=True) as st:
+        before = st.runs(status=None).set_index("config_hash")
+    finished = before[before.status == "done"]
+    assert 4 <= len(finished) < 12
+    assert (before.status == "running").any()
+
+    from jacspec.cli import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(cmd[3:]) == 0  # the same command, rerun (in this process)
+    with Store(store, readonly=True) as st:
+        after = st.runs(status=None).set_index("config_hash")
+        assert st.integrity_ok()
+        curves = st.curves()
+    assert len(after) == 12 and after.index.is_unique
+    assert set(zip(after.a, after.b, strict=True)) == {(a, b) for a in range(3) for b in range(4)}
+    assert (after.status == "done").all()
+    for h, row in finished.iterrows():  # finished runs untouched
+        assert after.loc[h, "finished"] == row["finished"]
+        assert after.loc[h, "attempts"] == 1
+        assert after.loc[h, "value"] == row["value"]
+    redone = before.index[before.status == "running"]
+    assert (after.loc[redone, "attempts"] == 2).all()
+    assert (after.value == after.a * 10.0 + after.b).all()
+    assert len(curves) == 12 * 3 and not curves.duplicated(["config_hash", "step"]).any()
+    assert main(["zoo", "status", str(store), "--json", str(tmp_path / "st.json")]) == 0
+
+    counts = json.loads((tmp_path / "st.json").read_text())
+    assert counts["total"] == 12 and counts["done"] == 12
+    assert counts["failed"] == 0 and counts["pending"] == 0
