@@ -1,0 +1,104 @@
+"""``jacspec analyze MODEL --data NAME|FILE``: the Jacobian ESD and its metric table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jacspec.commands._common import (
+    DTYPES,
+    add_data_args,
+    add_model_args,
+    load_data_from_args,
+    load_model_from_args,
+    to_json,
+    write_json,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="ESD of the data Jacobian of MODEL on a data set, with its metric table",
+        description="Compute the data Jacobian's correlation matrix ESD and its metrics "
+        "(WeightWatcher's column names), optionally per layer.",
+    )
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax")
+    p.add_argument("--scale", choices=["n", "none"], default="n", help="eigenvalues of M/n or M")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--side", choices=["auto", "dual", "primal"], default="auto")
+    p.add_argument(
+        "--method",
+        choices=["exact", "auto", "slq"],
+        default="exact",
+        help="exact eigenvalues, or a stochastic Lanczos estimate when exact is out of reach",
+    )
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="'all' or comma-separated module names: add layer-wise Jacobian rows",
+    )
+    p.add_argument("--no-randomize", action="store_true", help="skip the randomized null")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-memory-gib", type=float, default=None, help="refuse larger Grams")
+    p.add_argument(
+        "--json", metavar="PATH", help="write settings, eigenvalues, metrics (- = stdout)"
+    )
+    p.add_argument("--plot", metavar="PATH", help="write the ESD figure (PNG) here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jacspec.analyze import analyze
+
+    model = load_model_from_args(args)
+    data = load_data_from_args(args)
+    layers = None
+    if args.layers:
+        layers = "all" if args.layers == "all" else [s for s in args.layers.split(",") if s]
+    max_memory = None if args.max_memory_gib is None else int(args.max_memory_gib * 2**30)
+    result = analyze(
+        model,
+        data,
+        output=args.output,
+        scale=args.scale,
+        dtype=DTYPES[args.dtype],
+        side=args.side,
+        method=args.method,
+        layers=layers,
+        randomize=not args.no_randomize,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_memory=max_memory,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if args.json != "-":
+        with _pandas_wide():
+            print(result.table.T.to_string())
+    payload = result.to_dict()
+    payload["settings"]["data"] = data.settings if hasattr(data, "settings") else str(args.data)
+    payload["settings"]["model"] = str(args.model)
+    write_json(payload, args.json)
+    if args.plot:
+        from jacspec.report.analysis import save_analysis_figure
+
+        path = save_analysis_figure(result, args.plot)
+        print(f"figure written to {path}", file=sys.stderr)
+    return 0
+
+
+class _pandas_wide:
+    def __enter__(self) -> None:
+        import pandas as pd
+
+        self._ctx = pd.option_context("display.width", 200, "display.max_columns", 50)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+__all__ = ["register", "run", "to_json"]
