@@ -414,7 +414,7 @@ def fit_powerlaw(
     values: Any,
     *,
     xmin: float | None = None,
-    xmin_candidates: str = "all",
+    xmin_candidates: str | Any = "all",
     max_candidates: int | None = None,
     min_tail: int = 10,
     xmax: float | None = None,
@@ -432,9 +432,11 @@ def fit_powerlaw(
 
     xmin: fix xmin (the tail is every value >= xmin); None searches it by smallest KS
     distance over ``xmin_candidates="all"`` distinct values whose tail has >= ``min_tail``
-    points. ``max_candidates``: if set and exceeded, scan that many candidates evenly spaced
-    in rank plus every candidate between the coarse winner's neighbours (approximate; the
-    result carries ``exact=False``). Default None: exact CSN (all candidates).
+    points, or over an array of candidate values, each snapped up to the smallest data
+    value >= it (the same rule, restricted). ``max_candidates``: if set and exceeded, scan
+    that many candidates evenly spaced in rank plus every candidate between the coarse
+    winner's neighbours (approximate; the result carries ``exact=False``). Default None:
+    exact CSN over all candidates (the branch-and-bound scan keeps this fast).
     xmax: drop values > xmax before fitting (WeightWatcher's clipping; the law itself is
     unbounded). ``.xmax`` reports the largest value fitted.
     distribution: "power_law" or "truncated_power_law" (p ∝ x^-alpha e^{-lambda x}; xmin is
@@ -452,7 +454,16 @@ def fit_powerlaw(
     from jacspec.errors import check_choice
 
     check_choice("distribution", distribution, ("power_law", "truncated_power_law"))
-    check_choice("xmin_candidates", xmin_candidates, ("all",))
+    cand_values: np.ndarray | None = None
+    if isinstance(xmin_candidates, str):
+        check_choice("xmin_candidates", xmin_candidates, ("all",))
+    else:
+        try:
+            cand_values = np.asarray(xmin_candidates, dtype=np.float64).ravel()
+        except (TypeError, ValueError) as err:
+            raise TypeError("xmin_candidates must be 'all' or an array of numbers") from err
+        if cand_values.size == 0 or not np.isfinite(cand_values).all():
+            raise ValueError("xmin_candidates must be 'all' or a non-empty finite array")
     if fingers is not None:
         check_choice("fingers", fingers, ("clip",))
     if not isinstance(min_tail, (int, np.integer)) or min_tail < 2:
@@ -523,6 +534,9 @@ def fit_powerlaw(
             d = float(np.max(np.maximum(cdf - j / m, (j + 1) / m - cdf)))
             return i, a, d, 1, True
         idx = _candidates(data, min_tail, window)
+        if cand_values is not None:
+            snapped = np.searchsorted(data, cand_values, side="left")
+            idx = np.intersect1d(idx, snapped)
         if idx.size == 0:
             raise ValueError(
                 f"no xmin candidate: window {window} or min_tail={min_tail} excludes every value"

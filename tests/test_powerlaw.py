@@ -94,6 +94,16 @@ def test_candidate_cap_is_close_and_marked() -> None:
     assert abs(capped.alpha - full.alpha) < 0.1
 
 
+def test_explicit_candidates_restrict_the_scan() -> None:
+    x = np.sort(pareto(2.5, 1000, 21))
+    chosen = x[[100, 200, 300]] - 1e-12  # snapped up to those data values
+    fit = fit_powerlaw(x, xmin_candidates=chosen)
+    ds = [fit_powerlaw(x, xmin=float(x[i])).D for i in (100, 200, 300)]
+    assert fit.xmin == x[[100, 200, 300][int(np.argmin(ds))]]
+    assert fit.D == pytest.approx(min(ds))
+    assert fit.num_candidates == 3
+
+
 def test_fixed_xmin_closed_form() -> None:
     x = pareto(3.0, 2000, 5)
     fit = fit_powerlaw(x, xmin=1.5)
@@ -225,6 +235,8 @@ def test_result_is_frozen_and_json_able() -> None:
         (list(range(1, 40)), {"xmin": -1.0}, ValueError),
         (list(range(1, 40)), {"xmax": 0.0}, ValueError),
         ("abc", {}, TypeError),
+        (list(range(1, 40)), {"xmin_candidates": []}, ValueError),
+        (list(range(1, 40)), {"xmin_candidates": "some"}, ValueError),
     ],
 )
 def test_bad_input(values: object, kwargs: dict, exc: type[Exception]) -> None:
