@@ -12,12 +12,20 @@ __version__ = "0.1.0"
 __all__: list[str] = ["__version__"]
 
 # --- core: jacobian, gram, spectrum, esd ---
+from jacspec.analysis import Analysis, analyze
 from jacspec.esd import metrics_table, spectral_metrics
 from jacspec.gram import Gram, gram
 from jacspec.jacobian import JacobianBatch, data_jacobian, iter_jacobians, jacobians
+from jacspec.layers import hidden_layers, iter_layer_jacobians
+from jacspec.loading import load_model
 from jacspec.spectrum import ESD, eigenvalues_from_jacobian, esd, esd_from_gram
 
 __all__ += [
+    "Analysis",
+    "analyze",
+    "hidden_layers",
+    "iter_layer_jacobians",
+    "load_model",
     "ESD",
     "Gram",
     "JacobianBatch",

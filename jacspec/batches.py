@@ -76,6 +76,11 @@ def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[Batch]:
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     if data is None:
         raise ValueError("data is None; expected a tensor, an (x, y) tuple or a DataLoader")
+    if isinstance(data, (str, bytes)):
+        raise TypeError(
+            f"data of type {type(data).__name__} is not supported; load a named data set with "
+            "jacspec.load_dataset(name) and pass that"
+        )
     if isinstance(data, (torch.Tensor, np.ndarray)):
         x = _as_tensor(data, "data")
         _check_pair(x, None)

@@ -238,6 +238,10 @@ def iter_jacobians(
     """
     check_choice("output", output, OUTPUTS)
     check_choice("method", method, METHODS)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     fn = output_map(output)
     run_model, dt, dev = prepare_model(model, dtype, device)
     jac_fn = _METHODS[method]

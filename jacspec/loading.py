@@ -40,7 +40,9 @@ def _load_state_dict(path: str | os.PathLike, trust: bool) -> dict[str, torch.Te
                 f"weights file {str(p)!r} needs arbitrary code to be unpickled; jacspec loads "
                 "weights only. If you trust the file, pass trust=True (CLI: --trust)"
             ) from None
-        raise ValueError(f"weights file {str(p)!r} is corrupt or not a torch file ({first})") from None
+        raise ValueError(
+            f"weights file {str(p)!r} is corrupt or not a torch file ({first})"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

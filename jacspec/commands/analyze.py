@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jacspec.analyze import analyze
+    from jacspec.analysis import analyze
 
     model = load_model_from_args(args)
     data = load_data_from_args(args)

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from jacspec.analyze import analyze
+    from jacspec.analysis import analyze
     from jacspec.datasets import load_dataset
     from jacspec.models import mlp
     from jacspec.report.analysis import demo_figure, demo_null_figures

@@ -1,4 +1,4 @@
-"""Figures of an :class:`~jacspec.analyze.Analysis`, written where the CLI asks."""
+"""Figures of an :class:`~jacspec.analysis.Analysis`, written where the CLI asks."""
 
 from __future__ import annotations
 
