@@ -311,7 +311,11 @@ def _run_ray(job: str, chunks: list[list[dict]], address: str | None, threads: i
             from exc
     started_here = not ray.is_initialized()
     if started_here:
-        extra = {"include_dashboard": False} if address is None else {}
+        extra: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+        root = str(Path(__file__).resolve().parents[2])
+        if "site-packages" not in root:  # a source checkout: let Ray workers import jacspec
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            extra["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
                  logging_level=logging.WARNING, **extra)
     try:
