@@ -1,0 +1,182 @@
+"""Jacobian-ESD metrics of networks trained on true labels against random labels.
+
+For digits and MNIST-1D, and seeds 0..4, trains an MLP (width 512, depth 2, Adam) to 100%
+training accuracy once with the true labels and once with uniformly random labels, then
+runs ``jacspec.analyze`` on the training set (softmax output, M/n, randomized null).
+Writes docs/results/real_vs_random.md with the per-run table, a separation summary
+(a metric *separates* the two groups of a data set when every true-label value lies on the
+same side of every random-label value; the effect size is the mean difference over the
+pooled standard deviation) and figures.
+
+    python experiments/real_vs_random.py [--quick] [--out docs/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from jacspec.analysis import analyze
+from jacspec.datasets import load_dataset
+from jacspec.models import mlp
+from jacspec.report.esd_plots import plot_esd_pair
+from jacspec.train import evaluate, train
+
+METRICS = (
+    "alpha",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "entropy",
+    "effective_rank",
+    "rank",
+    "num_spikes",
+    "mp_softrank",
+    "rand_distance",
+    "num_traps",
+    "D",
+)
+
+
+def run_one(name: str, seed: int, random_labels: bool, n_train: int | None, width: int) -> dict:
+    data = load_dataset(name, "train", n=n_train, seed=0)
+    test = load_dataset(name, "test")
+    if random_labels:
+        data = data.with_random_labels(seed=100 + seed)
+    model = mlp(data.input_shape, data.num_classes, width=width, depth=2, seed=seed)
+    t0 = time.perf_counter()
+    res = train(model, data, seed=seed, max_epochs=3000, threads=1)
+    test_acc, _ = evaluate(model, test.x, test.y)
+    a = analyze(model, data, seed=seed)
+    row = a.table.loc["input->output"].to_dict()
+    return {
+        "data": name,
+        "labels": "random" if random_labels else "true",
+        "seed": seed,
+        "train_accuracy": res.train_accuracy,
+        "test_accuracy": test_acc,
+        "epochs": res.epochs,
+        "reached": res.reached,
+        "seconds": time.perf_counter() - t0,
+        **{k: row[k] for k in METRICS},
+        "_eigs": a.esds["input->output"].eigenvalues,
+        "_rank": a.esds["input->output"].rank,
+        "_fit": a.fits["input->output"],
+    }
+
+
+def separation(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (name, metric), _ in (
+        (k, None) for k in ((d, m) for d in df.data.unique() for m in METRICS)
+    ):
+        sub = df[df.data == name]
+        t = sub[sub.labels == "true"][metric].astype(float).to_numpy()
+        r = sub[sub.labels == "random"][metric].astype(float).to_numpy()
+        if len(t) == 0 or len(r) == 0 or np.isnan(t).any() or np.isnan(r).any():
+            continue
+        pooled = np.sqrt((t.var(ddof=1) + r.var(ddof=1)) / 2) if len(t) > 1 else np.nan
+        effect = (r.mean() - t.mean()) / pooled if pooled and pooled > 0 else np.inf
+        separates = bool(t.max() < r.min() or r.max() < t.min())
+        rows.append(
+            {
+                "data": name,
+                "metric": metric,
+                "true_mean": t.mean(),
+                "random_mean": r.mean(),
+                "effect_size": effect,
+                "separates": separates,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, small networks")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", default="docs/results")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = range(2 if args.quick else args.seeds)
+    width = 128 if args.quick else 512
+    sets = {"digits": None, "mnist1d": 1000}
+    records = []
+    for name, n_train in sets.items():
+        for seed in seeds:
+            for rl in (False, True):
+                rec = run_one(name, seed, rl, n_train, width)
+                records.append(rec)
+                print(
+                    f"{name} seed {seed} {rec['labels']:>6}: train {rec['train_accuracy']:.3f} "
+                    f"test {rec['test_accuracy']:.3f} alpha {rec['alpha']:.3f} "
+                    f"({rec['seconds']:.0f} s)",
+                    flush=True,
+                )
+    df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in records])
+    sep = separation(df)
+    out = Path(args.out)
+    figdir = out / "real_vs_random"
+    figdir.mkdir(parents=True, exist_ok=True)
+    for name in sets:
+        pair = [r for r in records if r["data"] == name and r["seed"] == 0]
+        t, r = (next(p for p in pair if p["labels"] == lab) for lab in ("true", "random"))
+        fig = plot_esd_pair(
+            t["_eigs"][: t["_rank"]],
+            r["_eigs"][: r["_rank"]],
+            fits=(t["_fit"], r["_fit"]),
+            title=f"{name}: Jacobian ESD (M/n), seed 0",
+        )
+        fig.savefig(figdir / f"esd_{name}.png", dpi=110, bbox_inches="tight")
+    means = df.groupby(["data", "labels"])[["train_accuracy", "test_accuracy", *METRICS]].mean()
+    good = sep[sep.separates].sort_values("effect_size", key=np.abs, ascending=False)
+    bad = sep[~sep.separates]
+    lines = [
+        "# True labels against random labels: Jacobian-ESD metrics",
+        "",
+        f"Command: `python experiments/real_vs_random.py{' --quick' if args.quick else ''}`. "
+        f"MLPs (width {width}, depth 2, Adam 1e-3, batch 128) trained to 100% training "
+        "accuracy on digits (1,437 training examples) and MNIST-1D (a 1,000-example subset "
+        f"of its training split), seeds {list(seeds)}; true labels vs uniformly random labels. "
+        "Metrics of the ESD of M/n (softmax output) on the training set, from "
+        "`jacspec.analyze`.",
+        "",
+        "## Which metrics separate true from random labels",
+        "",
+        "A metric separates a data set's two groups when every true-label run lies on one "
+        "side of every random-label run; effect size = (random mean - true mean) / pooled sd.",
+        "",
+        "Separating on both data sets: "
+        + ", ".join(sorted(m for m in METRICS if len(good[good.metric == m]) == len(sets)))
+        + ".",
+        "",
+        "Not separating on at least one data set: " + ", ".join(sorted(set(bad.metric))) + ".",
+        "",
+        sep.to_markdown(index=False, floatfmt=".3g"),
+        "",
+        "## Group means",
+        "",
+        means.T.to_markdown(floatfmt=".4g"),
+        "",
+        "## Every run",
+        "",
+        df.to_markdown(index=False, floatfmt=".4g"),
+        "",
+        "## Figures",
+        "",
+        *[f"![{n}](real_vs_random/esd_{n}.png)" for n in sets],
+        "",
+    ]
+    (out / "real_vs_random.md").write_text("\n".join(lines))
+    print(sep.to_string())
+
+
+if __name__ == "__main__":
+    main()
