@@ -163,15 +163,16 @@ def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
 
 
 def _tail_metrics(ev: np.ndarray) -> dict[str, float]:
-    """Heavy-tail metrics of an ESD: ``jacspec.heavytail.heavy_tail_metrics`` when present,
-    else the power-law fit of :func:`jacspec.powerlaw.fit_powerlaw` with WeightWatcher's
+    """Heavy-tail metrics of an ESD with WeightWatcher's names (alpha, alpha_weighted, D,
+    xmin, num_pl_spikes, ...): ``jacspec.heavytail.heavy_tail_metrics`` when present, else the
+    same power-law fit (:func:`jacspec.powerlaw.fit_powerlaw`) with
     ``alpha_weighted = alpha log10(lambda_max)``."""
     try:
         from jacspec.heavytail import heavy_tail_metrics
     except ImportError:
         heavy_tail_metrics = None
     if heavy_tail_metrics is not None:
-        return {k: float(v) for k, v in heavy_tail_metrics(ev).items()
+        return {k: float(v) for k, v in heavy_tail_metrics(ev, errors="nan").items()
                 if isinstance(v, (int, float, np.floating, np.integer))
                 and not isinstance(v, bool)}
     from jacspec.powerlaw import fit_powerlaw
@@ -179,8 +180,8 @@ def _tail_metrics(ev: np.ndarray) -> dict[str, float]:
     fit = fit_powerlaw(ev[ev > 0])
     lmax = float(np.max(ev))
     return {"alpha": float(fit.alpha), "alpha_weighted": float(fit.alpha) * math.log10(lmax),
-            "pl_D": float(fit.D), "pl_xmin": float(fit.xmin),
-            "num_pl_spikes": float(fit.num_pl_spikes)}
+            "D": float(fit.D), "xmin": float(fit.xmin), "xmax": float(fit.xmax),
+            "sigma": float(fit.sigma), "num_pl_spikes": float(fit.num_pl_spikes)}
 
 
 @register("weightwatcher")

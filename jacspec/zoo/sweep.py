@@ -163,6 +163,26 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def _init_worker(threads: int, driver: int) -> None:
+    """Pool-worker start: set torch threads; exit when the driver process is gone (so a killed
+    sweep leaves no workers behind)."""
+    import threading
+
+    _set_threads(threads)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(driver, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="jacspec-zoo-watchdog", daemon=True).start()
+
+
 def run_chunk(job: str | Callable, configs: Sequence[dict[str, Any]],
               threads: int = 1) -> list[tuple[str, dict[str, Any]]]:
     """Run several configurations in this process; each gives ``(hash, result)``.
@@ -289,7 +309,8 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
         warm = ["jacspec.zoo._warm"] if module.startswith("jacspec.") else []
         ctx.set_forkserver_preload([*warm, "jacspec.zoo.sweep", module])
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
-                             initializer=_set_threads, initargs=(threads,)) as pool:
+                             initializer=_init_worker, initargs=(threads, os.getpid())
+                             ) as pool:
         pending = {pool.submit(run_chunk, job, chunk, threads): chunk for chunk in chunks}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
