@@ -264,5 +264,47 @@ def activation_name(activation) -> str:
 __all__ = [
     "Activation", "MeanField", "CriticalPoint", "mean_field", "q_star", "length_map",
     "length_map_slope", "chi_at", "correlation_map", "correlation_slope", "c_star",
-    "critical_point", "critical_line", "critical_weight_variance",
+    "critical_point", "critical_line", "critical_weight_variance", "chi_grid",
 ]
+
+
+def chi_grid(activation, sigma_w2, sigma_b2, *, q0: float = 1.0, iters: int = 200,
+             tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """``(q*, chi)`` on the grid ``sigma_w2[i], sigma_b2[j]`` (shape (len(w), len(b))),
+    by vectorised fixed-point iteration of the length map with Newton steps after the
+    first ten (NaN where q diverges). Meant for phase diagrams."""
+    from jacspec.theory.gauss import composite_nodes
+
+    act = get_activation(activation)
+    sw2 = np.broadcast_to(np.asarray(sigma_w2, dtype=np.float64)[:, None],
+                          (np.size(sigma_w2), np.size(sigma_b2))).ravel()
+    sb2 = np.broadcast_to(np.asarray(sigma_b2, dtype=np.float64)[None, :],
+                          (np.size(sigma_w2), np.size(sigma_b2))).ravel()
+    z, w = composite_nodes(np.zeros(0), panel=0.5)
+    q = np.full(sw2.shape, float(q0))
+    active = np.ones(q.shape, dtype=bool)
+    for it in range(iters):
+        idx = np.nonzero(active)[0]
+        if idx.size == 0:
+            break
+        qa = q[idx]
+        sq = np.sqrt(qa)[:, None]
+        h = sq * z
+        ph = act.phi_np(h)
+        fq = sw2[idx] * (ph**2 @ w) + sb2[idx]
+        new = fq
+        if it >= 10:
+            slope = sw2[idx] * ((z * ph * act.dphi_np(h)) @ w) / np.maximum(sq[:, 0], 1e-300)
+            with np.errstate(all="ignore"):
+                qn = qa + (fq - qa) / (1.0 - slope)
+            good = (np.abs(1.0 - slope) > 1e-6) & (qn >= 0) & np.isfinite(qn)
+            new = np.where(good, qn, fq)
+        bad = ~np.isfinite(new) | (new > Q_DIVERGED)
+        conv = np.abs(fq - qa) <= tol * np.maximum(1.0, qa)
+        q[idx] = np.where(bad, np.nan, np.where(conv, qa, new))
+        active[idx[bad | conv]] = False
+    h = np.sqrt(np.nan_to_num(q))[:, None] * z
+    chi = sw2 * (act.dphi_np(h) ** 2 @ w)
+    chi = np.where(np.isnan(q), np.nan, chi)
+    shape = (np.size(sigma_w2), np.size(sigma_b2))
+    return q.reshape(shape), chi.reshape(shape)
