@@ -86,6 +86,37 @@ __all__ += [
 # --- end estimates ---
 
 # --- sensitivity: sensitivity, regions, trajectories ---
+from jacspec.regions import ActivationCodes, Transitions, activation_codes, count_transitions
+from jacspec.sensitivity import (
+    PerPointSensitivity,
+    finite_difference_sensitivity,
+    jacobian_norms,
+    loss_bounds,
+    mean_jacobian_norm,
+    per_point_generalization,
+)
+from jacspec.trajectories import (
+    Trajectory,
+    TrajectoryProfile,
+    compare_trajectories,
+    different_class_ellipse,
+    ellipse,
+    points_trajectory,
+    profiles_frame,
+    random_ellipse,
+    same_class_ellipse,
+    trajectory_profile,
+    translation_trajectory,
+)
+
+__all__ += [
+    "ActivationCodes", "Transitions", "activation_codes", "count_transitions",
+    "PerPointSensitivity", "finite_difference_sensitivity", "jacobian_norms", "loss_bounds",
+    "mean_jacobian_norm", "per_point_generalization", "Trajectory", "TrajectoryProfile",
+    "compare_trajectories", "different_class_ellipse", "ellipse", "points_trajectory",
+    "profiles_frame", "random_ellipse", "same_class_ellipse", "trajectory_profile",
+    "translation_trajectory",
+]
 # --- end sensitivity ---
 
 # --- theory ---
