@@ -84,7 +84,7 @@ def curves_figure(curves: pd.DataFrame, metric: str, runs: pd.DataFrame | None =
     fig = Figure(figsize=(4.6, 3.4), layout="constrained")
     ax = fig.add_subplot()
     colors: dict[str, Any] = {}
-    for h, grp in data.groupby("config_hash"):
+    for _hash, grp in data.groupby("config_hash"):
         grp = grp.sort_values(x)
         key = str(grp[hue].iloc[0]) if hue is not None else None
         label = None

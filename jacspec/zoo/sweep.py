@@ -224,6 +224,7 @@ def run_sweep(
     threads: int | None = None,
     retry_failed: bool = False,
     progress: bool = True,
+    start_method: str | None = None,
 ) -> SweepSummary:
     """Run every configuration of ``sweep`` not yet done in ``store``.
 
@@ -232,7 +233,9 @@ def run_sweep(
     on the Ray cluster at ``address`` ("auto", "HOST:PORT", or None for a private local
     instance), one CPU per thread. ``group`` jobs go into one task. Finished runs are skipped;
     runs left ``running`` by an interrupted sweep are redone; failed ones only with
-    ``retry_failed``. Only this (driver) process writes the store.
+    ``retry_failed``. Only this (driver) process writes the store. ``start_method`` of the
+    local pool: None picks "fork" for one-thread workers (they share the driver's imports)
+    and "forkserver" (slow imports done once, then forked) otherwise.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -281,7 +284,7 @@ def run_sweep(
             if chunks:
                 db.mark_running(todo)
                 if backend == "local":
-                    _run_local(job, chunks, workers, threads, record)
+                    _run_local(job, chunks, workers, threads, record, start_method)
                 else:
                     _run_ray(job, chunks, address, threads, record)
         finally:
@@ -298,11 +301,18 @@ def _chunk_error(chunk: list[dict[str, Any]], exc: BaseException) -> list[tuple[
 
 
 def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
-               record: Callable[[list[tuple[str, dict]]], None]) -> None:
+               record: Callable[[list[tuple[str, dict]]], None],
+               start_method: str | None = None) -> None:
     if workers == 1 and len(chunks) == 1:
         record(run_chunk(job, chunks[0], threads))
         return
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    methods = mp.get_all_start_methods()
+    if start_method is None:  # fork shares the driver's imports; safe with 1-thread workers
+        start_method = "fork" if threads == 1 and "fork" in methods else (
+            "forkserver" if "forkserver" in methods else "spawn")
+    if start_method not in methods:
+        raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
+    method = start_method
     ctx = mp.get_context(method)
     if method == "forkserver":
         module = job.split(":", 1)[0] if isinstance(job, str) else job.__module__
