@@ -188,19 +188,16 @@ def _analyse_matrix(
     )
     e = esd_from_gram(g, scale=scale)
     row: dict[str, Any] = spectral_metrics(e.eigenvalues, rank=e.rank)
-    cols = (g.k - 1) * g.d if output == "softmax" else g.k * g.d
-    ht, fit = heavy_tail_columns(e.eigenvalues, rank=e.rank, n=g.n, cols=cols, **fit_kwargs)
-    row.update(ht)
     null: RandomizedNull | None = None
     if store:
         J = torch.cat(store).numpy()
-        null = randomized_null(J, seed=seed, scale=scale)
-        row.update(
-            rand_distance=null.rand_distance,
-            rand_lambda_max=null.rand_lambda_max,
-            num_traps=null.num_traps,
-        )
-    else:
+        null = randomized_null(J, seed=seed, scale=scale, eigenvalues=e.eigenvalues)
+    cols = (g.k - 1) * g.d if output == "softmax" else g.k * g.d
+    ht, fit = heavy_tail_columns(
+        e.eigenvalues, rank=e.rank, n=g.n, cols=cols, null=null, **fit_kwargs
+    )
+    row.update(ht)
+    if null is None:
         row.update(rand_distance=math.nan, rand_lambda_max=math.nan, num_traps=-1)
     row.update(n=g.n, k=g.k, d=g.d, side=g.side)
     logger.info("%s: %d eigenvalues, alpha %.3g", name, len(e.eigenvalues), row["alpha"])

@@ -380,6 +380,7 @@ def randomized_null(
     scale: str = "n",
     bins: int | None = None,
     log_bins: bool = True,
+    eigenvalues: Any | None = None,
 ) -> RandomizedNull:
     """Compare the ESD of ``A`` (rows x cols, numpy or torch; e.g. the data Jacobian) with
     the ESD of A with its entries shuffled by ``np.random.default_rng(seed).permutation``.
@@ -389,7 +390,10 @@ def randomized_null(
     may be an int or a numpy Generator (then ``seed`` is reported as None).
     """
     a = _as_float64_matrix(A)
-    ev = matrix_esd(a, scale=scale)
+    if eigenvalues is None:
+        ev = matrix_esd(a, scale=scale)
+    else:  # the caller's exact ESD of the same matrix and scale (saves one eigensolve)
+        ev = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1]
     r = shuffle_entries(a, seed)
     rev = matrix_esd(r, scale=scale)
     rmax = float(rev[0])

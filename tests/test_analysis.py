@@ -1,0 +1,52 @@
+"""analyze() against the pieces it is made of, computed independently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jacspec.analysis import analyze
+from jacspec.jacobian import data_jacobian
+from jacspec.nulls import randomized_null
+from jacspec.powerlaw import fit_powerlaw
+
+
+def model_and_data() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 5)).double().eval()
+    return net, 2 * torch.randn(300, 8, dtype=torch.float64)
+
+
+def test_row_matches_independent_pieces() -> None:
+    model, x = model_and_data()
+    result = analyze(model, x, seed=3)
+    row = result.table.loc["input->output"]
+    J = data_jacobian(model, x).numpy()
+    dense = np.sort(np.linalg.eigvalsh(J.T @ J / 300))[::-1]
+    e = result.esds["input->output"]
+    np.testing.assert_allclose(e.eigenvalues, dense, atol=1e-10 * dense[0])
+    fit = fit_powerlaw(e.eigenvalues[: e.rank])
+    assert row["alpha"] == pytest.approx(fit.alpha)
+    assert row["xmin"] == pytest.approx(fit.xmin)
+    assert row["alpha_weighted"] == pytest.approx(fit.alpha * np.log10(dense[0]))
+    null = randomized_null(J, seed=3)  # recomputes the real ESD itself
+    assert row["rand_distance"] == pytest.approx(null.rand_distance)
+    assert row["rand_lambda_max"] == pytest.approx(null.rand_lambda_max)
+    assert row["num_traps"] == null.num_traps
+    assert row["trace"] == pytest.approx((J**2).sum() / 300)
+    summary = result.summary
+    assert summary["alpha"] == pytest.approx(fit.alpha)
+
+
+def test_layers_rows_and_seed_reproducibility() -> None:
+    model, x = model_and_data()
+    a = analyze(model, x, layers="all", seed=1)
+    b = analyze(model, x, layers="all", seed=1)
+    assert list(a.table.index) == ["input->output", "input->1", "1->output"]
+    assert a.table.equals(b.table)
+    d = a.to_dict()
+    assert [r["name"] for r in d["layers"]] == list(a.table.index)
+    no_null = analyze(model, x, randomize=False)
+    assert np.isnan(no_null.table.loc["input->output", "rand_distance"])
