@@ -46,13 +46,17 @@ def ray_address():
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # only the processes this fixture started
+        # Ray's daemons and workers all live in the process group this fixture started
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=90)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        time.sleep(0.5)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def _metrics(store: Path):
