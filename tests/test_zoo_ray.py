@@ -76,7 +76,7 @@ def test_local_and_ray_backends_agree(tmp_path: Path, ray_address: str) -> None:
             s2 = run_sweep(CONFIGS, remote, backend="ray", address=ray_address, threads=1,
                            group=2, progress=False)
             break
-        except ConnectionError:
+        except (ConnectionError, RuntimeError, TimeoutError):
             if time.time() > deadline:
                 raise
             time.sleep(2)

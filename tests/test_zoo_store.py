@@ -27,7 +27,8 @@ def job(config):
     if config.get("fail"):
         raise RuntimeError("asked to fail")
     x = float(config["a"]) * 10 + float(config["b"])
-    return {"metrics": {"value": x, "square": x * x},
+    gap = (x % 7) / 10 + 0.01 * float(config["b"])
+    return {"metrics": {"value": x, "square": x * x, "gap": gap, "noise": (x * 37) % 11},
             "curves": [{"step": s, "value": x * s} for s in range(3)],
             "arrays": {"esd": [x, x / 2, 0.0]}}
 '''
@@ -168,3 +169,13 @@ def test_sigkill_then_rerun_finds_every_run_once(tmp_path: Path,
     counts = json.loads((tmp_path / "st.json").read_text())
     assert counts["total"] == 12 and counts["done"] == 12
     assert counts["failed"] == 0 and counts["pending"] == 0
+
+    assert main(["zoo", "score", str(store), "--json", str(tmp_path / "sc.json"),
+                 "--plot", str(tmp_path / "figs")]) == 0
+    scores = json.loads((tmp_path / "sc.json").read_text())
+    assert set(scores["metrics"]) == {"value", "square", "noise"}
+    for entry in scores["metrics"].values():
+        assert {"kendall_tau", "psi", "cmi", "robust_sign_error"} <= set(entry)
+    assert scores["factors"] == ["a", "b"] and scores["num_models"] == 12
+    assert any(p.suffix == ".png" for p in (tmp_path / "figs").iterdir())
+    assert main(["zoo", "status", str(tmp_path / "missing.sqlite")]) == 2
