@@ -318,9 +318,9 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
         module = job.split(":", 1)[0] if isinstance(job, str) else job.__module__
         warm = ["jacspec.zoo._warm"] if module.startswith("jacspec.") else []
         ctx.set_forkserver_preload([*warm, "jacspec.zoo.sweep", module])
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
-                             initializer=_init_worker, initargs=(threads, os.getpid())
-                             ) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
+    try:
         pending = {pool.submit(run_chunk, job, chunk, threads): chunk for chunk in chunks}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -331,6 +331,10 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
                 except Exception as exc:  # noqa: BLE001 - a dead worker fails its chunk only
                     results = _chunk_error(chunk, exc)
                 record(results)
+    except BaseException:  # interrupted: drop queued tasks; their runs stay "running"
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _run_ray(job: str, chunks: list[list[dict]], address: str | None, threads: int,
