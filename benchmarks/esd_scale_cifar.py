@@ -91,10 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.perf_counter() - t0
     rss = peak_rss_gib()
-    summary = est.summary() | {"seconds_total": seconds, "peak_rss_gib": rss,
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime
+    summary = est.summary() | {"seconds_total": seconds, "peak_rss_gib": rss, "cpu_seconds": cpu,
                                "top_eigenvalues": est.top_eigenvalues.tolist(),
                                "top_residuals": est.top_residuals.tolist(),
                                "torch_threads": torch.get_num_threads()}
+    print(f"cpu_seconds (user+sys): {cpu:.1f}")
     for key in ("seconds_store", "seconds_estimate", "operator_passes", "trace", "trace_estimate",
                 "trace_stderr", "lambda_max", "zero_mass"):
         val = summary.get(key, summary["params"].get(key))

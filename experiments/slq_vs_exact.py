@@ -205,7 +205,67 @@ def write_markdown(res: dict, cmd: str) -> str:
         "",
         "![density](estimates_density.png)",
         "",
+        "## Reading the numbers",
+        "",
+        "- **Top eigenvalues** are essentially exact (relative errors ~1e-8, float32 𝒥): "
+        "the top of a Jacobian ESD is well separated and the SLQ block Krylov space "
+        "K_m(A, [v_1..v_s]) contains it.",
+        "- **Trace**: jacspec reports the exact trace ||𝒥||_F²/n (free during the first "
+        "operator pass); the stochastic estimates are shown for reference only. Hutchinson "
+        "with 10 vectors has a few percent error on this heavy-tailed spectrum; Hutch++ "
+        "deflates the top subspace first and does much better for the same 99 products.",
+        "- **CDF**: the KS distance is small once the comparison treats eigenvalues below a "
+        "threshold as zeros, and grows as the threshold goes to 0. The reason is resolution, "
+        "not noise: Gauss quadrature with m nodes on [0, λ_max] cannot separate eigenvalues "
+        "closer to 0 than about λ_max/(4m²) (its nodes cluster at the edges with that "
+        "spacing), so the mass of the many eigenvalues 1e-8..1e-5 · λ_max of a network "
+        "trained to 100% (confident examples have near-zero Jacobians) is lumped into a few "
+        "low nodes. Doubling the steps moves the resolved range down by 4x. Deflating the "
+        "known softmax null space (exact atom 1/k) removes the largest single source of "
+        "error for free. Below dim·eps32·λ_max the eigenvalues of a float32 𝒥 are not "
+        "meaningful anyway (numpy's matrix_rank rule, which the core ESD uses for `rank`).",
+        "- Zeros handling used everywhere here: values ≤ zero_tol·λ_max (exact λ_max) are "
+        "set to exactly 0 in both laws before the KS distance; both laws keep all their "
+        "mass (nothing is dropped), so the atom at 0 is compared too.",
+        "",
     ]
+    cifar = OUT / "estimates_cifar.json"
+    if cifar.exists():
+        c = json.loads(cifar.read_text())
+        lines += [
+            "## CIFAR size: small CNN, n=50,000 synthetic 3x32x32 inputs",
+            "",
+            "Command: `python benchmarks/esd_scale_cifar.py --num-steps 60 --num-vectors 12 "
+            "--batch-size 512` (also `python benchmarks/esd_scale.py --cifar`).",
+            "",
+            "𝒥 is 50,000 x 30,720 (6.1 GB float32): written once to an .npy file by one "
+            "Jacobian pass (k backward passes per batch), then read back in 1,024-row blocks "
+            "with plain reads on every operator pass (resident memory: one block; the OS page "
+            "cache serves repeats). The dual Gram 𝒥^T𝒥/n (30,720²) is applied to 12 vectors "
+            "per pass; SLQ with softmax deflation, top-10 from the SLQ Krylov space, exact "
+            "trace during the first pass. Streaming (recomputing 𝒥 per pass) would cost a "
+            "full Jacobian pass per Lanczos step; the exact dual side (30,720², float64 "
+            "7.5 GB + eigensolver) does not fit the 8 GiB budget.",
+            "",
+            "| quantity | value |",
+            "|---|---|",
+        ]
+        for key in ("seconds_total", "peak_rss_gib", "cpu_seconds", "torch_threads"):
+            if key in c:
+                lines.append(f"| {key} | {_fmt(c[key])} |")
+        for key in ("seconds_store", "seconds_estimate", "operator_passes"):
+            if key in c.get("params", {}):
+                lines.append(f"| {key} | {_fmt(c['params'][key])} |")
+        for key in ("trace", "trace_estimate", "trace_stderr", "lambda_max", "zero_mass",
+                    "method", "side", "dim", "storage"):
+            if key in c:
+                lines.append(f"| {key} | {_fmt(c[key])} |")
+        if "top_eigenvalues" in c:
+            lines.append("| top eigenvalues | "
+                         + ", ".join(f"{v:.4g}" for v in c["top_eigenvalues"][:10]) + " |")
+        if "note" in c:
+            lines += ["", c["note"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -214,13 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=str, default=str(OUT / "estimates.md"))
+    p.add_argument("--render", action="store_true",
+                   help="only re-render the markdown from docs/results/estimates.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
     OUT.mkdir(parents=True, exist_ok=True)
-    res = run(args.quick, args.seed)
-    cmd = "python experiments/slq_vs_exact.py" + (" --quick" if args.quick else "")
-    (OUT / "estimates.json").write_text(json.dumps(res, indent=2))
+    if args.render:
+        res = json.loads((OUT / "estimates.json").read_text())
+    else:
+        res = run(args.quick, args.seed)
+    quick = res.get("dim", 0) < 4000
+    cmd = "python experiments/slq_vs_exact.py" + (" --quick" if quick else "")
+    if not args.render:
+        (OUT / "estimates.json").write_text(json.dumps(res, indent=2))
     Path(args.out).write_text(write_markdown(res, cmd))
     print(json.dumps(res["rows"], indent=1))
     return 0
