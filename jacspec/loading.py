@@ -1,6 +1,7 @@
 """Load a model named on the command line.
 
-``MODEL`` is one of: a TorchScript file (``torch.jit.save``), a jacspec checkpoint
+``MODEL`` is one of: a TorchScript file (``torch.jit.save``), an exported program
+(``torch.export.save``; export it with a dynamic batch dimension), a jacspec checkpoint
 (architecture spec + weights, read with ``weights_only=True``), or ``package.module:factory``
 (a callable returning an ``nn.Module``) with optional weights (a state_dict file, also read
 with ``weights_only=True``). The model is returned in eval mode.
@@ -25,6 +26,13 @@ def _is_torchscript(path: Path) -> bool:
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _is_exported_program(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/models/model.json") for n in zf.namelist())
 
 
 def _load_state_dict(path: str | os.PathLike, trust: bool) -> dict[str, torch.Tensor]:
@@ -90,6 +98,12 @@ def load_model(
         )
     if weights is not None:
         raise ValueError("weights is only used with a 'package.module:factory' model")
+    if _is_exported_program(path):
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"exported program {text!r} could not be loaded ({first})") from None
     if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location="cpu").eval()

@@ -96,9 +96,14 @@ def test_torchscript_and_factory_models(
     torch.jit.save(torch.jit.script(net), script)
     weights = tmp_path / "w.pt"
     torch.save(net.state_dict(), weights)
+    exported = tmp_path / "net.pt2"
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(net, (torch.randn(4, 64),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, exported)
     results = []
     for args in (
         [str(script)],
+        [str(exported)],
         [f"{__name__}:make_factory", "--weights", str(weights)],
     ):
         out = tmp_path / "r.json"
@@ -119,5 +124,6 @@ def test_torchscript_and_factory_models(
             == 0
         )
         results.append(json.loads(out.read_text())["eigenvalues"])
-    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-12)
+    for other in results[1:]:
+        np.testing.assert_allclose(results[0], other, rtol=1e-5, atol=1e-12)
     capsys.readouterr()

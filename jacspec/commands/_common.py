@@ -19,7 +19,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="TorchScript file, jacspec checkpoint, or package.module:factory",
+        help="TorchScript file, torch.export program, jacspec checkpoint, or "
+        "package.module:factory",
     )
     parser.add_argument("--weights", help="state_dict file for a package.module:factory MODEL")
     parser.add_argument(
