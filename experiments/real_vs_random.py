@@ -83,14 +83,20 @@ def separation(df: pd.DataFrame) -> pd.DataFrame:
         if len(t) == 0 or len(r) == 0 or np.isnan(t).any() or np.isnan(r).any():
             continue
         pooled = np.sqrt((t.var(ddof=1) + r.var(ddof=1)) / 2) if len(t) > 1 else np.nan
-        effect = (r.mean() - t.mean()) / pooled if pooled and pooled > 0 else np.inf
+        diff = r.mean() - t.mean()
+        if pooled and pooled > 0:
+            effect = diff / pooled
+        else:
+            effect = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
         separates = bool(t.max() < r.min() or r.max() < t.min())
+        direction = "random > true" if diff > 0 else ("random < true" if diff < 0 else "equal")
         rows.append(
             {
                 "data": name,
                 "metric": metric,
                 "true_mean": t.mean(),
                 "random_mean": r.mean(),
+                "direction": direction,
                 "effect_size": effect,
                 "separates": separates,
             }
@@ -150,6 +156,16 @@ def main() -> None:
         "",
         "## Which metrics separate true from random labels",
         "",
+        "In short: separating on every data set *in the same direction* (usable as a "
+        "label-free signal): "
+        + ", ".join(
+            f"{m} ({next(iter(set(good[good.metric == m].direction)))})"
+            for m in METRICS
+            if len(good[good.metric == m]) == len(sets)
+            and len(set(good[good.metric == m].direction)) == 1
+        )
+        + ".",
+        "",
         "A metric separates a data set's two groups when every true-label run lies on one "
         "side of every random-label run; effect size = (random mean - true mean) / pooled sd.",
         "",
@@ -158,6 +174,15 @@ def main() -> None:
         + ".",
         "",
         "Not separating on at least one data set: " + ", ".join(sorted(set(bad.metric))) + ".",
+        "",
+        "Direction of the separating metrics: "
+        + "; ".join(
+            f"{m}: {', '.join(sorted(set(good[good.metric == m].direction)))}"
+            for m in METRICS
+            if len(good[good.metric == m]) == len(sets)
+        )
+        + ". A metric whose direction differs between the data sets separates the groups "
+        "of each set but gives no label-free rule across sets.",
         "",
         sep.to_markdown(index=False, floatfmt=".3g"),
         "",
