@@ -131,8 +131,10 @@ def _figures(ev: np.ndarray, best: tuple, tol: float) -> None:
     slq_cdf = cum[np.searchsorted(nodes[o], x, side="right")]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogx(x / lam, exact_cdf, label="exact ESD (float64)")
-    ax.semilogx(x / lam, slq_cdf, "--", label=f"SLQ, {m} steps x {s} vectors (float32 𝒥)")
+    ax.semilogx(x / lam, slq_cdf, "--", label=f"SLQ, {m} steps x {s} vectors (float32 J)")
     ax.axvline(tol, color="grey", lw=0.8, ls=":", label="dim·eps32 (float32 rank tol)")
+    res = np.pi**2 / (16 * m**2)
+    ax.axvline(res, color="C1", lw=0.8, ls=":", label="SLQ resolution π²/(16 m²)")
     ax.set_xlabel("λ / λ_max (values ≤ 1e-9 λ_max and zeros on the left edge)")
     ax.set_ylabel("CDF")
     ax.legend(fontsize=8)

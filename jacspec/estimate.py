@@ -11,6 +11,7 @@ Both return an :class:`ESDEstimate` with the same fields, recording which method
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -156,7 +157,9 @@ class ESDEstimate:
     1/dim; SLQ: Ritz values and Gauss weights averaged over start vectors); ``trace``: exact
     tr = ||𝒥||_F^2/c when known (else the SLQ/Hutchinson estimate); ``trace_estimate`` and
     ``trace_stderr`` the stochastic one; ``top_eigenvalues`` descending; ``zero_mass`` the
-    weight at 0 (nodes <= zero_tol * lambda_max). ``params`` records every setting.
+    weight at 0 (nodes <= zero_tol * lambda_max). ``params`` records every setting; for SLQ
+    ``params["resolution"]`` = λ_max π²/(16 m²), the Gauss-node spacing next to 0 with m
+    steps: the estimate lumps together eigenvalues below that scale.
     """
 
     grid: np.ndarray
@@ -281,6 +284,8 @@ def estimate_from_operator(
         "sigma": dens.sigma,
         "log_scale": log_scale,
         "zero_tol": zero_tol,
+        # smallest Gauss node spacing near 0 on [0, λ_max]: finer structure is not resolved
+        "resolution": lam_max * math.pi**2 / (16 * q.num_steps**2),
     }
     return ESDEstimate(
         grid=dens.grid,
