@@ -25,6 +25,32 @@ def fmt(v: float, digits: int = 3) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def verdict(table, n: int) -> list[str]:
+    """Best metric under each score, the standard error of tau, and the named baselines."""
+    sc = table.scores
+
+    def best(key: str, pick=max) -> str:
+        vals = {m: abs(v[key]) if key != "robust_sign_error" else v[key]
+                for m, v in sc.items() if v[key] is not None and math.isfinite(v[key])}
+        if not vals:
+            return "–"
+        m = pick(vals, key=vals.get)
+        return f"`{m}` ({fmt(sc[m][key])})"
+
+    se = math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
+    named = [m for m in ("test_jacobian_norm", "ww_alpha", "jac_test_alpha") if m in sc]
+    return [
+        f"Best by each score: tau {best('kendall_tau')}, Psi {best('psi')}, "
+        f"CMI {best('cmi')}, robust sign error {best('robust_sign_error', min)}. "
+        f"Under independence tau has standard error about {se:.3f} with {n} networks, so "
+        "metrics whose tau differ by less than that are not told apart by this zoo.",
+        "",
+        "For reference: " + "; ".join(
+            f"`{m}` tau {fmt(sc[m]['kendall_tau'])}, Psi {fmt(sc[m]['psi'])}, "
+            f"CMI {fmt(sc[m]['cmi'])}" for m in named) + ".",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "experiments" / "zoo_small.toml"))
@@ -52,8 +78,9 @@ def main() -> None:
                                   ("batch_size", 32, "full")])
     out = Path(args.out)
     figs = save_zoo_figures(args.store, out, table=table, prefix="zoo_small",
-                            metrics=[m for m in (table.best, "test_jacobian_norm", "ww_alpha",
-                                                 "jac_test_alpha") if m in runs])
+                            metrics=[m for m in dict.fromkeys((table.best, "test_jacobian_norm",
+                                                               "ww_alpha", "jac_test_alpha"))
+                                     if m in runs])
     frame = table.to_frame().sort_values("kendall_tau", key=np.abs, ascending=False)
     wall = (runs["finished"].max() - runs["started"].min()) / 60
     busy = runs["duration"].sum() / 60
@@ -81,6 +108,8 @@ def main() -> None:
         f"(tau = {fmt(table.scores[table.best]['kendall_tau'])}, "
         f"Psi = {fmt(table.scores[table.best]['psi'])}, "
         f"CMI = {fmt(table.scores[table.best]['cmi'])}).",
+        "",
+        *verdict(table, len(runs)),
         "",
         "Scores: Kendall's tau-b over all networks; granulated Kendall Psi (mean over factors "
         "of tau within groups where only that factor varies); PGDL conditional mutual "
