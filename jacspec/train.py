@@ -1,13 +1,15 @@
 """Train a classifier to a fixed criterion: 100% train accuracy, a cross-entropy target, or an
-epoch budget (the stopping rule of generalization-metric studies, Jiang et al. 2020).
+epoch or step budget (the stopping rule of generalization-metric studies, Jiang et al. 2020).
 
 Loss: mean cross-entropy ``-1/n sum_i log softmax(f(x_i))_{y_i}``. The whole training set is
 evaluated once per epoch (eval mode, no gradient) and training stops at the first epoch end where
-every given target holds.
+every given target holds. Optimizers: Adam, SGD (+momentum), RMSProp (+momentum) and L-BFGS
+(strong-Wolfe line search, one iteration per step; meant for full batch, ``batch_size=None``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["OPTIMIZERS", "TrainResult", "evaluate", "make_optimizer", "train"]
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "lbfgs")
 
 
 @dataclass(frozen=True)
@@ -77,16 +79,26 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 def make_optimizer(model: nn.Module, optimizer: str = "adam", lr: float = 1e-3, *,
                    momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` or ``torch.optim.SGD`` (with optional ``momentum``) over
-    ``model.parameters()``."""
+    """``torch.optim.Adam``, ``SGD`` or ``RMSprop`` (these two with optional ``momentum``), or
+    ``LBFGS`` (history 20, strong-Wolfe line search, ``max_iter=1``: one iteration per ``step``;
+    no momentum or weight decay) over the trainable parameters of ``model``."""
     check_choice("optimizer", optimizer, OPTIMIZERS)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
+    if momentum and optimizer in ("adam", "lbfgs"):
+        raise ValueError(f"momentum applies to optimizer='sgd' or 'rmsprop' only; got "
+                         f"optimizer={optimizer!r} with momentum={momentum!r}")
     if optimizer == "adam":
-        if momentum:
-            raise ValueError("momentum applies to optimizer='sgd' only; Adam has betas")
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "lbfgs":
+        if weight_decay:
+            raise ValueError(f"weight_decay is not available with optimizer='lbfgs'; got "
+                             f"{weight_decay!r}")
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20,
+                                 line_search_fn="strong_wolfe")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -102,6 +114,15 @@ def _check_number(name: str, value: object, *, low: float, inclusive: bool = Fal
     return float(value)
 
 
+def _closure(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor
+             ) -> torch.Tensor:
+    """Mini-batch loss with fresh gradients, for optimizers that re-evaluate it (L-BFGS)."""
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(xb), yb)
+    loss.backward()
+    return loss
+
+
 def train(
     model: nn.Module,
     data: DataSet,
@@ -110,21 +131,30 @@ def train(
     lr: float = 1e-3,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    batch_size: int = 128,
+    batch_size: int | None = 128,
     max_epochs: int = 200,
+    max_steps: int | None = None,
     target_accuracy: float | None = 1.0,
     target_loss: float | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     callback: Callable[[int, float, float], object] | None = None,
     threads: int | None = None,
     progress: bool = False,
 ) -> TrainResult:
-    """Minimise mean cross-entropy on ``data`` with Adam or SGD(+momentum) in mini-batches.
+    """Minimise mean cross-entropy on ``data`` with Adam, SGD(+momentum), RMSProp(+momentum) or
+    L-BFGS (see :func:`make_optimizer`) in mini-batches of ``batch_size`` (None: full batch,
+    one step per epoch).
 
     Stops at the end of the first epoch where the full-train-set accuracy is
     ``>= target_accuracy`` and the mean cross-entropy is ``<= target_loss`` (each only if not
-    None), or after ``max_epochs``. Mini-batch order is drawn from ``seed`` and any in-model
+    None), or after ``max_epochs`` epochs, or at the end of the epoch in which the step count
+    reaches ``max_steps`` (a step budget rounded up to whole epochs, ``ceil(max_steps /
+    ceil(n / batch_size))`` epochs; whichever budget comes first, ``reached="budget"``).
+    ``augment(xb, generator)`` (optional) maps each mini-batch input ``xb`` (b, ...) to the
+    one trained on (e.g. random shifts); it draws from the same ``torch.Generator`` as the
+    mini-batch order. Mini-batch order is drawn from ``seed`` and any in-model
     randomness (dropout) runs under ``torch.manual_seed(seed)`` without touching the caller's
     global RNG state, so the same seed and initial weights give the same trained weights.
     ``x`` is cast to the model's parameter dtype. ``callback(epoch, accuracy, loss)`` is called
@@ -140,10 +170,16 @@ def train(
     lr = _check_number("lr", lr, low=0.0)
     momentum = _check_number("momentum", momentum, low=0.0, inclusive=True, high=1.0)
     weight_decay = _check_number("weight_decay", weight_decay, low=0.0, inclusive=True)
-    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs)):
+    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs),
+                        ("max_steps", max_steps)):
+        if value is None and name != "max_epochs":
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < (name == "batch_size"):
-            raise ValueError(f"{name} must be a non-negative integer (batch_size >= 1); "
-                             f"got {value!r}")
+            raise ValueError(f"{name} must be a non-negative integer (batch_size >= 1; "
+                             f"batch_size and max_steps may be None); got {value!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a callable (x_batch, generator) -> x_batch or None; "
+                        f"got {type(augment).__name__}")
     if target_accuracy is not None:
         target_accuracy = _check_number("target_accuracy", target_accuracy, low=0.0, high=1.0)
     if target_loss is not None:
@@ -162,11 +198,19 @@ def train(
     x = data.x.to(device=dev, dtype=params[0].dtype)
     y = data.y.to(dev)
     n = len(y)
+    bs = n if batch_size is None else batch_size
     opt = make_optimizer(model, optimizer, lr, momentum=momentum, weight_decay=weight_decay)
     settings = {"optimizer": optimizer, "lr": lr, "momentum": momentum,
                 "weight_decay": weight_decay, "batch_size": batch_size, "max_epochs": max_epochs,
                 "target_accuracy": target_accuracy, "target_loss": target_loss, "seed": int(seed),
                 "n": n, "data": data.name, "threads": threads}
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
+    if augment is not None:
+        settings["augment"] = getattr(augment, "__name__", type(augment).__name__)
+    epoch_budget = max_epochs
+    if max_steps is not None:
+        epoch_budget = min(max_epochs, math.ceil(max_steps / math.ceil(n / bs)))
 
     def done(acc: float, loss: float) -> str | None:
         if target_accuracy is None and target_loss is None:
@@ -188,7 +232,7 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_epochs, desc="train", unit="epoch")
+        bar = tqdm(total=epoch_budget, desc="train", unit="epoch")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
@@ -207,15 +251,21 @@ def train(
                 if stop is not None or halt:
                     reached = stop if stop is not None else "callback"
                     break
-                if epoch >= max_epochs:
+                if epoch >= epoch_budget:
                     break
                 model.train()
                 order = torch.randperm(n, generator=gen).to(dev)
-                for i in range(0, n, batch_size):
-                    idx = order[i:i + batch_size]
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(x[idx]), y[idx]).backward()
-                    opt.step()
+                for i in range(0, n, bs):
+                    idx = order[i:i + bs]
+                    xb, yb = x[idx], y[idx]
+                    if augment is not None:
+                        xb = augment(xb, gen)
+                    if optimizer == "lbfgs":
+                        opt.step(functools.partial(_closure, model, opt, xb, yb))
+                    else:
+                        opt.zero_grad(set_to_none=True)
+                        F.cross_entropy(model(xb), yb).backward()
+                        opt.step()
                     steps += 1
                 epoch += 1
                 if bar is not None:

@@ -54,6 +54,24 @@ def test_fit_reuses_jacspec_train_for_adam() -> None:
     assert r1.reached in ("accuracy", "budget") and r1.steps == r2.steps
 
 
+def test_fit_augmented_rmsprop_is_jacspec_train_with_augment_batch() -> None:
+    cfg = resolve_config({**BASE, "optimizer": "rmsprop", "augment": True, "flip": True,
+                          "shift": 2, "target_loss": None, "max_steps": 20})
+    data, _ = load_data(cfg)
+    m1, m2 = make_model(cfg, data), make_model(cfg, data)
+    r1 = fit(m1, data, cfg)
+
+    def aug(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, shift=2, flip=True, generator=gen)
+
+    r2 = train(m2, data, optimizer="rmsprop", lr=cfg["lr"], batch_size=32, max_steps=20,
+               target_accuracy=1.0, augment=aug, seed=0)
+    for p, q in zip(m1.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert (r1.epochs, r1.steps) == (r2.epochs, r2.steps) == (5, 20)
+    assert r1.settings["augment"] is True and r1.settings["shift"] == 2
+
+
 @pytest.mark.parametrize("optimizer,lr,batch", [("rmsprop", 1e-3, 32), ("lbfgs", 0.5, "full"),
                                                 ("momentum", 0.05, "full")])
 def test_other_optimizers_train(optimizer: str, lr: float, batch) -> None:

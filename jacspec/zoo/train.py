@@ -17,9 +17,9 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
   ``n_jacobian`` / ``n_esd`` (points used for Jacobian norms / ESDs),
   ``save_checkpoint`` (keep the trained weights beside the store).
 
-Adam, SGD and Momentum without augmentation train with :func:`jacspec.train.train`; RMSProp,
-full-batch L-BFGS and augmented runs use :func:`train_extended`, which follows the same rules
-(full-train-set evaluation once per epoch, same stopping criteria, same ``TrainResult``).
+Every run trains with :func:`jacspec.train.train` ("momentum" is SGD with momentum 0.9,
+``batch_size="full"`` and L-BFGS are full batch, augmentation is :func:`augment_batch` applied
+to each mini-batch).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from jacspec.datasets import DataSet, load_dataset
 from jacspec.errors import check_choice
 from jacspec.models import build_model, default_sigma_w
-from jacspec.train import TrainResult, evaluate, make_optimizer, train
+from jacspec.train import TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -160,92 +160,6 @@ def augment_batch(x: torch.Tensor, *, shift: int, flip: bool, generator: torch.G
     return xp[tuple(idx)]
 
 
-def _optimizer(model: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
-    if name in ("adam", "sgd"):
-        return make_optimizer(model, name, lr)
-    if name == "momentum":
-        return make_optimizer(model, "sgd", lr, momentum=0.9)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20,
-                             line_search_fn="strong_wolfe")
-
-
-def train_extended(
-    model: nn.Module, data: DataSet, *, optimizer: str = "adam", lr: float = 1e-3,
-    batch_size: int | None = 128, max_epochs: int = 200, target_accuracy: float | None = 1.0,
-    target_loss: float | None = None, augment: bool = False, shift: int = 1,
-    flip: bool = False, seed: int = 0,
-    callback: Callable[[int, float, float], object] | None = None,
-) -> TrainResult:
-    """:func:`jacspec.train.train` for the optimizers and options it lacks: RMSProp, L-BFGS
-    (full batch, strong-Wolfe line search, one iteration per step), Momentum (SGD, 0.9), and
-    data augmentation. ``batch_size=None`` is full batch. Same stopping rule: at the end of the
-    first epoch where accuracy >= ``target_accuracy`` and loss <= ``target_loss`` (given ones),
-    or ``callback(epoch, acc, loss)`` returns True, or ``max_epochs`` epochs."""
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    x, y = data.x.to(next(model.parameters()).dtype), data.y
-    n = len(y)
-    bs = n if (batch_size is None or optimizer == "lbfgs") else int(batch_size)
-    opt = _optimizer(model, optimizer, lr)
-    gen = torch.Generator().manual_seed(int(seed))
-    history: list[tuple[int, float, float]] = []
-    steps, epoch, reached = 0, 0, "budget"
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        while True:
-            model.eval()
-            acc, loss = evaluate(model, x, y)
-            history.append((epoch, acc, loss))
-            if not math.isfinite(loss):
-                raise ValueError(f"training diverged at epoch {epoch} (loss {loss}); lower lr "
-                                 f"(got {lr})")
-            hit = ((target_accuracy is not None or target_loss is not None)
-                   and (target_accuracy is None or acc >= target_accuracy)
-                   and (target_loss is None or loss <= target_loss))
-            if hit:
-                reached = "loss" if target_loss is not None else "accuracy"
-                break
-            if callback is not None and callback(epoch, acc, loss) is True:
-                reached = "callback"
-                break
-            if epoch >= max_epochs:
-                break
-            model.train()
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, bs):
-                idx = order[i:i + bs]
-                xb, yb = x[idx], y[idx]
-                if augment or flip:
-                    xb = augment_batch(xb, shift=shift if augment else 0, flip=flip,
-                                       generator=gen)
-
-                def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
-                    opt.zero_grad(set_to_none=True)
-                    loss_b = F.cross_entropy(model(xb), yb)
-                    loss_b.backward()
-                    return loss_b
-
-                if optimizer == "lbfgs":
-                    opt.step(closure)
-                else:
-                    closure()
-                    opt.step()
-                steps += 1
-            epoch += 1
-    model.eval()
-    acc, loss = history[-1][1], history[-1][2]
-    settings = {"optimizer": optimizer, "lr": lr, "batch_size": bs, "max_epochs": max_epochs,
-                "target_accuracy": target_accuracy, "target_loss": target_loss,
-                "augment": augment, "shift": shift, "flip": flip, "seed": int(seed), "n": n,
-                "data": data.name}
-    return TrainResult(train_accuracy=acc, train_loss=loss, epochs=epoch, steps=steps,
-                       reached=reached, seconds=time.perf_counter() - start, settings=settings,
-                       history=tuple(history))
-
-
 def fit(model: nn.Module, data: DataSet, config: Mapping[str, Any],
         callback: Callable[[int, float, float], object] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` as ``config`` says; ``reached`` is "accuracy", "loss"
@@ -260,28 +174,32 @@ def fit(model: nn.Module, data: DataSet, config: Mapping[str, Any],
         halted = callback(epoch, acc, loss) is True if callback is not None else False
         return halted or (target_loss is not None and loss <= target_loss)
 
-    max_epochs = int(cfg["max_epochs"])
-    if cfg["max_steps"] is not None:
-        per_epoch = 1 if full else math.ceil(len(data) / int(cfg["batch_size"]))
-        max_epochs = math.ceil(int(cfg["max_steps"]) / per_epoch)
-    common = dict(lr=float(cfg["lr"]), max_epochs=max_epochs,
-                  target_accuracy=cfg["target_accuracy"], target_loss=None,
-                  seed=int(cfg["seed"]), callback=stop)
-    if cfg["optimizer"] in ("adam", "sgd", "momentum") and not (cfg["augment"] or cfg["flip"]):
-        res = train(model, data, optimizer="sgd" if cfg["optimizer"] == "momentum"
-                    else cfg["optimizer"], momentum=0.9 if cfg["optimizer"] == "momentum"
-                    else 0.0, batch_size=len(data) if full else int(cfg["batch_size"]),
-                    **common)
-    else:
-        res = train_extended(model, data, optimizer=cfg["optimizer"],
-                             batch_size=None if full else int(cfg["batch_size"]),
-                             augment=bool(cfg["augment"]), shift=int(cfg["shift"]),
-                             flip=bool(cfg["flip"]), **common)
-    if res.reached == "callback" and target_loss is not None and res.train_loss <= target_loss:
-        from dataclasses import replace
+    augment = None
+    if cfg["augment"] or cfg["flip"]:
+        augment = functools.partial(_augment, shift=int(cfg["shift"]) if cfg["augment"] else 0,
+                                    flip=bool(cfg["flip"]))
+    max_steps = None if cfg["max_steps"] is None else int(cfg["max_steps"])
+    momentum = cfg["optimizer"] == "momentum"
+    res = train(model, data, optimizer="sgd" if momentum else cfg["optimizer"],
+                momentum=0.9 if momentum else 0.0, lr=float(cfg["lr"]),
+                batch_size=None if full else int(cfg["batch_size"]),
+                # max_steps overrides max_epochs: every epoch takes at least one step, so an
+                # epoch budget of max_steps never binds before the step budget.
+                max_epochs=int(cfg["max_epochs"]) if max_steps is None else max_steps,
+                max_steps=max_steps, target_accuracy=cfg["target_accuracy"], target_loss=None,
+                augment=augment, seed=int(cfg["seed"]), callback=stop)
+    settings = {**res.settings, "optimizer": cfg["optimizer"], "augment": bool(cfg["augment"]),
+                "shift": int(cfg["shift"]), "flip": bool(cfg["flip"]), "target_loss": target_loss}
+    reached = res.reached
+    if reached == "callback" and target_loss is not None and res.train_loss <= target_loss:
+        reached = "loss"
+    return replace(res, reached=reached, settings=settings)
 
-        res = replace(res, reached="loss")
-    return res
+
+def _augment(x: torch.Tensor, generator: torch.Generator, *, shift: int, flip: bool
+             ) -> torch.Tensor:
+    """``augment_batch`` in the ``(x, generator)`` form :func:`jacspec.train.train` calls."""
+    return augment_batch(x, shift=shift, flip=flip, generator=generator)
 
 
 def run_job(config: Mapping[str, Any]) -> dict[str, Any]:
