@@ -57,7 +57,8 @@ def _autograd_derivative(fn: TorchFn) -> TorchFn:
 
 
 def _step(h: torch.Tensor, lo: float, hi: float, value: float = 1.0) -> torch.Tensor:
-    return torch.where((h > lo) & (h < hi), value, 0.0).to(h.dtype)
+    """``value`` on (lo, hi), 0 elsewhere, in the dtype of h."""
+    return ((h > lo) & (h < hi)).to(h.dtype) * value
 
 
 def _sqrt_pi_2() -> float:
@@ -111,7 +112,7 @@ def _named(name: str, shift: float) -> Activation:
         return Activation(
             name,
             lambda h: _SELU_SCALE * torch.where(h > 0, h, _SELU_ALPHA * torch.expm1(h)),
-            lambda h: _SELU_SCALE * torch.where(h > 0, 1.0, _SELU_ALPHA * torch.exp(h)),
+            lambda h: _SELU_SCALE * torch.where(h > 0, 1.0 + 0 * h, _SELU_ALPHA * torch.exp(h)),
             (0.0,),
             False,
         )

@@ -94,15 +94,17 @@ def d2_law(activation, q: float, *, n_cells: int = 160) -> D2Law:
     flat = r <= 1e-14 * np.maximum(1.0, np.abs(hi))
     r = np.where(flat, 0.0, np.minimum(r, mean))  # stay on d >= 0
     mean = np.where(flat, lo, mean)
-    keep = mass > 0
+    # cells beyond ~8 sigma carry < 1e-15 and, where phi'^2 underflows to 0, would pose
+    # as a spurious atom at zero: drop them
+    keep = mass > 1e-15
     m, r, p = mean[keep], r[keep], mass[keep]
     # merge identical cells (symmetric g gives mirror pairs; flat pieces give atoms)
     key = np.round(np.stack([m, r], axis=1), 13)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    _, inv = np.unique(key, axis=0, return_inverse=True)
     inv = inv.ravel()
     p_u = np.bincount(inv, weights=p)
     m_u = np.bincount(inv, weights=p * m) / p_u
-    r_u = uniq[:, 1]
+    r_u = np.bincount(inv, weights=p * r) / p_u  # zero only for true flat pieces
     p_u = p_u / p_u.sum()
     return D2Law(m_u, r_u, p_u, float(q))
 

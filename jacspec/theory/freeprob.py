@@ -146,26 +146,30 @@ def jacobian_atoms(law: D2Law, sigma_w2: float, depth: int, weights: str) -> lis
             atoms[0.0] = atoms.get(0.0, 0.0) + mass
         elif weights == "orthogonal":
             excess = depth * mass - (depth - 1)
-            if excess > 1e-12:
+            if excess > 1e-9:
                 at = (sigma_w2 * value) ** depth
                 atoms[at] = atoms.get(at, 0.0) + excess
-    return [{"at": float(k), "mass": float(v)} for k, v in sorted(atoms.items()) if v > 1e-14]
+    return [{"at": float(k), "mass": float(v)} for k, v in sorted(atoms.items()) if v > 1e-9]
 
 
 def default_grid(lam_max: float, depth: int, num_points: int) -> np.ndarray:
     """Grid for the density: 1/8 of the points log-spaced from
     ``lam_max 10^-min(290, 8 (L+1))`` to ``1e-8 lam_max`` (the singular part near 0 that
-    products of many layers develop), 1/8 log-spaced on to ``lam_max / 50``, and the rest
-    linear up to ``1.05 lam_max``."""
-    if num_points < 16:
-        raise ValueError(f"num_points={num_points!r} must be at least 16")
+    products of many layers develop), 1/8 log-spaced on to ``lam_max / 50``, 1/16
+    clustering geometrically onto ``lam_max`` from below (edge singularities), and the
+    rest linear up to ``1.05 lam_max``."""
+    if num_points < 32:
+        raise ValueError(f"num_points={num_points!r} must be at least 32")
     decades = min(290.0, max(12.0, 8.0 * (depth + 1)))
     n_log = num_points // 8
+    n_edge = num_points // 16
     mid = lam_max / 50.0
     deep = np.geomspace(lam_max * 10.0**-decades, lam_max * 1e-8, n_log, endpoint=False)
     low = np.geomspace(lam_max * 1e-8, mid, n_log, endpoint=False)
-    lin = np.linspace(mid, 1.05 * lam_max, num_points - 2 * n_log)
-    return np.concatenate([deep, low, lin])
+    edge = lam_max * (1.0 - np.geomspace(0.05, 1e-9, n_edge))
+    lin = np.linspace(mid, 1.05 * lam_max, num_points - 2 * n_log - n_edge)
+    grid = np.unique(np.concatenate([deep, low, edge, lin]))
+    return grid
 
 
 def _integrate(grid: np.ndarray, density: np.ndarray, k: int) -> float:
@@ -176,7 +180,12 @@ def _integrate(grid: np.ndarray, density: np.ndarray, k: int) -> float:
 
 @dataclass(frozen=True)
 class JacobianSpectrum:
-    """Theoretical spectrum of JJ^T: density on ``grid`` plus ``atoms``, moments, edge."""
+    """Theoretical spectrum of JJ^T: density on ``grid`` plus ``atoms``, moments, edge.
+
+    ``integral``: trapezoid integral of the density (in log lambda); ``mass_below_grid``:
+    the mass left of ``grid[0]`` from the local power law there; ``total_mass`` = both
+    plus the atoms (1 up to discretisation); ``density_m1/m2``: moments of the numerical
+    law (density plus atoms), to compare with the closed forms ``m1``, ``m2``."""
 
     activation: str
     weights: str
@@ -275,12 +284,15 @@ def jacobian_spectrum(
     eta: float = 1e-6,
     q0: float = 1.0,
     n_cells: int = 160,
+    refine: bool = True,
 ) -> JacobianSpectrum:
     """Spectrum of ``JJ^T`` at depth L for an activation at (sigma_w^2, sigma_b^2).
 
     Finds q* (mean field), builds the law of phi'^2, solves the master equation on
-    ``grid`` (default :func:`default_grid`) and reports density, atoms, m1, m2, variance
-    and lambda_max, plus the density's own mass and moments as checks."""
+    ``grid`` (default :func:`default_grid`, then up to two passes that add points in
+    log-intervals carrying more than ``2 / num_points`` of the mass, when ``refine``) and
+    reports density, atoms, m1, m2, variance and lambda_max, plus the density's own mass
+    and moments as checks. Orthogonal L = 1 is exact: ``JJ^T = sigma_w^2 D^2``."""
     act = get_activation(activation)
     check_choice("weights", weights, WEIGHTS)
     depth, sigma_w2, sigma_b2 = _validate(depth, sigma_w2, sigma_b2)
@@ -292,12 +304,36 @@ def jacobian_spectrum(
     chi = chi_at(act, sigma_w2, q)
     m1, m2 = jacobian_moments(mu1, mu2, sigma_w2, depth, weights)
     lam_max = lambda_max(law, sigma_w2, depth, weights)
+    exact = weights == "orthogonal" and depth == 1
+    user_grid = grid is not None
     if grid is None:
         grid = default_grid(lam_max, depth, num_points)
+        if exact:  # the cell edges of sigma_w^2 phi'^2, approached from both sides
+            cont = law.r > 0
+            edges = sigma_w2 * np.concatenate([law.m[cont] - law.r[cont],
+                                               law.m[cont] + law.r[cont]])
+            edges = edges[edges > 0]
+            grid = np.unique(np.concatenate([grid, edges * (1 - 1e-12), edges * (1 + 1e-12)]))
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 1 or grid.size < 2 or np.any(grid <= 0) or np.any(np.diff(grid) <= 0):
         raise ValueError("grid must be an increasing 1-D array of positive values")
-    dens, atoms, max_res = solve_density(law, sigma_w2, depth, weights, grid, m1=m1, eta=eta)
+    if exact:
+        # J J^T = sigma_w^2 D^2: the law of phi'^2, rescaled (no master equation needed)
+        dens, atoms, max_res = _orthogonal_one_layer(law, sigma_w2, grid), \
+            jacobian_atoms(law, sigma_w2, depth, weights), 0.0
+    else:
+        dens, atoms, max_res = solve_density(law, sigma_w2, depth, weights, grid, m1=m1,
+                                             eta=eta)
+        if refine and not user_grid:
+            for _ in range(2):
+                new = _refinement_points(grid, dens, 2.0 / num_points)
+                if new.size == 0:
+                    break
+                d_new, _, r_new = solve_density(law, sigma_w2, depth, weights, new, m1=m1,
+                                                eta=eta)
+                grid, order = np.unique(np.concatenate([grid, new]), return_index=True)
+                dens = np.concatenate([dens, d_new])[order]
+                max_res = max(max_res, r_new)
     below = _mass_below(grid, dens)
     integral = _integrate(grid, dens, 0)
     atom_mass = sum(a["mass"] for a in atoms)
@@ -307,9 +343,33 @@ def jacobian_spectrum(
         activation=act.name, weights=weights, depth=depth, sigma_w2=sigma_w2,
         sigma_b2=sigma_b2, q_star=q, chi=chi, mu1=mu1, mu2=mu2, m1=m1, m2=m2,
         variance=m2 - m1 * m1, lambda_max=lam_max, grid=grid, density=dens,
-        atoms=tuple(atoms), eta=eta, integral=integral, total_mass=integral + atom_mass,
+        atoms=tuple(atoms), eta=eta, integral=integral,
+        total_mass=integral + atom_mass + below,
         density_m1=dm1, density_m2=dm2, mass_below_grid=below, max_residual=max_res,
     )
+
+
+def _orthogonal_one_layer(law: D2Law, sigma_w2: float, grid: np.ndarray) -> np.ndarray:
+    """Density of ``sigma_w^2 d``, d from the continuous cells of the law of phi'^2."""
+    cont = law.r > 0
+    lo = sigma_w2 * (law.m[cont] - law.r[cont])
+    hi = sigma_w2 * (law.m[cont] + law.r[cont])
+    h = law.p[cont] / (hi - lo)
+    inside = (grid[:, None] > lo) & (grid[:, None] < hi)
+    return inside.astype(np.float64) @ h
+
+
+def _refinement_points(grid: np.ndarray, dens: np.ndarray, tol: float) -> np.ndarray:
+    """Three log-spaced points inside every interval holding more than ``tol`` mass."""
+    lg = np.log(grid)
+    y = grid * dens
+    mass = 0.5 * (y[1:] + y[:-1]) * np.diff(lg)
+    bad = np.nonzero(mass > tol)[0]
+    if bad.size == 0:
+        return np.zeros(0)
+    t = np.array([0.25, 0.5, 0.75])
+    pts = np.exp(lg[bad, None] + t[None, :] * (lg[bad + 1] - lg[bad])[:, None]).ravel()
+    return np.setdiff1d(pts, grid)
 
 
 def _mass_below(grid: np.ndarray, dens: np.ndarray) -> float:

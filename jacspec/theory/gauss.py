@@ -57,7 +57,7 @@ def gauss_nodes(act: Activation, q: float) -> tuple[np.ndarray, np.ndarray]:
     if q == 0.0:
         return np.zeros(1), np.ones(1)
     s = math.sqrt(q)
-    if act.smooth and not act.breakpoints and q <= 16.0:
+    if act.smooth and not act.breakpoints and q <= 1.0:
         z, w = _hermite(_GH_NODES)
         return s * z, w
     cuts = np.asarray(act.breakpoints, dtype=np.float64) / s

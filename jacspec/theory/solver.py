@@ -23,6 +23,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+AXIS_MAX = 120
+
 # res(u, M, z) -> (R_M, dR_M/du, R_u, dR_u/du)
 Residual = Callable[
     [np.ndarray, np.ndarray, np.ndarray],
@@ -85,7 +87,7 @@ def track(
     y_start = 1e3 * max(lam_desc[0], 1e-300) + 1e3 * max(m1, 0.0)
     log_hi, log_lo = math.log(y_start), math.log(lam_desc[-1])
     decades = (log_hi - log_lo) / math.log(10.0)
-    coarse = np.linspace(log_hi, log_lo, int(min(120, max(30, decades))))
+    coarse = np.linspace(log_hi, log_lo, int(min(AXIS_MAX, max(30, decades))))
     # denser near the top of the spectrum, where u changes fastest
     top = math.log(lam_desc[0])
     dense = np.linspace(top + math.log(10.0), max(top - 2 * math.log(10.0), log_lo), 40)
@@ -105,12 +107,19 @@ def track(
         while y > target * (1 + 1e-12):
             y_next = max(target, y * (target / y0) ** (1.0 / sub))
             u_try, m_try, ok = _newton(res, u_cur, m_cur, np.array([1j * y_next]), 40, tol)
-            if ok[0] and m_try[0].imag <= 1e-12 * abs(m_try[0]):
+            # accept only small moves of the root: large ones may jump branches
+            small = (abs(np.log(m_try[0] / m_cur[0])) <= 0.25
+                     and abs(np.log(u_try[0] / u_cur[0])) <= 0.25)
+            if ok[0] and small and m_try[0].imag <= 1e-12 * abs(m_try[0]):
                 u_cur, m_cur, y = u_try, m_try, y_next
             else:
                 sub *= 2
                 if sub > 4096:
-                    raise RuntimeError(f"master equation: tracking failed at z = {y_next:g}i")
+                    break
+        if sub > 4096:
+            log.warning("master equation: tracking failed below z = %gi", y)
+            axis_u[k:], axis_m[k:] = np.nan, np.nan
+            break
         axis_u[k], axis_m[k] = u_cur[0], m_cur[0]
     # 2) rotate every grid point from i*lambda down to lambda*e^{i theta_f}
     start = np.clip(np.searchsorted(-ys, -lam_desc, side="right") - 1, 0, n_axis - 1)
@@ -120,21 +129,24 @@ def track(
         u, m = axis_u[start[sel]], axis_m[start[sel]]
         y0 = ys[start[sel]]
         fail = np.zeros(sel.size, dtype=bool)
-        for k in range(1, radial + 1):
-            z = 1j * y0 * (lam_desc[sel] / y0) ** (k / radial)
+        def step(z, u, m):
             un, mn, ok = _newton(res, u, m, z, iters, tol)
+            with np.errstate(all="ignore"):
+                jump = (np.abs(np.log(mn / m)) > 2.0) | (np.abs(np.log(un / u)) > 2.0)
+            ok &= ~jump
+            return np.where(ok, un, u), np.where(ok, mn, m), ok
+
+        for k in range(1, radial + 1):
+            u, m, ok = step(1j * y0 * (lam_desc[sel] / y0) ** (k / radial), u, m)
             fail |= ~ok
-            u, m = np.where(ok, un, u), np.where(ok, mn, m)
         thetas = (math.pi / 2) * (theta_f / (math.pi / 2)) ** (np.arange(1, steps + 1) / steps)
         for th in thetas:
-            z = lam_desc[sel] * complex(math.cos(th), math.sin(th))
-            un, mn, ok = _newton(res, u, m, z, iters, tol)
+            u, m, ok = step(lam_desc[sel] * complex(math.cos(th), math.sin(th)), u, m)
             fail |= ~ok
-            u, m = np.where(ok, un, u), np.where(ok, mn, m)
         return u, m, fail
 
     every = np.arange(lam_desc.size)
-    u_all, m_all, failed = rotate(every, rot_steps, 30, 1)
+    u_all, m_all, failed = rotate(every, rot_steps, 30, 2)
     if failed.any():
         idx = every[failed]
         log.info("refining %d grid points with finer steps", idx.size)

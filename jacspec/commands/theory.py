@@ -1,0 +1,128 @@
+"""``jacspec theory``: mean field, critical line and free-probability JJ^T spectra.
+
+    jacspec theory meanfield --activation tanh --sigma-w2 1.05 --sigma-b2 2.01e-5
+    jacspec theory critical --activation tanh --sigma-b2 2.01e-5
+    jacspec theory spectrum --activation relu --weights gaussian --depth 8 \\
+        --sigma-w2 2 --sigma-b2 0 [--simulate 400] [--json out.json] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _clean(obj):
+    """JSON-safe copy: non-finite floats become None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _emit(payload: dict, path: str | None) -> None:
+    text = json.dumps(_clean(payload), indent=2)
+    if path:
+        Path(path).write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _positive_int(name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "theory", help="random-network theory: mean field and Jacobian spectra",
+        description="Mean-field signal propagation and free-probability spectra of JJ^T.",
+    )
+    sub = parser.add_subparsers(dest="theory_command", metavar="WHAT")
+
+    mf = sub.add_parser("meanfield", help="q*, chi, c*, xi_q, xi_c at (sigma_w^2, sigma_b^2)")
+    mf.add_argument("--activation", required=True)
+    mf.add_argument("--sigma-w2", type=float, required=True)
+    mf.add_argument("--sigma-b2", type=float, required=True)
+    mf.add_argument("--json", default=None, help="write JSON here instead of stdout")
+    mf.set_defaults(func=run, theory_func=_run_meanfield)
+
+    cr = sub.add_parser("critical", help="sigma_w^2 and q* on the critical line chi = 1")
+    cr.add_argument("--activation", required=True)
+    cr.add_argument("--sigma-b2", type=float, required=True)
+    cr.add_argument("--json", default=None)
+    cr.set_defaults(func=run, theory_func=_run_critical)
+
+    sp = sub.add_parser("spectrum", help="density, atoms, m1, m2, lambda_max of JJ^T")
+    sp.add_argument("--activation", required=True)
+    sp.add_argument("--weights", required=True, help="gaussian or orthogonal")
+    sp.add_argument("--depth", type=int, required=True)
+    sp.add_argument("--sigma-w2", type=float, required=True)
+    sp.add_argument("--sigma-b2", type=float, required=True)
+    sp.add_argument("--points", type=int, default=1000, help="density grid size")
+    sp.add_argument("--simulate", type=int, default=None, metavar="N",
+                    help="also simulate networks of width N and compare")
+    sp.add_argument("--samples", type=int, default=1, help="network instances to pool")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--json", default=None)
+    sp.add_argument("--plot", default=None, help="write a PNG of the density here")
+    sp.set_defaults(func=run, theory_func=_run_spectrum)
+    parser.set_defaults(func=run, theory_func=None, _theory_parser=parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "theory_func", None) is None:
+        args._theory_parser.print_help(sys.stderr)
+        return 2
+    return args.theory_func(args)
+
+
+def _run_meanfield(args: argparse.Namespace) -> int:
+    from jacspec.theory import mean_field
+
+    _emit(mean_field(args.activation, args.sigma_w2, args.sigma_b2).to_dict(), args.json)
+    return 0
+
+
+def _run_critical(args: argparse.Namespace) -> int:
+    from jacspec.theory import critical_point
+
+    _emit(critical_point(args.activation, args.sigma_b2).to_dict(), args.json)
+    return 0
+
+
+def _run_spectrum(args: argparse.Namespace) -> int:
+    from jacspec.theory import compare, jacobian_spectrum, simulate_spectrum
+
+    _positive_int("simulate", args.simulate)
+    _positive_int("samples", args.samples)
+    theory = jacobian_spectrum(args.activation, args.weights, args.depth, args.sigma_w2,
+                               args.sigma_b2, num_points=args.points)
+    payload = theory.to_dict()
+    sim = None
+    if args.simulate is not None:
+        sim = simulate_spectrum(args.activation, args.weights, args.depth, args.sigma_w2,
+                                args.sigma_b2, width=args.simulate,
+                                num_instances=args.samples, seed=args.seed)
+        cmp = compare(theory, sim)
+        payload.update(sim_m1=sim.m1, sim_m2=sim.m2, sim_variance=sim.variance,
+                       sim_lambda_max=sim.lambda_max, ks=cmp.ks,
+                       m1_rel_err=cmp.m1_rel_err, m2_rel_err=cmp.m2_rel_err)
+        payload["simulation"] = sim.to_dict()
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from jacspec.theory import theory_vs_simulation
+
+        fig = theory_vs_simulation([theory], [sim] if sim is not None else None)
+        fig.savefig(args.plot, dpi=110)
+    _emit(payload, args.json)
+    return 0
