@@ -120,4 +120,19 @@ __all__ += [
 # --- end sensitivity ---
 
 # --- theory ---
+from jacspec.theory import (  # noqa: E402
+    JacobianSpectrum,
+    MeanField,
+    SimulatedSpectrum,
+    critical_point,
+    jacobian_spectrum,
+    mean_field,
+    simulate_spectrum,
+    universal_spectrum,
+)
+
+__all__ += [
+    "JacobianSpectrum", "MeanField", "SimulatedSpectrum", "critical_point",
+    "jacobian_spectrum", "mean_field", "simulate_spectrum", "universal_spectrum",
+]
 # --- end theory ---
