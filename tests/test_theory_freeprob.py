@@ -55,20 +55,29 @@ def test_moment_formula_against_power_series(weights, s1, depth):
     assert m2 == pytest.approx(r2, rel=1e-12)
 
 
+@pytest.fixture(scope="module")
+def hard_tanh_crit():
+    return critical_point("hard_tanh", 0.01)
+
+
 @pytest.mark.parametrize("depth", [1, 2, 5, 16])
-def test_critical_variances_closed_forms(depth):
-    q_ht = critical_point("hard_tanh", 0.01).q_star
-    p = erf(1 / math.sqrt(2 * q_ht))
+def test_critical_variances_closed_forms(depth, hard_tanh_crit):
+    cp = hard_tanh_crit
+    p = erf(1 / math.sqrt(2 * cp.q_star))
     for weights, s1 in (("gaussian", -1.0), ("orthogonal", 0.0)):
-        lin = jacobian_spectrum("linear", weights, depth, 1.0, 0.0, num_points=64, refine=False)
-        assert lin.variance == pytest.approx(depth * (-s1), abs=1e-10)
+        lin = jacobian_moments(mu_k("linear", 1.0, 1), mu_k("linear", 1.0, 2), 1.0, depth,
+                               weights)
+        assert lin[1] - lin[0] ** 2 == pytest.approx(depth * (-s1), abs=1e-12)
         relu = jacobian_moments(mu_k("relu", 1.0, 1), mu_k("relu", 1.0, 2), 2.0, depth, weights)
         assert relu[1] - relu[0] ** 2 == pytest.approx(depth * (1 - s1), rel=1e-12)
-        cp = critical_point("hard_tanh", 0.01)
         ht = jacobian_moments(mu_k("hard_tanh", cp.q_star, 1), mu_k("hard_tanh", cp.q_star, 2),
                               cp.sigma_w2, depth, weights)
         assert ht[0] == pytest.approx(1.0, abs=1e-9)
         assert ht[1] - ht[0] ** 2 == pytest.approx(depth * (1 / p - 1 - s1), rel=1e-8)
+    # and the numerical densities carry these variances
+    spec = jacobian_spectrum("linear", "gaussian", depth, 1.0, 0.0, num_points=200)
+    var = spec.density_m2 - spec.density_m1**2
+    assert var == pytest.approx(depth, rel=2e-3)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 8, 64])

@@ -155,18 +155,18 @@ def jacobian_atoms(law: D2Law, sigma_w2: float, depth: int, weights: str) -> lis
 def default_grid(lam_max: float, depth: int, num_points: int) -> np.ndarray:
     """Grid for the density: 1/8 of the points log-spaced from
     ``lam_max 10^-min(290, 8 (L+1))`` to ``1e-8 lam_max`` (the singular part near 0 that
-    products of many layers develop), 1/8 log-spaced on to ``lam_max / 50``, 1/16
+    products of many layers develop), 1/8 log-spaced on to ``lam_max / 50``, 1/8
     clustering geometrically onto ``lam_max`` from below (edge singularities), and the
     rest linear up to ``1.05 lam_max``."""
     if num_points < 32:
         raise ValueError(f"num_points={num_points!r} must be at least 32")
     decades = min(290.0, max(12.0, 8.0 * (depth + 1)))
     n_log = num_points // 8
-    n_edge = num_points // 16
+    n_edge = num_points // 8
     mid = lam_max / 50.0
     deep = np.geomspace(lam_max * 10.0**-decades, lam_max * 1e-8, n_log, endpoint=False)
     low = np.geomspace(lam_max * 1e-8, mid, n_log, endpoint=False)
-    edge = lam_max * (1.0 - np.geomspace(0.05, 1e-9, n_edge))
+    edge = lam_max * (1.0 - np.geomspace(0.05, 1e-12, n_edge))
     lin = np.linspace(mid, 1.05 * lam_max, num_points - 2 * n_log - n_edge)
     grid = np.unique(np.concatenate([deep, low, edge, lin]))
     return grid

@@ -61,7 +61,7 @@ def gauss_nodes(act: Activation, q: float) -> tuple[np.ndarray, np.ndarray]:
         z, w = _hermite(_GH_NODES)
         return s * z, w
     cuts = np.asarray(act.breakpoints, dtype=np.float64) / s
-    z, w = composite_nodes(cuts, panel=min(1.0, 1.0 / s))
+    z, w = composite_nodes(cuts, panel=max(min(1.0, 1.0 / s), 0.01))
     return s * z, w
 
 
@@ -77,7 +77,7 @@ def expect2(act: Activation, q: float, c: float, fn1, fn2) -> float:
         return float(fn1(np.zeros(1))[0] * fn2(np.zeros(1))[0])
     s = math.sqrt(q)
     cuts = np.asarray(act.breakpoints, dtype=np.float64) / s
-    z, w = composite_nodes(cuts, panel=min(0.5, 0.5 / s))
+    z, w = composite_nodes(cuts, panel=max(min(0.5, 0.5 / s), 0.01))
     c = float(np.clip(c, -1.0, 1.0))
     u1 = s * z
     u2 = s * (c * z[:, None] + math.sqrt(max(0.0, 1.0 - c * c)) * z[None, :])

@@ -82,7 +82,7 @@ def q_star(
         if abs(1.0 - slope) < 1e-12 and r > 0:
             break  # q' = q + const: grows without bound
         step = fq
-        if it >= 20 and abs(1.0 - slope) > 1e-12:
+        if it >= 20 and slope < 1.0 - 1e-12:  # Newton only where the map contracts
             qn = q + r / (1.0 - slope)
             if qn >= 0 and abs(length_map(act, sw2, sb2, qn) - qn) < abs(r):
                 step = qn
