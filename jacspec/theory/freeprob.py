@@ -73,13 +73,23 @@ def piecewise_linear_polynomial(z: complex, p: float, sigma_w2: float, depth: in
     orthogonal ``sigma_w^{2L} G (Gz + p - 1)^L - (zG)^L (Gz - 1)``."""
     check_choice("weights", weights, WEIGHTS)
     L = int(depth)
-    base = np.polynomial.Polynomial([p - 1.0, z])  # Gz + p - 1
-    g = np.polynomial.Polynomial([0.0, 1.0])
-    lhs = sigma_w2**L * g * base**L
-    rhs = np.polynomial.Polynomial([-1.0, z])  # Gz - 1
+
+    def power(c: np.ndarray, n: int) -> np.ndarray:  # coefficients, lowest power first
+        out = np.array([1.0 + 0j])
+        for _ in range(n):
+            out = np.convolve(out, c)
+        return out
+
+    base = np.array([p - 1.0, z], dtype=np.complex128)  # Gz + p - 1
+    lhs = sigma_w2**L * np.concatenate([[0.0], power(base, L)])  # times G
+    rhs = np.array([-1.0, z], dtype=np.complex128)  # Gz - 1
     if weights == "orthogonal":
-        rhs = rhs * np.polynomial.Polynomial([0.0, z]) ** L
-    return (lhs - rhs).coef[::-1].astype(np.complex128)
+        rhs = np.convolve(rhs, np.concatenate([np.zeros(L), [z**L]]))  # times (zG)^L
+    n = max(lhs.size, rhs.size)
+    poly = np.zeros(n, dtype=np.complex128)
+    poly[: lhs.size] += lhs
+    poly[: rhs.size] -= rhs
+    return poly[::-1]
 
 
 def _master_residual(law: D2Law, sigma_w2: float, depth: int, weights: str):
