@@ -17,13 +17,7 @@ import time
 
 import numpy as np
 
-from jacspec.theory import (
-    critical_point,
-    d2_law,
-    jacobian_spectrum,
-    lambda_max,
-    piecewise_linear_polynomial,
-)
+from jacspec.theory import critical_point, d2_law, jacobian_spectrum, lambda_max
 from jacspec.theory.freeprob import _master_residual, default_grid
 from jacspec.theory.solver import track
 
@@ -34,14 +28,19 @@ POLY_DEPTH = 16  # at L = 128 the polynomial's coefficients overflow float64 (z^
 
 def polynomial_density(grid: np.ndarray, eta: float, sigma_w2: float, p: float,
                        reference: np.ndarray) -> np.ndarray:
-    """Density from np.roots of the Gaussian-weights polynomial; the root nearest the
-    tracked solution is taken (the polynomial alone does not say which is physical)."""
+    """Density from np.roots of the Gaussian-weights polynomial, written in u = zG
+    (``sigma_w^{2L} u (u + p - 1)^L - z (u - 1)``, the G-form of
+    ``piecewise_linear_polynomial`` times z, better scaled); the root nearest the tracked
+    solution is taken (the polynomial alone does not say which is physical)."""
     out = np.empty(grid.size)
+    base = np.poly1d([1.0, p - 1.0]) ** POLY_DEPTH
     for i, lam in enumerate(grid):
         z = lam * complex(np.cos(np.arctan(eta)), np.sin(np.arctan(eta)))
-        roots = np.roots(piecewise_linear_polynomial(z, p, sigma_w2, POLY_DEPTH, "gaussian"))
-        g = roots[np.argmin(np.abs(roots - reference[i]))]
-        out[i] = -(g - (1 - p) / z).imag / np.pi
+        coef = sigma_w2**POLY_DEPTH * np.polymul(base.coeffs, [1.0, 0.0])
+        coef = np.polysub(coef, [z, -z])
+        roots = np.roots(coef)
+        u = roots[np.argmin(np.abs(roots / z - reference[i]))]
+        out[i] = -(u / z - (1 - p) / z).imag / np.pi
     return out
 
 

@@ -182,10 +182,29 @@ def default_grid(lam_max: float, depth: int, num_points: int) -> np.ndarray:
     return grid
 
 
-def _integrate(grid: np.ndarray, density: np.ndarray, k: int) -> float:
-    """``int lambda^k rho d lambda`` by the trapezoid rule in log lambda."""
-    y = grid ** (k + 1) * density
-    return float(np.trapezoid(y, np.log(grid)))
+def _integrate(grid: np.ndarray, density: np.ndarray, k: int,
+               lam_max: float | None = None) -> float:
+    """``int lambda^k rho d lambda``: trapezoid rule in log lambda, except on
+    ``[0.9 lam_max, lam_max]`` where it runs in ``s = sqrt(lam_max - lambda)`` (so that
+    square-root edges and inverse-square-root edge singularities integrate smoothly)
+    and beyond ``lam_max`` (plain trapezoid)."""
+    y = grid**k * density
+    if lam_max is None:
+        return float(np.trapezoid(grid * y, np.log(grid)))
+    lo = grid <= 0.9 * lam_max
+    top = (grid >= 0.9 * lam_max) & (grid <= lam_max)
+    out = float(np.trapezoid(grid[lo] * y[lo], np.log(grid[lo]))) if lo.sum() > 1 else 0.0
+    if lo.any() and top.any():  # the gap between the two pieces
+        i, j = np.nonzero(lo)[0][-1], np.nonzero(top)[0][0]
+        if j > i:
+            out += 0.5 * (y[i] + y[j]) * (grid[j] - grid[i])
+    if top.sum() > 1:
+        sv = np.sqrt(lam_max - grid[top])
+        out += float(np.trapezoid(y[top] * 2 * sv, -sv))
+    beyond = grid >= lam_max
+    if beyond.sum() > 1:
+        out += float(np.trapezoid(y[beyond], grid[beyond]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -345,10 +364,10 @@ def jacobian_spectrum(
                 dens = np.concatenate([dens, d_new])[order]
                 max_res = max(max_res, r_new)
     below = _mass_below(grid, dens)
-    integral = _integrate(grid, dens, 0)
+    integral = _integrate(grid, dens, 0, lam_max)
     atom_mass = sum(a["mass"] for a in atoms)
-    dm1 = _integrate(grid, dens, 1) + sum(a["mass"] * a["at"] for a in atoms)
-    dm2 = _integrate(grid, dens, 2) + sum(a["mass"] * a["at"] ** 2 for a in atoms)
+    dm1 = _integrate(grid, dens, 1, lam_max) + sum(a["mass"] * a["at"] for a in atoms)
+    dm2 = _integrate(grid, dens, 2, lam_max) + sum(a["mass"] * a["at"] ** 2 for a in atoms)
     return JacobianSpectrum(
         activation=act.name, weights=weights, depth=depth, sigma_w2=sigma_w2,
         sigma_b2=sigma_b2, q_star=q, chi=chi, mu1=mu1, mu2=mu2, m1=m1, m2=m2,
