@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jacspec.gram import available_bytes, gram_bytes
 from jacspec.linop import (
     ArrayRows,
     FileRows,
@@ -33,7 +34,14 @@ from jacspec.linop import (
     softmax_null_projector,
     write_jacobian_memmap,
 )
-from jacspec.slq import SpectralDensity, _jsonable, slq, spectral_density, top_eigenvalues
+from jacspec.slq import (
+    SpectralDensity,
+    _jsonable,
+    discrete_cdf,
+    slq,
+    spectral_density,
+    top_eigenvalues,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,26 +77,6 @@ class EsdPlan:
         return asdict(self)
 
 
-def _exact_bytes(side: str, n: int, kd: int, itemsize: int) -> int:
-    """Peak bytes of the exact path: float64 Gram + eigensolver copy + workspace.
-
-    Uses :func:`jacspec.gram.gram_bytes` when the core is present.
-    """
-    try:
-        from jacspec.gram import gram_bytes
-
-        return int(gram_bytes(side, n, kd, itemsize))
-    except ImportError:  # pragma: no cover - the core is part of jacspec
-        dim = kd if side == "dual" else n
-        return int(dim * dim * (16 + itemsize) + (n * kd * itemsize if side == "primal" else 0))
-
-
-def _available_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
 def plan_esd(
     n: int,
     kd: int,
@@ -119,8 +107,8 @@ def plan_esd(
         raise ValueError(f"n and kd must be positive, got n={n}, kd={kd}.")
     side = ("dual" if kd <= n else "primal") if side == "auto" else side
     dim = kd if side == "dual" else n
-    limit = int(max_memory) if max_memory is not None else int(0.8 * _available_memory())
-    exact_bytes = _exact_bytes(side, n, kd, itemsize)
+    limit = int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
+    exact_bytes = gram_bytes(side, n, kd, itemsize)
     jac_bytes = int(n) * int(kd) * int(itemsize)
     if method == "auto":
         if dim > max_exact_dim:
@@ -187,9 +175,7 @@ class ESDEstimate:
 
     def cdf(self, x: np.ndarray | float) -> np.ndarray:
         """CDF of the discrete measure (nodes, weights) at x."""
-        order = np.argsort(self.nodes)
-        cum = np.concatenate([[0.0], np.cumsum(self.weights[order])])
-        return cum[np.searchsorted(self.nodes[order], np.asarray(x, dtype=float), side="right")]
+        return discrete_cdf(self.nodes, self.weights, x)
 
     def summary(self) -> dict[str, Any]:
         """Scalars only (no arrays)."""

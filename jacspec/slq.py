@@ -85,6 +85,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def discrete_cdf(nodes: np.ndarray, weights: np.ndarray, x: np.ndarray | float) -> np.ndarray:
+    """Step CDF ``F(x) = sum_{nodes_i <= x} weights_i`` of a discrete measure."""
+    order = np.argsort(nodes)
+    cum = np.concatenate([[0.0], np.cumsum(weights[order])])
+    return cum[np.searchsorted(nodes[order], np.asarray(x, dtype=float), side="right")]
+
+
 def random_vectors(
     dim: int, num: int, *, seed: SeedLike = 0, distribution: str = "rademacher"
 ) -> np.ndarray:
@@ -294,9 +301,7 @@ class LanczosQuadrature:
     def cdf(self, x: np.ndarray | float) -> np.ndarray:
         """Quadrature estimate of the ESD's CDF, F(x) = sum of weights of nodes <= x."""
         nodes, w = self.flat()
-        order = np.argsort(nodes)
-        cum = np.concatenate([[0.0], np.cumsum(w[order])])
-        return cum[np.searchsorted(nodes[order], np.asarray(x, dtype=float), side="right")]
+        return discrete_cdf(nodes, w, x)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -443,9 +448,7 @@ class SpectralDensity:
 
     def cdf(self, x: np.ndarray | float) -> np.ndarray:
         """Step CDF of the underlying discrete measure (nodes, weights)."""
-        order = np.argsort(self.nodes)
-        cum = np.concatenate([[0.0], np.cumsum(self.weights[order])])
-        return cum[np.searchsorted(self.nodes[order], np.asarray(x, dtype=float), side="right")]
+        return discrete_cdf(self.nodes, self.weights, x)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
