@@ -260,6 +260,15 @@ def analyze(
     fits: dict[str, PowerLawFit | None] = {}
     nulls: dict[str, RandomizedNull | None] = {}
     estimate = None
+    if method == "auto":
+        from jacspec.estimate import plan_esd, problem_shape
+
+        n_all, k, d = problem_shape(model, data, dtype)
+        itemsize = 8 if dtype == torch.float64 else 4
+        plan = plan_esd(n_all, k * d, itemsize=itemsize, side=side, max_memory=max_memory)
+        settings["estimate_method"] = plan.method
+        settings["estimate_reason"] = plan.reason
+        method = "exact" if plan.method == "exact" else "slq"
     if method != "exact":
         from jacspec.estimate import estimate_esd
 

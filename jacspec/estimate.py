@@ -299,7 +299,7 @@ def estimate_from_operator(
     )
 
 
-def _problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tuple[int, int, int]:
+def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tuple[int, int, int]:
     """(n, k, d) without computing Jacobians: n from the data, k from one forward pass."""
     from jacspec.batches import data_length, first_batch, iter_batches
 
@@ -364,7 +364,7 @@ def estimate_esd(
     vectors and adds its exact atom 1/k at 0 (:func:`jacspec.linop.softmax_null_projector`).
     """
     t0 = time.perf_counter()
-    n, k, d = _problem_shape(model, data, dtype)
+    n, k, d = problem_shape(model, data, dtype)
     itemsize = torch.empty((), dtype=dtype or torch.float32).element_size()
     plan = plan_esd(
         n,

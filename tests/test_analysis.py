@@ -50,3 +50,18 @@ def test_layers_rows_and_seed_reproducibility() -> None:
     assert [r["name"] for r in d["layers"]] == list(a.table.index)
     no_null = analyze(model, x, randomize=False)
     assert np.isnan(no_null.table.loc["input->output", "rand_distance"])
+
+
+def test_auto_method_runs_exact_when_it_fits_and_slq_keeps_the_trace() -> None:
+    model, x = model_and_data()
+    exact = analyze(model, x, randomize=False)
+    auto = analyze(model, x, method="auto", randomize=False)
+    assert auto.settings["estimate_method"] == "exact" and auto.estimate is None
+    assert auto.table.equals(exact.table)
+    est = analyze(model, x, method="slq", randomize=False)
+    row = est.table.loc["input->output"]
+    assert row["warning"] == "estimated density"
+    assert row["trace"] == pytest.approx(exact.table.loc["input->output", "trace"], rel=1e-8)
+    assert row["lambda_max"] == pytest.approx(
+        exact.table.loc["input->output", "lambda_max"], rel=1e-6
+    )
