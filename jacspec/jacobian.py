@@ -29,8 +29,30 @@ from jacspec.errors import check_choice
 logger = logging.getLogger(__name__)
 
 OUTPUTS = ("softmax", "logits", "log_softmax")
-METHODS = ("replicate", "batched_grad", "loop")
-DEFAULT_METHOD = "loop"
+METHODS = ("auto", "replicate", "batched_grad", "loop")
+DEFAULT_METHOD = "auto"
+#: Leaf modules for which ``method="auto"`` picks the vmapped backward (``batched_grad``):
+#: dense layers and elementwise maps, where one batched GEMM per layer beats k passes.
+_DENSE_LEAVES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.LayerNorm,
+    nn.BatchNorm1d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Softplus,
+)
 #: Bytes the Jacobian of one batch may take (the batch size is chosen from it).
 BATCH_BYTES = 64 * 2**20
 
@@ -195,6 +217,18 @@ def _jac_loop(
     return torch.stack(rows, dim=1), out.detach()
 
 
+def resolve_method(model: nn.Module, method: str) -> str:
+    """``"auto"``: ``batched_grad`` for models built only of dense layers and elementwise maps
+    (``_DENSE_LEAVES`` or jacspec's ``Erf``), else ``loop`` (faster for convolutions);
+    ``benchmarks/jacobian_throughput.py`` measures all of them."""
+    check_choice("method", method, METHODS)
+    if method != "auto":
+        return method
+    leaves = [m for m in model.modules() if not list(m.children())]
+    dense = all(isinstance(m, _DENSE_LEAVES) or type(m).__name__ == "Erf" for m in leaves)
+    return "batched_grad" if dense and leaves else "loop"
+
+
 _METHODS: dict[str, JacFn] = {
     "replicate": _jac_replicate,
     "batched_grad": _jac_batched_grad,
@@ -244,6 +278,7 @@ def iter_jacobians(
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     fn = output_map(output)
     run_model, dt, dev = prepare_model(model, dtype, device)
+    method = resolve_method(run_model, method)
     jac_fn = _METHODS[method]
     total = data_length(data)
     bar = None

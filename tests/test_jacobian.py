@@ -77,9 +77,7 @@ def build(name: str) -> tuple[nn.Module, torch.Tensor]:
 
 def reference(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
     fn = output_map(output)
-    rows = [
-        torch.autograd.functional.jacobian(lambda v: fn(model(v[None]))[0], xi) for xi in x
-    ]
+    rows = [torch.autograd.functional.jacobian(lambda v: fn(model(v[None]))[0], xi) for xi in x]
     return torch.stack(rows)
 
 
@@ -171,3 +169,15 @@ def test_dropout_in_train_mode_is_refused_but_eval_is_fine() -> None:
     with pytest.raises(ValueError, match="mixes examples"):
         jacobians(net.train(), torch.randn(10, 6))
     assert jacobians(net.eval(), torch.randn(10, 6)).shape == (10, 3, 6)
+
+
+def test_auto_method_choice() -> None:
+    from jacspec.jacobian import resolve_method
+
+    mlp_model, _ = build("residual_ln_gelu")
+    assert resolve_method(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), "auto") == (
+        "batched_grad"
+    )
+    assert resolve_method(build("cnn_1x28x28")[0], "auto") == "loop"
+    assert resolve_method(mlp_model, "auto") == "batched_grad"  # dense leaves only
+    assert resolve_method(mlp_model, "replicate") == "replicate"
