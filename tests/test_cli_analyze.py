@@ -125,5 +125,6 @@ def test_torchscript_and_factory_models(
         )
         results.append(json.loads(out.read_text())["eigenvalues"])
     for other in results[1:]:
-        np.testing.assert_allclose(results[0], other, rtol=1e-5, atol=1e-12)
+        # float32 Jacobians: agreement to float32 round-off relative to lambda_max
+        np.testing.assert_allclose(results[0], other, rtol=1e-5, atol=1e-6 * results[0][0])
     capsys.readouterr()
