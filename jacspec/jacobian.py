@@ -31,15 +31,9 @@ logger = logging.getLogger(__name__)
 OUTPUTS = ("softmax", "logits", "log_softmax")
 METHODS = ("auto", "replicate", "batched_grad", "loop")
 DEFAULT_METHOD = "auto"
-#: Leaf modules for which ``method="auto"`` picks the vmapped backward (``batched_grad``):
-#: dense layers and elementwise maps, where one batched GEMM per layer beats k passes.
-_DENSE_LEAVES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Flatten,
-    nn.Identity,
-    nn.Dropout,
-    nn.LayerNorm,
-    nn.BatchNorm1d,
+#: Elementwise activation modules (hidden-layer outputs for ``layers="all"`` in
+#: :mod:`jacspec.layers`; elementwise maps for ``method="auto"``).
+ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
@@ -50,9 +44,28 @@ _DENSE_LEAVES: tuple[type[nn.Module], ...] = (
     nn.Tanh,
     nn.Hardtanh,
     nn.Hardsigmoid,
+    nn.Hardswish,
     nn.Sigmoid,
     nn.Softplus,
 )
+#: Leaf modules for which ``method="auto"`` picks the vmapped backward (``batched_grad``):
+#: dense layers and elementwise maps, where one batched GEMM per layer beats k passes.
+_DENSE_LEAVES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.LayerNorm,
+    nn.BatchNorm1d,
+    *ACTIVATION_MODULES,
+)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """An elementwise activation module (torch's, or jacspec's ``Erf``)."""
+    return isinstance(module, ACTIVATION_MODULES) or type(module).__name__ == "Erf"
+
+
 #: Bytes the Jacobian of one batch may take (the batch size is chosen from it).
 BATCH_BYTES = 64 * 2**20
 
@@ -225,7 +238,7 @@ def resolve_method(model: nn.Module, method: str) -> str:
     if method != "auto":
         return method
     leaves = [m for m in model.modules() if not list(m.children())]
-    dense = all(isinstance(m, _DENSE_LEAVES) or type(m).__name__ == "Erf" for m in leaves)
+    dense = all(isinstance(m, _DENSE_LEAVES) or is_activation(m) for m in leaves)
     return "batched_grad" if dense and leaves else "loop"
 
 

@@ -28,33 +28,14 @@ from jacspec.jacobian import (
     _forward,
     check_batch_independence,
     frozen_parameters,
+    is_activation,
     output_map,
     prepare_model,
 )
 
-#: Leaf modules whose outputs count as a hidden layer's activations for ``layers="all"``.
-ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Hardsigmoid,
-    nn.Hardswish,
-    nn.Sigmoid,
-    nn.Softplus,
-)
 DIRECTIONS = ("input_to_layer", "layer_to_output")
 #: Bytes one batch's layer Jacobian may take.
 LAYER_BATCH_BYTES = 64 * 2**20
-
-
-def _is_activation(module: nn.Module) -> bool:
-    return isinstance(module, ACTIVATIONS) or type(module).__name__ in {"Erf"}
 
 
 def hidden_layers(model: nn.Module, layers: str | Sequence[str] = "all") -> list[str]:
@@ -68,7 +49,7 @@ def hidden_layers(model: nn.Module, layers: str | Sequence[str] = "all") -> list
         if layers != "all":
             layers = [layers]
         else:
-            acts = [n for n, m in named.items() if n and _is_activation(m)]
+            acts = [n for n, m in named.items() if n and is_activation(m)]
             if acts:
                 return acts
             leaves = [
