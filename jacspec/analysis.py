@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from jacspec.batches import data_length
+from jacspec.batches import data_length, require_reiterable
 from jacspec.errors import check_choice
 from jacspec.esd import spectral_metrics
 from jacspec.gram import gram_from_batches
@@ -232,6 +232,7 @@ def analyze(
     estimate's trace and lambda_max only). ``fit_kwargs`` go to
     :func:`jacspec.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``, ``distribution``...).
     """
+    require_reiterable(data, "analyze")
     check_choice("method", method, METHODS)
     check_choice("scale", scale, SCALES)
     n = data_length(data)

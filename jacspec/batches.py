@@ -3,9 +3,13 @@
 Every public function that takes ``data`` goes through :func:`iter_batches`, which
 yields ``(x, y)`` pairs with ``x`` of shape ``(b, *input_shape)`` and ``y`` of shape
 ``(b,)`` or ``None``. Accepted: a tensor or numpy array of inputs ``(n, *input_shape)``,
-an ``(x, y)`` tuple of those, an object with ``.x``/``.y`` attributes (a jacspec
+an ``(x, y)`` tuple or ``[x, y]`` list of those (see :func:`iter_batches` for how a list is
+told from a list of batches), an object with ``.x``/``.y`` attributes (a jacspec
 ``DataSet``), a ``torch.utils.data.Dataset`` of ``(x, y)`` items, or any iterable of
 ``(x, y)`` batches or bare ``x`` batches (a ``DataLoader``).
+
+Analyses that pass over the data several times call :func:`require_reiterable` first: a
+one-shot iterator (a generator, ``iter(loader)``) is refused there, before any work.
 """
 
 from __future__ import annotations
@@ -57,6 +61,41 @@ def _slices(x: torch.Tensor, y: torch.Tensor | None, batch_size: int) -> Iterato
         yield x[start : start + batch_size], None if y is None else y[start : start + batch_size]
 
 
+def _in_memory_pair(data: Any) -> tuple[Any, Any] | None:
+    """``(x, y)`` when ``data`` is one in-memory data set given as a pair, else None.
+
+    A tuple ``(x, y)`` or ``(x, None)`` of arrays/tensors always is. A list of two
+    is only when it cannot be a list of two batches: ``[x, None]``, or ``[x, y]`` with ``x``
+    of shape ``(n, ...)`` (ndim >= 2), ``y`` 1-d and both of length ``n`` (two batches of
+    inputs have the same number of dims, so ``y`` cannot be a second batch of ``x``'s).
+    """
+    arrays = (torch.Tensor, np.ndarray)
+    if not isinstance(data, (tuple, list)) or len(data) != 2 or not isinstance(data[0], arrays):
+        return None
+    x, y = data
+    if isinstance(data, tuple):
+        return (x, y) if y is None or isinstance(y, arrays) else None
+    if y is None:
+        return x, None
+    if (isinstance(y, arrays) and x.ndim >= 2 and y.ndim == 1 and x.shape[0] == y.shape[0]):
+        return x, y
+    return None
+
+
+def require_reiterable(data: Any, what: str) -> None:
+    """Refuse a one-shot iterator (``iter(data) is data``: a generator, ``iter(loader)``).
+
+    ``what`` names the analysis in the message (e.g. ``"analyze"``). Lists, tensors, arrays,
+    ``DataSet``/``Dataset`` objects and ``DataLoader``s can be iterated again and pass; the
+    check never starts an iteration (so no ``DataLoader`` workers are spawned).
+    """
+    if isinstance(data, Iterator):
+        raise TypeError(
+            f"data is a one-shot iterator ({type(data).__name__}); {what} makes several passes "
+            "over the data: pass a list, a DataLoader, a Dataset or arrays"
+        )
+
+
 def _check_pair(x: torch.Tensor, y: torch.Tensor | None) -> None:
     if x.ndim == 0:
         raise ValueError("data must have a leading example dimension; got a 0-d tensor")
@@ -71,6 +110,11 @@ def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[Batch]:
 
     In-memory data are cut into batches of ``batch_size`` (all at once if None);
     iterables of batches are passed through as they come (their own batch size wins).
+
+    A list of two arrays/tensors reads like the tuple ``(x, y)`` when it is ``[x, y]`` with
+    ``x`` (n, ...) of ndim >= 2, ``y`` of shape (n,) (labels), or ``[x, None]``; any other
+    list is a list of batches: ``[(x1, y1), (x2, y2), ...]`` or ``[x1, x2, ...]``. A
+    one-shot iterator is read once (see :func:`require_reiterable`).
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
@@ -91,14 +135,10 @@ def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[Batch]:
         _check_pair(x, y)
         yield from _slices(x, y, batch_size or max(1, x.shape[0]))
         return
-    if (
-        isinstance(data, tuple)
-        and len(data) == 2
-        and isinstance(data[0], (torch.Tensor, np.ndarray))
-        and (data[1] is None or isinstance(data[1], (torch.Tensor, np.ndarray)))
-    ):
-        x = _as_tensor(data[0], "data x")
-        y = None if data[1] is None else _as_tensor(data[1], "data y")
+    pair = _in_memory_pair(data)
+    if pair is not None:
+        x = _as_tensor(pair[0], "data x")
+        y = None if pair[1] is None else _as_tensor(pair[1], "data y")
         _check_pair(x, y)
         yield from _slices(x, y, batch_size or max(1, x.shape[0]))
         return
@@ -126,8 +166,9 @@ def data_length(data: Any) -> int | None:
         return int(data.shape[0])
     if hasattr(data, "x") and hasattr(data.x, "shape") and not isinstance(data, (tuple, list)):
         return int(data.x.shape[0])
-    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
-        return int(data[0].shape[0])
+    pair = _in_memory_pair(data)
+    if pair is not None:
+        return int(pair[0].shape[0])
     dataset = getattr(data, "dataset", None)
     if isinstance(data, DataLoader) and dataset is not None and hasattr(dataset, "__len__"):
         return len(dataset)

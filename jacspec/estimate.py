@@ -363,6 +363,8 @@ def estimate_esd(
     softmax outputs on the dual side, SLQ skips the known d-dim null space of class-constant
     vectors and adds its exact atom 1/k at 0 (:func:`jacspec.linop.softmax_null_projector`).
     """
+    from jacspec.batches import require_reiterable
+    require_reiterable(data, "estimate_esd")
     t0 = time.perf_counter()
     n, k, d = problem_shape(model, data, dtype)
     itemsize = torch.empty((), dtype=dtype or torch.float32).element_size()
