@@ -15,9 +15,15 @@ Built-in names (``load_dataset``):
 - ``cifar10``, ``cifar100``: the *binary* distributions (``cifar-10-batches-bin/*.bin``,
   ``cifar-100-binary/{train,test}.bin``; fine labels, ``"cifar100:labels=coarse"`` for the 20
   coarse ones) under ``root``; never unpickled.
-- a path to a ``.npz`` file with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
+- a path to a ``.npz`` file with arrays ``x`` and ``y`` (or Keras' ``x_train`` and
+  ``y_train``), and optionally ``x_test``, ``y_test`` for ``split="test"``; ``x`` is kept
+  in the shape it was stored in (``(n, d)`` stays ``(n, d)``, ``(n, H, W)`` stays
+  ``(n, H, W)``: ``flatten=False`` adds the channel axis a CNN wants), ``y`` holds integer
+  labels in [0, k).
 
-Images are (C, H, W) in [0, 1]. ``root`` defaults to ``$JACSPEC_DATA``. Nothing is
+One pixel rule for every source: ``uint8`` inputs (IDX, CIFAR, a ``.npz``) are pixel values
+0..255 and are divided by 255 into [0, 1]; inputs of any other numeric dtype are cast to
+float32 unchanged. Images are (C, H, W). ``root`` defaults to ``$JACSPEC_DATA``. Nothing is
 downloaded.
 """
 
@@ -170,10 +176,15 @@ def load_dataset(
     ``n``: a seeded random subset of n examples (``seed``). ``random_labels``: labels drawn
     uniformly at random with ``seed`` (after taking the subset). ``flatten``: None keeps the
     set's natural shape ((64,) digits, (40,) mnist1d, (d,) gaussian, (C, H, W) images, a .npz
-    as stored); True flattens to (d,); False keeps a channel axis: images (C, H, W), digits
-    (1, 8, 8), and 1-D inputs become (1, L) (mnist1d (1, 40)).
+    exactly as stored); True flattens each example to (d,); False gives examples a channel
+    axis: a size-1 axis is put in front of examples of one or two dims ((L,) -> (1, L),
+    (H, W) -> (1, H, W): mnist1d (1, 40), a .npz of (n, H, W) images (1, H, W)), and
+    examples of three or more dims are taken to have one already (images (C, H, W), digits
+    (1, 8, 8)). CLI: ``--flatten`` is True, ``--channel`` False.
     """
     check_choice("split", split, SPLITS)
+    if flatten is not None and not isinstance(flatten, bool):
+        raise TypeError(f"flatten must be True, False or None; got {flatten!r}")
     if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or crop < 1):
         raise ValueError(f"crop must be a positive integer or None; got {crop!r}")
     key, options = _parse_name(name)
@@ -200,12 +211,19 @@ def load_dataset(
         x, y, k, natural_flat = _LOADERS[key](split, _root(root, key) if key != "digits" else None)
         label = key
     if crop is not None:
-        if x.ndim != 4:
-            raise ValueError(f"crop={crop} needs image inputs of shape (C, H, W); dataset "
-                             f"{label!r} has examples of shape {x.shape[1:]}")
+        if x.ndim not in (3, 4):
+            raise ValueError(f"crop={crop} needs image inputs of shape (H, W) or (C, H, W); "
+                             f"dataset {label!r} has examples of shape {x.shape[1:]}")
         x = centre_crop(x, crop)
-    flat = natural_flat if flatten is None else bool(flatten)
-    x = x.reshape(len(x), -1) if flat else (x if x.ndim > 2 else x[:, None, :])
+    flat = natural_flat if flatten is None else flatten
+    if flat:
+        x = x.reshape(len(x), -1)
+    elif flatten is False and x.ndim <= 3:
+        x = x[:, None]
+    elif key == "npz" and x.ndim == 3:
+        log.info("%s: x has examples of shape %s without a channel axis; a CNN taking "
+                 "(1, H, W) needs flatten=False (CLI --channel), an MLP flatten=True "
+                 "(CLI --flatten)", label, tuple(x.shape[1:]))
     data = DataSet(
         x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
         y=torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
@@ -507,20 +525,36 @@ def _load_cifar(key: str, split: str, root: Path, labels: str = "fine"
     return images.astype(np.float32) / 255.0, labels, k, False
 
 
+_NPZ_KEYS = {"train": (("x", "y"), ("x_train", "y_train")), "test": (("x_test", "y_test"),)}
+
+
+def _npz_keys(path: Path, keys: set[str], split: str) -> tuple[str, str]:
+    """The (inputs, labels) array names of ``split`` in a .npz holding arrays ``keys``."""
+    pairs = _NPZ_KEYS[split]
+    for xk, yk in pairs:
+        if xk in keys and yk in keys:
+            return xk, yk
+    wanted = " or ".join(f"{xk!r} and {yk!r}" for xk, yk in pairs)
+    found = ", ".join(repr(k) for k in sorted(keys)) or "no arrays"
+    hint = ""
+    if any(xk in keys for xk, _ in pairs):
+        hint = "; store the integer labels as " + " or ".join(
+            repr(yk) for xk, yk in pairs if xk in keys)
+    raise ValueError(f"dataset file {str(path)!r} has no arrays {wanted} for split={split!r} "
+                     f"(it has {found}){hint}")
+
+
 def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool]:
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
-    xk, yk = ("x", "y") if split == "train" else ("x_test", "y_test")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"dataset file {str(path)!r} is not a readable .npz (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
-            if xk not in keys or yk not in keys:
-                raise ValueError(f"dataset file {str(path)!r} has no arrays {xk!r} and {yk!r} "
-                                 f"for split={split!r} (it has {sorted(keys)})")
+            xk, yk = _npz_keys(path, keys, split)
             x, y = f[xk], f[yk]
-            y_all = [f[k] for k in ("y", "y_test") if k in keys]
+            y_all = [f[k] for k in ("y", "y_train", "y_test") if k in keys]
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise ValueError(f"dataset file {str(path)!r} holds object arrays, which would "

@@ -359,3 +359,89 @@ def test_unknown_name_and_bad_arguments() -> None:
         load_dataset("gaussian", crop=2)
     with pytest.raises(ValueError, match="labels must lie"):
         DataSet(torch.zeros(2, 3), torch.tensor([0, 5]), num_classes=3, name="t")
+
+
+# ----------------------------------------------------------------------------- npz shapes
+
+
+def test_npz_flat_features_are_kept_as_stored(tmp_path: Path) -> None:
+    """On the old code (n, d) came back as (n, 1, d), which a user's MLP rejects."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    np.savez(tmp_path / "flat.npz", x=x, y=np.arange(7) % 3)
+    data = load_dataset(tmp_path / "flat.npz")
+    assert data.x.shape == (7, 5) and data.input_shape == (5,)
+    np.testing.assert_array_equal(data.x.numpy(), x)
+    assert load_dataset(tmp_path / "flat.npz", flatten=True).x.shape == (7, 5)
+    assert load_dataset(tmp_path / "flat.npz", flatten=False).x.shape == (7, 1, 5)
+
+
+def test_npz_channel_and_flatten_rule(tmp_path: Path) -> None:
+    rng = np.random.default_rng(10)
+    imgs = rng.standard_normal((4, 6, 5)).astype(np.float32)  # (n, H, W), no channel axis
+    chw = rng.standard_normal((4, 3, 6, 5)).astype(np.float32)  # (n, C, H, W)
+    np.savez(tmp_path / "hw.npz", x=imgs, y=np.zeros(4, np.int64))
+    np.savez(tmp_path / "chw.npz", x=chw, y=np.zeros(4, np.int64))
+    kept = load_dataset(tmp_path / "hw.npz")
+    assert kept.x.shape == (4, 6, 5)
+    chan = load_dataset(tmp_path / "hw.npz", flatten=False)
+    assert chan.x.shape == (4, 1, 6, 5)
+    np.testing.assert_array_equal(chan.x.numpy()[:, 0], imgs)
+    flat = load_dataset(tmp_path / "hw.npz", flatten=True)
+    np.testing.assert_array_equal(flat.x.numpy(), imgs.reshape(4, 30))
+    assert load_dataset(tmp_path / "chw.npz", flatten=False).x.shape == (4, 3, 6, 5)
+    assert load_dataset(tmp_path / "chw.npz", flatten=True).x.shape == (4, 90)
+    # a crop works on stored (H, W) images too
+    crop = load_dataset(tmp_path / "hw.npz", crop=4, flatten=False)
+    np.testing.assert_array_equal(crop.x.numpy()[:, 0], imgs[:, 1:5, 0:4])
+    with pytest.raises(TypeError, match="flatten must be True, False or None"):
+        load_dataset(tmp_path / "hw.npz", flatten="yes")
+
+
+def test_one_pixel_rule_uint8_to_unit_interval(tmp_path: Path) -> None:
+    """uint8 pixels are divided by 255 (as IDX and CIFAR); other dtypes are cast unchanged."""
+    rng = np.random.default_rng(11)
+    pix = rng.integers(0, 256, (5, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "u8.npz", x=pix, y=np.arange(5) % 2)
+    data = load_dataset(tmp_path / "u8.npz", flatten=False)
+    assert data.x.dtype == torch.float32 and data.x.shape == (5, 1, 4, 4)
+    np.testing.assert_array_equal(data.x.numpy()[:, 0], pix.astype(np.float32) / 255)
+    assert float(data.x.max()) <= 1.0
+    np.savez(tmp_path / "i16.npz", x=pix.astype(np.int16), y=np.arange(5) % 2)
+    np.testing.assert_array_equal(load_dataset(tmp_path / "i16.npz").x.numpy(),
+                                  pix.astype(np.float32))
+
+
+def test_npz_keras_keys_and_missing_x_names_the_keys_found(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    x_tr = rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)
+    y_tr = np.arange(6) % 3
+    x_te = rng.integers(0, 256, (2, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "keras.npz", x_train=x_tr, y_train=y_tr, x_test=x_te,
+             y_test=np.array([3, 0]))
+    train = load_dataset(tmp_path / "keras.npz")
+    np.testing.assert_array_equal(train.x.numpy(), x_tr.astype(np.float32) / 255)
+    np.testing.assert_array_equal(train.y.numpy(), y_tr)
+    assert train.num_classes == 4  # labels of both splits
+    assert load_dataset(tmp_path / "keras.npz", "test").x.shape == (2, 4, 4)
+
+    np.savez(tmp_path / "other.npz", inputs=np.zeros((2, 3)), targets=np.array([0, 1]))
+    with pytest.raises(ValueError) as info:
+        load_dataset(tmp_path / "other.npz")
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "'x' and 'y' or 'x_train' and 'y_train'" in msg
+    assert "it has 'inputs', 'targets'" in msg
+    np.savez(tmp_path / "nolabels.npz", x=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"it has 'x'\); store the integer labels as 'y'"):
+        load_dataset(tmp_path / "nolabels.npz")
+
+
+def test_idx_shape_options(tmp_path: Path) -> None:
+    """IDX images arrive as (1, 28, 28) with --channel or without; --flatten gives (784,)."""
+    written = write_mnist(tmp_path / "mnist", np.random.default_rng(13), 3, 2, gz=False)
+    for flatten in (None, False):
+        assert load_dataset("mnist", root=tmp_path, flatten=flatten).x.shape == (3, 1, 28, 28)
+    flat = load_dataset("mnist", root=tmp_path, flatten=True)
+    np.testing.assert_array_equal(
+        flat.x.numpy(), written["train"][0].reshape(3, -1).astype(np.float32) / 255)
