@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacspec.gram import available_bytes, gram_bytes
+from jacspec.gram import available_bytes, gram_bytes, gram_cols, gram_side
 from jacspec.linop import (
     ArrayRows,
     FileRows,
@@ -88,13 +88,17 @@ def plan_esd(
     max_exact_dim: int = MAX_EXACT_DIM,
     max_memory: int | None = None,
     workdir: str | os.PathLike | None = None,
+    cols: int | None = None,
 ) -> EsdPlan:
     """Pick exact vs SLQ and, for SLQ, where 𝒥 lives.
 
-    Exact when dim = (kd if dual else n) <= ``max_exact_dim`` and the exact path's bytes fit
-    ``max_memory`` (default 80% of available memory). SLQ storage (``"auto"``): 𝒥 in memory
-    if n*kd*itemsize takes at most half of ``max_memory``, else an ``.npy`` file in
-    ``workdir`` if the disk has room, else recomputed from the model on every pass.
+    ``cols``: columns of the rows the exact Gram is built from, ``(k-1)d`` for deflated
+    softmax rows (:func:`jacspec.gram.gram_cols`; default ``kd``). The side follows
+    :func:`jacspec.gram.gram_side` (dual when cols <= n). Exact when dim = (cols if dual else
+    n) <= ``max_exact_dim`` and the exact path's bytes (:func:`jacspec.gram.gram_bytes` with
+    ``cols``) fit ``max_memory`` (default 80% of available memory). SLQ storage (``"auto"``):
+    𝒥 (n x kd) in memory if n*kd*itemsize takes at most half of ``max_memory``, else an
+    ``.npy`` file in ``workdir`` if the disk has room, else recomputed on every pass.
     """
     for name, val, allowed in (
         ("method", method, METHODS),
@@ -105,10 +109,13 @@ def plan_esd(
             raise ValueError(f"{name} must be one of {allowed}, got {val!r}.")
     if n < 1 or kd < 1:
         raise ValueError(f"n and kd must be positive, got n={n}, kd={kd}.")
-    side = ("dual" if kd <= n else "primal") if side == "auto" else side
-    dim = kd if side == "dual" else n
+    cols = kd if cols is None else int(cols)
+    if not 1 <= cols <= kd:
+        raise ValueError(f"cols must be in [1, kd={kd}], got {cols}.")
+    side = gram_side(side, n, cols)
+    dim = cols if side == "dual" else n
     limit = int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
-    exact_bytes = gram_bytes(side, n, kd, itemsize)
+    exact_bytes = gram_bytes(side, n, cols, itemsize)
     jac_bytes = int(n) * int(kd) * int(itemsize)
     if method == "auto":
         if dim > max_exact_dim:
@@ -299,26 +306,142 @@ def estimate_from_operator(
     )
 
 
+def engine_dtype(model: nn.Module, dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype the Jacobian engine runs in: ``dtype``, else the model's, else float32."""
+    from jacspec.jacobian import _model_dtype_device
+
+    return dtype or _model_dtype_device(model)[0] or torch.float32
+
+
 def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tuple[int, int, int]:
-    """(n, k, d) without computing Jacobians: n from the data, k from one forward pass."""
+    """(n, k, d) without computing Jacobians: n from the data, k from one forward pass.
+
+    The model runs as given (its mode untouched) on two examples in its own dtype; buffers
+    and the random state are restored afterwards (:func:`jacspec.layers.untouched`).
+    """
     from jacspec.batches import data_length, first_batch, iter_batches
+    from jacspec.jacobian import _check_inputs, _forward, _model_dtype_device, output_map
+    from jacspec.layers import untouched
 
     x, _ = first_batch(data)
+    _check_inputs(x)
     d = int(x[0].numel())
-    p = next(model.parameters(), None)
-    dt = p.dtype if p is not None else (dtype or torch.float32)  # probe in the model's dtype
-    dev = p.device if p is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            k = int(model(x[:2].to(device=dev, dtype=dt)).reshape(min(2, x.shape[0]), -1).shape[1])
-    finally:
-        model.train(was_training)
+    mdt, mdev = _model_dtype_device(model)
+    dt = mdt or dtype or torch.float32  # probe in the model's dtype
+    dev = mdev or torch.device("cpu")
+    with untouched(model):
+        k = int(_forward(model, output_map("logits"), x[:2].to(device=dev, dtype=dt)).shape[1])
     n = data_length(data)
     if n is None:
         n = sum(int(xb.shape[0]) for xb, _ in iter_batches(data))
     return int(n), k, d
+
+
+def estimate_from_batches(
+    make_batches: Callable[[], Iterable[Any]],
+    *,
+    n: int,
+    k: int,
+    d: int,
+    plan: EsdPlan,
+    output: str | None = "softmax",
+    scale: str = "n",
+    dtype: torch.dtype = torch.float32,
+    deflate: bool = True,
+    num_steps: int = 80,
+    num_vectors: int = 10,
+    seed: int = 0,
+    distribution: str = "rademacher",
+    block_size: int | None = None,
+    top_k: int = 10,
+    top_steps: int = 0,
+    workdir: str | os.PathLike | None = None,
+    keep_file: bool = False,
+    num_points: int = 512,
+    sigma: float | None = None,
+    rel_sigma: float = 0.01,
+    log_scale: bool = False,
+    zero_tol: float = 1e-6,
+    progress: bool = False,
+) -> ESDEstimate:
+    """SLQ estimate of the Gram of the rows that ``make_batches()`` yields (a fresh pass each call).
+
+    ``make_batches``: a factory of Jacobian batches (``JacobianBatch``, tensors or arrays of
+    shape ``(b, k, *)`` or ``(b, kd)``), e.g. ``lambda: iter_jacobians(model, data)`` or
+    ``lambda: iter_layer_jacobians(model, data, name)``; ``(n, k, d)`` its shape and ``plan``
+    (:func:`plan_esd`, method ``"slq"``) the side and where the rows are stored.
+    ``deflate`` (softmax output, dual side): the known ``d``-dim null space is projected out.
+    """
+    t0 = time.perf_counter()
+    np_dtype = np.dtype(str(dtype).replace("torch.", ""))
+    kd = k * d
+    tmp: Path | None = None
+    if plan.storage == "memory":
+        J = np.empty((n, kd), dtype=np_dtype)
+        s = 0
+        for b in make_batches():
+            r = _rows_of(b)
+            J[s : s + r.shape[0]] = r
+            s += r.shape[0]
+        if s != n:
+            raise ValueError(f"the Jacobian batches gave {s} rows, expected n={n}")
+        rows: Any = ArrayRows(J)
+    elif plan.storage == "file":
+        folder = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+        fd, name = tempfile.mkstemp(prefix="jacspec_J_", suffix=".npy", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+        write_jacobian_memmap(make_batches(), tmp, dtype=np_dtype)
+        rows = FileRows(tmp)
+    else:
+        rows = StreamRows(
+            lambda: (_rows_of(b) for b in make_batches()), shape=(n, kd), dtype=np_dtype
+        )
+    t_store = time.perf_counter() - t0
+    try:
+        op = GramOperator(rows, side=plan.side, scale=scale)
+        use_null = deflate and output == "softmax" and plan.side == "dual" and k > 1
+        project = softmax_null_projector(k, d) if use_null else None
+        est = estimate_from_operator(
+            op,
+            num_steps=num_steps,
+            num_vectors=num_vectors,
+            seed=seed,
+            distribution=distribution,
+            block_size=block_size,
+            project=project,
+            null_dim=d if use_null else 0,
+            top_k=top_k,
+            top_steps=top_steps,
+            exact_trace=plan.storage != "stream",
+            output=output,
+            storage=plan.storage,
+            reason=plan.reason,
+            num_points=num_points,
+            sigma=sigma,
+            rel_sigma=rel_sigma,
+            log_scale=log_scale,
+            zero_tol=zero_tol,
+            progress=progress,
+        )
+    finally:
+        if tmp is not None and not keep_file:
+            tmp.unlink(missing_ok=True)
+    params = est.params | {
+        "file": str(tmp) if tmp is not None and keep_file else None,
+        "seconds_store": t_store,
+        "seconds_estimate": est.seconds,
+        "deflate": bool(deflate),
+    }
+    return replace(est, seconds=time.perf_counter() - t0, params=params)
+
+
+def _rows_of(batch: Any) -> np.ndarray:
+    """One batch's rows as a CPU numpy array ``(b, kd)``."""
+    rows = batch.rows if hasattr(batch, "rows") else batch
+    if isinstance(rows, torch.Tensor):
+        rows = rows.detach().cpu().reshape(rows.shape[0], -1).numpy()
+    return np.asarray(rows).reshape(rows.shape[0], -1)
 
 
 def estimate_esd(
@@ -332,6 +455,7 @@ def estimate_esd(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     batch_size: int | None = None,
+    jacobian_method: str = "auto",
     num_steps: int = 80,
     num_vectors: int = 10,
     seed: int = 0,
@@ -355,19 +479,27 @@ def estimate_esd(
     """ESD of M/n (``scale="n"``) or M = 𝒥𝒥^T (``scale="none"``): exact or SLQ estimate.
 
     ``method="auto"`` follows :func:`plan_esd` (exact if the smaller side has dim <=
-    ``max_exact_dim`` and fits in memory). SLQ: ``num_steps`` Lanczos steps with
-    ``num_vectors`` ``distribution`` start vectors drawn from ``seed``; 𝒥 stored per
+    ``max_exact_dim`` and fits in memory; the side from :func:`jacspec.gram.gram_side` with
+    the deflated dimension ``(k-1)d`` for softmax outputs). SLQ: ``num_steps`` Lanczos steps
+    with ``num_vectors`` ``distribution`` start vectors drawn from ``seed``; 𝒥 stored per
     ``storage`` ("memory", "file" = float .npy in ``workdir``, deleted unless ``keep_file``,
     "stream" = recomputed per pass). Density: ``num_points`` grid, Gaussian width ``sigma``
     (default ``rel_sigma`` x grid span), in log10 λ if ``log_scale``. ``deflate``: for
-    softmax outputs on the dual side, SLQ skips the known d-dim null space of class-constant
-    vectors and adds its exact atom 1/k at 0 (:func:`jacspec.linop.softmax_null_projector`).
+    softmax outputs the exact Gram is built in the class-sum-zero basis, and on the dual
+    side SLQ skips the known d-dim null space of class-constant vectors and adds its exact
+    atom 1/k at 0 (:func:`jacspec.linop.softmax_null_projector`). ``jacobian_method``: the
+    engine's batched backward (:func:`jacspec.jacobian.iter_jacobians`).
     """
-    from jacspec.batches import require_reiterable
-    require_reiterable(data, "estimate_esd")
+    from jacspec.errors import check_choice
+    from jacspec.jacobian import METHODS as JACOBIAN_METHODS
+    from jacspec.jacobian import OUTPUTS, iter_jacobians
+
+    check_choice("output", output, OUTPUTS)
+    check_choice("jacobian_method", jacobian_method, JACOBIAN_METHODS)
     t0 = time.perf_counter()
     n, k, d = problem_shape(model, data, dtype)
-    itemsize = torch.empty((), dtype=dtype or torch.float32).element_size()
+    run_dtype = engine_dtype(model, dtype)
+    itemsize = torch.empty((), dtype=run_dtype).element_size()
     plan = plan_esd(
         n,
         k * d,
@@ -378,6 +510,7 @@ def estimate_esd(
         max_exact_dim=max_exact_dim,
         max_memory=max_memory,
         workdir=workdir,
+        cols=gram_cols(k, d, output, deflate),
     )
     logger.info("estimate_esd: %s", plan.reason)
     density_kw = dict(
@@ -385,14 +518,15 @@ def estimate_esd(
         zero_tol=zero_tol,
     )
     jac_kw: dict[str, Any] = dict(
-        output=output, dtype=dtype, device=device, batch_size=batch_size
+        output=output, dtype=dtype, device=device, batch_size=batch_size, method=jacobian_method
     )
     if plan.method == "exact":
         from jacspec.spectrum import esd
 
         e = esd(
             model, data, side=plan.side, scale=scale, max_memory=max_memory, progress=progress,
-            **jac_kw,
+            deflate=deflate, output=output, dtype=dtype, device=device, batch_size=batch_size,
+            jacobian_method=jacobian_method,
         )
         ev = np.asarray(e.eigenvalues, dtype=np.float64)
         dens = _density(ev, None, density_kw, "exact")
@@ -421,65 +555,31 @@ def estimate_esd(
             seconds=time.perf_counter() - t0,
             reason=plan.reason,
             params={"eigensolver": "syevd (float64)", "rank": e.rank, "dtype": e.dtype,
-                    "sigma": dens.sigma, "log_scale": log_scale, "zero_tol": zero_tol},
+                    "sigma": dens.sigma, "log_scale": log_scale, "zero_tol": zero_tol,
+                    "deflate": bool(deflate), "jacobian_method": jacobian_method},
         )
-
-    from jacspec.jacobian import iter_jacobians
-
-    np_dtype = np.dtype(str(dtype or torch.float32).replace("torch.", ""))
-    tmp: Path | None = None
-    if plan.storage == "memory":
-        J = np.empty((n, k * d), dtype=np_dtype)
-        s = 0
-        for b in iter_jacobians(model, data, progress=progress, **jac_kw):
-            r = b.rows.detach().cpu().numpy()
-            J[s : s + r.shape[0]] = r
-            s += r.shape[0]
-        rows: Any = ArrayRows(J)
-    elif plan.storage == "file":
-        folder = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
-        fd, name = tempfile.mkstemp(prefix="jacspec_J_", suffix=".npy", dir=folder)
-        os.close(fd)
-        tmp = Path(name)
-        write_jacobian_memmap(
-            iter_jacobians(model, data, progress=progress, **jac_kw), tmp, dtype=np_dtype
-        )
-        rows = FileRows(tmp)
-    else:
-        rows = StreamRows(
-            lambda: (b.rows for b in iter_jacobians(model, data, **jac_kw)),
-            shape=(n, k * d),
-            dtype=np_dtype,
-        )
-    t_store = time.perf_counter() - t0
-    try:
-        op = GramOperator(rows, side=plan.side, scale=scale)
-        use_null = deflate and output == "softmax" and plan.side == "dual" and k > 1
-        project = softmax_null_projector(k, d) if use_null else None
-        est = estimate_from_operator(
-            op,
-            num_steps=num_steps,
-            num_vectors=num_vectors,
-            seed=seed,
-            distribution=distribution,
-            block_size=block_size,
-            project=project,
-            null_dim=d if use_null else 0,
-            top_k=top_k,
-            top_steps=top_steps,
-            exact_trace=plan.storage != "stream",
-            output=output,
-            storage=plan.storage,
-            reason=plan.reason,
-            progress=progress,
-            **density_kw,
-        )
-    finally:
-        if tmp is not None and not keep_file:
-            tmp.unlink(missing_ok=True)
-    params = est.params | {
-        "file": str(tmp) if tmp is not None and keep_file else None,
-        "seconds_store": t_store,
-        "seconds_estimate": est.seconds,
-    }
+    est = estimate_from_batches(
+        lambda: iter_jacobians(model, data, progress=progress and plan.storage != "stream",
+                               **jac_kw),
+        n=n,
+        k=k,
+        d=d,
+        plan=plan,
+        output=output,
+        scale=scale,
+        dtype=run_dtype,
+        deflate=deflate,
+        num_steps=num_steps,
+        num_vectors=num_vectors,
+        seed=seed,
+        distribution=distribution,
+        block_size=block_size,
+        top_k=top_k,
+        top_steps=top_steps,
+        workdir=workdir,
+        keep_file=keep_file,
+        progress=progress,
+        **density_kw,
+    )
+    params = est.params | {"jacobian_method": jacobian_method}
     return replace(est, seconds=time.perf_counter() - t0, params=params)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from torch import nn
 
 from jacspec.batches import data_length
 from jacspec.errors import check_choice
-from jacspec.jacobian import JacobianBatch, iter_jacobians
+from jacspec.jacobian import DEFAULT_METHOD, METHODS, JacobianBatch, iter_jacobians
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,14 @@ class Gram:
 
     @property
     def num_known_zeros(self) -> int:
-        """Exact zero eigenvalues left out of a deflated dual Gram (``d`` of them)."""
-        return self.d if (self.deflated and self.side == "dual") else 0
+        """Exact zeros to append to a deflated dual Gram's eigenvalues.
+
+        The deflated dual has ``(k-1)d`` eigenvalues; the ESD reports ``min(n, kd)`` of them
+        whichever side was built, so ``min(n, kd) - (k-1)d`` (at most ``d``) zeros are added.
+        """
+        if not (self.deflated and self.side == "dual"):
+            return 0
+        return max(min(self.n, self.k * self.d) - (self.k - 1) * self.d, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,16 +148,33 @@ def deflate_rows(jac: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _pick_side(side: str, n: int | None, kd: int) -> str:
+def gram_cols(k: int, d: int, output: str = "softmax", deflate: bool = True) -> int:
+    """Columns of the rows a Gram is built from: ``(k-1)d`` for deflated softmax rows, else ``kd``.
+
+    Softmax rows sum to zero over the ``k`` classes, so in the class-sum-zero basis
+    (:func:`deflate_rows`) they have ``(k-1)d`` coordinates; this is the dual Gram's dimension.
+    """
+    return (k - 1) * d if (deflate and output == "softmax" and k > 1) else k * d
+
+
+def gram_side(side: str, n: int | None, cols: int) -> str:
+    """The Gram side jacspec builds (the one rule used by every entry point).
+
+    ``side="dual"``/``"primal"`` are kept; ``"auto"`` gives ``"dual"`` (``cols x cols``,
+    streamed, never holding 𝒥) when ``cols <= n`` and ``"primal"`` (``n x n``) otherwise, with
+    ``cols`` from :func:`gram_cols` (``(k-1)d`` for deflated softmax rows). Ties go to the dual
+    side, which needs the same memory without holding 𝒥. ``"auto"`` while ``n`` is unknown.
+    """
+    check_choice("side", side, SIDES)
     if side != "auto":
         return side
     if n is None:
         return "auto"
-    return "dual" if kd < n else "primal"
+    return "dual" if cols <= n else "primal"
 
 
 class _DualAccumulator:
-    """Accumulates ``sum_i J_i^T J_i`` in float64 from chunks multiplied in the rows' dtype."""
+    """Accumulates ``sum_i J_i^T J_i`` in float64 from chunks cast to float64."""
 
     def __init__(self, kd: int, dtype: torch.dtype, device: torch.device) -> None:
         self.acc = torch.zeros(kd, kd, dtype=torch.float64, device=device)
@@ -170,10 +193,10 @@ class _DualAccumulator:
             return
         chunk = torch.cat(self.pending, dim=0) if len(self.pending) > 1 else self.pending[0]
         self.pending, self.pending_rows = [], 0
-        if chunk.dtype == torch.float64:
-            self.acc.addmm_(chunk.T, chunk)
-        else:
-            self.acc += (chunk.T @ chunk).to(torch.float64)
+        # float32 entries multiply exactly in float64: the Gram adds no float32 rounding, so
+        # its eigenvalues carry only the Jacobian's own error (jacspec.spectrum's rank rule)
+        chunk = chunk.to(torch.float64)
+        self.acc.addmm_(chunk.T, chunk)
 
     def result(self) -> np.ndarray:
         self.flush()
@@ -181,12 +204,16 @@ class _DualAccumulator:
 
 
 def primal_from_rows(rows: torch.Tensor, block: int = 4096) -> np.ndarray:
-    """``𝒥𝒥^T`` in float64 from rows ``(n, kd)``, multiplied in the rows' dtype block by block."""
+    """``𝒥𝒥^T`` in float64 from rows ``(n, kd)``, block by block, each block cast to float64
+    first (exact products of float32 entries; blocks shrink to ~256 MiB per operand)."""
     n = rows.shape[0]
+    if rows.dtype != torch.float64:
+        block = max(1, min(block, (1 << 25) // max(int(rows.shape[1]), 1)))
     out = np.empty((n, n), dtype=np.float64)
     for i in range(0, n, block):
         for j in range(i, n, block):
-            blk = (rows[i : i + block] @ rows[j : j + block].T).to(torch.float64).cpu().numpy()
+            a = rows[i : i + block].to(torch.float64)
+            blk = (a @ rows[j : j + block].to(torch.float64).T).cpu().numpy()
             out[i : i + block, j : j + block] = blk
             if j != i:
                 out[j : j + block, i : i + block] = blk.T
@@ -229,7 +256,7 @@ def gram_from_batches(
             k, kd = int(batch.jac.shape[1]), int(rows.shape[1])
             shape = tuple(int(s) for s in batch.jac.shape[2:])
             dtype = rows.dtype
-            chosen = _pick_side(side, n, kd)
+            chosen = gram_side(side, n, kd)
             if chosen != "auto":
                 check_fits(chosen, n or kd, kd, rows.element_size(), max_memory)
             if chosen == "dual":
@@ -241,7 +268,7 @@ def gram_from_batches(
         held.append(rows)
         if chosen == "primal" and n is None:
             check_fits("primal", count, kd, rows.element_size(), max_memory)
-        if chosen == "auto" and count > kd:
+        if chosen == "auto" and count > kd:  # gram_side's rule, once n is known to exceed kd
             chosen = "dual"
             check_fits("dual", count, kd, rows.element_size(), max_memory)
             dual = _DualAccumulator(kd, rows.dtype, rows.device)
@@ -250,6 +277,12 @@ def gram_from_batches(
             held = []
     if count == 0:
         raise ValueError("data is empty; expected at least one example")
+    if dual is None and chosen == "auto" and gram_side("auto", count, kd) == "dual":
+        check_fits("dual", count, kd, held[0].element_size(), max_memory)
+        dual = _DualAccumulator(kd, held[0].dtype, held[0].device)
+        for r in held:
+            dual.add(r)
+        held = []
     if dual is not None:
         matrix, final_side = dual.result(), "dual"
     else:
@@ -278,17 +311,21 @@ def gram(
     batch_size: int | None = None,
     max_memory: int | None = None,
     deflate: bool = True,
+    jacobian_method: str = DEFAULT_METHOD,
     progress: bool = False,
 ) -> Gram:
     """The unscaled Gram of the data Jacobian of ``model`` on ``data``.
 
-    ``side="auto"`` builds the dual ``𝒥^T𝒥`` (kd x kd) when ``kd < n`` and the primal
-    ``𝒥𝒥^T`` (n x n) otherwise. Refuses (ValueError) before allocating more than
-    ``max_memory`` bytes (default: 80% of the available memory). For softmax outputs the
-    Gram is built in the class-sum-zero basis unless ``deflate=False`` (same nonzero
-    eigenvalues, ``d`` fewer dual dimensions).
+    ``side="auto"`` follows :func:`gram_side`: the dual ``𝒥^T𝒥`` (cols x cols) when
+    ``cols <= n`` and the primal ``𝒥𝒥^T`` (n x n) otherwise, ``cols = (k-1)d`` for softmax
+    outputs (built in the class-sum-zero basis unless ``deflate=False``: same nonzero
+    eigenvalues, ``d`` fewer dual dimensions) and ``kd`` otherwise. Refuses (ValueError)
+    before allocating more than ``max_memory`` bytes (default: 80% of the available memory).
+    ``jacobian_method``: the engine's batched backward (``"auto"``, ``"replicate"``,
+    ``"batched_grad"``, ``"loop"``; see :func:`jacspec.jacobian.iter_jacobians`).
     """
     check_choice("side", side, SIDES)
+    check_choice("jacobian_method", jacobian_method, METHODS)
     batches = iter_jacobians(
         model,
         data,
@@ -296,9 +333,10 @@ def gram(
         dtype=dtype,
         device=device,
         batch_size=batch_size,
+        method=jacobian_method,
         progress=progress,
     )
-    return gram_from_batches(
+    g = gram_from_batches(
         batches,
         side=side,
         n=data_length(data),
@@ -306,3 +344,4 @@ def gram(
         output=output,
         deflate=deflate,
     )
+    return replace(g, settings={**g.settings, "jacobian_method": jacobian_method})

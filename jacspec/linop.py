@@ -542,12 +542,14 @@ def gram_operator(
     dtype: Any = None,
     block_size: int | None = None,
 ) -> GramOperator:
-    """The Gram of 𝒥 as an operator; ``side="auto"`` picks the smaller of n and kd.
+    """The Gram of 𝒥 as an operator; ``side="auto"`` follows :func:`jacspec.gram.gram_side`.
 
     ``source``: array/tensor (n, kd), path to a ``.npy`` file of rows, callable returning
     row batches (then ``shape=(n, kd)``), or a row source (see :func:`as_rows`).
     """
     rows = as_rows(source, shape=shape, dtype=dtype, block_size=block_size)
     if side == "auto":
-        side = "dual" if rows.shape[1] <= rows.shape[0] else "primal"
+        from jacspec.gram import gram_side
+
+        side = gram_side(side, rows.shape[0], rows.shape[1])
     return GramOperator(rows, side=side, scale=scale)
