@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except (ValueError, TypeError, OSError, KeyError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        from jacspec.commands._common import data_shape_hint
+
+        msg = data_shape_hint(args, msg)
         print(f"jacspec {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -36,12 +36,30 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
         required=True,
         metavar="NAME|FILE",
         help="digits, mnist1d, gaussian, mnist, fashion_mnist, cifar10, cifar100, or a .npz "
-        "file with arrays x and y",
+        "file with arrays x and y (or x_train and y_train; x_test and y_test for --split test); "
+        "a .npz's x reaches the model in the shape it was stored in, uint8 pixels scaled to "
+        "[0, 1]",
     )
     parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/CIFAR files")
     parser.add_argument("--split", choices=["train", "test"], default=default_split)
     parser.add_argument("--n", type=int, default=None, help="use a seeded subset of N examples")
     parser.add_argument("--crop", type=int, default=None, help="centre crop images to CROP x CROP")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--flatten",
+        action="store_const",
+        const=True,
+        dest="flatten",
+        help="reshape each example to a flat vector (d,), for an MLP: (n, H, W) -> (n, H*W)",
+    )
+    shape.add_argument(
+        "--channel",
+        action="store_const",
+        const=False,
+        dest="flatten",
+        help="add a size-1 channel axis to examples of one or two dims, for a CNN: "
+        "(n, H, W) -> (n, 1, H, W), (n, d) -> (n, 1, d); (C, H, W) images are kept",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for subsets and estimates")
 
 
@@ -51,12 +69,52 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
     return load_model(args.model, weights=args.weights, trust=args.trust)
 
 
-def load_data_from_args(args: argparse.Namespace) -> Any:
+def load_data_from_args(
+    args: argparse.Namespace, *, split: str | None = None, subset: bool = True
+) -> Any:
+    """The data set of :func:`add_data_args`'s options (``split`` overrides ``--split``;
+    ``subset=False`` ignores ``--n``), shaped by ``--flatten``/``--channel``."""
     from jacspec.datasets import load_dataset
 
     return load_dataset(
-        args.data, args.split, root=args.data_root, crop=args.crop, n=args.n, seed=args.seed
+        args.data,
+        args.split if split is None else split,
+        root=args.data_root,
+        crop=args.crop,
+        n=args.n if subset else None,
+        seed=args.seed,
+        flatten=getattr(args, "flatten", None),
     )
+
+
+def data_shape_hint(args: argparse.Namespace, message: str) -> str:
+    """``message`` plus what ``--flatten``/``--channel`` would change, when it is the engine's
+    refusal of the data's input shape (``"the model rejected inputs of shape (...)"``) on a
+    command that took :func:`add_data_args`; otherwise ``message`` unchanged."""
+    import re
+
+    found = re.search(r"rejected inputs of shape \(([\d, ]*)\)", message)
+    if found is None or not hasattr(args, "data"):
+        return message
+    ndim = len([s for s in found.group(1).split(",") if s.strip()])
+    flatten = getattr(args, "flatten", None)
+    if flatten:
+        hint = ("--flatten made each example a flat vector: drop it to keep the stored shape, "
+                "or pass --channel for a channel axis")
+    elif flatten is not None:
+        hint = ("--channel added a channel axis: drop it to keep the stored shape, or pass "
+                "--flatten for flat vectors")
+    elif ndim == 1:
+        hint = ("the examples are flat vectors as stored: pass --channel for a model that "
+                "wants (1, d), or store images as (n, H, W) for one that takes images")
+    elif ndim == 2:
+        hint = ("the examples are used as stored: pass --channel for a model that wants a "
+                "channel axis ((H, W) -> (1, H, W)), or --flatten for one that takes flat "
+                "vectors (H*W,)")
+    else:
+        hint = ("the examples are used as stored: pass --flatten for a model that takes flat "
+                "vectors")
+    return f"{message.rstrip('.; ')}; {hint}"
 
 
 def _clean(value: Any) -> Any:

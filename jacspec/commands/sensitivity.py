@@ -56,7 +56,6 @@ def _image_shape(text: str | None, data: Any) -> tuple[int, ...] | None:
 
 def run(args: argparse.Namespace) -> int:
     from jacspec.commands._common import load_data_from_args, load_model_from_args, write_json
-    from jacspec.datasets import load_dataset
     from jacspec.sensitivity import per_point_generalization
     from jacspec.trajectories import compare_trajectories
 
@@ -68,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--points and --refine must be positive integers")
     model = load_model_from_args(args).eval()
     data = load_data_from_args(args)
-    anchors = data if args.split == "train" else load_dataset(
-        args.data, "train", root=args.data_root, crop=args.crop)
+    anchors = data if args.split == "train" else load_data_from_args(
+        args, split="train", subset=False)
     per_point = per_point_generalization(model, data, batch_size=args.batch_size)
     summary = per_point.summary()
     profiles = compare_trajectories(
