@@ -490,6 +490,8 @@ def estimate_esd(
     atom 1/k at 0 (:func:`jacspec.linop.softmax_null_projector`). ``jacobian_method``: the
     engine's batched backward (:func:`jacspec.jacobian.iter_jacobians`).
     """
+    from jacspec.batches import require_reiterable
+    require_reiterable(data, "estimate_esd")
     from jacspec.errors import check_choice
     from jacspec.jacobian import METHODS as JACOBIAN_METHODS
     from jacspec.jacobian import OUTPUTS, iter_jacobians
