@@ -7,8 +7,13 @@ logits or log-softmax on request), the Jacobian of one example is
 
 All ``k`` rows of a batch come from one batched backward pass. Because examples never
 interact in an eval-mode network, the gradient of ``sum_i g_c(f(x_i))`` with respect to
-the batch gives row ``c`` of every example's Jacobian at once; a first-batch probe
-refuses models that mix examples (BatchNorm in training mode, batch-mean layers, ...).
+the batch gives row ``c`` of every example's Jacobian at once. Models for which that is
+false are refused before any work: layers left in training mode are found from the
+modules themselves (BatchNorm, Dropout, ...; :func:`training_mode_layers`), and a
+first-batch probe catches the rest (batch-mean layers, exported or traced programs
+recorded in training mode). jacspec never changes the user's model: the probe restores
+every buffer and torch's random state, conversions to another dtype/device run on a copy,
+and the mode (train/eval) is left as the user set it.
 """
 
 from __future__ import annotations
@@ -105,12 +110,36 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.dev
     return None, None
 
 
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The eager module behind a ``torch.compile``d one (``OptimizedModule._orig_mod``).
+
+    Compiled graphs do not support the batched and repeated backward passes jacspec needs,
+    and the eager module computes the same function.
+    """
+    while type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    ):
+        logger.info("model is torch.compile'd: computing with the eager module (_orig_mod)")
+        model = model._orig_mod
+    return model
+
+
+def is_exported_program(model: nn.Module) -> bool:
+    """True for the module of a ``torch.export`` program (``ExportedProgram.module()``)."""
+    return any(c.__name__ == "_StatefulGraphModule" for c in type(model).__mro__)
+
+
 def prepare_model(
     model: nn.Module, dtype: torch.dtype | None, device: torch.device | str | None
 ) -> tuple[nn.Module, torch.dtype, torch.device]:
-    """Return the model to run (a converted copy if dtype/device differ), its dtype and device."""
+    """Return the model to run, its dtype and device.
+
+    A ``torch.compile``d model is replaced by its eager module; if dtype/device differ from
+    the model's, a converted deep copy is returned (the user's model is never changed).
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    model = unwrap_compiled(model)
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
     mdtype, mdevice = _model_dtype_device(model)
@@ -125,14 +154,17 @@ def prepare_model(
     if (mdtype is not None and mdtype != target_dtype) or (
         mdevice is not None and mdevice != target_device
     ):
-        model = copy.deepcopy(model).to(device=target_device, dtype=target_dtype)
+        # Under no_grad: a ScriptModule's deepcopy clones its parameters through autograd,
+        # which would leave non-leaf parameters tied to the user's model.
+        with torch.no_grad():
+            model = copy.deepcopy(model).to(device=target_device, dtype=target_dtype)
     return model, target_dtype, target_device
 
 
 @contextlib.contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Temporarily turn off ``requires_grad`` on every parameter (no parameter gradients)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    flags = [(p, p.requires_grad) for p in model.parameters() if p.is_leaf]
     try:
         for p, _ in flags:
             p.requires_grad_(False)
@@ -142,11 +174,144 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+#: Type names of torch layers whose training-mode behaviour breaks per-example Jacobians, as
+#: TorchScript records them (``RecursiveScriptModule.original_name``).
+_SCRIPT_BATCHNORMS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")
+_SCRIPT_DROPOUTS = (
+    "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
+)
+
+
+def _layer_problem(module: nn.Module) -> str | None:
+    """Why ``module`` in its current mode makes per-example Jacobians wrong (None: it does not)."""
+    kind = type(module).__name__
+    if isinstance(module, torch.jit.ScriptModule):
+        # Scripted layers keep their attributes and honour ``training``; traced ones baked
+        # the mode in when traced and have no attributes (the probe covers those).
+        kind = str(getattr(module, "original_name", kind))
+        if kind in _SCRIPT_BATCHNORMS and hasattr(module, "track_running_stats"):
+            if module.training:
+                return f"{kind} in training mode mixes examples through batch statistics"
+        if kind in _SCRIPT_DROPOUTS and module.training and float(getattr(module, "p", 0)) > 0:
+            return f"{kind}(p={float(module.p):g}) in training mode draws random masks"
+        return None
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if module.training:
+            return f"{kind} in training mode mixes examples through batch statistics"
+        if module.running_mean is None:
+            return (f"{kind} without running statistics (track_running_stats=False) mixes "
+                    "examples through batch statistics even in eval mode")
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        if module.training and module.track_running_stats:
+            return f"{kind} in training mode updates its running statistics on every call"
+    if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
+        return f"{kind}(p={module.p:g}) in training mode draws random masks"
+    if isinstance(module, nn.MultiheadAttention) and module.training and module.dropout > 0:
+        return f"{kind}(dropout={module.dropout:g}) in training mode draws random masks"
+    if isinstance(module, nn.RNNBase) and module.training and module.dropout > 0 and (
+        module.num_layers > 1
+    ):
+        return f"{kind}(dropout={module.dropout:g}) in training mode draws random masks"
+    if isinstance(module, nn.RReLU) and module.training:
+        return f"{kind} in training mode draws random slopes"
+    return None
+
+
+def training_mode_layers(model: nn.Module) -> list[str]:
+    """Layers of ``model`` whose current mode makes per-example Jacobians wrong.
+
+    Each entry reads ``"name (reason)"``: BatchNorm using batch statistics (training mode,
+    or no running statistics), Dropout/RReLU and attention/RNN dropout in training mode,
+    InstanceNorm updating running statistics. Read from the modules, so it works at any
+    batch size; exported programs and traced TorchScript have no such modules (the probe of
+    :func:`check_batch_independence` covers them).
+    """
+    found = []
+    for name, module in model.named_modules():
+        problem = _layer_problem(module)
+        if problem is not None:
+            found.append(f"{repr(name) if name else 'the model itself'} ({problem})")
+    return found
+
+
+def refuse_training_layers(model: nn.Module) -> None:
+    """Raise one ValueError naming every layer :func:`training_mode_layers` finds."""
+    found = training_mode_layers(model)
+    if not found:
+        return
+    shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+    raise ValueError(
+        f"per-example Jacobians would be wrong: {shown}. Call model.eval() before passing the "
+        "model to jacspec (jacspec never switches the model's mode itself)"
+    )
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Run a block that may change ``model``'s buffers or torch's random state, then restore
+    both exactly (every buffer's values and identity; the CPU and CUDA generators)."""
+    saved = []
+    for module in model.modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None:
+                saved.append((module, name, buf, buf.detach().clone()))
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for module, name, buf, value in saved:
+                    if getattr(module, name, None) is not buf:
+                        setattr(module, name, buf)
+                    buf.copy_(value)
+
+
+def _exported_input(model: nn.Module) -> tuple[str, tuple[str, ...]] | None:
+    """Name and shape of an exported program's first input (symbolic sizes as ``batch``/``any``)."""
+    try:
+        for node in model.graph.nodes:
+            if node.op == "placeholder":
+                val = node.meta.get("val")
+                dims = tuple(
+                    str(s) if isinstance(s, int) else ("batch" if i == 0 else "any")
+                    for i, s in enumerate(val.shape)
+                )
+                return str(node.target), dims
+    except (AttributeError, TypeError):
+        return None
+    return None
+
+
+def _guard_error(model: nn.Module, x: torch.Tensor, first: str) -> ValueError:
+    """One sentence for an exported program whose shape guards reject ``x``."""
+    spec = _exported_input(model)
+    name, dims = spec if spec is not None else ("x", ())
+    static_batch = bool(dims) and dims[0] != "batch"
+    if "size()[0]" in first or (static_batch and dims[1:] == tuple(str(s) for s in x.shape[1:])):
+        fixed = f" of {dims[0]}" if static_batch else ""
+        return ValueError(
+            f"the exported program was exported with a fixed batch{fixed} ({first}), but "
+            f"jacspec runs batches of other sizes (here {x.shape[0]}); re-export it with a "
+            f"dynamic batch dimension: torch.export.export(model, (x,), "
+            f'dynamic_shapes={{"{name}": {{0: torch.export.Dim("batch")}}}})'
+        )
+    accepts = f"; it accepts inputs of shape ({', '.join(dims)})" if dims else ""
+    return ValueError(
+        f"the exported program rejected inputs of shape {tuple(x.shape[1:])} (batch "
+        f"{x.shape[0]}): {first}{accepts}. Pass data of the shape the program was exported with"
+    )
+
+
 def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
     try:
         z = model(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, AssertionError) and (
+            first.startswith("Guard failed") or is_exported_program(model)
+        ):
+            raise _guard_error(model, x, first) from exc
         raise ValueError(
             f"the model rejected inputs of shape {tuple(x.shape[1:])} (batch {x.shape[0]}): {first}"
         ) from exc
@@ -162,15 +327,34 @@ def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
     return fn(z)
 
 
+def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of logits ``k`` from one forward pass on ``x`` (in the model's dtype/device).
+
+    Refuses training-mode layers first; buffers and random state are restored afterwards.
+    """
+    model = unwrap_compiled(model)
+    refuse_training_layers(model)
+    _check_inputs(x)
+    mdtype, mdevice = _model_dtype_device(model)
+    x = x.to(device=mdevice or x.device, dtype=mdtype or x.dtype)
+    with preserved_state(model), torch.no_grad():
+        return int(_forward(model, lambda z: z, x).shape[1])
+
+
 def check_batch_independence(model: nn.Module, fn: Callable, x: torch.Tensor) -> None:
     """Refuse models whose output for one example depends on the other examples of a batch.
 
-    Perturbs example 0 and checks that outputs 1..b-1 are unchanged (BatchNorm in training
-    mode, batch-mean subtraction, Dropout in training mode and the like all fail this).
+    First the layers :func:`training_mode_layers` finds (any batch size); then a probe
+    perturbs example 0 and checks that outputs 1..b-1 are unchanged (batch-mean layers and
+    programs recorded in training mode fail it). A batch of one is probed as two copies of
+    its example. The probe restores the model's buffers and torch's random state exactly.
     """
-    if x.shape[0] < 2:
+    refuse_training_layers(model)
+    if x.shape[0] == 0:
         return
-    with torch.no_grad():
+    if x.shape[0] < 2:
+        x = torch.cat([x, x])
+    with preserved_state(model), torch.no_grad():
         a = _forward(model, fn, x)
         x2 = x.clone()
         scale = float(x.abs().max()) + 1.0
@@ -181,7 +365,13 @@ def check_batch_independence(model: nn.Module, fn: Callable, x: torch.Tensor) ->
     tol = (1e-4 if x.dtype == torch.float32 else 1e-9) * (1.0 + float(a.abs().max()))
     moved = (a[1:] - b[1:]).abs().max()
     if float(moved) > tol:
-        mode = " (the model is in training mode: call model.eval() first)" if model.training else ""
+        if is_exported_program(model) or isinstance(model, torch.jit.ScriptModule):
+            mode = (" (exported and traced programs keep the mode they were recorded in: "
+                    "export or trace the model after model.eval())")
+        elif model.training:
+            mode = " (the model is in training mode: call model.eval() first)"
+        else:
+            mode = ""
         raise ValueError(
             "the model mixes examples within a batch: changing example 0 moved the output of "
             f"other examples by {float(moved):.3g}{mode}; per-example Jacobians would be wrong. "
@@ -280,8 +470,11 @@ def iter_jacobians(
 
     Each :class:`JacobianBatch` holds ``jac`` of shape ``(b, k, *input_shape)`` with
     ``jac[i, c] = d output_c(x_i) / d x_i``. ``dtype`` defaults to the model's (float32);
-    with another dtype or device the model is run as a converted copy. ``method`` picks the
-    batched backward (``benchmarks/jacobian_throughput.py`` compares them).
+    with another dtype or device the model is run as a converted copy (a ``torch.compile``d
+    model as its eager module). Layers left in training mode (BatchNorm, Dropout, ...) are
+    refused at any batch size; ``check_independence`` also probes the first batch for layers
+    that mix examples. ``method`` picks the batched backward
+    (``benchmarks/jacobian_throughput.py`` compares them).
     """
     check_choice("output", output, OUTPUTS)
     check_choice("method", method, METHODS)
@@ -291,6 +484,7 @@ def iter_jacobians(
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     fn = output_map(output)
     run_model, dt, dev = prepare_model(model, dtype, device)
+    refuse_training_layers(run_model)
     method = resolve_method(run_model, method)
     jac_fn = _METHODS[method]
     total = data_length(data)
@@ -311,10 +505,10 @@ def iter_jacobians(
                 x_all = x_raw.to(device=dev, dtype=dt)
                 if k is None:
                     probe = x_all[: min(8, x_all.shape[0])]
-                    with torch.no_grad():
-                        k = int(_forward(run_model, fn, probe).shape[1])
                     if check_independence:
                         check_batch_independence(run_model, fn, probe)
+                    with preserved_state(run_model), torch.no_grad():
+                        k = int(_forward(run_model, fn, probe).shape[1])
                     if chosen is None:
                         d = int(x_all[0].numel())
                         chosen = auto_batch_size(k, d, x_all.element_size())
