@@ -320,9 +320,16 @@ def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tup
     and the random state are restored afterwards (:func:`jacspec.layers.untouched`).
     """
     from jacspec.batches import data_length, first_batch, iter_batches
-    from jacspec.jacobian import _check_inputs, _forward, _model_dtype_device, output_map
+    from jacspec.jacobian import (
+        _check_inputs,
+        _forward,
+        _model_dtype_device,
+        output_map,
+        unwrap_compiled,
+    )
     from jacspec.layers import untouched
 
+    model = unwrap_compiled(model)
     x, _ = first_batch(data)
     _check_inputs(x)
     d = int(x[0].numel())
