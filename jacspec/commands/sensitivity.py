@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--kinds={args.kinds!r} must list some of {', '.join(KIND_CHOICES)}")
     if args.points < 1 or args.refine < 1:
         raise ValueError("--points and --refine must be positive integers")
-    model = load_model_from_args(args).eval()
+    model = load_model_from_args(args)
     data = load_data_from_args(args)
     anchors = data if args.split == "train" else load_data_from_args(
         args, split="train", subset=False)
