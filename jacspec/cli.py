@@ -2,7 +2,15 @@
 
 Each sub-command lives in ``jacspec/commands/<name>.py`` and exposes
 ``register(subparsers)``; this module only discovers them, parses arguments and
-turns ``ValueError``/``TypeError``/``OSError`` into one line on stderr and exit 2.
+turns the user errors ``ValueError``/``TypeError``/``OSError`` (bad input, missing or
+unreadable files) into one line on stderr and exit 2. Any other exception (``KeyError``,
+``AttributeError``, ...) is a bug in jacspec, not in the user's input: it propagates with
+its traceback so it can be reported.
+
+Output convention of every command: ``--json PATH`` writes one JSON file (``-``: to stdout,
+which then carries nothing else); ``--plot DIR`` writes every figure of the command into the
+folder DIR (created if missing) under fixed names; each written file is printed as
+``wrote PATH``, one line each, on stdout (on stderr when ``--json -``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import sys
 from collections.abc import Sequence
 
 import jacspec.commands
+
+#: Exceptions that mean bad input; the CLI prints their first line and exits 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         result = args.func(args)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
+    except USER_ERRORS as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         from jacspec.commands._common import data_shape_hint
 
