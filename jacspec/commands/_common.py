@@ -1,12 +1,22 @@
-"""Arguments shared by the sub-commands: a model, a data set, dtype, JSON output."""
+"""Arguments shared by the sub-commands: a model, a data set, dtype, JSON and figure output.
+
+Output convention of every command (stated in each ``--help`` and the README):
+``--json PATH`` writes one JSON file (``-``: stdout, which then carries nothing else);
+``--plot DIR`` writes every figure of the command into the folder DIR (created if missing)
+under fixed names; every written file is printed as ``wrote PATH``, one line each, on
+stdout (on stderr when ``--json -`` holds stdout). Tables print numbers with 4
+significant digits.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -139,14 +149,112 @@ def to_json(payload: dict[str, Any]) -> str:
     return json.dumps(_clean(payload), indent=2)
 
 
-def write_json(payload: dict[str, Any], path: str | None) -> None:
-    """Write ``payload`` to ``path`` (``-`` or None: nothing)."""
+def write_json(payload: dict[str, Any], path: str | None) -> Path | None:
+    """Write ``payload`` to the file ``path`` and print ``wrote PATH`` on stdout; ``-``: the
+    JSON text to stdout; None: nothing. Returns the written file (None for ``-``/None)."""
     if path is None:
-        return
+        return None
     text = to_json(payload)
     if path == "-":
         print(text)
-        return
+        return None
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"--json {path!r} is a folder; --json takes a file path (or - for stdout)")
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text + "\n")
+    print(f"wrote {p}")
+    return p
+
+
+JSON_HELP = "write the results as JSON to the file PATH ('-': stdout, then nothing else)"
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff")
+
+
+def plot_help(names: str) -> str:
+    """``--plot DIR`` help text naming the fixed figure files."""
+    return f"write every figure into the folder DIR (created if missing): {names}; " \
+        "each written path is printed"
+
+
+def add_output_args(parser: argparse.ArgumentParser, *, figures: str | None = None) -> None:
+    """``--json PATH`` and (when the command draws ``figures``) ``--plot DIR``."""
+    parser.add_argument("--json", metavar="PATH", help=JSON_HELP)
+    if figures is not None:
+        parser.add_argument("--plot", metavar="DIR", help=plot_help(figures))
+
+
+def check_plot_dir(path: str | None) -> Path | None:
+    """Check a ``--plot DIR`` value before any work: a folder (existing or not), not a file."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--plot {path!r} is a file; --plot takes a folder DIR and writes "
+                         "the figures into it")
+    if not p.exists() and p.suffix.lower() in FIGURE_SUFFIXES:
+        raise ValueError(f"--plot {path!r} looks like a file name; --plot takes a folder DIR "
+                         f"and writes the figures into it under fixed names (e.g. --plot "
+                         f"{p.with_suffix('')})")
+    return p
+
+
+def info_stream(json_path: str | None) -> IO[str]:
+    """Where tables and ``wrote`` lines go: stdout, or stderr when ``--json -`` holds it."""
+    return sys.stderr if json_path == "-" else sys.stdout
+
+
+def save_figures(figures: Mapping[str, Any], folder: str | Path, *,
+                 json_path: str | None = None, dpi: int = 120) -> list[Path]:
+    """Save each ``{file name: Figure}`` into ``folder`` and print ``wrote PATH`` per file."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures.items():
+        path = out / name
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        written.append(path)
+    announce(written, json_path)
+    return written
+
+
+def announce(paths: Iterable[str | Path], json_path: str | None = None) -> None:
+    """Print ``wrote PATH`` for each written file (see :func:`info_stream`)."""
+    stream = info_stream(json_path)
+    for path in paths:
+        print(f"wrote {path}", file=stream)
+
+
+def format_value(value: Any) -> str:
+    """A table cell: floats with 4 significant digits (``{:.4g}``), the rest as ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def format_table(frame: Any) -> str:
+    """``frame.to_string()`` with every number in significant digits (:func:`format_value`)."""
+    return frame.map(format_value).to_string()
+
+
+def format_mapping(values: Mapping[str, Any]) -> str:
+    """``key  value`` lines (scalars only; lists summarised by length) for a CLI table."""
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, (list, tuple, np.ndarray)):
+            if len(value) and all(isinstance(v, dict) for v in value):
+                text = "; ".join(", ".join(f"{k}={format_value(v)}" for k, v in d.items())
+                                 for d in value)
+            else:
+                text = f"[{len(value)} values]"
+        elif isinstance(value, dict):
+            continue
+        else:
+            text = format_value(value)
+        rows.append((str(key), text))
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -19,6 +19,7 @@ from jacspec.powerlaw import PowerLawFit
 
 __all__ = [
     "plot_density_vs_esd",
+    "plot_esd_estimate",
     "plot_esd_linear",
     "plot_esd_loglog",
     "plot_esd_pair",
@@ -102,24 +103,96 @@ def plot_esd_linear(
     title: str | None = None,
 ) -> Figure:
     """Linear histogram (density over all values) of the ESD, with the fitted MP bulk density
-    (scaled by the fraction of nonzero eigenvalues), its edge lambda_plus and xmin."""
+    and its edge lambda_plus, and xmin.
+
+    The MP density describes min(rows, cols) eigenvalues, so it is drawn as
+    min(1, min(rows, cols) / N) * p_MP(x) over the N values given. When the bulk is narrow
+    next to lambda_max (3 lambda_plus < lambda_max / 2) a second panel zooms on [0, 3
+    lambda_plus], the values beyond it counted in its legend, and the full-range panel uses a
+    log density axis.
+    """
     ev = _values(eigenvalues)
-    fig, ax = _figure()
-    ax.hist(ev, bins=int(bins), density=True, alpha=0.5, label=f"ESD ({ev.size} values)")
-    if mp is not None:
-        hi = max(mp.lambda_plus, float(ev.max()))
-        xs = np.linspace(mp.lambda_minus, mp.lambda_plus, 400)
-        frac = (mp.num_evals - mp.num_zeros) / ev.size
-        ax.plot(xs, frac * mp.pdf(xs), "g-", lw=2, label=rf"MP $\sigma^2$={mp.sigma2:.3g}")
-        ax.axvline(mp.lambda_plus, color="g", ls="--", lw=1,
-                   label=rf"$\lambda_+$={mp.lambda_plus:.3g} ({mp.num_spikes} spikes)")
-        ax.set_xlim(0, hi * 1.02)
-    if xmin is not None:
-        ax.axvline(xmin, color="r", ls="--", lw=1, label=f"xmin={xmin:.3g}")
-    ax.set_xlabel(r"eigenvalue $\lambda$")
-    ax.set_ylabel("density")
-    ax.set_title(title or "ESD (linear)")
-    ax.legend(fontsize=8)
+    lo = min(0.0, float(ev.min()))
+    zoom = mp is not None and 0 < 3.0 * mp.lambda_plus < 0.5 * float(ev.max())
+    fig = Figure(figsize=(11.0, 4.2) if zoom else (6.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2) if zoom else [fig.add_subplot()]
+    his = [float(ev.max())] + ([3.0 * mp.lambda_plus] if zoom and mp is not None else [])
+    for k, (ax, hi) in enumerate(zip(axes, his, strict=True)):
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, int(bins) + 1)
+        counts, _ = np.histogram(ev, bins=edges)
+        ax.stairs(counts / (ev.size * np.diff(edges)), edges, fill=True, alpha=0.5,
+                  label=f"ESD ({ev.size} values)")
+        if mp is not None:
+            xs = np.linspace(mp.lambda_minus, mp.lambda_plus, 400)
+            frac = min(1.0, min(mp.rows, mp.cols) / ev.size)
+            ax.plot(xs, frac * mp.pdf(xs), "g-", lw=2,
+                    label=rf"MP bulk $\sigma^2$={mp.sigma2:.3g}, Q={mp.Q:.3g}")
+            ax.axvline(mp.lambda_plus, color="g", ls="--", lw=1,
+                       label=rf"$\lambda_+$={mp.lambda_plus:.3g} ({mp.num_spikes} spikes)")
+        beyond = int(np.sum(ev > edges[-1]))
+        if beyond:
+            ax.plot([], [], " ", label=f"{beyond} values beyond the axis, up to {ev.max():.3g}")
+        if xmin is not None and xmin <= edges[-1]:
+            ax.axvline(xmin, color="r", ls="--", lw=1, label=f"xmin={xmin:.3g}")
+        ax.set_xlim(edges[0], edges[-1])
+        if zoom and k == 0:
+            ax.set_yscale("log")  # the bulk is one bin at this range: show the tail's counts
+        ax.set_xlabel(r"eigenvalue $\lambda$")
+        ax.set_ylabel("density" + (" (log scale)" if zoom and k == 0 else ""))
+        ax.set_title("MP bulk (zoom)" if k else (title or "ESD (linear)"), fontsize=10)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_esd_estimate(estimate: Any, *, bins: int = 60, title: str | None = None) -> Figure:
+    """An estimated ESD (:class:`jacspec.estimate.ESDEstimate`, e.g. by stochastic Lanczos
+    quadrature): left, the CDF F(x) = sum_{nodes <= x} weights on a log x axis; right, the
+    density of the measure (nodes weighted by their Gauss weights, log bins, over all mass),
+    with lambda_max, the exactly computed top eigenvalues, and the resolution below which the
+    estimate lumps eigenvalues together (``params["resolution"]``) marked."""
+    nodes = _values(estimate.nodes, "nodes")
+    weights = _values(estimate.weights, "weights")
+    lam_max = float(estimate.lambda_max)
+    params = dict(getattr(estimate, "params", {}) or {})
+    res = params.get("resolution")
+    zero_mass = float(getattr(estimate, "zero_mass", 0.0))
+    method = str(getattr(estimate, "method", "slq"))
+    name = "SLQ estimate" if method == "slq" else f"{method} estimate"
+    if method == "slq":
+        name += f" ({params.get('num_steps', '?')} steps, {params.get('num_vectors', '?')} vectors)"
+    tol = float(params.get("zero_tol", 1e-6)) * lam_max
+    pos_nodes = nodes > tol
+    if not pos_nodes.any():
+        raise ValueError("the estimate has no mass above zero to plot on a log axis")
+    lo = float(nodes[pos_nodes].min())
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    ax_c, ax_d = fig.subplots(1, 2)
+    xs = np.geomspace(lo / 2, lam_max * 1.5, 600)
+    ax_c.plot(xs, estimate.cdf(xs), "k-", lw=1.5, label=f"{name}: CDF")
+    ax_c.set_xscale("log")
+    ax_c.set_ylim(-0.02, 1.02)
+    ax_c.set_ylabel(r"fraction of eigenvalues $\leq \lambda$")
+    edges = _log_edges(lo, lam_max, bins)
+    w, _ = np.histogram(nodes[pos_nodes], bins=edges, weights=weights[pos_nodes])
+    ax_d.stairs(w / np.diff(edges), edges, fill=True, alpha=0.5, color="C0", label=name)
+    ax_d.set_xscale("log")
+    ax_d.set_yscale("log")
+    ax_d.set_ylabel("density (estimated)")
+    top = np.asarray(getattr(estimate, "top_eigenvalues", []), dtype=np.float64)
+    for ax in (ax_c, ax_d):
+        ax.axvline(lam_max, color="r", ls="--", lw=1, label=rf"$\lambda_{{max}}$={lam_max:.3g}")
+        if top.size > 1:
+            ax.plot(top[1:], np.full(top.size - 1, 0.97), "|", color="r", ms=10,
+                    transform=ax.get_xaxis_transform(), label=f"top {top.size} eigenvalues")
+        if res is not None and res > lo / 2:
+            ax.axvspan(lo / 2, float(res), color="grey", alpha=0.15,
+                       label=f"below resolution {float(res):.2g} (lumped)")
+        ax.set_xlabel(r"eigenvalue $\lambda$")
+    if zero_mass > 0:
+        ax_c.plot([], [], " ", label=f"mass at 0: {zero_mass:.3g}")
+    ax_c.legend(fontsize=8, loc="upper left")
+    ax_d.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title or f"ESD ({name})")
     return fig
 
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from jacspec.regions import activation_codes
+from jacspec.report.ticks import ensure_ticks
 from jacspec.sensitivity import PerPointSensitivity, loss_bounds
 from jacspec.trajectories import TrajectoryProfile
 
@@ -61,6 +62,8 @@ def plot_profiles(profiles: Sequence[TrajectoryProfile], *, smooth: int = 1,
     ax_t.set_ylabel("transitions per unit length")
     ax_t.set_xlabel("t (anchors dotted)")
     ax_j.legend(fontsize=8)
+    for ax in (ax_j, ax_t):
+        ensure_ticks(ax)
     if title:
         ax_j.set_title(title)
     return fig
@@ -96,6 +99,7 @@ def plot_per_point(result: PerPointSensitivity, *, title: str | None = None) -> 
                    f"{s['fraction_below_eq7']:.0%}")
     for ax in (ax_y, ax_f):
         ax.legend(fontsize=7)
+        ensure_ticks(ax)
     if title:
         fig.suptitle(title)
     return fig
