@@ -151,3 +151,108 @@ def test_bad_arguments_name_the_argument():
         critical_point("tanh", float("nan"))
     with pytest.raises(ValueError, match="fixed point"):
         mean_field("relu", 3.0, 0.1)  # chaotic ReLU: q diverges
+
+
+# --- near the critical line: an independent Gauss-Hermite reference written here ---------
+
+_GH_Z, _GH_W = np.polynomial.hermite_e.hermegauss(200)
+_GH_W = _GH_W / math.sqrt(2 * math.pi)
+_REF_PHI = {
+    "tanh": (np.tanh, lambda h: 1.0 / np.cosh(h) ** 2),
+    "erf": (lambda h: erf(math.sqrt(math.pi) / 2 * h), lambda h: np.exp(-math.pi * h * h / 4)),
+}
+
+
+def _ref_e1(f, q):
+    """E f(sqrt(q) z), z ~ N(0, 1), 200-point Gauss-Hermite."""
+    return float(np.dot(_GH_W, f(math.sqrt(q) * _GH_Z)))
+
+
+def _ref_e2(f, g, q, c):
+    """E f(u1) g(u2), (u1, u2) centred Gaussian with variance q and correlation c, in the
+    symmetric coordinates u1,2 = sqrt(q) (a x +- b y), a^2 - b^2 = c, a^2 + b^2 = 1."""
+    a, b = math.sqrt((1 + c) / 2), math.sqrt((1 - c) / 2)
+    x, y = _GH_Z[:, None], _GH_Z[None, :]
+    s = math.sqrt(q)
+    w = _GH_W[:, None] * _GH_W[None, :]
+    return float(np.sum(w * f(s * (a * x + b * y)) * g(s * (a * x - b * y))))
+
+
+def _ref_mean_field(name, sw2, sb2):
+    """q*, chi, c* and xi_c from the definitions: q* the root of the length map, c* the
+    stable root of g(c) = c' - c with c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q'(q*).
+
+    g is O((chi - 1)(1 - c)) while c' is O(1), so g itself loses the digits of 1 - c* where
+    chi - 1 is ~1e-7; the root is found from the same identity written without cancellation,
+    ``1 - c' = sigma_w^2 E (phi(u1) - phi(u2))^2 / (2 q'(q*))`` (u1, u2 in symmetric
+    coordinates), and checked to be a root of g to round-off."""
+    phi, dphi = _REF_PHI[name]
+
+    def qmap(q):
+        return sw2 * _ref_e1(lambda h: phi(h) ** 2, q) + sb2
+
+    q = brentq(lambda t: qmap(t) - t, 1e-6, 50.0, xtol=1e-18, rtol=1e-15, maxiter=500)
+    chi = sw2 * _ref_e1(lambda h: dphi(h) ** 2, q)
+    qn = qmap(q)
+    s = math.sqrt(q)
+    x, y = _GH_Z[:, None], _GH_Z[None, :]
+    w = _GH_W[:, None] * _GH_W[None, :]
+
+    def one_minus_cmap(e):
+        a, b = math.sqrt(1 - e / 2), math.sqrt(e / 2)
+        d = phi(s * (a * x + b * y)) - phi(s * (a * x - b * y))
+        return sw2 * float(np.sum(w * d * d)) / (2 * qn)
+
+    if chi <= 1:
+        c = 1.0
+    else:
+        e = brentq(lambda e: one_minus_cmap(e) / e - 1, 1e-6 * (chi - 1), 2.0, xtol=1e-300,
+                   rtol=1e-15, maxiter=500)
+        c = 1.0 - e
+        g = (sw2 * _ref_e2(phi, phi, q, c) + sb2) / qn - c
+        assert abs(g) < 1e-15
+    slope = sw2 * _ref_e2(dphi, dphi, q, c)
+    return q, chi, c, -1.0 / math.log(slope)
+
+
+def _ref_critical_sw2(name, q):
+    """The critical line at q*: sigma_w^2 = 1 / E phi'^2, sigma_b^2 = q - sigma_w^2 E phi^2."""
+    phi, dphi = _REF_PHI[name]
+    sw2 = 1.0 / _ref_e1(lambda h: dphi(h) ** 2, q)
+    return sw2, q - sw2 * _ref_e1(lambda h: phi(h) ** 2, q)
+
+
+def _near_critical_points():
+    sw2_t, sb2_t = _ref_critical_sw2("tanh", 0.5)
+    sw2_e, sb2_e = _ref_critical_sw2("erf", 0.2)
+    return [
+        ("tanh", 1.05, 2.01e-5),              # Pennington et al.'s point: chi - 1 ~ 2e-7
+        ("tanh", sw2_t * (1 + 1e-6), sb2_t),  # just inside the chaotic phase
+        ("erf", sw2_e * (1 + 1e-5), sb2_e),
+        ("tanh", sw2_t * (1 - 1e-6), sb2_t),  # just inside the ordered phase: c* = 1
+        ("tanh", 2.5, 0.05),                  # well inside the chaotic phase
+    ]
+
+
+@pytest.mark.parametrize("name,sw2,sb2", _near_critical_points())
+def test_mean_field_near_critical_line_against_gauss_hermite(name, sw2, sb2):
+    q_ref, chi_ref, c_ref, xi_ref = _ref_mean_field(name, sw2, sb2)
+    mf = mean_field(name, sw2, sb2)
+    assert mf.q_star == pytest.approx(q_ref, rel=1e-10)
+    assert mf.chi == pytest.approx(chi_ref, rel=1e-12)
+    assert mf.chi - 1 == pytest.approx(chi_ref - 1, rel=1e-4)
+    if c_ref == 1.0:
+        assert mf.c_star == 1.0
+    else:
+        assert 1 - mf.c_star == pytest.approx(1 - c_ref, rel=1e-4)
+    assert mf.xi_c == pytest.approx(xi_ref, rel=1e-4)
+
+
+def test_tanh_pennington_point_c_star_and_xi_c():
+    """The values quoted for (1.05, 2.01e-5): 1 - c* = 1.6e-4 and xi_c = 5.2e6, not the
+    1.8e-3 and 2.5e5 that normalising the correlation map by a loose q* gave."""
+    mf = mean_field("tanh", 1.05, 2.01e-5)
+    assert 1 - mf.c_star == pytest.approx(1.65e-4, rel=0.01)
+    assert mf.xi_c == pytest.approx(5.2e6, rel=0.01)
+    # the correlation map is normalised by the length map: c = 1 is fixed exactly
+    assert correlation_map("tanh", 1.05, 2.01e-5, 0.7 * mf.q_star, 1.0) == 1.0

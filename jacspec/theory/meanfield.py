@@ -2,7 +2,10 @@
 
 Length map ``q' = sigma_w^2 E phi(sqrt(q) z)^2 + sigma_b^2`` with fixed point ``q*``;
 ``chi = sigma_w^2 E phi'(sqrt(q*) z)^2``; correlation map
-``c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q*`` with fixed point ``c*``; depth
+``c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q'(q)``, normalised by the length map at
+the same q so that ``c' = 1`` at ``c = 1`` exactly, with fixed point ``c*``. Near the critical
+line (``chi - 1`` tiny, ``1 - c*`` small) it is evaluated as
+``1 - c' = sigma_w^2 E (phi(u1) - phi(u2))^2 / (2 q'(q))``, which has no cancellation; depth
 scales ``xi = -1 / log(slope)`` of the length map (xi_q), of the correlation map at c*
 (xi_c) and of gradients (``xi_grad = -1 / log chi``, negative when gradients explode).
 The critical line ``chi = 1`` is parametrised by q*:
@@ -20,7 +23,7 @@ import pandas as pd
 from scipy.optimize import brentq
 
 from jacspec.theory.activations import Activation, get_activation
-from jacspec.theory.gauss import expect, expect2
+from jacspec.theory.gauss import composite_nodes, expect
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +64,22 @@ def chi_at(activation, sigma_w2: float, q: float) -> float:
 
 
 def q_star(
-    activation, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0, tol: float = 1e-10,
+    activation, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0, tol: float = 1e-13,
     max_iter: int = 10_000,
 ) -> tuple[float, int]:
     """Fixed point of the length map from ``q0``: plain iteration, then safeguarded
-    Newton steps, until ``|q' - q| <= tol * max(1, q)``. Returns ``(q*, iterations)``.
+    Newton steps, until ``|q' - q| <= tol * q`` (relative: near the critical line chi and
+    c* move with q*, so q* is solved to round-off). Returns ``(q*, iterations)``.
     Where every q is fixed (linear at sigma_w^2 = 1, ReLU at 2, sigma_b = 0) q* = q0."""
     act = get_activation(activation)
     sw2 = _check_var("sigma_w2", sigma_w2)
     sb2 = _check_var("sigma_b2", sigma_b2)
     q = _check_var("q0", q0)
+    tol = _check_var("tol", tol)
     for it in range(max_iter):
         fq = length_map(act, sw2, sb2, q)
         r = fq - q
-        if abs(r) <= tol * max(1.0, q):
+        if abs(r) <= tol * q or r == 0.0:
             return q, it
         if not math.isfinite(fq) or fq > Q_DIVERGED:
             break
@@ -86,6 +91,8 @@ def q_star(
             qn = q + r / (1.0 - slope)
             if qn >= 0 and abs(length_map(act, sw2, sb2, qn) - qn) < abs(r):
                 step = qn
+            elif it >= 40 and abs(r) <= 1e3 * tol * q:
+                return q, it  # round-off floor of the quadrature: no step improves q
         q = step
     raise ValueError(
         f"sigma_w2={sw2:g}, sigma_b2={sb2:g}: the length map of {act.name} has no finite "
@@ -93,37 +100,76 @@ def q_star(
     )
 
 
+def _pair_nodes(act: Activation, q: float, eps: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes ``u1`` (n, 1), ``u2`` (n, n) and weights (n, n) for ``E f(u1, u2)`` with
+    ``u1, u2`` of variance q and correlation ``c = 1 - eps``:
+    ``u2 = sqrt(q) ((1 - eps) z1 + sqrt(eps (2 - eps)) z2)`` (no ``1 - c^2`` round-off)."""
+    s = math.sqrt(q)
+    cuts = np.asarray(act.breakpoints, dtype=np.float64) / s
+    z, w = composite_nodes(cuts, panel=max(min(0.5, 0.5 / s), 0.01))
+    eps = min(max(eps, 0.0), 2.0)
+    u1 = s * z[:, None]
+    u2 = s * ((1.0 - eps) * z[:, None] + math.sqrt(eps * (2.0 - eps)) * z[None, :])
+    return u1, u2, w[:, None] * w[None, :]
+
+
+def _one_minus_correlation_map(act: Activation, sigma_w2: float, sigma_b2: float, q: float,
+                               eps: float) -> float:
+    """``1 - c'`` at ``c = 1 - eps``: ``sigma_w^2 E (phi(u1) - phi(u2))^2 / (2 q'(q))``."""
+    qn = length_map(act, sigma_w2, sigma_b2, q)
+    if q == 0.0 or qn == 0.0 or eps == 0.0:
+        return 0.0
+    u1, u2, w = _pair_nodes(act, q, eps)
+    d = act.phi_np(u1) - act.phi_np(u2)
+    return float(sigma_w2 * np.sum(w * d * d) / (2.0 * qn))
+
+
 def correlation_map(activation, sigma_w2: float, sigma_b2: float, q: float, c: float) -> float:
-    """``c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q`` with corr(u1, u2) = c."""
+    """``c' = (sigma_w^2 E phi(u1) phi(u2) + sigma_b^2) / q'(q)`` with corr(u1, u2) = c and
+    ``q'(q)`` the length map (so ``c' = 1`` at ``c = 1``), computed as
+    ``1 - sigma_w^2 E (phi(u1) - phi(u2))^2 / (2 q'(q))``."""
     act = get_activation(activation)
     if q == 0.0:
         return 1.0
-    return (sigma_w2 * expect2(act, q, c, act.phi_np, act.phi_np) + sigma_b2) / q
+    c = float(np.clip(c, -1.0, 1.0))
+    return 1.0 - _one_minus_correlation_map(act, sigma_w2, sigma_b2, q, 1.0 - c)
 
 
 def correlation_slope(activation, sigma_w2: float, q: float, c: float) -> float:
-    """``dc'/dc = sigma_w^2 E phi'(u1) phi'(u2)`` (Price's theorem)."""
+    """``dc'/dc = sigma_w^2 E phi'(u1) phi'(u2)`` (Price's theorem; at the fixed point q*,
+    where ``q'(q*) = q*``)."""
     act = get_activation(activation)
-    return sigma_w2 * expect2(act, q, c, act.dphi_np, act.dphi_np)
+    if q == 0.0:
+        d0 = float(act.dphi_np(np.zeros(1))[0])
+        return sigma_w2 * d0 * d0
+    u1, u2, w = _pair_nodes(act, q, 1.0 - float(np.clip(c, -1.0, 1.0)))
+    return float(sigma_w2 * np.sum(w * act.dphi_np(u1) * act.dphi_np(u2)))
+
+
+CHI_CRITICAL = 1e-12  # chi - 1 below which c* = 1 to the quadrature's precision
 
 
 def c_star(activation, sigma_w2: float, sigma_b2: float, q: float, chi: float) -> float:
-    """Stable fixed point of the correlation map: 1 when chi <= 1, else the root of
-    ``c' - c`` on [-1, 1) (chaotic phase)."""
-    if chi <= 1.0 + 1e-12 or q == 0.0:
+    """Stable fixed point of the correlation map: 1 when chi <= 1 (or chi - 1 <= 1e-12),
+    else ``1 - eps*`` with eps* the root on (0, 2] of ``(1 - c'(1 - eps)) / eps - 1``
+    (positive near eps = 0, where it tends to chi - 1; chaotic phase)."""
+    if chi <= 1.0 + CHI_CRITICAL or q == 0.0:
         return 1.0
     act = get_activation(activation)
 
-    def g(c: float) -> float:
-        return correlation_map(act, sigma_w2, sigma_b2, q, c) - c
+    def r(eps: float) -> float:
+        return _one_minus_correlation_map(act, sigma_w2, sigma_b2, q, eps) / eps - 1.0
 
-    delta = min(1e-3, 1e-2 * (chi - 1.0))
-    hi = 1.0 - delta
-    if g(hi) >= 0:
-        return 1.0
-    if g(-1.0) <= 0:
+    if r(2.0) >= 0:
         return -1.0
-    return float(brentq(g, -1.0, hi, xtol=1e-13, rtol=1e-13))
+    lo = min(1e-3, 1e-2 * (chi - 1.0))
+    while r(lo) <= 0:
+        lo *= 1e-2
+        if lo < 1e-15:
+            return 1.0
+    eps = brentq(r, lo, 2.0, xtol=1e-300, rtol=4.0 * np.finfo(float).eps, maxiter=500)
+    return float(1.0 - eps)
 
 
 def _depth(slope: float) -> float:
@@ -161,19 +207,26 @@ class MeanField:
 
 
 def mean_field(
-    activation, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0, tol: float = 1e-10
+    activation, sigma_w2: float, sigma_b2: float, *, q0: float = 1.0, tol: float = 1e-13
 ) -> MeanField:
     """q*, chi, c*, xi_q, xi_c and xi_grad at (sigma_w^2, sigma_b^2).
 
+    ``tol`` is the relative tolerance of q* (:func:`q_star`). ``xi_c^-1 =
+    -log(sigma_w^2 E phi'(u1*) phi'(u2*))`` at c*; where c* = 1 the slope is chi (ordered
+    phase) or ``2 - chi`` (chaotic within 1e-12 of the critical line, to first order).
     ``q_free`` is True where the length map is the identity (every q is fixed, as for
     linear at sigma_w^2 = 1 or ReLU at 2 with sigma_b = 0); q* is then ``q0``."""
     act = get_activation(activation)
     q, it = q_star(act, sigma_w2, sigma_b2, q0=q0, tol=tol)
     chi = chi_at(act, sigma_w2, q)
     slope_q = length_map_slope(act, sigma_w2, q)
-    q_free = abs(slope_q - 1.0) < 1e-9 and abs(length_map(act, sigma_w2, sigma_b2, q0) - q0) < tol
+    q_free = (abs(slope_q - 1.0) < 1e-9
+              and abs(length_map(act, sigma_w2, sigma_b2, q0) - q0) < 1e-10 * max(1.0, q0))
     cs = c_star(act, sigma_w2, sigma_b2, q, chi)
-    slope_c = chi if cs == 1.0 else correlation_slope(act, sigma_w2, q, cs)
+    if cs == 1.0:
+        slope_c = chi if chi <= 1.0 else 2.0 - chi
+    else:
+        slope_c = correlation_slope(act, sigma_w2, q, cs)
     return MeanField(
         activation=act.name, sigma_w2=float(sigma_w2), sigma_b2=float(sigma_b2), q_star=q,
         chi=chi, c_star=cs, xi_q=_depth(slope_q), xi_c=_depth(slope_c), xi_grad=_depth(chi),
