@@ -157,3 +157,40 @@ def test_weightwatcher_metrics_when_installed() -> None:
     values, _ = measure(model, MetricData(train=tr, test=te, config=cfg), ["weightwatcher"])
     assert set(values) == {"ww_alpha", "ww_alpha_weighted", "ww_log_norm"}
     assert all(math.isfinite(v) for v in values.values())
+
+
+BAD_VALUES = {
+    "dataset": "digitz", "n_train": -1, "n_test": 2.5, "data_seed": "0", "random_labels": 1,
+    "model": "resnet", "width": 0, "depth": -1, "activation": "gelu", "init_scale": 0.0,
+    "optimizer": "adamw", "lr": "1e-3", "batch_size": 0, "augment": "yes", "flip": None,
+    "shift": -2, "max_epochs": 0, "max_steps": 0, "target_accuracy": 1.5, "target_loss": -1.0,
+    "seed": 1.0, "metrics": ["acuracy"], "curve_metrics": "accuracy", "checkpoints": -1,
+    "save_checkpoint": "true", "n_jacobian": 0, "n_esd": True,
+}
+
+
+def test_validate_config_checks_every_key_and_value() -> None:
+    from jacspec.zoo.train import CHECKS, DEFAULTS, validate_config
+
+    assert set(CHECKS) == set(DEFAULTS) == set(BAD_VALUES)
+    assert validate_config({}) == DEFAULTS  # the defaults pass their own checks
+    for key, bad in BAD_VALUES.items():
+        with pytest.raises(ValueError, match=f"configuration key {key}=") as info:
+            validate_config({key: bad})
+        assert "expected" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="did you mean 'activation'"):
+        validate_config({"activaton": "relu"})
+    with pytest.raises(ValueError, match="depth"):
+        validate_config({"model": "cnn", "depth": 0})
+    with pytest.raises(TypeError, match="table"):
+        validate_config([("width", 3)])  # type: ignore[arg-type]
+    assert validate_config({"batch_size": "full", "max_steps": None, "lr": 1})["lr"] == 1
+
+
+def test_run_sweep_validates_before_opening_the_store(tmp_path) -> None:
+    from jacspec.zoo.sweep import run_sweep
+
+    store = tmp_path / "z.sqlite"
+    with pytest.raises(ValueError, match=r"configuration 2 of 2: .*activation='rleu'"):
+        run_sweep([{**BASE}, {**BASE, "activation": "rleu"}], store, progress=False)
+    assert not store.exists()

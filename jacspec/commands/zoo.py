@@ -25,12 +25,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--group", type=int, default=None, help="jobs per task")
     p.add_argument("--retry-failed", action="store_true", help="rerun failed runs too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up when Ray has not started within SECONDS (default: 60)")
     p.set_defaults(zoo_func=_run)
 
-    p = sub.add_parser("status", help="count runs by status")
+    p = sub.add_parser("status", help="count runs by status; list failed runs and their errors")
     p.add_argument("store", help="results store")
     p.add_argument("--json", default=None, help="write the counts to this JSON file")
     p.set_defaults(zoo_func=_status)
+
+    p = sub.add_parser("migrate", help="rewrite older zoo checkpoints of a store as jacspec "
+                       "checkpoints (readable by jacspec analyze)")
+    p.add_argument("store", help="results store")
+    p.set_defaults(zoo_func=_migrate)
 
     p = sub.add_parser("score", help="score every metric against the generalization gap")
     p.add_argument("store", help="results store")
@@ -43,7 +50,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     func = getattr(args, "zoo_func", None)
     if func is None:
-        raise ValueError("zoo needs a sub-command: run, status or score")
+        raise ValueError("zoo needs a sub-command: run, status, score or migrate")
     return int(func(args) or 0)
 
 
@@ -56,27 +63,70 @@ def _write_json(path: str | None, data: dict[str, Any]) -> None:
         sys.stdout.write(text + "\n")
 
 
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else "(no message)"
+
+
 def _run(args: argparse.Namespace) -> int:
-    from jacspec.zoo.sweep import load_sweep, run_sweep
+    """Run the sweep; exit 1 (first error on stderr) when any of its runs failed."""
+    from jacspec.zoo.store import Store
+    from jacspec.zoo.sweep import RAY_START_TIMEOUT, load_sweep, run_sweep
 
     sweep = load_sweep(args.config)
+    timeout = RAY_START_TIMEOUT if args.ray_timeout is None else args.ray_timeout
     summary = run_sweep(sweep, args.store, backend=args.backend, workers=args.workers,
                         address=args.address, group=args.group, threads=args.threads,
-                        retry_failed=args.retry_failed, progress=not args.no_progress)
+                        retry_failed=args.retry_failed, progress=not args.no_progress,
+                        ray_timeout=timeout)
     _write_json(None, summary.to_dict())
-    return 0
+    if summary.ok:
+        return 0
+    errors = dict(summary.errors)
+    if not errors:  # failed in an earlier call and not retried
+        with Store(args.store, readonly=True) as store:
+            errors = store.errors()
+    h, err = next(iter(errors.items()), ("?", ""))
+    failed = summary.failed + summary.previously_failed
+    old = (f" ({summary.previously_failed} from an earlier call, not retried: --retry-failed "
+           "reruns them)" if summary.previously_failed else "")
+    sys.stderr.write(f"jacspec zoo: {failed} of {summary.total} runs failed{old}; first error "
+                     f"(run {h}): {_first_line(err)}; every failure: jacspec zoo status "
+                     f"{args.store}\n")
+    return 1
 
 
 def _status(args: argparse.Namespace) -> int:
+    """Counts by status and, per failed run, its error (JSON key ``failures``)."""
     from jacspec.zoo.store import Store
 
     if not Path(args.store).exists():
         raise OSError(f"store {args.store} does not exist")
     with Store(args.store, readonly=True) as store:
         counts = store.counts()
-    _write_json(args.json, counts)
+        failures = store.failures()
+    _write_json(args.json, {**counts, "failures": failures})
     if args.json:
         sys.stdout.write(" ".join(f"{k}={v}" for k, v in counts.items()) + "\n")
+        for f in failures:
+            sys.stdout.write(f"failed {f['config_hash']} (attempts={f['attempts']}): "
+                             f"{_first_line(f['error'])}\n")
+    elif failures:
+        sys.stderr.write(f"{len(failures)} failed runs; first error (run "
+                         f"{failures[0]['config_hash']}): {_first_line(failures[0]['error'])}\n")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from jacspec.zoo.store import Store
+
+    if not Path(args.store).exists():
+        raise OSError(f"store {args.store} does not exist")
+    with Store(args.store) as store:
+        paths = store.migrate_checkpoints()
+    for path in paths:
+        sys.stdout.write(f"rewrote {path}\n")
+    sys.stdout.write(f"{len(paths)} checkpoints migrated\n")
     return 0
 
 

@@ -7,6 +7,12 @@ and every scalar metric (JSON). A second table holds metrics measured at
 checkpoints during training (one row per run and step). Arrays (ESDs) and model
 checkpoints are files in ``<store>.files/<config_hash>/``, written atomically
 before the row that refers to them is committed. Only the sweep driver writes.
+
+Model checkpoints are jacspec checkpoints (:func:`jacspec.models.save_checkpoint`: the
+architecture spec and the weights, read with ``weights_only=True``), so
+``jacspec analyze <store>.files/<hash>/checkpoint.pt`` reads them. Stores written before
+used ``{"state_dict", "config"}``; :meth:`Store.model` still reads those and
+:meth:`Store.migrate_checkpoints` rewrites them in the jacspec format.
 """
 
 from __future__ import annotations
@@ -246,8 +252,83 @@ class Store:
             raise OSError(f"no array {name!r} stored for run {h}")
         return np.load(path, allow_pickle=False)
 
+    def errors(self) -> dict[str, str]:
+        """Config hash -> recorded error of every failed run."""
+        return dict(self._con.execute(
+            "SELECT config_hash, COALESCE(error, '') FROM runs WHERE status='failed' "
+            "ORDER BY finished").fetchall())
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Every failed run: ``config_hash``, ``attempts``, ``error`` and ``config``."""
+        return [{"config_hash": h, "attempts": att, "error": err or "", "config": json.loads(c)}
+                for h, att, err, c in self._con.execute(
+                    "SELECT config_hash, attempts, error, config FROM runs "
+                    "WHERE status='failed' ORDER BY finished")]
+
     def checkpoint_path(self, h: str) -> Path:
+        """Where the model checkpoint of run ``h`` is (or would be) stored."""
         return self.files / h / "checkpoint.pt"
+
+    def model(self, h: str) -> Any:
+        """The trained network of run ``h`` (eval mode), from its stored checkpoint: a jacspec
+        checkpoint, or the older zoo format ``{"state_dict", "config"}`` (rebuilt from the
+        run's configuration with :func:`jacspec.zoo.train.make_model`)."""
+        from jacspec.models import load_checkpoint
+
+        path = self.checkpoint_path(h)
+        if not path.is_file():
+            raise OSError(f"no checkpoint stored for run {h} (set save_checkpoint = true)")
+        legacy = _legacy_checkpoint(path)
+        if legacy is None:
+            return load_checkpoint(path)[0]
+        return _legacy_model(legacy)[0]
+
+    def migrate_checkpoints(self) -> list[Path]:
+        """Rewrite every checkpoint of the older zoo format as a jacspec checkpoint (same
+        weights; the architecture spec rebuilt from the run's configuration); returns the
+        rewritten paths. Files already in the jacspec format are left as they are."""
+        from jacspec.models import save_checkpoint
+
+        rewritten = []
+        for h in sorted(self.configs()):
+            path = self.checkpoint_path(h)
+            if not path.is_file():
+                continue
+            legacy = _legacy_checkpoint(path)
+            if legacy is None:
+                continue
+            model, spec = _legacy_model(legacy)
+            save_checkpoint(path, model, spec)
+            rewritten.append(path)
+        return rewritten
+
+
+def _legacy_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The payload of an older zoo checkpoint (``{"state_dict", "config"}``), or None when
+    ``path`` holds something else (a jacspec checkpoint)."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every failure is one message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({first})"
+                         ) from None
+    if (isinstance(obj, Mapping) and "format" not in obj and "state_dict" in obj
+            and isinstance(obj.get("config"), Mapping)):
+        return dict(obj)
+    return None
+
+
+def _legacy_model(payload: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, build spec) of an older zoo checkpoint's payload."""
+    from jacspec.zoo.train import load_data, make_model, model_spec
+
+    config = dict(payload["config"])
+    train_set, _ = load_data(config)
+    model = make_model(config, train_set)
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return model.eval(), model_spec(config, train_set)
 
 
 def load_results(path: str | os.PathLike[str], *, status: str | None = "done") -> pd.DataFrame:

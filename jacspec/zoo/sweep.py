@@ -16,10 +16,16 @@ File layout (TOML; YAML with the same keys works too)::
 
 A configuration is ``fixed | point``; its hash (see :func:`jacspec.zoo.store.config_hash`)
 identifies the run, so rerunning a sweep skips finished runs and redoes interrupted ones.
+
+A job function may carry ``job.validate_config(config)`` (the default trainer does: every key
+and value is checked against what it accepts); :func:`run_sweep` calls it on every
+configuration before it opens the store or starts a worker, so a typo stops the sweep with one
+line instead of failing every run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import logging
@@ -29,7 +35,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_JOB = "jacspec.zoo.train:run_job"
 BACKENDS = ("local", "ray")
+SWEEP_KEYS = ("job", "mode", "samples", "seed", "group", "name")
+RAY_START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,9 @@ class Sweep:
 
 @dataclass(frozen=True)
 class SweepSummary:
-    """What one call of :func:`run_sweep` did."""
+    """What one call of :func:`run_sweep` did. ``errors``: config hash -> error of each run
+    that failed in this call; ``previously_failed``: runs of the sweep left failed by an
+    earlier call and not retried (``retry_failed=False``)."""
 
     total: int
     skipped: int
@@ -75,9 +85,16 @@ class SweepSummary:
     backend: str
     workers: int
     group: int
+    errors: dict[str, str] = field(default_factory=dict)
+    previously_failed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no run of the sweep is failed (in this call or left from before)."""
+        return self.failed == 0 and self.previously_failed == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "errors": dict(self.errors)}
 
 
 def expand(spec: Mapping[str, Any]) -> Sweep:
@@ -86,9 +103,17 @@ def expand(spec: Mapping[str, Any]) -> Sweep:
     if unknown:
         raise ValueError(f"sweep file has unknown tables {sorted(unknown)}; "
                          "accepted: sweep, fixed, grid")
+    for table in ("sweep", "fixed", "grid"):
+        if not isinstance(spec.get(table) or {}, Mapping):
+            raise ValueError(f"sweep file table [{table}] must hold key = value entries, got "
+                             f"{type(spec[table]).__name__}")
     meta = dict(spec.get("sweep") or {})
     fixed = dict(spec.get("fixed") or {})
     grid = dict(spec.get("grid") or {})
+    bad = sorted(set(meta) - set(SWEEP_KEYS))
+    if bad:
+        raise ValueError(f"sweep file table [sweep] has unknown keys {bad}; accepted: "
+                         f"{', '.join(SWEEP_KEYS)} (configuration keys go in [fixed] or [grid])")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid.{key} must be a non-empty list of values")
@@ -127,13 +152,23 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
             import tomllib
         else:  # pragma: no cover
             import tomli as tomllib
-        with open(path, "rb") as fh:
-            spec = tomllib.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                spec = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"sweep file {path} is not valid TOML: {exc}") from None
     elif suffix in (".yaml", ".yml"):
         import yaml
 
-        with open(path) as fh:
-            spec = yaml.safe_load(fh) or {}
+        try:
+            with open(path) as fh:
+                spec = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            text = " ".join(str(exc).split())
+            raise ValueError(f"sweep file {path} is not valid YAML: {text}") from None
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"sweep file {path} must hold the tables sweep, fixed and grid; "
+                             f"got a {type(spec).__name__}")
     else:
         raise ValueError(f"sweep file must end in .toml, .yaml or .yml, got {path.name}")
     sweep = expand(spec)
@@ -154,6 +189,22 @@ def resolve_job(job: str | Callable[[dict[str, Any]], dict[str, Any]]) -> Callab
     if not callable(fn):
         raise ValueError(f"job {job!r} does not name a function")
     return fn
+
+
+def validate_configs(job: str | Callable, configs: Sequence[Mapping[str, Any]]) -> None:
+    """Call the job's ``validate_config`` (if it has one) on every configuration; the first
+    invalid one raises its ValueError/TypeError, prefixed with its position and values."""
+    check = getattr(resolve_job(job), "validate_config", None)
+    if check is None:
+        return
+    for i, cfg in enumerate(configs):
+        try:
+            check(dict(cfg))
+        except (ValueError, TypeError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            where = f"configuration {i + 1} of {len(configs)}"
+            cls = TypeError if isinstance(exc, TypeError) else ValueError
+            raise cls(f"{where}: {msg}; nothing was run") from None
 
 
 def _set_threads(threads: int) -> None:
@@ -225,17 +276,23 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     start_method: str | None = None,
+    ray_timeout: float = RAY_START_TIMEOUT,
 ) -> SweepSummary:
     """Run every configuration of ``sweep`` not yet done in ``store``.
 
     ``backend="local"``: a process pool of ``workers`` processes (default: CPU count), each
     with ``threads`` torch threads (default: CPU count // workers). ``backend="ray"``: tasks
     on the Ray cluster at ``address`` ("auto", "HOST:PORT", or None for a private local
-    instance), one CPU per thread. ``group`` jobs go into one task. Finished runs are skipped;
+    instance, started within ``ray_timeout`` seconds or TimeoutError/ConnectionError), one
+    CPU per thread. ``group`` jobs go into one task. Finished runs are skipped;
     runs left ``running`` by an interrupted sweep are redone; failed ones only with
     ``retry_failed``. Only this (driver) process writes the store. ``start_method`` of the
     local pool: None picks "fork" for one-thread workers (they share the driver's imports)
     and "forkserver" (slow imports done once, then forked) otherwise.
+
+    Every configuration is checked first (:func:`validate_configs`): an invalid one raises
+    ValueError before the store is opened. A run that fails is recorded with its error (see
+    ``SweepSummary.errors``); it does not stop the others.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -246,7 +303,10 @@ def run_sweep(
     else:
         configs = [dict(c) for c in sweep]
         job = job or DEFAULT_JOB
-    resolve_job(job)  # fail early on a bad job name
+    validate_configs(job, configs)  # fail early on a bad job name or configuration
+    if backend == "ray" and not (isinstance(ray_timeout, (int, float)) and ray_timeout > 0):
+        raise ValueError(f"ray_timeout must be a positive number of seconds, got "
+                         f"{ray_timeout!r}")
     ncpu = os.cpu_count() or 1
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers}")
@@ -257,11 +317,15 @@ def run_sweep(
         hashes = db.add(configs)
         by_hash = dict(zip(hashes, configs, strict=True))
         todo = db.todo(dict.fromkeys(hashes), retry_failed=retry_failed)
+        status = db.statuses()
+        previously_failed = 0 if retry_failed else sum(
+            status.get(h) == "failed" for h in by_hash)
         group = group or _default_group(len(todo), workers)
         chunks = _chunks([by_hash[h] for h in todo], group)
         logger.info("sweep: %d configurations, %d to run in %d tasks (%s, %d workers)",
                     len(by_hash), len(todo), len(chunks), backend, workers)
         done = failed = 0
+        errors: dict[str, str] = {}
         bar = None
         if progress and todo:
             from tqdm.auto import tqdm
@@ -274,6 +338,7 @@ def run_sweep(
                 db.finish(h, result)
                 if result.get("error"):
                     failed += 1
+                    errors[h] = str(result["error"])
                 else:
                     done += 1
             if bar is not None:
@@ -282,17 +347,21 @@ def run_sweep(
 
         try:
             if chunks:
-                db.mark_running(todo)
-                if backend == "local":
-                    _run_local(job, chunks, workers, threads, record, start_method)
-                else:
-                    _run_ray(job, chunks, address, threads, record)
+                with contextlib.ExitStack() as stack:
+                    ray = stack.enter_context(_ray_session(address, ray_timeout)) \
+                        if backend == "ray" else None  # started before any run is marked
+                    db.mark_running(todo)
+                    if ray is None:
+                        _run_local(job, chunks, workers, threads, record, start_method)
+                    else:
+                        _run_ray(ray, job, chunks, threads, record)
         finally:
             if bar is not None:
                 bar.close()
     return SweepSummary(total=len(by_hash), skipped=len(by_hash) - len(todo), ran=len(todo),
                         done=done, failed=failed, seconds=time.perf_counter() - t0,
-                        backend=backend, workers=workers, group=group)
+                        backend=backend, workers=workers, group=group, errors=errors,
+                        previously_failed=previously_failed)
 
 
 def _chunk_error(chunk: list[dict[str, Any]], exc: BaseException) -> list[tuple[str, dict]]:
@@ -337,8 +406,64 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
     pool.shutdown(wait=True)
 
 
-def _run_ray(job: str, chunks: list[list[dict]], address: str | None, threads: int,
-             record: Callable[[list[tuple[str, dict]]], None]) -> None:
+def start_ray(ray: Any, timeout: float, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` in a daemon thread, waited for at most ``timeout`` seconds.
+
+    A start that does not finish in time raises TimeoutError, one that fails raises
+    ConnectionError; both say "Ray could not start within N s: <reason>; use --backend
+    local". (A local Ray that cannot start otherwise blocks the sweep forever.)
+    """
+    import threading
+
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+            and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"ray_timeout must be a positive number of seconds, got {timeout!r}")
+    where = "Ray" if kwargs.get("address") is None else \
+        f"Ray (cluster at {kwargs['address']})"
+    box: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="jacspec-ray-init", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        _stop_ray(ray)
+        raise TimeoutError(f"{where} could not start within {timeout:g} s: ray.init() did not "
+                           "return (a local Ray may be unable to start its processes here); "
+                           "use --backend local")
+    if "error" in box:
+        exc = box["error"]
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        _stop_ray(ray)
+        raise ConnectionError(f"{where} could not start within {timeout:g} s: {reason}; "
+                              "use --backend local") from exc
+
+
+def _stop_ray(ray: Any, wait: float = 5.0) -> None:
+    """Best-effort ``ray.shutdown()`` after a failed start, never blocking more than ``wait``."""
+    import threading
+
+    def target() -> None:
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - nothing more to clean up
+            logger.debug("ray.shutdown after a failed start: %s", traceback.format_exc())
+
+    thread = threading.Thread(target=target, name="jacspec-ray-shutdown", daemon=True)
+    thread.start()
+    thread.join(wait)
+
+
+@contextlib.contextmanager
+def _ray_session(address: str | None, timeout: float) -> Iterator[Any]:
+    """The ``ray`` module, connected (or a private local instance started, within
+    ``timeout`` seconds) for the duration of the block; shut down after it if started here."""
     try:
         import ray
     except ImportError as exc:
@@ -351,20 +476,25 @@ def _run_ray(job: str, chunks: list[list[dict]], address: str | None, threads: i
         if "site-packages" not in root:  # a source checkout: let Ray workers import jacspec
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
             extra["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                 logging_level=logging.WARNING, **extra)
+        start_ray(ray, timeout, address=address, ignore_reinit_error=True,
+                  log_to_driver=False, logging_level=logging.WARNING, **extra)
     try:
-        task = ray.remote(num_cpus=threads, max_retries=0)(run_chunk)
-        pending = {task.remote(job, chunk, threads): chunk for chunk in chunks}
-        while pending:
-            finished, _ = ray.wait(list(pending), num_returns=1)
-            for ref in finished:
-                chunk = pending.pop(ref)
-                try:
-                    results = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a lost task fails its chunk only
-                    results = _chunk_error(chunk, exc)
-                record(results)
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _run_ray(ray: Any, job: str, chunks: list[list[dict]], threads: int,
+             record: Callable[[list[tuple[str, dict]]], None]) -> None:
+    task = ray.remote(num_cpus=threads, max_retries=0)(run_chunk)
+    pending = {task.remote(job, chunk, threads): chunk for chunk in chunks}
+    while pending:
+        finished, _ = ray.wait(list(pending), num_returns=1)
+        for ref in finished:
+            chunk = pending.pop(ref)
+            try:
+                results = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - a lost task fails its chunk only
+                results = _chunk_error(chunk, exc)
+            record(results)

@@ -15,7 +15,11 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
 - measurement: ``metrics`` (names in :data:`jacspec.zoo.metrics.REGISTRY`), ``curve_metrics``
   measured at checkpoints during training, ``checkpoints`` (how many, at doubling epochs),
   ``n_jacobian`` / ``n_esd`` (points used for Jacobian norms / ESDs),
-  ``save_checkpoint`` (keep the trained weights beside the store).
+  ``save_checkpoint`` (keep the trained weights beside the store, written with
+  :func:`jacspec.models.save_checkpoint`: ``jacspec analyze`` reads it).
+
+:func:`validate_config` checks every key and value before a sweep launches anything
+(:func:`jacspec.zoo.sweep.run_sweep` calls ``run_job.validate_config`` on each configuration).
 
 Every run trains with :func:`jacspec.train.train` ("momentum" is SGD with momentum 0.9,
 ``batch_size="full"`` and L-BFGS are full batch, augmentation is :func:`augment_batch` applied
@@ -24,21 +28,23 @@ to each mini-batch).
 
 from __future__ import annotations
 
+import difflib
 import functools
-import io
 import logging
+import math
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from jacspec.datasets import DataSet, load_dataset
-from jacspec.errors import check_choice
-from jacspec.models import build_model, default_sigma_w
+from jacspec.datasets import DATASET_NAMES, DataSet, load_dataset
+from jacspec.models import ACTIVATIONS, build_model, default_sigma_w, save_checkpoint
 from jacspec.train import TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -58,19 +64,122 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``DEFAULTS`` overridden by ``config``; unknown keys raise ValueError."""
-    unknown = set(config) - set(DEFAULTS)
+def _int(minimum: int, none: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if none and v is None:
+            return None
+        if isinstance(v, int) and not isinstance(v, bool) and v >= minimum:
+            return None
+        return f"an integer >= {minimum}" + (" or null" if none else "")
+    return check
+
+
+def _number(low: float, high: float = math.inf, *, open_low: bool = True,
+            none: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        if none and v is None:
+            return None
+        if (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > low if open_low else v >= low) and v <= high):
+            return None
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        upper = "" if math.isinf(high) else f" and <= {high:g}"
+        return f"a number {bound}{upper}" + (" or null" if none else "")
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if isinstance(v, str) and v in options else f"one of {', '.join(options)}"
+    return check
+
+
+def _batch_size(v: Any) -> str | None:
+    if v == "full" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None
+    return "a positive integer or 'full'"
+
+
+def _dataset(v: Any) -> str | None:
+    accepted = (f"one of {', '.join(DATASET_NAMES)} (with ':key=value' options where the set "
+                "takes them) or the path of an existing .npz file")
+    if not isinstance(v, str) or not v:
+        return accepted
+    if v.lower().endswith(".npz"):
+        return None if Path(v).is_file() else f"{accepted} (no file {v!r})"
+    from jacspec.datasets import _parse_name  # the loader's own name check, loading nothing
+
+    try:
+        _parse_name(v)
+    except (ValueError, TypeError):
+        return accepted
+    return None
+
+
+def _metric_names(v: Any) -> str | None:
+    from jacspec.zoo.metrics import REGISTRY
+
+    accepted = f"null or a list of metric names from {', '.join(sorted(REGISTRY))}"
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v or not all(isinstance(n, str) for n in v):
+        return accepted
+    unknown = [n for n in v if n not in REGISTRY]
+    return f"{accepted} (unknown: {', '.join(unknown)})" if unknown else None
+
+
+#: What the trainer accepts for each configuration key: ``check(value)`` returns None or the
+#: description of the accepted values.
+CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "dataset": _dataset, "n_train": _int(0, none=True), "n_test": _int(0, none=True),
+    "data_seed": _int(0), "random_labels": _bool,
+    "model": _choice(MODELS), "width": _int(1), "depth": _int(0),
+    "activation": _choice(ACTIVATIONS), "init_scale": _number(0.0),
+    "optimizer": _choice(OPTIMIZERS), "lr": _number(0.0), "batch_size": _batch_size,
+    "augment": _bool, "flip": _bool, "shift": _int(0), "max_epochs": _int(1),
+    "max_steps": _int(1, none=True), "target_accuracy": _number(0.0, 1.0, none=True),
+    "target_loss": _number(0.0, open_low=False, none=True), "seed": _int(0),
+    "metrics": _metric_names, "curve_metrics": _metric_names, "checkpoints": _int(0),
+    "save_checkpoint": _bool, "n_jacobian": _int(1), "n_esd": _int(1),
+}
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every key and value of ``config`` against :data:`CHECKS` (what the trainer
+    accepts); returns the resolved configuration (``DEFAULTS | config``).
+
+    Raises a one-line ValueError naming the key and the accepted values (TypeError when
+    ``config`` is not a mapping).
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"a configuration must be a table of key = value, got "
+                        f"{type(config).__name__}")
+    unknown = [key for key in config if key not in DEFAULTS]
     if unknown:
-        raise ValueError(f"unknown configuration keys {sorted(unknown)}; accepted: "
-                         f"{', '.join(sorted(DEFAULTS))}")
+        close = difflib.get_close_matches(str(unknown[0]), list(DEFAULTS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown configuration keys {sorted(map(str, unknown))}{hint}; "
+                         f"accepted keys: {', '.join(sorted(DEFAULTS))}")
     cfg = {**DEFAULTS, **config}
-    check_choice("optimizer", cfg["optimizer"], OPTIMIZERS)
-    check_choice("model", cfg["model"], MODELS)
-    bs = cfg["batch_size"]
-    if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
-        raise ValueError(f"batch_size must be a positive integer or 'full', got {bs!r}")
+    for key, check in CHECKS.items():
+        accepted = check(cfg[key])
+        if accepted is not None:
+            raise ValueError(f"configuration key {key}={cfg[key]!r} is not accepted; "
+                             f"expected {accepted}")
+    if cfg["model"] == "cnn" and cfg["depth"] < 1:
+        raise ValueError(f"configuration key depth={cfg['depth']!r} is not accepted with "
+                         "model='cnn'; expected an integer >= 1 (conv blocks)")
     return cfg
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``DEFAULTS`` overridden by ``config``, every key and value checked
+    (:func:`validate_config`); unknown keys or values raise ValueError."""
+    return validate_config(config)
 
 
 def is_full_batch(config: Mapping[str, Any]) -> bool:
@@ -101,34 +210,47 @@ def _load_data(name: str, seed: int, n_train: int, n_test: int, random_labels: b
     return tr, te
 
 
-def make_model(config: Mapping[str, Any], data: DataSet) -> nn.Module:
-    """The network of a configuration, built with :func:`jacspec.models.build_model`.
-
-    MLP: ``sigma_w = init_scale * default_sigma_w(activation)``. CNN: ``depth`` conv blocks of
-    ``width, 2 width, ...`` channels, PyTorch's default init with weights times ``init_scale``.
-    """
+def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
+    """The :func:`jacspec.models.build_model` spec of a configuration's network (what its
+    checkpoint records). MLP: ``sigma_w = init_scale * default_sigma_w(activation)``. CNN:
+    ``depth`` conv blocks of ``width, 2 width, ...`` channels (``init_scale`` multiplies the
+    weights after the build, see :func:`make_model`)."""
     cfg = resolve_config(config)
     shape = list(data.input_shape)
     if cfg["model"] == "mlp":
-        return build_model({
-            "kind": "mlp", "input_shape": shape, "num_classes": data.num_classes,
-            "width": int(cfg["width"]), "depth": int(cfg["depth"]),
-            "activation": cfg["activation"],
-            "sigma_w": float(cfg["init_scale"]) * default_sigma_w(cfg["activation"]),
-            "seed": int(cfg["seed"])})
+        return {"kind": "mlp", "input_shape": shape, "num_classes": data.num_classes,
+                "width": int(cfg["width"]), "depth": int(cfg["depth"]),
+                "activation": cfg["activation"],
+                "sigma_w": float(cfg["init_scale"]) * default_sigma_w(cfg["activation"]),
+                "seed": int(cfg["seed"])}
     if len(shape) != 3:
         raise ValueError(f"model='cnn' needs image inputs (C, H, W); dataset "
                          f"{cfg['dataset']!r} has inputs of shape {tuple(shape)}")
     channels = [int(cfg["width"]) * 2 ** i for i in range(int(cfg["depth"]))]
-    model = build_model({"kind": "cnn", "input_shape": shape, "num_classes": data.num_classes,
-                         "channels": channels, "activation": cfg["activation"],
-                         "seed": int(cfg["seed"])})
-    if cfg["init_scale"] != 1.0:
+    return {"kind": "cnn", "input_shape": shape, "num_classes": data.num_classes,
+            "channels": channels, "activation": cfg["activation"], "seed": int(cfg["seed"])}
+
+
+def make_model(config: Mapping[str, Any], data: DataSet) -> nn.Module:
+    """The network of a configuration: ``build_model(model_spec(config, data))``; for a CNN
+    PyTorch's default init with conv/linear weights times ``init_scale``."""
+    cfg = resolve_config(config)
+    spec = model_spec(cfg, data)
+    model = build_model(spec)
+    if spec["kind"] == "cnn" and cfg["init_scale"] != 1.0:
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     m.weight.mul_(float(cfg["init_scale"]))
     return model
+
+
+def checkpoint_bytes(model: nn.Module, spec: Mapping[str, Any]) -> bytes:
+    """The bytes of :func:`jacspec.models.save_checkpoint` (spec + weights, read back with
+    ``weights_only=True``) for a run's trained ``model``."""
+    with tempfile.TemporaryDirectory(prefix="jacspec-zoo-") as folder:
+        path = save_checkpoint(Path(folder) / "checkpoint.pt", model, spec)
+        return path.read_bytes()
 
 
 def augment_batch(x: torch.Tensor, *, shift: int, flip: bool, generator: torch.Generator
@@ -204,7 +326,8 @@ def _augment(x: torch.Tensor, generator: torch.Generator, *, shift: int, flip: b
 
 def run_job(config: Mapping[str, Any]) -> dict[str, Any]:
     """Sweep job: build data and model, train, measure; returns the store's result dict
-    (``metrics``, ``curves``, ``arrays``, optional ``checkpoint`` bytes)."""
+    (``metrics``, ``curves``, ``arrays``, optional ``checkpoint``: the bytes of a jacspec
+    checkpoint, see :func:`checkpoint_bytes`)."""
     from jacspec.zoo.metrics import DEFAULT_CURVE_METRICS, DEFAULT_METRICS, MetricData, measure
 
     t0 = time.perf_counter()
@@ -236,7 +359,8 @@ def run_job(config: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"metrics": metrics, "curves": curves, "arrays": arrays,
                            "duration": time.perf_counter() - t0}
     if cfg["save_checkpoint"]:
-        buf = io.BytesIO()
-        torch.save({"state_dict": model.state_dict(), "config": cfg}, buf)
-        out["checkpoint"] = buf.getvalue()
+        out["checkpoint"] = checkpoint_bytes(model, model_spec(cfg, train_set))
     return out
+
+
+run_job.validate_config = validate_config  # type: ignore[attr-defined]  # see run_sweep
