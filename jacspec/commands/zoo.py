@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("status", help="count runs by status; list failed runs and their errors")
     p.add_argument("store", help="results store")
-    p.add_argument("--json", default=None, help="write the counts to this JSON file")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the counts as JSON to the file PATH ('-': stdout)")
     p.set_defaults(zoo_func=_status)
 
     p = sub.add_parser("migrate", help="rewrite older zoo checkpoints of a store as jacspec "
@@ -41,8 +42,12 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("score", help="score every metric against the generalization gap")
     p.add_argument("store", help="results store")
-    p.add_argument("--json", default=None, help="write the scores to this JSON file")
-    p.add_argument("--plot", default=None, help="write figures into this folder")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="write the scores as JSON to the file PATH ('-': stdout)")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write every figure into the folder DIR (created if missing): "
+                   "zoo_gap_*.png, zoo_pairs_*.png, zoo_curves_*.png; each written path "
+                   "is printed")
     p.add_argument("--gap", default="gap", help="column holding the gap (default: gap)")
     p.set_defaults(zoo_func=_score)
 
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, default=str)
-    if path:
+    if path and path != "-":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n")
     else:
@@ -106,11 +111,12 @@ def _status(args: argparse.Namespace) -> int:
         counts = store.counts()
         failures = store.failures()
     _write_json(args.json, {**counts, "failures": failures})
-    if args.json:
+    if args.json and args.json != "-":
         sys.stdout.write(" ".join(f"{k}={v}" for k, v in counts.items()) + "\n")
         for f in failures:
             sys.stdout.write(f"failed {f['config_hash']} (attempts={f['attempts']}): "
                              f"{_first_line(f['error'])}\n")
+        sys.stdout.write(f"wrote {args.json}\n")
     elif failures:
         sys.stderr.write(f"{len(failures)} failed runs; first error (run "
                          f"{failures[0]['config_hash']}): {_first_line(failures[0]['error'])}\n")
@@ -137,13 +143,14 @@ def _score(args: argparse.Namespace) -> int:
         raise OSError(f"store {args.store} does not exist")
     table = score_store(args.store, gap=args.gap)
     _write_json(args.json, table.to_dict())
-    if args.json:
+    if args.json and args.json != "-":
         frame = table.to_frame()[["kendall_tau", "psi", "cmi", "robust_sign_error"]]
-        sys.stdout.write(frame.to_string(float_format=lambda v: f"{v:.3f}") + "\n")
+        sys.stdout.write(frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n")
         sys.stdout.write(f"best: {table.best}\n")
+        sys.stdout.write(f"wrote {args.json}\n")
     if args.plot:
         from jacspec.report.zoo_plots import save_zoo_figures
 
         for path in save_zoo_figures(args.store, args.plot, table=table):
-            sys.stdout.write(f"wrote {path}\n")
+            (sys.stderr if args.json == "-" else sys.stdout).write(f"wrote {path}\n")
     return 0
