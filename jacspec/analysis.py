@@ -17,9 +17,12 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +31,29 @@ import pandas as pd
 import torch
 from torch import nn
 
-from jacspec.batches import data_length, require_reiterable
+from jacspec.batches import first_batch, require_reiterable
 from jacspec.errors import check_choice
 from jacspec.esd import spectral_metrics
-from jacspec.gram import gram_from_batches
+from jacspec.gram import (
+    SIDES,
+    available_bytes,
+    check_fits,
+    format_bytes,
+    gram_bytes,
+    gram_cols,
+    gram_from_batches,
+    gram_side,
+)
 from jacspec.heavytail import heavy_tail_metrics
-from jacspec.jacobian import JacobianBatch, iter_jacobians
-from jacspec.layers import hidden_layers, iter_layer_jacobians
+from jacspec.jacobian import METHODS as JACOBIAN_METHODS
+from jacspec.jacobian import (
+    OUTPUTS,
+    JacobianBatch,
+    _check_inputs,
+    iter_jacobians,
+    prepare_model,
+)
+from jacspec.layers import eager_model, iter_layer_jacobians, select_layers
 from jacspec.nulls import RandomizedNull, fit_mp, randomized_null
 from jacspec.powerlaw import PowerLawFit, fit_powerlaw
 from jacspec.spectrum import ESD, SCALES, esd_from_gram
@@ -49,7 +68,11 @@ MAIN = "input->output"
 
 @dataclass(frozen=True)
 class Analysis:
-    """Result of :func:`analyze`: ``table`` (one row per matrix) and what produced it."""
+    """Result of :func:`analyze`: ``table`` (one row per matrix) and what produced it.
+
+    ``esds``: exact ESDs by row; ``estimates``: SLQ estimates by row (``estimate`` is the
+    input->output one, None when exact); skipped rows are in neither.
+    """
 
     table: pd.DataFrame
     esds: dict[str, ESD]
@@ -57,6 +80,7 @@ class Analysis:
     nulls: dict[str, RandomizedNull | None]
     settings: dict[str, Any] = field(default_factory=dict)
     estimate: Any = None
+    estimates: dict[str, Any] = field(default_factory=dict)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -177,6 +201,7 @@ def _analyse_matrix(
     randomize_max_bytes: int,
     seed: int,
     fit_kwargs: dict[str, Any],
+    deflate: bool = True,
 ) -> tuple[dict[str, Any], ESD, PowerLawFit | None, RandomizedNull | None]:
     store: list[torch.Tensor] | None = [] if randomize else None
     g = gram_from_batches(
@@ -185,6 +210,7 @@ def _analyse_matrix(
         n=n,
         max_memory=max_memory,
         output=output,
+        deflate=deflate,
     )
     e = esd_from_gram(g, scale=scale)
     row: dict[str, Any] = spectral_metrics(e.eigenvalues, rank=e.rank)
@@ -204,6 +230,142 @@ def _analyse_matrix(
     return row, e, fit, null
 
 
+@dataclass(frozen=True)
+class RowPlan:
+    """How one row of :func:`analyze` is computed, decided before any Jacobian is.
+
+    ``kind``: ``"main"``, ``"input_to_layer"`` or ``"layer_to_output"``; ``(n, k, d)`` the
+    Jacobian's shape (``k`` = layer width m for input -> layer, ``d`` = m for layer -> output);
+    ``cols`` the Gram's row width (:func:`jacspec.gram.gram_cols`); ``method`` ``"exact"``,
+    ``"slq"`` or ``"skipped"`` and ``reason`` why.
+    """
+
+    label: str
+    kind: str
+    layer: str | None
+    output: str
+    n: int
+    k: int
+    d: int
+    cols: int
+    side: str
+    method: str
+    reason: str
+    esd_plan: Any = None
+
+
+def check_fit_kwargs(fit_kwargs: dict[str, Any], where: str = "analyze") -> None:
+    """Refuse, before any computation, keywords that :func:`fit_powerlaw` does not take."""
+    params = list(inspect.signature(fit_powerlaw).parameters.values())[1:]
+    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    bad = [key for key in fit_kwargs if key not in accepted]
+    if not bad:
+        return
+    own = [
+        p for p in inspect.signature(analyze).parameters if p not in ("model", "data", "fit_kwargs")
+    ]
+    close = difflib.get_close_matches(bad[0], own + accepted, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(
+        f"{where}() got an unexpected keyword {bad[0]!r}{hint}; it accepts {', '.join(own)}, "
+        f"and for the power-law fit (fit_powerlaw): {', '.join(accepted)}"
+    )
+
+
+def _limit(max_memory: int | None) -> int:
+    return int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
+
+
+def plan_rows(
+    model: nn.Module,
+    data: Any,
+    *,
+    layers: str | Sequence[str] | None = None,
+    output: str = "softmax",
+    side: str = "auto",
+    method: str = "exact",
+    deflate: bool = True,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    max_memory: int | None = None,
+) -> list[RowPlan]:
+    """Plan every row of :func:`analyze` from one probe batch (no Jacobians computed).
+
+    Sizes: ``n`` from the data, ``k`` from one forward pass, each layer's width ``m`` from
+    one traced forward pass (:func:`jacspec.layers.select_layers`). ``method="exact"``:
+    exact rows; a layer row whose exact Gram (:func:`jacspec.gram.gram_bytes`) exceeds
+    ``max_memory`` is ``"skipped"`` (the input->output row raises instead). ``"auto"``:
+    :func:`jacspec.estimate.plan_esd` per row (SLQ when exact is out of reach). ``"slq"``:
+    SLQ rows. A row whose single example's Jacobian alone exceeds the limit is skipped.
+    """
+    from jacspec.estimate import engine_dtype, plan_esd, problem_shape
+
+    n, k, d = problem_shape(model, data, dtype)
+    itemsize = torch.empty((), dtype=engine_dtype(model, dtype)).element_size()
+    limit = _limit(max_memory)
+    specs: list[tuple[str, str, str | None, str, int, int]] = [(MAIN, "main", None, output, k, d)]
+    if layers is not None:
+        run_model, dt, dev = prepare_model(eager_model(model), dtype, device)
+        x0, _ = first_batch(data)
+        _check_inputs(x0)
+        chosen, _ = select_layers(run_model, x0.to(device=dev, dtype=dt), layers)
+        for h in chosen:
+            specs.append((f"input->{h.name}", "input_to_layer", h.name, "layer", h.width, d))
+            specs.append((f"{h.name}->output", "layer_to_output", h.name, output, k, h.width))
+    plans = []
+    for label, kind, layer, out, kk, dd in specs:
+        cols = gram_cols(kk, dd, out, deflate)
+        chosen_side = gram_side(side, n, cols)
+        need = gram_bytes(chosen_side, n, cols, itemsize)
+        one = 3 * kk * dd * itemsize
+        ep = None
+        if one > limit:
+            how, why = "skipped", (
+                f"one example's Jacobian ({kk} x {dd}) needs {format_bytes(one)} > "
+                f"{format_bytes(limit)} (max_memory)"
+            )
+        elif method == "exact":
+            if need <= limit:
+                how, why = "exact", f"exact {chosen_side} Gram: {format_bytes(need)} fits"
+            elif kind == "main":
+                check_fits(
+                    chosen_side, n, cols, itemsize, max_memory,
+                    estimate="jacspec.analyze(..., method='auto')",
+                )
+                how, why = "exact", ""
+            else:
+                how, why = "skipped", (
+                    f"the exact {chosen_side} Gram (n={n}, cols={cols}) needs "
+                    f"{format_bytes(need)} > {format_bytes(limit)} (max_memory); "
+                    "method='auto' estimates it"
+                )
+        else:
+            ep = plan_esd(
+                n, kk * dd, cols=cols, itemsize=itemsize, method=method, side=side,
+                max_memory=max_memory,
+            )
+            how, why = ep.method, ep.reason
+        plans.append(
+            RowPlan(label, kind, layer, out, n, kk, dd, cols, chosen_side, how, why, ep)
+        )
+    return plans
+
+
+def _estimated_row(est: Any) -> dict[str, Any]:
+    """The columns an SLQ estimate gives: trace, lambda_max and what follows from them."""
+    tr, lam = float(est.trace), float(est.lambda_max)
+    return {
+        "trace": tr,
+        "lambda_max": lam,
+        "log_norm": math.log10(tr) if tr > 0 else math.nan,
+        "log_spectral_norm": math.log10(lam) if lam > 0 else math.nan,
+        "stable_rank": tr / lam if lam > 0 else math.nan,
+        "n": est.n,
+        "side": est.side,
+        "warning": "estimated density",
+    }
+
+
 def analyze(
     model: nn.Module,
     data: Any,
@@ -220,106 +382,139 @@ def analyze(
     device: torch.device | str | None = None,
     batch_size: int | None = None,
     max_memory: int | None = None,
+    deflate: bool = True,
+    jacobian_method: str = "auto",
     progress: bool = False,
     **fit_kwargs: Any,
 ) -> Analysis:
     """Analyse the data Jacobian's ESD of ``model`` on ``data`` (see the module docstring).
 
     ``layers``: None (input->output only), ``"all"`` or module names, adding the rows
-    ``"input->NAME"`` (``d h / d x``) and ``"NAME->output"`` (``d g / d h``). ``method``:
-    ``"exact"``, or ``"auto"``/``"slq"`` to estimate the input-output density with
-    :func:`jacspec.estimate.estimate_esd` when exact is out of reach (the row then holds the
-    estimate's trace and lambda_max only). ``fit_kwargs`` go to
-    :func:`jacspec.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``, ``distribution``...).
+    ``"input->NAME"`` (``d h / d x``) and ``"NAME->output"`` (``d g / d h``); ``"all"``
+    takes every activation module and every module owning parameters except the output
+    layer, keeping those called once per forward pass with one tensor output and skipping
+    the others with one warning (:mod:`jacspec.layers`). Layer rows need an eager
+    ``nn.Module``. Every row is planned first (:func:`plan_rows`; column ``method``).
+    ``method``: ``"exact"`` (a layer row whose Gram exceeds ``max_memory`` is skipped with
+    a warning, its ``warning`` column saying why), ``"auto"`` (rows out of exact reach are
+    estimated by SLQ, :func:`jacspec.estimate.estimate_from_batches`; such a row holds the
+    estimate's trace and lambda_max only) or ``"slq"`` (every row estimated). ``side``,
+    ``deflate`` (softmax rows in the class-sum-zero basis) and ``jacobian_method`` (the
+    engine's batched backward for the input->output Jacobian: ``"auto"``, ``"replicate"``,
+    ``"batched_grad"``, ``"loop"``) apply to every method. ``progress``: one bar over the
+    rows when layers are analysed, else the Jacobian bar. ``fit_kwargs`` go to
+    :func:`jacspec.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``, ``distribution``...)
+    and are checked before any computation.
     """
     require_reiterable(data, "analyze")
+    check_fit_kwargs(fit_kwargs)
     check_choice("method", method, METHODS)
     check_choice("scale", scale, SCALES)
-    n = data_length(data)
-    settings = {
+    check_choice("side", side, SIDES)
+    check_choice("output", output, OUTPUTS)
+    check_choice("jacobian_method", jacobian_method, JACOBIAN_METHODS)
+    if layers is not None and not isinstance(layers, str):
+        layers = list(layers)
+    settings: dict[str, Any] = {
         "output": output,
         "scale": scale,
         "method": method,
+        "side": side,
+        "deflate": bool(deflate),
+        "jacobian_method": jacobian_method,
         "seed": seed,
         "randomize": randomize,
-        "layers": layers if layers is None or isinstance(layers, str) else list(layers),
+        "layers": layers,
         "fit": dict(fit_kwargs),
     }
+    plans = plan_rows(
+        model, data, layers=layers, output=output, side=side, method=method, deflate=deflate,
+        dtype=dtype, device=device, max_memory=max_memory,
+    )
+    settings["rows"] = {p.label: {"method": p.method, "reason": p.reason} for p in plans}
+    main_plan = plans[0]
+    if method != "exact":
+        settings["estimate_method"] = main_plan.method
+        settings["estimate_reason"] = main_plan.reason
+    skipped = [p for p in plans if p.method == "skipped"]
+    if skipped:
+        warnings.warn(
+            "analyze: rows skipped (they do not fit in memory): "
+            + "; ".join(f"{p.label}: {p.reason}" for p in skipped),
+            UserWarning,
+            stacklevel=2,
+        )
     common = dict(dtype=dtype, device=device, batch_size=batch_size)
     opts = dict(
-        n=n,
         scale=scale,
-        side=side,
         max_memory=max_memory,
         randomize=randomize,
         randomize_max_bytes=randomize_max_bytes,
         seed=seed,
         fit_kwargs=fit_kwargs,
+        deflate=deflate,
     )
+
+    def make_batches(p: RowPlan, show: bool = False) -> Callable[[], Iterator[JacobianBatch]]:
+        if p.kind == "main":
+            return lambda: iter_jacobians(
+                model, data, output=output, method=jacobian_method, progress=show, **common
+            )
+        return lambda: iter_layer_jacobians(
+            model, data, p.layer, direction=p.kind, output=output, **common
+        )
+
     rows: dict[str, dict[str, Any]] = {}
     esds: dict[str, ESD] = {}
     fits: dict[str, PowerLawFit | None] = {}
     nulls: dict[str, RandomizedNull | None] = {}
-    estimate = None
-    if method == "auto":
-        from jacspec.estimate import plan_esd, problem_shape
+    estimates: dict[str, Any] = {}
+    bar = None
+    if progress and layers is not None:
+        from tqdm.auto import tqdm
 
-        n_all, k, d = problem_shape(model, data, dtype)
-        itemsize = 8 if dtype == torch.float64 else 4
-        plan = plan_esd(n_all, k * d, itemsize=itemsize, side=side, max_memory=max_memory)
-        settings["estimate_method"] = plan.method
-        settings["estimate_reason"] = plan.reason
-        method = "exact" if plan.method == "exact" else "slq"
-    if method != "exact":
-        from jacspec.estimate import estimate_esd
+        bar = tqdm(total=len(plans), desc="analyze", unit="row")
+    inner = progress and bar is None
+    try:
+        for p in plans:
+            if bar is not None:
+                bar.set_postfix_str(p.label)
+            if p.method == "exact":
+                row, esds[p.label], fits[p.label], nulls[p.label] = _analyse_matrix(
+                    p.label, make_batches(p, inner)(), n=p.n, output=p.output, side=p.side,
+                    **opts,
+                )
+            elif p.method == "slq":
+                from jacspec.estimate import engine_dtype, estimate_from_batches
 
-        estimate = estimate_esd(
-            model,
-            data,
-            method=method,
-            output=output,
-            scale=scale,
-            seed=seed,
-            max_memory=max_memory,
-            progress=progress,
-            **common,
-        )
-        settings["estimate_method"] = estimate.method
-    if estimate is None or estimate.method == "exact":
-        batches = iter_jacobians(model, data, output=output, progress=progress, **common)
-        rows[MAIN], esds[MAIN], fits[MAIN], nulls[MAIN] = _analyse_matrix(
-            MAIN, batches, output=output, **opts
-        )
-    else:
-        rows[MAIN] = {
-            "trace": estimate.trace,
-            "lambda_max": estimate.lambda_max,
-            "log_norm": math.log10(estimate.trace) if estimate.trace > 0 else math.nan,
-            "log_spectral_norm": math.log10(estimate.lambda_max)
-            if estimate.lambda_max > 0
-            else math.nan,
-            "stable_rank": estimate.trace / estimate.lambda_max
-            if estimate.lambda_max > 0
-            else math.nan,
-            "n": estimate.n,
-            "side": estimate.side,
-            "warning": "estimated density",
-        }
-        fits[MAIN], nulls[MAIN] = None, None
-    if layers is not None:
-        for name in hidden_layers(model, layers):
-            for direction, label, out in (
-                ("input_to_layer", f"input->{name}", "layer"),
-                ("layer_to_output", f"{name}->output", output),
-            ):
-                batches = iter_layer_jacobians(
-                    model, data, name, direction=direction, output=output, **common
+                est = estimate_from_batches(
+                    make_batches(p, inner), n=p.n, k=p.k, d=p.d, plan=p.esd_plan,
+                    output=p.output, scale=scale, dtype=engine_dtype(model, dtype),
+                    deflate=deflate, seed=seed, progress=inner,
                 )
-                rows[label], esds[label], fits[label], nulls[label] = _analyse_matrix(
-                    label, batches, output=out, **opts
-                )
+                estimates[p.label] = est
+                row = _estimated_row(est)
+                fits[p.label], nulls[p.label] = None, None
+            else:
+                row = {"n": p.n, "side": p.side, "warning": f"skipped: {p.reason}"}
+                fits[p.label], nulls[p.label] = None, None
+            row.setdefault("k", p.k)
+            row.setdefault("d", p.d)
+            row["method"] = p.method
+            rows[p.label] = row
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "matrix"
     return Analysis(
-        table=table, esds=esds, fits=fits, nulls=nulls, settings=settings, estimate=estimate
+        table=table,
+        esds=esds,
+        fits=fits,
+        nulls=nulls,
+        settings=settings,
+        estimate=estimates.get(MAIN),
+        estimates=estimates,
     )

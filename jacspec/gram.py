@@ -103,8 +103,19 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_fits(side: str, n: int, kd: int, itemsize: int, max_memory: int | None) -> None:
-    """Refuse with a sentence naming a smaller alternative if ``side`` would not fit in memory."""
+def check_fits(
+    side: str,
+    n: int,
+    kd: int,
+    itemsize: int,
+    max_memory: int | None,
+    *,
+    estimate: str = "jacspec.estimate_esd(..., method='slq')",
+) -> None:
+    """Refuse with a sentence naming a smaller alternative if ``side`` would not fit in memory.
+
+    ``estimate``: the call suggested for an estimate instead.
+    """
     need = gram_bytes(side, n, kd, itemsize)
     limit = int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
     if need <= limit:
@@ -121,7 +132,7 @@ def check_fits(side: str, n: int, kd: int, itemsize: int, max_memory: int | None
         hints.append(f"side='{other}' ({format_bytes(other_need)})")
     else:
         hints.append("smaller inputs (for example a 24x24 crop)")
-    hints.append("an estimate: jacspec.estimate_esd(..., method='slq')")
+    hints.append(f"an estimate: {estimate}")
     raise ValueError(
         f"the {side} Gram for n={n}, kd={kd} needs about {format_bytes(need)} but only "
         f"{format_bytes(limit)} may be used (max_memory); use " + ", or ".join(hints)

@@ -9,17 +9,36 @@ two per-example Jacobians:
 
 Both stream as :class:`~jacspec.jacobian.JacobianBatch` objects, so the Gram and ESD
 machinery of the full input-output Jacobian applies unchanged.
+
+Which modules ``layers="all"`` takes (:func:`select_layers`): the *layer modules* of the
+model, in registration order, which are
+
+- every activation module (:data:`jacspec.jacobian.ACTIVATION_MODULES`, jacspec's ``Erf``),
+- every module owning parameters itself (``Linear``, ``Conv*``, norms, attention, ...),
+
+except the root and the last parametrised module to run (the output layer, whose
+layer -> output Jacobian is the output map's alone). The rule does not depend on whether
+activations are modules or calls of ``torch.nn.functional``: the parametrised layers' outputs
+are always rows. One traced forward pass (hooks counting calls, on two examples) then keeps
+the modules called exactly once per forward pass with a single tensor output whose first
+axis is the batch; the others are skipped with one warning naming each and why (``called 2
+times per forward pass``, ``returns a tuple``, ``not called``). A module named explicitly
+must pass the same checks, else ValueError. Layer rows need an eager ``nn.Module``
+(TorchScript and ``torch.export`` programs have no Python modules to hook).
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from jacspec.batches import iter_batches
+from jacspec.batches import first_batch, iter_batches
 from jacspec.errors import check_choice
 from jacspec.jacobian import (
     OUTPUTS,
@@ -31,36 +50,185 @@ from jacspec.jacobian import (
     is_activation,
     output_map,
     prepare_model,
+    preserved_state,
+    unwrap_compiled,
 )
 
 DIRECTIONS = ("input_to_layer", "layer_to_output")
 #: Bytes one batch's layer Jacobian may take.
 LAYER_BATCH_BYTES = 64 * 2**20
+#: Examples in the traced forward pass that checks the layers.
+PROBE_EXAMPLES = 2
 
 
-def hidden_layers(model: nn.Module, layers: str | Sequence[str] = "all") -> list[str]:
-    """Names of the modules to analyse: every activation module for ``"all"``, else as given.
+@dataclass(frozen=True)
+class HiddenLayer:
+    """A module whose output is analysed: its name and per-example output shape (``m`` values)."""
 
-    Falls back to every parametrised leaf module but the last when the model has no
-    activation modules (activations called as functions).
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        """``m``: the number of activations per example."""
+        n = 1
+        for s in self.shape:
+            n *= int(s)
+        return n
+
+
+def eager_model(model: nn.Module) -> nn.Module:
+    """The eager module whose submodules can be hooked (``torch.compile`` wrappers unwrapped).
+
+    TorchScript modules and ``torch.export`` programs (``torch.fx.GraphModule``) are refused
+    with one ValueError: their forward pass does not call Python submodules.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    model = unwrap_compiled(model)
+    if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        kind = "TorchScript" if isinstance(model, torch.jit.ScriptModule) else "torch.export/fx"
+        raise ValueError(
+            f"layer rows need an eager torch.nn.Module (its Python class); got a {kind} model "
+            f"({type(model).__name__}). Drop layers= to analyse the input->output Jacobian, or "
+            "load the model from its class (package.module:factory with --weights)"
+        )
+    return model
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def layer_candidates(model: nn.Module) -> list[str]:
+    """Names of the layer modules (activation modules and modules owning parameters), in
+    registration order, root excluded (before the traced check of :func:`select_layers`)."""
+    named = eager_model(model).named_modules()
+    return [n for n, m in named if n and (is_activation(m) or _owns_parameters(m))]
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Probe forwards without gradients that leave no trace on ``model`` (buffers and the
+    random state restored: :func:`jacspec.jacobian.preserved_state`)."""
+    with preserved_state(model), torch.no_grad():
+        yield
+
+
+def _describe(out: Any) -> str:
+    if isinstance(out, tuple):
+        return f"returns a tuple of {len(out)}, not a single tensor"
+    return f"returns {type(out).__name__}, not a single tensor"
+
+
+def select_layers(
+    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] = "all"
+) -> tuple[list[HiddenLayer], dict[str, str]]:
+    """The hidden layers to analyse and the skipped candidates with the reason for each.
+
+    ``layers="all"``: the layer modules (see the module docstring) that one traced forward
+    pass on ``x[:2]`` finds called exactly once with a single ``(batch, ...)`` tensor output;
+    the others are skipped with one ``UserWarning`` naming them. Names given explicitly must
+    pass the same checks (else ValueError). ``x`` must already have the model's dtype/device.
+    """
+    model = eager_model(model)
     named = dict(model.named_modules())
     if isinstance(layers, str):
-        if layers != "all":
-            layers = [layers]
+        explicit = layers != "all"
+        names = [layers] if explicit else layer_candidates(model)
+    else:
+        if not all(isinstance(n, str) for n in layers):
+            raise TypeError("layers must be None, 'all', a module name or a list of module names")
+        explicit, names = True, list(layers)
+    unknown = [n for n in names if n not in named or n == ""]
+    if unknown:
+        options = ", ".join(n for n in named if n)
+        raise ValueError(
+            f"layers {unknown} are not modules of the model; expected among: {options}"
+        )
+    calls: dict[str, int] = dict.fromkeys(names, 0)
+    outs: dict[str, Any] = {}
+    order: dict[str, int] = {}
+    tick = [0]
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, out: Any) -> None:
+            calls[name] += 1
+            outs.setdefault(name, out)
+            tick[0] += 1
+            order[name] = tick[0]
+
+        return hook
+
+    probe = x[:PROBE_EXAMPLES]
+    handles = [named[n].register_forward_hook(hook_for(n)) for n in names]
+    try:
+        with untouched(model):
+            _forward(model, output_map("logits"), probe)
+    finally:
+        for h in handles:
+            h.remove()
+    if not explicit:  # drop the output layer: the last parametrised module to run
+        ran = [n for n in names if calls[n] and _owns_parameters(named[n])]
+        if ran:
+            names.remove(max(ran, key=lambda n: order[n]))
+    chosen: list[HiddenLayer] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        out = outs.get(name)
+        if calls[name] == 0:
+            skipped[name] = "not called by the model's forward pass"
+        elif calls[name] > 1:
+            skipped[name] = f"called {calls[name]} times per forward pass"
+        elif not isinstance(out, torch.Tensor):
+            skipped[name] = _describe(out)
+        elif out.ndim < 1 or out.shape[0] != probe.shape[0] or not out.is_floating_point():
+            skipped[name] = f"its output {tuple(out.shape)} is not a float (batch, ...) tensor"
         else:
-            acts = [n for n, m in named.items() if n and is_activation(m)]
-            if acts:
-                return acts
-            leaves = [
-                n
-                for n, m in named.items()
-                if n and not list(m.children()) and any(True for _ in m.parameters(recurse=False))
-            ]
-            if len(leaves) < 2:
-                raise ValueError("layers='all' found no hidden layers in the model")
-            return leaves[:-1]
-    names = list(layers)
+            chosen.append(HiddenLayer(name, tuple(int(s) for s in out.shape[1:])))
+    if explicit and skipped:
+        name, why = next(iter(skipped.items()))
+        raise ValueError(
+            f"layer {name!r} ({type(named[name]).__name__}) {why}; layer rows need a module "
+            "called exactly once per forward pass that returns one (batch, ...) tensor"
+        )
+    if not chosen:
+        detail = "; ".join(f"{n}: {why}" for n, why in skipped.items()) or "no layer modules"
+        raise ValueError(
+            "layers='all' found no hidden layer called once with a single tensor output "
+            f"({detail}); name modules explicitly"
+        )
+    if skipped:
+        warnings.warn(
+            "layers='all' skipped "
+            + ", ".join(f"{n!r} ({type(named[n]).__name__}: {why})" for n, why in skipped.items()),
+            UserWarning,
+            stacklevel=2,
+        )
+    return chosen, skipped
+
+
+def hidden_layers(
+    model: nn.Module, layers: str | Sequence[str] = "all", *, x: torch.Tensor | None = None
+) -> list[str]:
+    """Names of the modules to analyse (see :func:`select_layers`, which needs inputs ``x``).
+
+    Without ``x`` no forward pass runs: ``"all"`` gives every layer module but the last
+    parametrised one in registration order, and given names are only checked to exist.
+    """
+    if x is not None:
+        return [h.name for h in select_layers(model, x, layers)[0]]
+    model = eager_model(model)
+    named = dict(model.named_modules())
+    if isinstance(layers, str) and layers == "all":
+        names = layer_candidates(model)
+        params = [n for n in names if _owns_parameters(named[n])]
+        if params:
+            names.remove(params[-1])
+        if not names:
+            raise ValueError("layers='all' found no hidden layers in the model")
+        return names
+    names = [layers] if isinstance(layers, str) else list(layers)
     unknown = [n for n in names if n not in named or n == ""]
     if unknown:
         options = ", ".join(n for n in named if n)
@@ -71,20 +239,25 @@ def hidden_layers(model: nn.Module, layers: str | Sequence[str] = "all") -> list
 
 
 class _Capture:
-    """Forward hook: records the module's output ``h`` and feeds a detached leaf downstream."""
+    """Forward hook: records the module's output ``h`` and feeds ``leaf.clone()`` downstream.
+
+    ``leaf = h.detach().requires_grad_()`` is what ``d g / d h`` is taken against; the rest
+    of the network sees a non-leaf copy, so in-place operations downstream (``out +=
+    identity``, ``ReLU(inplace=True)``) are allowed and cannot touch ``h``.
+    """
 
     def __init__(self) -> None:
         self.h: torch.Tensor | None = None
         self.leaf: torch.Tensor | None = None
         self.calls = 0
 
-    def __call__(self, module: nn.Module, inputs: Any, out: Any) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"layer {type(module).__name__} does not return a single tensor")
+    def __call__(self, module: nn.Module, inputs: Any, out: Any) -> Any:
         self.calls += 1
+        if not isinstance(out, torch.Tensor) or self.calls > 1:
+            return None
         self.h = out
         self.leaf = out.detach().requires_grad_(True)
-        return self.leaf
+        return self.leaf.clone()
 
 
 def _layer_step(
@@ -132,13 +305,17 @@ def iter_layer_jacobians(
 
     ``direction="layer_to_output"``: ``jac`` is ``(b, k, *h_shape)`` = ``d g_c / d h``.
     ``direction="input_to_layer"``: ``jac`` is ``(b, m, *input_shape)`` = ``d h_j / d x``.
+    The layer must be called once per forward pass with one tensor output (ValueError
+    otherwise, before any Jacobian is computed).
     """
     check_choice("direction", direction, DIRECTIONS)
     check_choice("output", output, OUTPUTS)
     fn = output_map(output)
-    run_model, dt, dev = prepare_model(model, dtype, device)
-    (name,) = hidden_layers(run_model, [layer])
-    module = dict(run_model.named_modules())[name]
+    run_model, dt, dev = prepare_model(eager_model(model), dtype, device)
+    x0, _ = first_batch(data)
+    _check_inputs(x0)
+    select_layers(run_model, x0.to(device=dev, dtype=dt), [layer])
+    module = dict(run_model.named_modules())[layer]
     start = 0
     chosen = batch_size
     with frozen_parameters(run_model), torch.enable_grad():
@@ -150,12 +327,12 @@ def iter_layer_jacobians(
             if start == 0:
                 check_batch_independence(run_model, fn, x_all[:8])
             if chosen is None:
-                jac0, _ = _layer_step(run_model, fn, module, name, x_all[:1], direction)
+                jac0, _ = _layer_step(run_model, fn, module, layer, x_all[:1], direction)
                 per = jac0.numel() * jac0.element_size() * 3
                 chosen = int(max(1, min(2048, LAYER_BATCH_BYTES // max(per, 1))))
             for s in range(0, x_all.shape[0], chosen):
                 x = x_all[s : s + chosen]
-                jac, out = _layer_step(run_model, fn, module, name, x, direction)
+                jac, out = _layer_step(run_model, fn, module, layer, x, direction)
                 yb = None if y is None else y[s : s + chosen]
                 yield JacobianBatch(jac=jac.detach(), x=x, y=yb, out=out, start=start)
                 start += x.shape[0]

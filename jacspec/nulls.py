@@ -252,15 +252,17 @@ def matrix_esd(A: Any, *, scale: str = "n") -> np.ndarray:
     """Eigenvalues (descending, float64) of A A^T / rows via the smaller Gram side.
 
     scale="n" divides by rows (jacspec's default M/n), "none" gives the raw A A^T. The
-    smaller side is used (A A^T if rows <= cols else A^T A): the min(rows, cols) returned
-    eigenvalues are the nonzero spectrum of either side. Round-off negatives are set to 0.
+    smaller side is used (:func:`jacspec.gram.gram_side`: A^T A if cols <= rows): the
+    min(rows, cols) returned eigenvalues are the nonzero spectrum of either side. Round-off
+    negatives are set to 0.
     """
     from jacspec.errors import check_choice
+    from jacspec.gram import gram_side
 
     check_choice("scale", scale, ("n", "none"))
     a = _as_float64_matrix(A)
     rows, cols = a.shape
-    g = a @ a.T if rows <= cols else a.T @ a
+    g = a.T @ a if gram_side("auto", rows, cols) == "dual" else a @ a.T
     if scale == "n":
         g /= rows
     ev = np.linalg.eigvalsh(g)[::-1]

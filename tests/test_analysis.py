@@ -44,7 +44,10 @@ def test_layers_rows_and_seed_reproducibility() -> None:
     model, x = model_and_data()
     a = analyze(model, x, layers="all", seed=1)
     b = analyze(model, x, layers="all", seed=1)
-    assert list(a.table.index) == ["input->output", "input->1", "1->output"]
+    # layers="all": every activation and parametrised module but the output layer
+    assert list(a.table.index) == [
+        "input->output", "input->0", "0->output", "input->1", "1->output"
+    ]
     assert a.table.equals(b.table)
     d = a.to_dict()
     assert [r["name"] for r in d["layers"]] == list(a.table.index)

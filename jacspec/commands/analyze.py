@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exact eigenvalues, or a stochastic Lanczos estimate when exact is out of reach",
     )
     p.add_argument(
+        "--jacobian-method",
+        choices=["auto", "replicate", "batched_grad", "loop"],
+        default="auto",
+        help="the engine's batched backward for the input->output Jacobian (same numbers)",
+    )
+    p.add_argument(
         "--layers",
         default=None,
         help="'all' or comma-separated module names: add layer-wise Jacobian rows",
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=DTYPES[args.dtype],
         side=args.side,
         method=args.method,
+        jacobian_method=args.jacobian_method,
         layers=layers,
         randomize=not args.no_randomize,
         seed=args.seed,
