@@ -1,18 +1,30 @@
 """Load a model named on the command line.
 
 ``MODEL`` is one of: a TorchScript file (``torch.jit.save``), an exported program
-(``torch.export.save``; export it with a dynamic batch dimension), a jacspec checkpoint
-(architecture spec + weights, read with ``weights_only=True``), or ``package.module:factory``
-(a callable returning an ``nn.Module``) with optional weights (a state_dict file, also read
-with ``weights_only=True``). The model is returned in eval mode.
+(``torch.export.save``; export it with a dynamic batch dimension,
+``dynamic_shapes={"x": {0: torch.export.Dim("batch")}}``), a jacspec checkpoint
+(architecture spec + weights, read with ``weights_only=True``), or a factory
+``package.module:factory`` / ``package.module:factory(arg, key=value, ...)`` (a callable
+returning an ``nn.Module``, called with the literal arguments given: numbers, strings,
+``True``/``False``/``None``, tuples, lists, dicts; parsed with :func:`ast.literal_eval`,
+never evaluated as code) with optional weights (a state_dict file, also read with
+``weights_only=True``). The factory's module is imported with the working folder first on
+``sys.path``, as ``python -m`` does. Eager models are returned in eval mode; exported
+programs as stored (they have no train/eval switch).
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib
 import os
+import re
+import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,18 +70,93 @@ def _load_state_dict(path: str | os.PathLike, trust: bool) -> dict[str, torch.Te
     return obj
 
 
-def _from_factory(target: str, weights: str | os.PathLike | None, trust: bool) -> nn.Module:
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"model {target!r}: expected 'package.module:factory'")
+@contextlib.contextmanager
+def working_folder_importable() -> Iterator[None]:
+    """Put the working folder first on ``sys.path`` (as ``python -m`` does) for the block."""
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    importlib.invalidate_caches()
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({exc})") from None
-    factory = getattr(module, attr, None)
-    if factory is None or not callable(factory):
-        raise ValueError(f"model {target!r}: {module_name!r} has no callable {attr!r}")
-    model = factory()
+        yield
+    finally:
+        if sys.path and sys.path[0] == cwd:
+            del sys.path[0]
+        elif cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+FACTORY_SYNTAX = "'package.module:factory' or 'package.module:factory(arg, key=value, ...)'"
+
+
+def parse_factory(target: str) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+    """Split ``"pkg.mod:make(3, width=64)"`` into ``("pkg.mod", "make", (3,), {"width": 64})``.
+
+    Arguments must be Python literals (:func:`ast.literal_eval`); nothing is evaluated.
+    """
+    module_name, sep, call = (part.strip() for part in target.partition(":"))
+    if not sep or not _DOTTED.fullmatch(module_name) or not call:
+        raise ValueError(f"model {target!r}: expected {FACTORY_SYNTAX}")
+    if "(" not in call:
+        if not _DOTTED.fullmatch(call):
+            raise ValueError(f"model {target!r}: expected {FACTORY_SYNTAX}")
+        return module_name, call, (), {}
+    try:
+        node = ast.parse(call, mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"model {target!r}: {call!r} is not a call; expected "
+                         f"{FACTORY_SYNTAX}") from None
+    if not isinstance(node, ast.Call) or not _DOTTED.fullmatch(ast.unparse(node.func)):
+        raise ValueError(f"model {target!r}: expected {FACTORY_SYNTAX}")
+
+    def literal(arg: ast.expr) -> Any:
+        try:
+            return ast.literal_eval(arg)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise ValueError(
+                f"model {target!r}: argument {ast.unparse(arg)!r} is not a literal; factory "
+                "arguments may be numbers, strings, True/False/None, tuples, lists and dicts"
+            ) from None
+
+    if any(isinstance(a, ast.Starred) for a in node.args) or any(
+        kw.arg is None for kw in node.keywords
+    ):
+        raise ValueError(f"model {target!r}: *args and **kwargs are not accepted; write the "
+                         "arguments out")
+    args = tuple(literal(a) for a in node.args)
+    kwargs = {str(kw.arg): literal(kw.value) for kw in node.keywords}
+    return module_name, ast.unparse(node.func), args, kwargs
+
+
+def _from_factory(target: str, weights: str | os.PathLike | None, trust: bool) -> nn.Module:
+    module_name, attr, args, kwargs = parse_factory(target)
+    with working_folder_importable():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                raise ValueError(
+                    f"model {target!r}: no module {exc.name!r} in the working folder "
+                    f"({os.getcwd()}) or on the Python path; run jacspec from the folder that "
+                    "holds it, or add that folder to PYTHONPATH"
+                ) from None
+            raise ValueError(f"model {target!r}: importing {module_name!r} failed ({exc})"
+                             ) from None
+        except Exception as exc:  # noqa: BLE001 - the user's module failed to import
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(f"model {target!r}: importing {module_name!r} failed "
+                             f"({type(exc).__name__}: {first})") from None
+        factory: Any = module
+        for part in attr.split("."):
+            factory = getattr(factory, part, None)
+        if factory is None or not callable(factory):
+            raise ValueError(f"model {target!r}: {module_name!r} has no callable {attr!r}")
+        try:
+            model = factory(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the user's factory failed
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(f"model {target!r}: calling {attr} failed "
+                             f"({type(exc).__name__}: {first})") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {target!r}: the factory returned {type(model).__name__}, "
                          "not a torch.nn.Module")
@@ -86,15 +173,19 @@ def _from_factory(target: str, weights: str | os.PathLike | None, trust: bool) -
 def load_model(
     model: str | os.PathLike, *, weights: str | os.PathLike | None = None, trust: bool = False
 ) -> nn.Module:
-    """Load ``model`` (TorchScript file, jacspec checkpoint, or ``module:factory``); eval mode."""
+    """Load ``model``: a TorchScript file, an exported program, a jacspec checkpoint, or
+    ``module:factory`` / ``module:factory(arg, key=value)`` (see the module docstring).
+
+    Eager and TorchScript models come back in eval mode; exported programs as stored.
+    """
     text = str(model)
     path = Path(text)
     if not path.exists() and ":" in text and not text.startswith((".", "/")):
         return _from_factory(text, weights, trust).eval()
     if not path.is_file():
         raise FileNotFoundError(
-            f"model {text!r} does not exist; expected a TorchScript file, a jacspec checkpoint "
-            "or 'package.module:factory'"
+            f"model {text!r} does not exist; expected a TorchScript file, an exported program, "
+            f"a jacspec checkpoint or {FACTORY_SYNTAX}"
         )
     if weights is not None:
         raise ValueError("weights is only used with a 'package.module:factory' model")
@@ -110,5 +201,6 @@ def load_model(
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise ValueError(f"TorchScript file {text!r} could not be loaded ({first})") from None
-    loaded, _spec = load_checkpoint(path, trust=trust)
+    with working_folder_importable() if trust else contextlib.nullcontext():
+        loaded, _spec = load_checkpoint(path, trust=trust)
     return loaded.eval()

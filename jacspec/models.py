@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -264,6 +265,19 @@ def _check_match(model: nn.Module, state: Mapping[str, torch.Tensor], what: str)
         raise ValueError(f"spec does not match the {what}'s weights: {'; '.join(parts)}")
 
 
+def _missing_class(exc: BaseException) -> str | None:
+    """What of a pickled model's code cannot be found (module or class), or None."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"code needs module {exc.name!r}, which cannot be imported ({exc})"
+    match = re.match(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    if isinstance(exc, AttributeError) and match:
+        cls, module = match.groups()
+        where = (" (the script that saved it; move the class into a module)"
+                 if module == "__main__" else "")
+        return f"class {cls!r} is not defined in module {module!r}{where}"
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike, *, trust: bool = False,
                     map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Read a jacspec checkpoint; returns ``(model in eval mode, spec)``.
@@ -292,6 +306,12 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False,
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
             ImportError, IndexError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = _missing_class(exc) if trust else None
+        if missing is not None:
+            raise ValueError(f"checkpoint {str(path)!r} pickles a whole model whose {missing}; "
+                             "make it importable (run jacspec from the folder that holds the "
+                             "module, or add that folder to PYTHONPATH), or save a state_dict "
+                             "and load it with MODULE:FACTORY --weights") from None
         raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({first})"
                          ) from None
     if trust and isinstance(obj, nn.Module):

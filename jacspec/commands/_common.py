@@ -29,8 +29,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="TorchScript file, torch.export program, jacspec checkpoint, or "
-        "package.module:factory",
+        help="TorchScript file, torch.export program (exported with a dynamic batch: "
+        "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}), jacspec checkpoint, or "
+        "package.module:factory, optionally with literal arguments: "
+        "'package.module:factory(10, width=64)'; the module is imported from the working "
+        "folder first (as python -m does)",
     )
     parser.add_argument("--weights", help="state_dict file for a package.module:factory MODEL")
     parser.add_argument(
