@@ -19,6 +19,7 @@ from jacspec.zoo.score import (
     paired_comparison,
     robust_sign_error,
     score_metrics,
+    worst_factor_sign_error,
 )
 
 
@@ -76,22 +77,20 @@ def test_granulated_kendall_by_hand() -> None:
 
 
 def _cmi_by_hand(df: pd.DataFrame, factors: list[str]) -> float:
+    """PGDL's score: every ordered pair (self-pairs included), cells weighted equally."""
     rows = df.to_dict("records")
     best = math.inf
     for s in itertools.combinations(factors, 2):
         cells: dict[tuple, Counter] = {}
-        for i, ri in enumerate(rows):
-            for j, rj in enumerate(rows):
-                if i == j:
-                    continue
+        for ri in rows:
+            for rj in rows:
                 key = tuple((ri[f], rj[f]) for f in s)
                 vg, vm = ri["gap"] > rj["gap"], ri["mu"] > rj["mu"]
                 cells.setdefault(key, Counter())[(vg, vm)] += 1
-        total = sum(sum(c.values()) for c in cells.values())
         mi = h = 0.0
         for c in cells.values():
             n = sum(c.values())
-            w = n / total
+            w = 1 / len(cells)
             pg = {g: sum(v for (gg, _), v in c.items() if gg == g) / n for g in (0, 1)}
             pm = {m: sum(v for (_, mm), v in c.items() if mm == m) / n for m in (0, 1)}
             for (g, m), v in c.items():
@@ -104,10 +103,13 @@ def _cmi_by_hand(df: pd.DataFrame, factors: list[str]) -> float:
 
 @pytest.mark.parametrize("seed", [0, 5])
 def test_cmi_by_hand_on_small_grid(seed: int) -> None:
-    df = _grid({"a": [0, 1], "b": [0, 1, 2], "c": ["u", "v"]}, seed=seed, reps=2)
+    df = _grid({"a": [0, 1], "b": [0, 1, 2], "c": ["u", "v"]}, seed=seed)
     factors = ["a", "b", "c"]
     cmi, per = conditional_mutual_information(df, "mu", factors)
     assert cmi == pytest.approx(_cmi_by_hand(df, factors), rel=1e-10)
+    # seed replicates: PGDL's score needs one model per configuration
+    reps = _grid({"a": [0, 1], "b": [0, 1, 2], "c": ["u", "v"]}, seed=seed, reps=2)
+    assert math.isnan(conditional_mutual_information(reps, "mu", factors)[0])
     assert set(per) == {"a,b", "a,c", "b,c"}
     # the gap itself carries all the information; a constant metric none
     df["same"] = df["gap"]
@@ -126,7 +128,8 @@ def test_robust_sign_error_and_pairs_by_hand() -> None:
     df = _grid({"a": [0, 1, 2], "b": [0, 1]}, seed=7)
     factors = ["a", "b"]
     noise = 0.3
-    worst, per = robust_sign_error(df, "mu", factors, noise=noise)
+    worst, per = worst_factor_sign_error(df, "mu", factors, noise=noise)
+    robust, per_robust = robust_sign_error(df, "mu", factors, noise=noise)
     rows = df.to_dict("records")
     for f in factors:
         errs = []
@@ -139,7 +142,10 @@ def test_robust_sign_error_and_pairs_by_hand() -> None:
                 continue
             errs.append(0.0 if np.sign(dg) == np.sign(dm) else 1.0)
         assert per[f] == pytest.approx(np.mean(errs))
+        # no seeds: each environment is one pair, the robust value its worst pair
+        assert per_robust[f] == pytest.approx(max(errs))
     assert worst == pytest.approx(max(per.values()))
+    assert robust == pytest.approx(max(per_robust.values()))
 
     res = paired_comparison(df, "mu", "b", 0, 1, factors)
     a0 = df[df.b == 0].set_index("a")

@@ -11,10 +11,12 @@ from jacspec.zoo.score import (
     conditional_mutual_information,
     granulated_kendall,
     kendall_tau,
+    kendall_tau_a,
     paired_comparison,
     robust_sign_error,
     score_metrics,
     score_store,
+    worst_factor_sign_error,
 )
 from jacspec.zoo.store import Store, config_hash, load_results
 from jacspec.zoo.sweep import Sweep, SweepSummary, expand, load_sweep, run_sweep
@@ -23,4 +25,5 @@ __all__ = [
     "ScoreTable", "Store", "Sweep", "SweepSummary", "conditional_mutual_information",
     "config_hash", "expand", "granulated_kendall", "kendall_tau", "load_results", "load_sweep",
     "paired_comparison", "robust_sign_error", "run_sweep", "score_metrics", "score_store",
+    "kendall_tau_a", "worst_factor_sign_error",
 ]

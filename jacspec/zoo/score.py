@@ -3,16 +3,23 @@
 Over a zoo of trained networks with gap ``g`` and metric ``mu`` (higher metric is meant to
 predict a larger gap):
 
-- Kendall's tau-b over all models.
+- Kendall's tau as Jiang et al. (2020) define it (:func:`kendall_tau_a`):
+  ``tau = sum_{i != j} sign(mu_i - mu_j) sign(g_i - g_j) / (n (n - 1))``, ties count 0; the
+  score table also reports scipy's tau-b (:func:`kendall_tau`) as ``kendall_tau_b``.
 - Granulated Kendall Psi (Jiang et al. 2020): for each factor ``i``, ``psi_i`` is the mean of
-  tau within groups of models where only factor ``i`` varies; ``Psi = mean_i psi_i``.
-- PGDL conditional mutual information: over ordered pairs of distinct models,
-  ``V_g = [g_a > g_b]``, ``V_mu = [mu_a > mu_b]``; for a conditioning set ``S`` of factors,
-  ``U_S`` is the pair of values each model has for the factors in ``S``;
-  ``CMI = min_S I(V_mu; V_g | U_S) / H(V_g | U_S)`` over all ``S`` of size 2 (complete grids).
-- Robust sign error (Dziugaite et al. 2020): over pairs differing in one factor only whose gap
-  difference exceeds the noise, the share of pairs where ``sign(d mu) != sign(d g)``; the
-  robust value is the worst factor's mean.
+  that tau over the groups of models where only factor ``i`` varies; ``Psi = mean_i psi_i``.
+- PGDL conditional mutual information, as the competition's scoring program computes it: over
+  *all* ordered pairs of models ``(m1, m2)`` (self-pairs included), ``V_g = [g_1 > g_2]``,
+  ``V_mu = [mu_1 > mu_2]``; for two conditioning factors the cell of a pair is the values
+  ``(v_h1(m1), v_h1(m2), v_h2(m1), v_h2(m2))``; per-cell ``I(V_mu; V_g)`` and ``H(V_g)`` are
+  averaged uniformly over the cells and the score is ``min_{h1 != h2} mean I / mean H``
+  (x 100 on PGDL's leaderboard). Needs a complete grid with one model per configuration.
+- Robust sign error (Dziugaite et al. 2020): environments are pairs of configurations that
+  differ in one factor (their runs matched by seed); an environment's sign error is the mean
+  of ``(1 - sign(d mu) sign(d g)) / 2`` over its runs; environments whose mean gap difference
+  is within the noise do not count; the robust value is the supremum over environments.
+  :func:`worst_factor_sign_error` is the milder statistic this module used to call by that
+  name: the largest per-factor mean of the pair errors.
 - Paired comparisons (Novak et al. 2018): models equal except one factor, value a vs value b.
 """
 
@@ -67,6 +74,27 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     return float(np.sum(sx * sy) / denom)
 
 
+def kendall_tau_a(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Jiang et al.'s (2020) Kendall tau (Kendall's tau-a); pairs with NaN are dropped.
+
+    ``tau = sum_{i != j} sign(x_i - x_j) sign(y_i - y_j) / (n (n - 1))``: a tie in either
+    variable contributes 0 and the denominator counts every pair, so a constant ``x`` gives 0.
+    NaN when fewer than two points.
+    """
+    x, y = _vec(x, "x"), _vec(y, "y")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = x.size
+    if n < 2:
+        return float("nan")
+    iu = np.triu_indices(n, k=1)
+    sx = np.sign(x[:, None] - x[None, :])[iu]
+    sy = np.sign(y[:, None] - y[None, :])[iu]
+    return float(2.0 * np.sum(sx * sy) / (n * (n - 1)))
+
+
 def varying_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """Columns among ``columns`` that take more than one value in ``df``."""
     return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
@@ -83,9 +111,14 @@ def _keys(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
 def granulated_kendall(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
                        gap: str = "gap", replicates: Sequence[str] = REPLICATE_KEYS
                        ) -> tuple[float, dict[str, float]]:
-    """Granulated Kendall ``Psi`` and the per-factor ``psi_i`` (NaN groups are skipped).
+    """Granulated Kendall ``Psi`` (Jiang et al. 2020) and the per-factor ``psi_i``.
 
-    Groups for factor ``i`` hold every other factor and every replicate key fixed.
+    ``psi_i`` is the mean of :func:`kendall_tau_a` over the groups where only factor ``i``
+    varies (every other factor and every varying replicate key fixed); ties count 0, so a
+    group whose metric or gap is all tied contributes tau = 0. ``Psi = mean_i psi_i`` over
+    every factor. Groups of a single model have no pair and are not groups of the grid; a
+    factor with no group of two models (only on incomplete grids) gets NaN and is left out of
+    ``Psi``.
     """
     reps = varying_columns(df, replicates)
     per: dict[str, float] = {}
@@ -93,7 +126,7 @@ def granulated_kendall(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
         others = [c for c in factors if c != f] + reps
         taus = []
         for _, grp in df.groupby(_keys(df, others)):
-            t = kendall_tau(grp[metric], grp[gap])
+            t = kendall_tau_a(grp[metric], grp[gap])
             if np.isfinite(t):
                 taus.append(t)
         per[f] = float(np.mean(taus)) if taus else float("nan")
@@ -109,59 +142,83 @@ def is_complete_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
     return int(df[list(factors)].astype(str).drop_duplicates().shape[0]) == int(np.prod(sizes))
 
 
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-np.sum(p * np.log2(p)))
+def is_unique_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
+    """Whether no combination of the factors' values occurs twice (one model per
+    configuration, as PGDL's scoring program requires)."""
+    if not factors:
+        return len(df) <= 1
+    return not bool(df[list(factors)].astype(str).duplicated().any())
 
 
-def _mutual_information(table: np.ndarray) -> float:
-    """I(A; B) in bits of a 2-D contingency table of counts."""
-    total = table.sum()
-    if total == 0:
-        return 0.0
-    pj = table / total
-    pa, pb = pj.sum(axis=1, keepdims=True), pj.sum(axis=0, keepdims=True)
-    nz = pj > 0
-    return float(np.sum(pj[nz] * np.log2(pj[nz] / (pa @ pb)[nz])))
+# PGDL's scoring program takes log2(p + 1e-12) in the entropy of the gap sign.
+_PGDL_LOG_EPS = 1e-12
+
+
+def _pgdl_entropy(counts: np.ndarray) -> np.ndarray:
+    """Entropy in bits of each row of ``counts`` (last axis), as PGDL's scorer computes it."""
+    p = counts / counts.sum(axis=-1, keepdims=True)
+    return -np.sum(p * np.log2(p + _PGDL_LOG_EPS), axis=-1)
+
+
+def _mutual_information(tables: np.ndarray) -> np.ndarray:
+    """``I(A; B)`` in bits of each 2x2 contingency table of counts in ``tables[k]``."""
+    total = tables.sum(axis=(1, 2), keepdims=True)
+    pj = tables / total
+    pa, pb = pj.sum(axis=2, keepdims=True), pj.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(pj > 0, pj * np.log2(pj / (pa * pb)), 0.0)
+    return terms.sum(axis=(1, 2))
 
 
 def conditional_mutual_information(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
                                    gap: str = "gap", size: int = 2,
                                    require_complete: bool = True) -> tuple[float, dict[str, float]]:
-    """PGDL score ``min_S I(V_mu; V_g | U_S) / H(V_g | U_S)`` over factor sets ``|S| = size``.
+    """PGDL's conditional mutual information score and its value for each conditioning set.
 
-    Conditional quantities are ``sum_u p(u) I_u`` and ``sum_u p(u) H_u`` over cells ``u`` of
-    value pairs. Returns the score and the value for each ``S`` (key ``"f1,f2"``). NaN (with a
-    log note) when the grid is incomplete and ``require_complete``.
+    As the competition's scoring program: every ordered pair of models ``(m1, m2)``,
+    self-pairs included, adds one count to the 2x2 table ``([g1 > g2], [mu1 > mu2])`` of the
+    cell ``(v_h(m1), v_h(m2))_{h in S}``; with ``I_u`` the mutual information and ``H_u`` the
+    entropy of the gap sign (bits) of cell ``u``, the value for ``S`` is
+    ``mean_u I_u / mean_u H_u`` with every cell weighted equally, and the score is the minimum
+    over the sets ``S`` of ``size`` factors (PGDL: ``size=2``, the minimum over ``h1 != h2``;
+    the order of ``h1, h2`` does not change the value). The leaderboard shows 100 x score.
+
+    PGDL requires a complete grid with one model per configuration: otherwise NaN (with a log
+    note) when ``require_complete``; with ``require_complete=False`` the same formula runs over
+    the cells that hold pairs (not PGDL's number). NaN with fewer than ``size`` factors.
+    Returns the score and the value for each ``S`` (key ``"f1,f2"``).
     """
     factors = list(factors)
-    if require_complete and not is_complete_grid(df, factors):
+    if size < 1:
+        raise ValueError(f"size must be a positive number of conditioning factors, got {size}")
+    d = df[[metric, gap] + factors].dropna(subset=[metric, gap])
+    if require_complete and not (is_complete_grid(df, factors) and len(d) == len(df)):
         logger.info("CMI skipped: the grid over %s is not complete", factors)
         return float("nan"), {}
-    d = df[[metric, gap] + factors].dropna(subset=[metric, gap])
+    if require_complete and not is_unique_grid(df, factors):
+        logger.info("CMI skipped: the grid over %s has more than one model per configuration "
+                    "(PGDL's score needs exactly one)", factors)
+        return float("nan"), {}
     n = len(d)
-    if n < 2:
+    if n < 2 or len(factors) < size:
         return float("nan"), {}
     mu, g = d[metric].to_numpy(float), d[gap].to_numpy(float)
-    a, b = np.nonzero(~np.eye(n, dtype=bool))
-    vg = (g[a] > g[b]).astype(np.int64)
-    vm = (mu[a] > mu[b]).astype(np.int64)
+    a, b = (x.ravel() for x in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    sign = 2 * (g[a] > g[b]).astype(np.int64) + (mu[a] > mu[b]).astype(np.int64)
     codes = {f: _keys(d, [f]) for f in factors}
-    k = min(size, len(factors))
     per: dict[str, float] = {}
-    for subset in itertools.combinations(factors, k):
+    for subset in itertools.combinations(factors, size):
         cell = np.zeros(a.size, dtype=np.int64)
         for f in subset:
             c = codes[f]
             m = int(c.max()) + 1
             cell = (cell * m + c[a]) * m + c[b]
         _, cell = np.unique(cell, return_inverse=True)
-        table = np.zeros((cell.max() + 1, 2, 2))
-        np.add.at(table, (cell, vg, vm), 1.0)
-        weights = table.sum(axis=(1, 2)) / a.size
-        mi = sum(w * _mutual_information(t) for w, t in zip(weights, table, strict=True))
-        h = sum(w * _entropy(t.sum(axis=1)) for w, t in zip(weights, table, strict=True))
-        per[",".join(subset)] = float(mi / h) if h > 0 else float("nan")
+        tables = np.bincount(cell * 4 + sign, minlength=4 * (int(cell.max()) + 1))
+        tables = tables.reshape(-1, 2, 2).astype(np.float64)
+        mi = float(np.mean(_mutual_information(tables)))
+        h = float(np.mean(_pgdl_entropy(tables.sum(axis=2))))
+        per[",".join(subset)] = mi / h if h > 0 else float("nan")
     vals = [v for v in per.values() if np.isfinite(v)]
     return (float(min(vals)) if vals else float("nan")), per
 
@@ -195,28 +252,81 @@ def single_factor_pairs(df: pd.DataFrame, factor: str, factors: Sequence[str], *
     return a, b
 
 
+def _pair_sign_errors(df: pd.DataFrame, metric: str, factor: str, factors: Sequence[str], *,
+                      gap: str, replicates: Sequence[str]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the pairs of runs equal except ``factor`` (matched on replicate keys): the
+    environment code of each pair (its two configurations), ``d g`` and the pair's sign
+    error ``(1 - sign(d mu) sign(d g)) / 2``; pairs with a non-finite value dropped."""
+    a, b = single_factor_pairs(df, factor, factors, replicates=replicates)
+    mu, g = df[metric].to_numpy(float), df[gap].to_numpy(float)
+    dg, dm = g[b] - g[a], mu[b] - mu[a]
+    ok = np.isfinite(dg) & np.isfinite(dm)
+    conf = _keys(df, list(factors))
+    lo, hi = np.minimum(conf[a], conf[b]), np.maximum(conf[a], conf[b])
+    env = lo * (int(conf.max()) + 1) + hi if conf.size else lo
+    # orient every pair the same way within its environment (from config lo to config hi)
+    flip = np.where(conf[a] <= conf[b], 1.0, -1.0)
+    err = (1.0 - np.sign(dm) * np.sign(dg)) / 2.0
+    return env[ok], (flip * dg)[ok], err[ok]
+
+
 def robust_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
                       gap: str = "gap", noise: float | None = None,
                       replicates: Sequence[str] = REPLICATE_KEYS
                       ) -> tuple[float, dict[str, float]]:
-    """Worst single-factor mean sign error and the per-factor means.
+    """Dziugaite et al.'s (2020) robust sign error and its value for each factor.
 
-    Pair error ``(1 - sign(d mu) sign(d g)) / 2`` (0 agree, 1 disagree, 1/2 metric tie) over
-    pairs differing in one factor with ``|d g| > noise``; ``noise=None`` uses
-    :func:`gap_noise`.
+    An environment is a pair of configurations that differ in exactly one factor; its runs
+    are paired by replicate key (seed). Its sign error is the mean over its run pairs of
+    ``(1 - sign(d mu) sign(d g)) / 2`` (0 agree, 1 disagree, 1/2 metric tie). Environments
+    whose mean gap difference satisfies ``|mean d g| <= noise`` do not count (their gaps are
+    not told apart). The robust value is the supremum (max) over the counted environments;
+    the value for factor ``f`` is the supremum over those that vary ``f``.
+    ``noise=None`` uses :func:`gap_noise` (from seed replicates; 0 without them, so only
+    exactly tied gaps are dropped). NaN when no environment counts.
     """
     if noise is None:
         noise = gap_noise(df, factors, gap=gap, replicates=replicates)
-    if noise < 0:
-        raise ValueError(f"noise must be non-negative, got {noise}")
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite non-negative gap difference, got {noise}")
     d = df.reset_index(drop=True)
-    mu, g = d[metric].to_numpy(float), d[gap].to_numpy(float)
     per: dict[str, float] = {}
     for f in factors:
-        a, b = single_factor_pairs(d, f, factors, replicates=replicates)
-        dg, dm = g[b] - g[a], mu[b] - mu[a]
-        keep = (np.abs(dg) > noise) & np.isfinite(dg) & np.isfinite(dm)
-        err = (1.0 - np.sign(dm[keep]) * np.sign(dg[keep])) / 2.0
+        env, dg, err = _pair_sign_errors(d, metric, f, factors, gap=gap, replicates=replicates)
+        if env.size == 0:
+            per[f] = float("nan")
+            continue
+        _, inv = np.unique(env, return_inverse=True)
+        count = np.bincount(inv)
+        mean_dg = np.bincount(inv, weights=dg) / count
+        mean_err = np.bincount(inv, weights=err) / count
+        keep = np.abs(mean_dg) > noise
+        per[f] = float(mean_err[keep].max()) if keep.any() else float("nan")
+    vals = [v for v in per.values() if np.isfinite(v)]
+    return (float(max(vals)) if vals else float("nan")), per
+
+
+def worst_factor_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
+                            gap: str = "gap", noise: float | None = None,
+                            replicates: Sequence[str] = REPLICATE_KEYS
+                            ) -> tuple[float, dict[str, float]]:
+    """Largest per-factor mean sign error and the per-factor means (not Dziugaite et al.'s
+    supremum over environments: see :func:`robust_sign_error`).
+
+    For factor ``f``, the mean of ``(1 - sign(d mu) sign(d g)) / 2`` over the run pairs that
+    differ in ``f`` only (matched on replicate keys) with ``|d g| > noise``;
+    ``noise=None`` uses :func:`gap_noise`.
+    """
+    if noise is None:
+        noise = gap_noise(df, factors, gap=gap, replicates=replicates)
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite non-negative gap difference, got {noise}")
+    d = df.reset_index(drop=True)
+    per: dict[str, float] = {}
+    for f in factors:
+        _, dg, err = _pair_sign_errors(d, metric, f, factors, gap=gap, replicates=replicates)
+        err = err[np.abs(dg) > noise]
         per[f] = float(err.mean()) if err.size else float("nan")
     vals = [v for v in per.values() if np.isfinite(v)]
     return (float(max(vals)) if vals else float("nan")), per
@@ -283,7 +393,10 @@ class ScoreTable:
 def score_metrics(df: pd.DataFrame, metrics: Sequence[str], factors: Sequence[str], *,
                   gap: str = "gap", noise: float | None = None,
                   paired: Sequence[tuple[str, Any, Any]] = ()) -> ScoreTable:
-    """Kendall tau, Psi, CMI and robust sign error of every metric against ``gap``.
+    """Scores of every metric against ``gap``: ``kendall_tau`` (Jiang et al.'s, ties 0),
+    ``kendall_tau_b`` (scipy's), ``psi``, ``cmi`` (PGDL's, a fraction), ``robust_sign_error``
+    (Dziugaite et al.'s supremum) and ``worst_factor_sign_error``; ``sign_error_per_factor``
+    holds the robust value per factor and ``mean_sign_error_per_factor`` the per-factor means.
 
     ``best`` is the metric with the largest ``|tau|`` (ties: larger Psi magnitude).
     ``paired`` lists ``(factor, a, b)`` comparisons, each made for every metric.
@@ -304,10 +417,14 @@ def score_metrics(df: pd.DataFrame, metrics: Sequence[str], factors: Sequence[st
         cmi, per_cmi = (conditional_mutual_information(sub, m, factors, gap=gap)
                         if complete and len(sub) == len(df) else (float("nan"), {}))
         rse, per_rse = robust_sign_error(sub, m, factors, gap=gap, noise=noise)
-        scores[m] = {"kendall_tau": kendall_tau(sub[m], sub[gap]), "psi": psi, "cmi": cmi,
-                     "robust_sign_error": rse, "num_models": int(len(sub)),
+        wse, per_wse = worst_factor_sign_error(sub, m, factors, gap=gap, noise=noise)
+        scores[m] = {"kendall_tau": kendall_tau_a(sub[m], sub[gap]),
+                     "kendall_tau_b": kendall_tau(sub[m], sub[gap]), "psi": psi, "cmi": cmi,
+                     "robust_sign_error": rse, "worst_factor_sign_error": wse,
+                     "num_models": int(len(sub)),
                      "psi_per_factor": per_psi, "cmi_per_set": per_cmi,
-                     "sign_error_per_factor": per_rse}
+                     "sign_error_per_factor": per_rse,
+                     "mean_sign_error_per_factor": per_wse}
     finite = [(abs(s["kendall_tau"]), abs(s["psi"]) if np.isfinite(s["psi"]) else 0.0, m)
               for m, s in scores.items() if np.isfinite(s["kendall_tau"])]
     best = max(finite)[2] if finite else None
