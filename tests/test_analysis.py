@@ -68,3 +68,34 @@ def test_auto_method_runs_exact_when_it_fits_and_slq_keeps_the_trace() -> None:
     assert row["lambda_max"] == pytest.approx(
         exact.table.loc["input->output", "lambda_max"], rel=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "bad,hint", [({"layer": "all"}, "'layers'"), ({"xmin_windw": 3}, "'xmin_window'")]
+)
+def test_misspelt_keyword_fails_before_any_work(
+    bad: dict, hint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jacspec.analysis as analysis
+
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("work started before the keywords were checked")
+
+    monkeypatch.setattr(analysis, "plan_rows", boom)
+    monkeypatch.setattr(analysis, "iter_jacobians", boom)
+    model, x = model_and_data()
+    with pytest.raises(ValueError) as err:
+        analyze(model, x, **bad)
+    msg = str(err.value)
+    (name,) = bad
+    assert f"unexpected keyword {name!r}" in msg and f"did you mean {hint}" in msg
+    assert "xmin_window" in msg and "layers" in msg and "fingers" in msg  # what is accepted
+    assert "\n" not in msg
+
+
+def test_fit_keywords_reach_fit_powerlaw() -> None:
+    model, x = model_and_data()
+    row = analyze(model, x, randomize=False, xmin_window="peak").table.loc["input->output"]
+    e = analyze(model, x, randomize=False).esds["input->output"]
+    fit = fit_powerlaw(e.eigenvalues[: e.rank], xmin_window="peak")
+    assert row["alpha"] == pytest.approx(fit.alpha)

@@ -102,3 +102,27 @@ def test_primal_side_and_storages_agree(tmp_path) -> None:
 def test_auto_picks_exact_when_small() -> None:
     est = estimate_esd(_model(), _x(60), dtype=torch.float64)
     assert est.method == "exact" and est.storage is None and "fits" in est.reason
+
+
+def test_the_users_model_is_run_as_given() -> None:
+    """No .eval()/.train() on the user's model (a train-mode model without BatchNorm or
+    Dropout is batch-independent and is analysed as it is)."""
+    model, x = _model(), _x(40)
+    model.train()
+
+    def refuse(mode: bool = True) -> nn.Module:
+        raise AssertionError(f"jacspec called model.train({mode})")
+
+    model.train = refuse  # type: ignore[method-assign]  # .eval() calls .train(False)
+    est = estimate_esd(model, x, method="slq", num_steps=10, num_vectors=2)
+    assert model.training and est.method == "slq"
+    ex = estimate_esd(model, x, method="exact")
+    assert est.lambda_max == pytest.approx(ex.lambda_max, rel=1e-8)
+
+
+def test_float64_model_without_dtype_runs_in_float64() -> None:
+    model, x = _model(), _x(60)  # float64 model, dtype=None
+    est = estimate_esd(model, x, method="slq", storage="stream", num_steps=10, num_vectors=2)
+    ref = _reference_eigs(model, x)
+    assert est.params["dtype"] == "float64"
+    assert est.lambda_max == pytest.approx(ref[0], rel=1e-10)
