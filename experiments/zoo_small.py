@@ -111,12 +111,13 @@ def main() -> None:
         "",
         *verdict(table, len(runs)),
         "",
-        "Scores: Kendall's tau-b over all networks; granulated Kendall Psi (mean over factors "
-        "of tau within groups where only that factor varies); PGDL conditional mutual "
-        "information (min over pairs of conditioning factors of I(V_metric; V_gap | U_S) / "
-        "H(V_gap | U_S), a fraction: 1 = perfect, multiply by 100 for PGDL's scale); robust "
-        "sign error (worst factor's share of single-factor pairs ranked the wrong way; "
-        "0.5 = chance). Signs: tau and Psi > 0 mean larger metric, larger gap.",
+        "Scores: Jiang et al.'s Kendall tau over all networks (ties count 0); granulated "
+        "Kendall Psi (mean over factors of that tau within groups where only that factor "
+        "varies); PGDL conditional mutual information as PGDL's scoring program computes it "
+        "(a fraction: 1 = perfect, multiply by 100 for PGDL's scale); robust sign error "
+        "(Dziugaite et al.: the sign error of the worst environment, a pair of networks "
+        "differing in one factor; 1 = some environment ranked the wrong way). Signs: tau "
+        "and Psi > 0 mean larger metric, larger gap.",
         "",
         "| metric | tau | Psi | CMI | robust sign error |",
         "|---|---:|---:|---:|---:|",
