@@ -1,4 +1,5 @@
-"""The same small sweep gives identical metrics under the local and the Ray backend."""
+"""The same small sweep gives identical metrics under the local and the Ray backend; a Ray
+that cannot start ends in one clear line instead of a hang."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from jacspec.zoo.store import load_results
+from jacspec.cli import main
+from jacspec.zoo.store import Store, load_results
 from jacspec.zoo.sweep import run_sweep
 
 ray = pytest.importorskip("ray")
@@ -88,3 +91,47 @@ def test_local_and_ray_backends_agree(tmp_path: Path, ray_address: str) -> None:
                 "dist_init", "weight_norm_sum", "epochs"):
         assert (a[col] == b[col]).all(), col
     assert a.equals(b[a.columns])
+
+
+@pytest.fixture
+def broken_ray(monkeypatch: pytest.MonkeyPatch):
+    """``ray.init`` replaced by one that hangs (until the test ends) or raises; no real Ray."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def install(mode: str) -> list[str]:
+        def init(*args, **kwargs):
+            calls.append("init")
+            if mode == "hang":
+                release.wait(120)  # what a local Ray that cannot start does, in miniature
+                calls.append("init returned")
+            raise RuntimeError("Failed to start the GCS server: address already in use")
+
+        monkeypatch.setattr(ray, "init", init)
+        monkeypatch.setattr(ray, "is_initialized", lambda: False)
+        monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+        return calls
+
+    yield install
+    release.set()
+
+
+@pytest.mark.parametrize("mode", ["hang", "raise"])
+def test_a_ray_that_cannot_start_fails_fast_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], broken_ray, mode: str) -> None:
+    calls = broken_ray(mode)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[fixed]\ndataset = "digits"\nmax_steps = 2\nmetrics = ["accuracy"]\n'
+                   "[grid]\nwidth = [8, 12]\n")
+    store = tmp_path / "z.sqlite"
+    rc = main(["zoo", "run", str(cfg), "--store", str(store), "--backend", "ray",
+               "--ray-timeout", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "Ray could not start within 1 s" in err and "use --backend local" in err
+    if mode == "raise":
+        assert "GCS server" in err
+    assert calls[0] == "init" and "shutdown" in calls
+    assert "init returned" not in calls  # the sweep did not wait for the hung start
+    with Store(store, readonly=True) as st:  # no run was marked as started
+        assert st.counts()["pending"] == 2 and st.counts()["running"] == 0
