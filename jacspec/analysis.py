@@ -12,7 +12,15 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
 - Marchenko-Pastur bulk fit with Q = n / cols (cols = kd, or (k-1)d for softmax rows, which
   sum to zero over classes): num_spikes, mp_softrank, mp_lambda_plus (:mod:`jacspec.nulls`);
 - randomized null (entries of 𝒥 shuffled with ``seed``, when 𝒥 fits in
-  ``randomize_max_bytes``): rand_distance, rand_lambda_max, num_traps (:mod:`jacspec.nulls`).
+  ``randomize_max_bytes``), WeightWatcher's columns: rand_distance (Jensen-Shannon distance
+  of the sorted, normalised eigenvalue vectors), rand_lambda_max, num_traps (MP spikes of
+  the randomized ESD); jacspec's: num_above_rand_max, rand_hist_jsd (:mod:`jacspec.nulls`);
+- precision: ``tol`` (the rank rule of :func:`jacspec.spectrum.rank_tolerance`) and
+  ``unresolved`` (quantities a float32 Jacobian could not resolve, "" if none; rerun with
+  ``dtype=torch.float64`` to resolve them).
+
+The power law is fitted to the eigenvalues above ``tol``; the MP bulk to all min(n, cols)
+eigenvalues (zeros included; structural softmax zeros left out).
 """
 
 from __future__ import annotations
@@ -150,8 +158,9 @@ def heavy_tail_columns(
 ) -> tuple[dict[str, Any], PowerLawFit | None]:
     """Power-law, MP and null columns for one ESD (eigenvalues descending, ``rank`` above tol).
 
-    Fits use only the ``rank`` eigenvalues above the numerical-rank tolerance; a fit that
-    cannot be made (too few eigenvalues) gives NaN columns and is logged.
+    The power law is fitted to the ``rank`` eigenvalues above the rank tolerance; the MP
+    bulk to all ``min(n, cols)`` eigenvalues (the ESD's tail beyond them holds the structural
+    zeros of softmax rows). A fit that cannot be made gives NaN columns and is logged.
     """
     vals = np.asarray(eigenvalues[: max(rank, 1)], dtype=np.float64)
     fit: PowerLawFit | None = None
@@ -161,7 +170,8 @@ def heavy_tail_columns(
         logger.warning("power-law fit skipped: %s", exc)
     mp = None
     try:
-        mp = fit_mp(vals, n / cols, rows=n)
+        every = np.asarray(eigenvalues[: min(n, cols)], dtype=np.float64)
+        mp = fit_mp(every, n / cols, rows=n)
     except ValueError as exc:
         logger.warning("Marchenko-Pastur fit skipped: %s", exc)
     row = heavy_tail_metrics(
@@ -171,11 +181,18 @@ def heavy_tail_columns(
 
 
 def _collect(
-    batches: Iterator[JacobianBatch], store: list[torch.Tensor] | None, limit: int
+    batches: Iterator[JacobianBatch],
+    store: list[torch.Tensor] | None,
+    limit: int,
+    residual: list[float] | None = None,
 ) -> Iterator[JacobianBatch]:
-    """Pass batches through, keeping float64 rows in ``store`` until ``limit`` bytes."""
+    """Pass batches through, keeping float64 rows in ``store`` until ``limit`` bytes, and
+    adding ``||sum_c J_i,c||^2`` (softmax rows' class-sum residual, 0 without rounding: the
+    measured Jacobian error of the rank rule) to ``residual[0]`` when given."""
     held = 0
     for b in batches:
+        if residual is not None:
+            residual[0] += float(b.jac.detach().to(torch.float64).sum(dim=1).square().sum())
         if store is not None and held >= 0:
             rows = b.rows.detach().to("cpu", torch.float64)
             held += rows.numel() * 8
@@ -204,15 +221,16 @@ def _analyse_matrix(
     deflate: bool = True,
 ) -> tuple[dict[str, Any], ESD, PowerLawFit | None, RandomizedNull | None]:
     store: list[torch.Tensor] | None = [] if randomize else None
+    residual = [0.0] if output == "softmax" else None
     g = gram_from_batches(
-        _collect(batches, store, randomize_max_bytes),
+        _collect(batches, store, randomize_max_bytes, residual),
         side=side,
         n=n,
         max_memory=max_memory,
         output=output,
         deflate=deflate,
     )
-    e = esd_from_gram(g, scale=scale)
+    e = esd_from_gram(g, scale=scale, jac_error2=residual[0] if residual else None)
     row: dict[str, Any] = spectral_metrics(e.eigenvalues, rank=e.rank)
     null: RandomizedNull | None = None
     if store:
@@ -224,8 +242,19 @@ def _analyse_matrix(
     )
     row.update(ht)
     if null is None:
-        row.update(rand_distance=math.nan, rand_lambda_max=math.nan, num_traps=-1)
-    row.update(n=g.n, k=g.k, d=g.d, side=g.side)
+        row.update(
+            rand_distance=math.nan,
+            rand_lambda_max=math.nan,
+            num_traps=-1,
+            num_above_rand_max=-1,
+            rand_hist_jsd=math.nan,
+        )
+    row.update(n=g.n, k=g.k, d=g.d, side=g.side, dtype=g.dtype, tol=e.tol)
+    row["unresolved"] = e.unresolved
+    if e.unresolved:
+        note = f"float32 could not resolve {e.unresolved}"
+        row["warning"] = f"{row['warning']}; {note}" if row.get("warning") else note
+        logger.warning("%s: %s (rerun with dtype=torch.float64)", name, note)
     logger.info("%s: %d eigenvalues, alpha %.3g", name, len(e.eigenvalues), row["alpha"])
     return row, e, fit, null
 

@@ -5,8 +5,11 @@ Columns (WeightWatcher's names): ``alpha``, ``xmin``, ``xmax``, ``D``, ``sigma``
 ``lambda_max``, ``alpha_weighted = alpha * log10(lambda_max)``, ``log_alpha_norm =
 log10(sum_i lambda_i^alpha)`` (over the positive eigenvalues, computed with log-sum-exp);
 with an MP fit (``Q`` given or ``mp=``): ``mp_softrank = lambda_plus / lambda_max``,
-``num_spikes``, ``lambda_plus``, ``mp_sigma2``; with a randomized null (``null=``):
-``rand_distance``, ``rand_lambda_max``, ``num_traps``.
+``num_spikes``, ``lambda_plus``, ``mp_sigma2``; with a randomized null (``null=``), in
+WeightWatcher's sense: ``rand_distance`` (Jensen-Shannon distance of the sorted, normalised
+eigenvalue vectors), ``rand_lambda_max``, ``num_traps`` (MP spikes of the randomized ESD);
+and jacspec's own ``num_above_rand_max`` (real eigenvalues above rand_lambda_max) and
+``rand_hist_jsd`` (histogram JSD, :func:`jacspec.nulls.esd_distance`).
 """
 
 from __future__ import annotations
@@ -123,5 +126,7 @@ def heavy_tail_metrics(
             rand_distance=null.rand_distance,
             rand_lambda_max=null.rand_lambda_max,
             num_traps=null.num_traps,
+            num_above_rand_max=null.num_above_rand_max,
+            rand_hist_jsd=null.rand_hist_jsd,
         )
     return out

@@ -29,6 +29,7 @@ __all__ = [
     "RandomizedNull",
     "esd_distance",
     "fit_mp",
+    "jensen_shannon_distance",
     "matrix_esd",
     "mp_density",
     "mp_edges",
@@ -100,7 +101,8 @@ class MPFit:
     Tracy-Widom scale of the largest eigenvalue (Johnstone 2001) in the same units;
     ``num_spikes``/``spikes``: eigenvalues above the threshold; ``mp_softrank =
     lambda_plus / lambda_max`` (WeightWatcher's calc_mp_soft_rank); ``rows``, ``cols``:
-    the matrix shape assumed; ``num_zeros``: eigenvalues <= zero_tol * lambda_max left out.
+    the matrix shape assumed; ``num_evals``: eigenvalues fitted (the largest min(rows, cols)
+    given); ``num_zeros``: those <= zero_tol * lambda_max (kept in the bulk's median).
     """
 
     Q: float
@@ -150,11 +152,16 @@ def fit_mp(
 ) -> MPFit:
     """Fit the Marchenko-Pastur bulk to ``eigenvalues`` of ``A A^T / rows`` with Q = rows/cols.
 
-    sigma^2 (unless given) is fitted robustly by median matching on the bulk: sigma^2 =
-    median(bulk) / median(MP with sigma^2 = 1), where the bulk starts as all eigenvalues
-    > zero_tol * lambda_max and is refined by dropping the eigenvalues above the spike
-    threshold and re-matching (at most ``max_iter`` times, until the spike count is stable).
-    The median is insensitive to a few spikes, unlike the mean or lambda_max.
+    ``eigenvalues``: all min(rows, cols) eigenvalues of the matrix (as WeightWatcher fits MP
+    to the ESD of the full matrix), zeros included where they are eigenvalues of it; never
+    only those above a rank tolerance, which for spiked spectra keeps just the top of the
+    bulk. sigma^2 (unless given) is fitted robustly by median matching on the bulk: sigma^2 =
+    median(bulk) / median(MP with sigma^2 = 1), where the bulk starts as every eigenvalue
+    and is refined by dropping the eigenvalues above the spike threshold and re-matching (at
+    most ``max_iter`` times, until the spike count is stable). The median is insensitive to
+    a few spikes, unlike the mean or lambda_max. ``num_zeros`` counts the eigenvalues
+    <= zero_tol * lambda_max (kept in the median); ValueError when the median is not
+    positive (half the spectrum zero: no MP bulk to fit).
 
     Spikes: eigenvalues above ``lambda_plus + tw_tolerance * s_TW`` with s_TW the
     Tracy-Widom scale (Johnstone 2001; the largest null eigenvalue fluctuates by O(s_TW)
@@ -173,9 +180,6 @@ def fit_mp(
     lmax = float(ev.max())
     if not lmax > 0:
         raise ValueError("eigenvalues has no positive entry; cannot fit an MP bulk")
-    pos = np.sort(ev[ev > zero_tol * lmax])
-    if pos.size < 3:
-        raise ValueError(f"eigenvalues has {pos.size} positive entries; need at least 3")
     if rows is None:
         small = ev.size
         r = int(round(small * q)) if q >= 1 else small
@@ -184,6 +188,18 @@ def fit_mp(
             raise ValueError(f"rows={rows!r} must be a positive integer")
         r = int(rows)
     c = max(1, int(round(r / q)))
+    if ev.size > min(r, c):  # the larger side's extra zeros are not part of the MP law
+        ev = np.sort(ev)[::-1][: min(r, c)]
+    num_zeros = int(np.sum(ev <= zero_tol * lmax))
+    if ev.size - num_zeros < 3:
+        raise ValueError(
+            f"eigenvalues has {ev.size - num_zeros} positive entries; need at least 3"
+        )
+    pos = np.sort(np.clip(ev, 0.0, None))  # every eigenvalue: the bulk's median needs them all
+    if not float(np.median(pos)) > 0:
+        raise ValueError(
+            f"{num_zeros} of {ev.size} eigenvalues are zero: the median is 0, no MP bulk to fit"
+        )
     med1 = float(mp_quantile(0.5, q))
 
     method = "given" if sigma2 is not None else "median"
@@ -196,7 +212,7 @@ def fit_mp(
         nspk = int(np.sum(pos > thresh))
         for _ in range(max_iter):
             bulk = pos[pos <= thresh]
-            if bulk.size < 3:
+            if bulk.size < 3 or not float(np.median(bulk)) > 0:
                 break
             # the dropped spikes are not MP eigenvalues: match the median of what is left
             s2_new = float(np.median(bulk)) / med1
@@ -223,7 +239,7 @@ def fit_mp(
         rows=r,
         cols=c,
         num_evals=int(ev.size),
-        num_zeros=int(ev.size - pos.size),
+        num_zeros=num_zeros,
         method=method,
     )
 
@@ -327,15 +343,51 @@ def esd_distance(
     return float(math.sqrt(max(0.0, 0.5 * (kl(p) + kl(q)))))
 
 
+def jensen_shannon_distance(a: Any, b: Any) -> float:
+    """WeightWatcher's ``rand_distance``: Jensen-Shannon distance between two eigenvalue
+    *vectors* (no histogram), natural log, in [0, sqrt(ln 2)].
+
+    Both are sorted ascending and aligned entry by entry (same length): p = a / sum a,
+    q = b / sum b, m = (a + b) / sum(a + b) (= (p + q)/2 when the sums agree, as for a matrix
+    and its entry shuffle), distance = sqrt((KL(p||m) + KL(q||m)) / 2). This is
+    ``weightwatcher.RMT_Util.jensen_shannon_distance`` (scipy.stats.entropy normalises).
+    """
+    x = np.sort(np.clip(np.asarray(a, dtype=np.float64).ravel(), 0.0, None))
+    y = np.sort(np.clip(np.asarray(b, dtype=np.float64).ravel(), 0.0, None))
+    if x.size == 0 or x.size != y.size:
+        raise ValueError(
+            f"jensen_shannon_distance needs two eigenvalue vectors of the same non-zero length;"
+            f" got {x.size} and {y.size}"
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("jensen_shannon_distance: eigenvalues contain NaN or inf")
+    if not (x.sum() > 0 and y.sum() > 0):
+        raise ValueError("jensen_shannon_distance: an eigenvalue vector sums to 0")
+    p, q = x / x.sum(), y / y.sum()
+    m = (x + y) / (x.sum() + y.sum())
+
+    def kl(u: np.ndarray) -> float:
+        nz = u > 0
+        return float(np.sum(u[nz] * np.log(u[nz] / m[nz])))
+
+    return float(math.sqrt(max(0.0, 0.5 * (kl(p) + kl(q)))))
+
+
 @dataclass(frozen=True)
 class RandomizedNull:
     """The ESD of a matrix and of the same matrix with its entries shuffled.
 
-    ``eigenvalues``/``rand_eigenvalues``: descending float64 spectra (same side and scale);
-    ``rand_distance``: :func:`esd_distance` between them; ``rand_lambda_max``: largest
-    randomized eigenvalue; ``num_traps``/``trap_values``: real eigenvalues above it
-    (structure the shuffle destroys: "correlation traps" in WeightWatcher's sense are the
-    randomized side's outliers, reported here as ``rand_mp_num_spikes`` when Q is known).
+    ``eigenvalues``/``rand_eigenvalues``: descending float64 spectra (same side and scale).
+    WeightWatcher's columns, with WeightWatcher's meaning:
+    ``rand_distance``: :func:`jensen_shannon_distance` between the sorted, normalised
+    eigenvalue vectors; ``num_traps``: Marchenko-Pastur spikes of the *randomized* ESD
+    (:func:`fit_mp` with Q = rows/cols; -1 if no MP fit could be made; WeightWatcher fits
+    the bulk by its own procedure, so counts can differ by a few); ``rand_lambda_max``.
+    jacspec's own columns: ``num_above_rand_max``/``above_rand_max_values``: real
+    eigenvalues above the randomized lambda_max (structure the shuffle destroys; named
+    ``num_traps`` before jacspec 0.2); ``rand_hist_jsd``: :func:`esd_distance`, a
+    Jensen-Shannon distance between histograms (depends on ``bins``/``log_bins``; named
+    ``rand_distance`` before jacspec 0.2).
     """
 
     eigenvalues: np.ndarray = field(repr=False, compare=False)
@@ -344,8 +396,9 @@ class RandomizedNull:
     rand_lambda_max: float
     rand_distance: float
     num_traps: int
-    trap_values: tuple[float, ...]
-    rand_mp_num_spikes: int
+    num_above_rand_max: int
+    above_rand_max_values: tuple[float, ...]
+    rand_hist_jsd: float
     seed: int | None
     scale: str
     shape: tuple[int, int]
@@ -359,7 +412,7 @@ class RandomizedNull:
             for k, v in self.__dict__.items()
             if k not in ("eigenvalues", "rand_eigenvalues")
         }
-        d["trap_values"] = list(self.trap_values)
+        d["above_rand_max_values"] = list(self.above_rand_max_values)
         d["shape"] = list(self.shape)
         if eigenvalues:
             d["eigenvalues"] = self.eigenvalues.tolist()
@@ -399,22 +452,26 @@ def randomized_null(
     r = shuffle_entries(a, seed)
     rev = matrix_esd(r, scale=scale)
     rmax = float(rev[0])
-    traps = ev[ev > rmax]
+    above = ev[ev > rmax]
     rows, cols = a.shape
     try:
-        q = rows / cols
-        rand_spikes = fit_mp(rev, q, rows=rows).num_spikes
+        rand_spikes = fit_mp(rev, rows / cols, rows=rows).num_spikes
     except ValueError:
         rand_spikes = -1
+    try:
+        distance = jensen_shannon_distance(ev[: rev.size], rev)
+    except ValueError:
+        distance = float("nan")
     return RandomizedNull(
         eigenvalues=ev,
         rand_eigenvalues=rev,
         lambda_max=float(ev[0]),
         rand_lambda_max=rmax,
-        rand_distance=esd_distance(ev, rev, bins=bins, log_bins=log_bins),
-        num_traps=int(traps.size),
-        trap_values=tuple(float(v) for v in traps),
-        rand_mp_num_spikes=int(rand_spikes),
+        rand_distance=distance,
+        num_traps=int(rand_spikes),
+        num_above_rand_max=int(above.size),
+        above_rand_max_values=tuple(float(v) for v in above),
+        rand_hist_jsd=esd_distance(ev, rev, bins=bins, log_bins=log_bins),
         seed=None if isinstance(seed, np.random.Generator) else seed,
         scale=scale,
         shape=(int(rows), int(cols)),

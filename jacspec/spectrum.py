@@ -112,8 +112,12 @@ RANK_RULE = "lambda > lambda_max * ((64 eps_J)^2 + dim eps_64)"
 FLOAT32_UNDERFLOW_LAMBDA = float(np.sqrt(np.finfo(np.float32).tiny))
 
 
-def rank_tolerance(lambda_max: float, dim: int, dtype: str) -> float:
-    """Largest eigenvalue a true zero can show: ``lambda_max ((C eps_J)^2 + dim eps_64)``.
+def rank_tolerance(
+    lambda_max: float, dim: int, dtype: str, *, jac_error2: float | None = None
+) -> float:
+    """Largest eigenvalue a true zero can show: ``lambda_max ((C eps_J)^2 + dim eps_64)``,
+    or ``max(jac_error2, (C eps_J)^2 lambda_max) + dim eps_64 lambda_max`` when a measured
+    ``jac_error2 >= ||d𝒥||^2`` (in the eigenvalues' scale) is given.
 
     Derivation. The Gram is formed in float64 from the Jacobian's rows (float32 products are
     exact in float64), so its only errors are (i) the Jacobian's own error ``d𝒥`` and (ii) the
@@ -126,10 +130,18 @@ def rank_tolerance(lambda_max: float, dim: int, dtype: str) -> float:
     (ii): ``dim eps_64 lambda_max`` (numpy's matrix_rank rule for the float64 Gram). For float32
     Jacobians the floor is ``~6e-11 lambda_max`` (the old rule ``dim eps_32 lambda_max`` was
     ``~7e-5`` for dim 576 and cut accurate eigenvalues); for float64 it is ``dim eps_64``.
-    Scale-free: the same for ``M`` and ``M/n``.
+    Scale-free: the same for ``M`` and ``M/n``. Saturated softmax outputs break the a priori
+    factor (``1 - p_max`` below float32's resolution near 1 gives O(1) relative errors in
+    those rows); for softmax rows the class-sum residual ``r_i = sum_c J_i,c`` (exactly 0
+    without rounding) measures that error, ``||r||_F ~ ||d𝒥||_F >= ||d𝒥||_2``, and
+    :func:`jacspec.analysis.analyze` passes ``jac_error2 = ||r||_F^2`` (divided by n for M/n).
     """
     eps_j = _EPS.get(dtype, _EPS["float32"])
-    return max(lambda_max, 0.0) * ((JACOBIAN_ERROR_FACTOR * eps_j) ** 2 + dim * _EPS["float64"])
+    lam = max(lambda_max, 0.0)
+    floor = (JACOBIAN_ERROR_FACTOR * eps_j) ** 2 * lam
+    if jac_error2 is not None and jac_error2 > floor:
+        floor = float(jac_error2)
+    return floor + lam * dim * _EPS["float64"]
 
 
 def unresolved_quantities(
@@ -156,19 +168,28 @@ def unresolved_quantities(
 
 
 def finish_eigenvalues(
-    raw: np.ndarray, *, n: int, kd: int, scale: str, dtype: str
+    raw: np.ndarray,
+    *,
+    n: int,
+    kd: int,
+    scale: str,
+    dtype: str,
+    jac_error2: float | None = None,
 ) -> tuple[np.ndarray, int, float, int]:
     """Scale, clip round-off below zero, sort descending; return (values, rank, tol, clipped).
 
     ``rank`` counts the eigenvalues above ``tol`` = :func:`rank_tolerance` (``dim`` = the
-    number of eigenvalues). Warns (logging) when lambda_max(M) nears float32 underflow.
+    number of eigenvalues; ``jac_error2``: a measured ``||d𝒥||^2`` of the raw ``M``, scaled
+    here like the eigenvalues). Warns (logging) when lambda_max(M) nears float32 underflow.
     """
     check_choice("scale", scale, SCALES)
     vals = np.sort(np.asarray(raw, dtype=np.float64))[::-1].copy()
     if scale == "n":
         vals /= n
     lam_max = float(vals[0]) if vals.size else 0.0
-    tol = rank_tolerance(lam_max, vals.size, dtype)
+    if jac_error2 is not None and scale == "n":
+        jac_error2 = jac_error2 / n
+    tol = rank_tolerance(lam_max, vals.size, dtype, jac_error2=jac_error2)
     negative = vals < 0
     clipped = int(negative.sum())
     worst = float(-vals[negative].min()) if clipped else 0.0
@@ -187,14 +208,15 @@ def finish_eigenvalues(
     return vals, rank, tol, clipped
 
 
-def esd_from_gram(g: Gram, *, scale: str = "n") -> ESD:
-    """The ESD of a :class:`~jacspec.gram.Gram` (exact, float64)."""
+def esd_from_gram(g: Gram, *, scale: str = "n", jac_error2: float | None = None) -> ESD:
+    """The ESD of a :class:`~jacspec.gram.Gram` (exact, float64); ``jac_error2``: a measured
+    bound on ``||d𝒥||^2`` for the rank rule (:func:`rank_tolerance`)."""
     check_choice("scale", scale, SCALES)
     raw = symmetric_eigenvalues(g.matrix)
     if g.num_known_zeros:
         raw = np.concatenate([raw, np.zeros(g.num_known_zeros)])
     vals, rank, tol, clipped = finish_eigenvalues(
-        raw, n=g.n, kd=g.k * g.d, scale=scale, dtype=g.dtype
+        raw, n=g.n, kd=g.k * g.d, scale=scale, dtype=g.dtype, jac_error2=jac_error2
     )
     return ESD(
         eigenvalues=vals,

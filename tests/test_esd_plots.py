@@ -65,7 +65,7 @@ def test_randomized_overlay(matrix: np.ndarray) -> None:
         assert renders(fig)
         xs = [ln.get_xdata()[0] for ln in fig.axes[0].lines]
         assert null.rand_lambda_max in xs
-        assert len(xs) == 1 + null.num_traps
+        assert len(xs) == 1 + null.num_above_rand_max
 
 
 def test_pair_and_density(matrix: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from jacspec.nulls import (
     RandomizedNull,
     esd_distance,
     fit_mp,
+    jensen_shannon_distance,
     matrix_esd,
     mp_density,
     mp_edges,
@@ -92,7 +93,8 @@ def test_mp_fit_infers_shape_and_ignores_zeros() -> None:
     fit = fit_mp(ev, 200 / 600)
     assert (fit.rows, fit.cols) == (200, 600)
     fz = fit_mp(with_zeros, 200 / 600, rows=200)
-    assert fz.num_zeros == 50
+    # the 50 values beyond min(rows, cols) = 200 are the larger side's zeros: left out
+    assert fz.num_evals == 200 and fz.num_zeros == 0
     assert fz.sigma2 == pytest.approx(fit.sigma2)
 
 
@@ -163,12 +165,48 @@ def test_randomized_null_flags_structure_as_traps() -> None:
     ) + 6.0 * np.outer(rng.standard_normal(rows), rng.standard_normal(cols)) / math.sqrt(cols)
     a = noise + low_rank
     null = randomized_null(a, seed=0)
-    assert null.num_traps == 2
-    assert np.allclose(null.trap_values, null.eigenvalues[:2])
-    assert all(v > null.rand_lambda_max for v in null.trap_values)
+    # jacspec's own count (named num_traps before): real eigenvalues above the randomized max
+    assert null.num_above_rand_max == 2
+    assert np.allclose(null.above_rand_max_values, null.eigenvalues[:2])
+    assert all(v > null.rand_lambda_max for v in null.above_rand_max_values)
     pure = randomized_null(noise, seed=0)
-    assert pure.num_traps <= 1  # iid noise: the shuffle changes little
+    assert pure.num_above_rand_max <= 1  # iid noise: the shuffle changes little
     assert pure.rand_distance < null.rand_distance
+    assert pure.rand_hist_jsd < null.rand_hist_jsd
+    # WeightWatcher's num_traps: MP spikes of the *randomized* ESD (none: the shuffle is iid)
+    assert null.num_traps == fit_mp(null.rand_eigenvalues, rows / cols, rows=rows).num_spikes
+    assert null.num_traps == 0
+
+
+def test_randomized_null_num_traps_counts_spikes_of_the_shuffled_matrix() -> None:
+    """A huge-entry outlier survives the shuffle: the randomized ESD has an MP spike."""
+    rng = np.random.default_rng(5)
+    rows, cols = 300, 500
+    a = rng.standard_normal((rows, cols))
+    a[0, 0] = 200.0  # one entry: after shuffling still one rank-one spike ~ 200^2 / rows
+    null = randomized_null(a, seed=1)
+    ev = np.sort(np.linalg.eigvalsh(shuffle_entries(a, 1) @ shuffle_entries(a, 1).T / rows))
+    lam_plus = (1 + math.sqrt(rows / cols)) ** 2 * (cols / rows)  # MP edge of R R^T / rows
+    assert int(np.sum(ev > 1.2 * lam_plus)) == 1
+    assert null.num_traps == 1
+
+
+def test_rand_distance_is_weightwatchers_jensen_shannon_distance() -> None:
+    """Re-expressed here: JS distance (natural log) of the sorted eigenvalue vectors
+    normalised to sum 1; checked against WeightWatcher's own helper on the same arrays."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((60, 90)) + 3.0 * np.outer(rng.standard_normal(60), np.ones(90)) / 9
+    null = randomized_null(a, seed=2)
+    p = np.sort(null.eigenvalues)
+    q = np.sort(null.rand_eigenvalues)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+    kl = lambda u: float(np.sum(u[u > 0] * np.log(u[u > 0] / m[u > 0])))  # noqa: E731
+    assert null.rand_distance == pytest.approx(math.sqrt((kl(p) + kl(q)) / 2), rel=1e-12)
+    assert jensen_shannon_distance(p, q) == pytest.approx(null.rand_distance, rel=1e-12)
+    rmt = pytest.importorskip("weightwatcher.RMT_Util")
+    ww = rmt.jensen_shannon_distance(np.sort(null.eigenvalues), np.sort(null.rand_eigenvalues))
+    assert null.rand_distance == pytest.approx(float(ww), rel=1e-10)
 
 
 def test_esd_distance_properties() -> None:

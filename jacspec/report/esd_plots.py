@@ -200,7 +200,8 @@ def plot_randomized_esd(
     null: RandomizedNull, *, bins: int = 80, log: bool = True, title: str | None = None
 ) -> Figure:
     """The ESD and the ESD of the entry-shuffled matrix overlaid (log-log by default), the
-    randomized lambda_max and the real eigenvalues beyond it (traps) marked."""
+    randomized lambda_max and the real eigenvalues above it (``above_rand_max_values``:
+    structure the shuffle destroys) marked."""
     ev, rev = null.eigenvalues, null.rand_eigenvalues
     fig, ax = _figure()
     if log:
@@ -217,12 +218,12 @@ def plot_randomized_esd(
         ax.hist(rev, bins=edges, density=True, alpha=0.45, color="C1", label="randomized ESD")
     ax.axvline(null.rand_lambda_max, color="C1", ls="--", lw=1,
                label=f"randomized max={null.rand_lambda_max:.3g}")
-    for i, v in enumerate(null.trap_values):
+    for i, v in enumerate(null.above_rand_max_values):
         ax.axvline(v, color="k", lw=0.8, alpha=0.7,
-                   label=f"{null.num_traps} beyond it" if i == 0 else None)
+                   label=f"{null.num_above_rand_max} real values above it" if i == 0 else None)
     ax.set_xlabel(r"eigenvalue $\lambda$")
     ax.set_ylabel("density")
-    ax.set_title(title or f"ESD vs randomized (JS distance {null.rand_distance:.3f})")
+    ax.set_title(title or f"ESD vs randomized (rand_distance {null.rand_distance:.3g})")
     ax.legend(fontsize=8)
     return fig
 
