@@ -41,8 +41,14 @@ METRICS = (
     "mp_softrank",
     "rand_distance",
     "num_traps",
+    "num_above_rand_max",
+    "rand_hist_jsd",
     "D",
 )
+
+
+#: Columns also computed with float64 Jacobians and shown side by side with float32's.
+PRECISION_METRICS = ("rank", "entropy", "num_spikes", "alpha", "num_traps", "rand_distance")
 
 
 def run_one(name: str, seed: int, random_labels: bool, n_train: int | None, width: int) -> dict:
@@ -56,6 +62,8 @@ def run_one(name: str, seed: int, random_labels: bool, n_train: int | None, widt
     test_acc, _ = evaluate(model, test.x, test.y)
     a = analyze(model, data, seed=seed)
     row = a.table.loc["input->output"].to_dict()
+    # the same network with float64 Jacobians: numbers that must not depend on the precision
+    row64 = analyze(model, data, seed=seed, dtype=torch.float64).table.loc["input->output"]
     return {
         "data": name,
         "labels": "random" if random_labels else "true",
@@ -66,6 +74,8 @@ def run_one(name: str, seed: int, random_labels: bool, n_train: int | None, widt
         "reached": res.reached,
         "seconds": time.perf_counter() - t0,
         **{k: row[k] for k in METRICS},
+        "unresolved": row["unresolved"],
+        **{f"{k}_f64": row64[k] for k in PRECISION_METRICS},
         "_eigs": a.esds["input->output"].eigenvalues,
         "_rank": a.esds["input->output"].rank,
         "_fit": a.fits["input->output"],
@@ -185,6 +195,23 @@ def main() -> None:
         "of each set but gives no label-free rule across sets.",
         "",
         sep.to_markdown(index=False, floatfmt=".3g"),
+        "",
+        "## float32 against float64 Jacobians",
+        "",
+        "Every network is analysed twice: with float32 Jacobians (the default; columns "
+        "without suffix) and float64 Jacobians (`_f64`). Group means; `unresolved` lists "
+        "the float32 rows that flagged quantities float32 could not resolve.",
+        "",
+        df.groupby(["data", "labels"])[
+            [c for k in PRECISION_METRICS for c in (k, f"{k}_f64")]
+        ].mean().T.to_markdown(floatfmt=".4g"),
+        "",
+        "Float32 rows flagged unresolved: "
+        + (", ".join(
+            f"{r.data} {r.labels} seed {r.seed} ({r.unresolved})"
+            for r in df.itertuples() if r.unresolved
+        ) or "none")
+        + ".",
         "",
         "## Group means",
         "",
