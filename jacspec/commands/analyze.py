@@ -7,10 +7,15 @@ import sys
 
 from jacspec.commands._common import (
     DTYPES,
+    JSON_HELP,
     add_data_args,
     add_model_args,
+    announce,
+    check_plot_dir,
+    format_table,
     load_data_from_args,
     load_model_from_args,
+    plot_help,
     to_json,
     write_json,
 )
@@ -49,10 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-randomize", action="store_true", help="skip the randomized null")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-memory-gib", type=float, default=None, help="refuse larger Grams")
+    p.add_argument("--json", metavar="PATH", help=f"{JSON_HELP}: settings, eigenvalues, metrics")
     p.add_argument(
-        "--json", metavar="PATH", help="write settings, eigenvalues, metrics (- = stdout)"
+        "--plot",
+        metavar="DIR",
+        help=plot_help(
+            "esd_loglog.png, esd_linear.png, esd_randomized.png (exact ESD) or esd_slq.png "
+            "(estimated density)"
+        ),
     )
-    p.add_argument("--plot", metavar="PATH", help="write the ESD figure (PNG) here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -60,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from jacspec.analysis import analyze
 
+    plot_dir = check_plot_dir(args.plot)
     model = load_model_from_args(args)
     data = load_data_from_args(args)
     layers = None
@@ -84,16 +95,15 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json != "-":
         with _pandas_wide():
-            print(result.table.T.to_string())
+            print(format_table(result.table.T))
     payload = result.to_dict()
     payload["settings"]["data"] = data.settings if hasattr(data, "settings") else str(args.data)
     payload["settings"]["model"] = str(args.model)
     write_json(payload, args.json)
-    if args.plot:
-        from jacspec.report.analysis import save_analysis_figure
+    if plot_dir is not None:
+        from jacspec.report.analysis import save_analysis_figures
 
-        path = save_analysis_figure(result, args.plot)
-        print(f"figure written to {path}", file=sys.stderr)
+        announce(save_analysis_figures(result, plot_dir), args.json)
     return 0
 
 

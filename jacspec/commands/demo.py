@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from jacspec.commands._common import to_json
+from jacspec.commands._common import (
+    JSON_HELP,
+    check_plot_dir,
+    format_table,
+    plot_help,
+    save_figures,
+    write_json,
+)
 
 #: Rows of the side-by-side table, in this order.
 DEMO_ROWS = (
@@ -47,7 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "random labels (both to 100%% training accuracy), compute both data-Jacobian ESDs on "
         "the training set, print the metric tables side by side and write figures.",
     )
-    p.add_argument("--out", default="demo_out", help="folder for figures and JSON")
+    p.add_argument("--out", default="demo_out", metavar="DIR",
+                   help="default folder of --plot and of --json (DIR/demo.json)")
+    p.add_argument("--plot", metavar="DIR", default=None,
+                   help=plot_help("esd_true_vs_random.png, esd_randomized_true_labels.png, "
+                                  "esd_randomized_random_labels.png; default: --out"))
+    p.add_argument("--json", metavar="PATH", default=None,
+                   help=f"{JSON_HELP}; default: --out/demo.json")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -63,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from jacspec.report.analysis import demo_figure, demo_null_figures
     from jacspec.train import evaluate, train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    plot_dir = check_plot_dir(args.plot if args.plot is not None else args.out)
+    json_path = args.json if args.json is not None else str(Path(args.out) / "demo.json")
     train_set = load_dataset("digits", "train")
     test_set = load_dataset("digits", "test")
     variants = {
@@ -96,16 +108,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     table = pd.DataFrame(columns).reindex(list(DEMO_ROWS))
-    with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
-        print("Jacobian ESD of M/n on the digits training set (softmax output)")
-        print(table.to_string())
-    fig = demo_figure(analyses)
-    fig_path = out / "esd_true_vs_random.png"
-    fig.savefig(fig_path, dpi=120, bbox_inches="tight")
+    if json_path != "-":
+        with pd.option_context("display.width", 160):
+            print("Jacobian ESD of M/n on the digits training set (softmax output)")
+            print(format_table(table))
+    figures = {"esd_true_vs_random.png": demo_figure(analyses)}
     for label, null_fig in demo_null_figures(analyses).items():
-        null_fig.savefig(
-            out / f"esd_randomized_{label.replace(' ', '_')}.png", dpi=120, bbox_inches="tight"
-        )
+        figures[f"esd_randomized_{label.replace(' ', '_')}.png"] = null_fig
     payload = {
         "settings": {
             "data": "digits",
@@ -118,6 +127,6 @@ def run(args: argparse.Namespace) -> int:
         },
         "metrics": columns,
     }
-    (out / "demo.json").write_text(to_json(json.loads(to_json(payload))) + "\n")
-    print(f"\nfigures: {out}/*.png\ntables: {out / 'demo.json'}")
+    write_json(payload, json_path)
+    save_figures(figures, plot_dir, json_path=json_path)
     return 0

@@ -1,13 +1,13 @@
 """``jacspec sensitivity``: Jacobian norms, trajectories and per-point loss bounds.
 
 Example: ``jacspec sensitivity model.pt --data digits --points 256 --json out.json --plot figs``
+(``--plot DIR`` writes sensitivity_profiles.png and sensitivity_per_point.png into DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ KIND_CHOICES = ("same_class", "different_class", "random", "translation")
 
 
 def register(subparsers: Any) -> None:
-    from jacspec.commands._common import add_data_args, add_model_args
+    from jacspec.commands._common import JSON_HELP, add_data_args, add_model_args, plot_help
 
     p = subparsers.add_parser(
         "sensitivity",
@@ -38,8 +38,9 @@ def register(subparsers: Any) -> None:
                    help="view flat inputs as H x W images for translations "
                    "(digits: 8,8 by default)")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--json", metavar="PATH", help="write results as JSON ('-' for stdout)")
-    p.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR")
+    p.add_argument("--json", metavar="PATH", help=JSON_HELP)
+    p.add_argument("--plot", metavar="DIR",
+                   help=plot_help("sensitivity_profiles.png, sensitivity_per_point.png"))
     p.set_defaults(func=run)
 
 
@@ -55,7 +56,13 @@ def _image_shape(text: str | None, data: Any) -> tuple[int, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jacspec.commands._common import load_data_from_args, load_model_from_args, write_json
+    from jacspec.commands._common import (
+        check_plot_dir,
+        load_data_from_args,
+        load_model_from_args,
+        save_figures,
+        write_json,
+    )
     from jacspec.sensitivity import per_point_generalization
     from jacspec.trajectories import compare_trajectories
 
@@ -65,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--kinds={args.kinds!r} must list some of {', '.join(KIND_CHOICES)}")
     if args.points < 1 or args.refine < 1:
         raise ValueError("--points and --refine must be positive integers")
+    plot_dir = check_plot_dir(args.plot)
     model = load_model_from_args(args)
     data = load_data_from_args(args)
     anchors = data if args.split == "train" else load_data_from_args(
@@ -90,18 +98,17 @@ def run(args: argparse.Namespace) -> int:
         ],
         "per_point": summary,
     }
-    write_json(payload, args.json)
-    if args.plot:
-        from jacspec.report.sensitivity_plots import plot_per_point, plot_profiles
-
-        out = Path(args.plot)
-        out.mkdir(parents=True, exist_ok=True)
-        plot_profiles(profiles, smooth=max(1, args.points // 64)).savefig(
-            out / "sensitivity_profiles.png", dpi=110)
-        plot_per_point(per_point).savefig(out / "sensitivity_per_point.png", dpi=110)
     if args.json != "-":
-        line = ", ".join(f"{p.kind}: norm {p.summary()['jacobian_norm_mean']:.3g}, "
+        line = ", ".join(f"{p.kind}: norm {p.summary()['jacobian_norm_mean']:.4g}, "
                          f"{p.total_transitions} transitions" for p in profiles)
         print(f"mean Jacobian norm {summary['jacobian_norm_mean']:.4g} on {len(data)} points; "
               f"eq. 6 holds for {summary['fraction_in_eq6']:.1%}; {line}")
+    write_json(payload, args.json)
+    if plot_dir is not None:
+        from jacspec.report.sensitivity_plots import plot_per_point, plot_profiles
+
+        save_figures({
+            "sensitivity_profiles.png": plot_profiles(profiles, smooth=max(1, args.points // 64)),
+            "sensitivity_per_point.png": plot_per_point(per_point),
+        }, plot_dir, json_path=args.json, dpi=110)
     return 0

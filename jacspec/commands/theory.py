@@ -3,35 +3,32 @@
     jacspec theory meanfield --activation tanh --sigma-w2 1.05 --sigma-b2 2.01e-5
     jacspec theory critical --activation tanh --sigma-b2 2.01e-5
     jacspec theory spectrum --activation relu --weights gaussian --depth 8 \\
-        --sigma-w2 2 --sigma-b2 0 [--simulate 400] [--json out.json] [--plot out.png]
+        --sigma-w2 2 --sigma-b2 0 [--simulate 400] [--json out.json] [--plot figs]
+
+Each prints its numbers as a table; ``--json PATH`` also writes them as JSON (``-``: JSON on
+stdout instead of the table); ``--plot DIR`` writes ``theory_spectrum.png`` into DIR.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-from pathlib import Path
 
-
-def _clean(obj):
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
+from jacspec.commands._common import (
+    JSON_HELP,
+    check_plot_dir,
+    format_mapping,
+    plot_help,
+    save_figures,
+    write_json,
+)
 
 
 def _emit(payload: dict, path: str | None) -> None:
-    text = json.dumps(_clean(payload), indent=2)
-    if path:
-        Path(path).write_text(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
+    """The scalars of ``payload`` as a table on stdout (unless ``--json -``), then the JSON."""
+    if path != "-":
+        print(format_mapping(payload))
+    write_json(payload, path)
 
 
 def _positive_int(name: str, value: int | None) -> int | None:
@@ -51,13 +48,13 @@ def register(subparsers) -> None:
     mf.add_argument("--activation", required=True)
     mf.add_argument("--sigma-w2", type=float, required=True)
     mf.add_argument("--sigma-b2", type=float, required=True)
-    mf.add_argument("--json", default=None, help="write JSON here instead of stdout")
+    mf.add_argument("--json", metavar="PATH", default=None, help=JSON_HELP)
     mf.set_defaults(func=run, theory_func=_run_meanfield)
 
     cr = sub.add_parser("critical", help="sigma_w^2 and q* on the critical line chi = 1")
     cr.add_argument("--activation", required=True)
     cr.add_argument("--sigma-b2", type=float, required=True)
-    cr.add_argument("--json", default=None)
+    cr.add_argument("--json", metavar="PATH", default=None, help=JSON_HELP)
     cr.set_defaults(func=run, theory_func=_run_critical)
 
     sp = sub.add_parser("spectrum", help="density, atoms, m1, m2, lambda_max of JJ^T")
@@ -71,8 +68,10 @@ def register(subparsers) -> None:
                     help="also simulate networks of width N and compare")
     sp.add_argument("--samples", type=int, default=1, help="network instances to pool")
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--json", default=None)
-    sp.add_argument("--plot", default=None, help="write a PNG of the density here")
+    sp.add_argument("--json", metavar="PATH", default=None, help=JSON_HELP)
+    sp.add_argument("--plot", metavar="DIR", default=None,
+                    help=plot_help("theory_spectrum.png (density of log10 lambda, "
+                                   "with the simulation when --simulate)"))
     sp.set_defaults(func=run, theory_func=_run_spectrum)
     parser.set_defaults(func=run, theory_func=None, _theory_parser=parser)
 
@@ -103,6 +102,7 @@ def _run_spectrum(args: argparse.Namespace) -> int:
 
     _positive_int("simulate", args.simulate)
     _positive_int("samples", args.samples)
+    plot_dir = check_plot_dir(args.plot)
     theory = jacobian_spectrum(args.activation, args.weights, args.depth, args.sigma_w2,
                                args.sigma_b2, num_points=args.points)
     payload = theory.to_dict()
@@ -116,13 +116,10 @@ def _run_spectrum(args: argparse.Namespace) -> int:
                        sim_lambda_max=sim.lambda_max, ks=cmp.ks,
                        m1_rel_err=cmp.m1_rel_err, m2_rel_err=cmp.m2_rel_err)
         payload["simulation"] = sim.to_dict()
-    if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
+    _emit(payload, args.json)
+    if plot_dir is not None:
         from jacspec.theory import theory_vs_simulation
 
         fig = theory_vs_simulation([theory], [sim] if sim is not None else None)
-        fig.savefig(args.plot, dpi=110)
-    _emit(payload, args.json)
+        save_figures({"theory_spectrum.png": fig}, plot_dir, json_path=args.json, dpi=110)
     return 0

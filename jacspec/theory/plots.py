@@ -107,7 +107,7 @@ def theory_vs_simulation(
     for i, th in enumerate(theories):
         c = colors[i % 10]
         x, y = _log_density(th)
-        keep = x >= lo
+        keep = np.isfinite(x)
         atoms = ", ".join(f"{a['mass']:.2f}@{a['at']:.3g}" for a in th.atoms)
         label = f"L={th.depth} theory" + (f" (atoms {atoms})" if atoms else "")
         ax.plot(x[keep], y[keep], color=c, lw=1.5, label=label)
