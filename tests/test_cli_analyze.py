@@ -30,7 +30,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_analyze_json_and_plot(ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "a.json"
-    fig = tmp_path / "esd.png"
+    figs = tmp_path / "figs"
     code = main(
         [
             "analyze",
@@ -46,7 +46,7 @@ def test_analyze_json_and_plot(ckpt: Path, tmp_path: Path) -> None:
             "--json",
             str(out),
             "--plot",
-            str(fig),
+            str(figs),
         ]
     )
     assert code == 0
@@ -84,8 +84,9 @@ def test_analyze_json_and_plot(ckpt: Path, tmp_path: Path) -> None:
     net.load_state_dict(model["state_dict"])
     ref = esd(net.eval(), data, dtype=torch.float64)
     np.testing.assert_allclose(payload["eigenvalues"], ref.eigenvalues, rtol=1e-9, atol=1e-15)
-    assert fig.exists() and fig.with_name("esd_linear.png").exists()
-    assert fig.with_name("esd_randomized.png").exists()
+    # --plot DIR: every figure in the folder under its fixed name
+    assert sorted(p.name for p in figs.iterdir()) == [
+        "esd_linear.png", "esd_loglog.png", "esd_randomized.png"]
 
 
 def test_torchscript_and_factory_models(
