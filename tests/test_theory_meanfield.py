@@ -256,3 +256,54 @@ def test_tanh_pennington_point_c_star_and_xi_c():
     assert mf.xi_c == pytest.approx(5.2e6, rel=0.01)
     # the correlation map is normalised by the length map: c = 1 is fixed exactly
     assert correlation_map("tanh", 1.05, 2.01e-5, 0.7 * mf.q_star, 1.0) == 1.0
+
+
+def _ref_hard_tanh(sw2, sb2):
+    """q*, c*, xi_c of hard tanh from one-dimensional integrals: given u1, u2 is Gaussian with
+    mean c u1 and variance q (1 - c^2), and E clip(u2) and P(|u2| < 1) have closed forms."""
+    def cdf(x):
+        return 0.5 * math.erfc(-x / math.sqrt(2))
+
+    def pdf(x):
+        return math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+    def e_clip(m, v):
+        sd = math.sqrt(v)
+        a, b = (-1 - m) / sd, (1 - m) / sd
+        return (-cdf(a) + cdf(-b) + m * (cdf(b) - cdf(a)) + sd * (pdf(a) - pdf(b)))
+
+    def clip(h):
+        return max(-1.0, min(1.0, h))
+
+    def qmap(q):
+        return sw2 * _gauss(lambda h: clip(h) ** 2, q) + sb2
+
+    q = brentq(lambda t: qmap(t) - t, 1e-6, 50.0, xtol=1e-16, rtol=1e-15)
+    s = math.sqrt(q)
+
+    def integrate(f):
+        pts = [-1 / s, 1 / s]
+        val, _ = quad(lambda z: f(z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -12, 12,
+                      points=pts, limit=400, epsabs=1e-15, epsrel=1e-13)
+        return val
+
+    def g(c):
+        v = q * (1 - c * c)
+        return (sw2 * integrate(lambda z: clip(s * z) * e_clip(c * s * z, v)) + sb2) / q - c
+
+    c = brentq(g, -0.99, 0.999, xtol=1e-15, rtol=1e-15)
+    sd = s * math.sqrt(1 - c * c)
+    p = quad(lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+             * (cdf((1 - c * s * z) / sd) - cdf((-1 - c * s * z) / sd)),
+             -1 / s, 1 / s, epsabs=1e-15, epsrel=1e-13)[0]
+    return q, c, -1.0 / math.log(sw2 * p)
+
+
+@pytest.mark.parametrize("sw2,sb2", [(1.4, 0.1), (2.0, 0.05)])
+def test_hard_tanh_correlation_fixed_point_against_one_dimensional_integrals(sw2, sb2):
+    """phi' of hard tanh jumps: the quadrature must cut at the kinks of u2 too."""
+    q_ref, c_ref, xi_ref = _ref_hard_tanh(sw2, sb2)
+    mf = mean_field("hard_tanh", sw2, sb2)
+    assert mf.q_star == pytest.approx(q_ref, rel=1e-10)
+    assert 1 - mf.c_star == pytest.approx(1 - c_ref, rel=1e-6)
+    assert mf.xi_c == pytest.approx(xi_ref, rel=1e-6)

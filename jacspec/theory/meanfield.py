@@ -102,16 +102,29 @@ def q_star(
 
 def _pair_nodes(act: Activation, q: float, eps: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nodes ``u1`` (n, 1), ``u2`` (n, n) and weights (n, n) for ``E f(u1, u2)`` with
+    """Nodes ``u1`` (n, 1), ``u2`` (n, m) and weights (n, m) for ``E f(u1, u2)`` with
     ``u1, u2`` of variance q and correlation ``c = 1 - eps``:
-    ``u2 = sqrt(q) ((1 - eps) z1 + sqrt(eps (2 - eps)) z2)`` (no ``1 - c^2`` round-off)."""
+    ``u2 = sqrt(q) ((1 - eps) z1 + sqrt(eps (2 - eps)) z2)`` (no ``1 - c^2`` round-off).
+    Where ``phi'`` has kinks, the inner panels of each row are cut where ``u2`` crosses
+    them, so every panel integrates a smooth function."""
     s = math.sqrt(q)
-    cuts = np.asarray(act.breakpoints, dtype=np.float64) / s
-    z, w = composite_nodes(cuts, panel=max(min(0.5, 0.5 / s), 0.01))
+    bps = np.asarray(act.breakpoints, dtype=np.float64)
+    panel = max(min(0.5, 0.5 / s), 0.01)
+    z, w = composite_nodes(bps / s, panel=panel)
     eps = min(max(eps, 0.0), 2.0)
+    beta = math.sqrt(eps * (2.0 - eps))
     u1 = s * z[:, None]
-    u2 = s * ((1.0 - eps) * z[:, None] + math.sqrt(eps * (2.0 - eps)) * z[None, :])
-    return u1, u2, w[:, None] * w[None, :]
+    if bps.size == 0 or beta == 0.0:
+        u2 = s * ((1.0 - eps) * z[:, None] + beta * z[None, :])
+        return u1, u2, w[:, None] * w[None, :]
+    rows = [composite_nodes((bps / s - (1.0 - eps) * z1) / beta, panel=panel) for z1 in z]
+    m = max(r[0].size for r in rows)
+    z2 = np.zeros((z.size, m))
+    w2 = np.zeros((z.size, m))
+    for i, (zi, wi) in enumerate(rows):
+        z2[i, : zi.size], w2[i, : wi.size] = zi, wi
+    u2 = s * ((1.0 - eps) * z[:, None] + beta * z2)
+    return u1, u2, w[:, None] * w2
 
 
 def _one_minus_correlation_map(act: Activation, sigma_w2: float, sigma_b2: float, q: float,
