@@ -136,15 +136,16 @@ def _from_factory(target: str, weights: str | os.PathLike | None, trust: bool) -
         except ModuleNotFoundError as exc:
             if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 raise ValueError(
-                    f"model {target!r}: no module {exc.name!r} in the working folder "
+                    f"model {target!r}: cannot import {module_name!r}: no module {exc.name!r} "
+                    "in the working folder "
                     f"({os.getcwd()}) or on the Python path; run jacspec from the folder that "
                     "holds it, or add that folder to PYTHONPATH"
                 ) from None
-            raise ValueError(f"model {target!r}: importing {module_name!r} failed ({exc})"
+            raise ValueError(f"model {target!r}: cannot import {module_name!r} ({exc})"
                              ) from None
         except Exception as exc:  # noqa: BLE001 - the user's module failed to import
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ValueError(f"model {target!r}: importing {module_name!r} failed "
+            raise ValueError(f"model {target!r}: cannot import {module_name!r} "
                              f"({type(exc).__name__}: {first})") from None
         factory: Any = module
         for part in attr.split("."):
