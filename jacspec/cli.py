@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jacspec",
         description="Measure neural networks through their input-output Jacobians.",
+        epilog="Output of every command: --json PATH writes one JSON file ('-': stdout); "
+        "--plot DIR writes every figure into the folder DIR under fixed names; each written "
+        "file is printed as 'wrote PATH'.",
     )
     parser.add_argument("--version", action="version", version=f"jacspec {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

@@ -180,13 +180,6 @@ def plot_help(names: str) -> str:
         "each written path is printed"
 
 
-def add_output_args(parser: argparse.ArgumentParser, *, figures: str | None = None) -> None:
-    """``--json PATH`` and (when the command draws ``figures``) ``--plot DIR``."""
-    parser.add_argument("--json", metavar="PATH", help=JSON_HELP)
-    if figures is not None:
-        parser.add_argument("--plot", metavar="DIR", help=plot_help(figures))
-
-
 def check_plot_dir(path: str | None) -> Path | None:
     """Check a ``--plot DIR`` value before any work: a folder (existing or not), not a file."""
     if path is None:

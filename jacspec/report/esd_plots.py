@@ -205,9 +205,15 @@ def plot_randomized_esd(
     ev, rev = null.eigenvalues, null.rand_eigenvalues
     fig, ax = _figure()
     if log:
+        # values below lambda_max * N * eps(float64) are round-off zeros: counted, not drawn
+        floor = float(max(ev.max(), rev.max())) * max(ev.size, rev.size) * np.finfo(float).eps
         pos, rpos = _positive(ev), _positive(rev, "rand_eigenvalues")
+        pos = pos[pos > floor] if np.any(pos > floor) else pos
+        rpos = rpos[rpos > floor] if np.any(rpos > floor) else rpos
+        zeros = ev.size - pos.size
         edges = _log_edges(min(pos.min(), rpos.min()), max(pos.max(), rpos.max()), bins)
-        _loghist(ax, pos, edges, ev.size, fill=True, alpha=0.45, label="ESD")
+        _loghist(ax, pos, edges, ev.size, fill=True, alpha=0.45,
+                 label="ESD" + (f" ({zeros} round-off zeros not drawn)" if zeros else ""))
         _loghist(ax, rpos, edges, rev.size, fill=True, alpha=0.45, color="C1",
                  label="randomized ESD")
         ax.set_xscale("log")
