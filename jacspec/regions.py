@@ -78,6 +78,29 @@ _SMOOTH = {
 }
 
 
+
+def _aten(name: str) -> Any:
+    """``torch.ops.aten.<name>.default`` (what torch.export programs call), or None."""
+    packet = getattr(torch.ops.aten, name, None)
+    return getattr(packet, "default", None) if packet is not None else None
+
+
+# torch.export programs call aten operators instead of the Python functions above.
+for _table, _names in (
+    (_RELU_LIKE, {"relu": "relu", "relu_": "relu", "leaky_relu": "leaky_relu",
+                  "leaky_relu_": "leaky_relu"}),
+    (_HARDTANH_LIKE, {"hardtanh": "hardtanh", "hardtanh_": "hardtanh", "relu6": "relu6",
+                      "hardsigmoid": "hardsigmoid"}),
+    (_SMOOTH, {"tanh": "tanh", "sigmoid": "sigmoid", "erf": "erf", "gelu": "gelu",
+               "silu": "silu", "elu": "elu", "selu": "selu", "celu": "celu",
+               "softplus": "softplus", "mish": "mish", "hardswish": "hardswish"}),
+):
+    for _op_name, _kind in _names.items():
+        _op = _aten(_op_name)
+        if _op is not None:
+            _table[_op] = _kind
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One intercepted activation call: its position, function name, unit count, pieces."""

@@ -157,3 +157,22 @@ def test_transition_count_memory_does_not_depend_on_length() -> None:
     w, b = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
     assert got.total == _ellipse_crossings(w, b, c, a, s)
     assert got.num_points == 2**16 and math.isfinite(got.total)
+
+
+def test_exported_program_codes_equal_eager_codes():
+    """torch.export programs call aten operators (aten.relu, aten.hardtanh, ...): their
+    activation codes equal the eager model's, computed here from the pre-activations."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 7), nn.Hardtanh(),
+                          nn.Linear(7, 3)).eval()
+    x = torch.randn(11, 6)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (x[:2],), dynamic_shapes=({0: batch},)).module()
+    got = activation_codes(program, x)
+    with torch.no_grad():
+        h1 = model[0](x)
+        h2 = model[2](model[1](h1))
+    expected = torch.cat([(h1 > 0).to(torch.uint8),
+                          (h2 > -1).to(torch.uint8) + (h2 > 1).to(torch.uint8)], dim=1)
+    assert [layer.kind for layer in got.layers] == ["relu", "hardtanh"]
+    assert torch.equal(got.codes, expected)
