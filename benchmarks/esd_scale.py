@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from jacspec.esd import spectral_metrics
-from jacspec.gram import gram
-from jacspec.models import mlp
-from jacspec.spectrum import esd_from_gram
+from jacspec.models.builders import mlp
+from jacspec.spectra.exact import esd_from_gram
+from jacspec.spectra.gram import gram
+from jacspec.spectra.metrics import spectral_metrics
 
 
 def peak_rss_gib() -> float:

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from jacspec.estimate import estimate_esd  # noqa: E402
-from jacspec.models import small_cnn  # noqa: E402
+from jacspec.models.builders import small_cnn  # noqa: E402
+from jacspec.spectra.estimate import estimate_esd  # noqa: E402
 
 
 def peak_rss_gib() -> float:

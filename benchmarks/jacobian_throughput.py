@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from jacspec.jacobian import METHODS, jacobians, resolve_method
-from jacspec.models import mlp, small_cnn
+from jacspec.jacobian.engine import METHODS, jacobians, resolve_method
+from jacspec.models.builders import mlp, small_cnn
 
 
 def interleaved_best(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

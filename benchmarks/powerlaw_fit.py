@@ -1,4 +1,4 @@
-"""Time jacspec.powerlaw.fit_powerlaw against powerlaw.Fit on the same 7,840 values.
+"""Time jacspec.heavytail.powerlaw.fit_powerlaw against powerlaw.Fit on the same 7,840 values.
 
 Two samples: (1) a Pareto sample with known alpha (the accuracy check), (2) a heavy-tailed
 ESD (eigenvalues of W W^T / m, W a 7,840 x 15,680 Student-t(3) matrix would be too slow to
@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from jacspec.powerlaw import fit_powerlaw
+from jacspec.heavytail.powerlaw import fit_powerlaw
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from jacspec.datasets import load_dataset
-from jacspec.models import mlp
+from jacspec.data.datasets import load_dataset
+from jacspec.models.builders import mlp
 from jacspec.train import train
 
 

@@ -1,10 +1,10 @@
 """Speed of jacspec's transition counting along a finely sampled closed trajectory.
 
 Novak et al. (ICLR 2018) count linear-region transitions along ellipses sampled at 2^20
-points. This times :func:`jacspec.regions.count_transitions` (activation codes of whole
+points. This times :func:`jacspec.sensitivity.regions.count_transitions` (activation codes of whole
 batches of trajectory points, intercepted at the activation calls, consecutive codes
 compared batch by batch) on a ReLU MLP (default 784-512-512-10 at initialisation) along an
-ellipse through three standard-normal points (:func:`jacspec.trajectories.ellipse`), the
+ellipse through three standard-normal points (:func:`jacspec.sensitivity.trajectories.ellipse`), the
 points generated lazily from ``t``.
 
 Against it, in the same run, on ``--naive-points`` points of the same ellipse (coarser),
@@ -31,9 +31,9 @@ import time
 import torch
 from torch import nn
 
-from jacspec.models import mlp
-from jacspec.regions import count_transitions
-from jacspec.trajectories import ellipse
+from jacspec.models.builders import mlp
+from jacspec.sensitivity.regions import count_transitions
+from jacspec.sensitivity.trajectories import ellipse
 
 PAPER_POINTS = 2**20
 

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from jacspec.analysis import analyze
-from jacspec.datasets import load_dataset
-from jacspec.models import mlp
+from jacspec.data.datasets import load_dataset
+from jacspec.models.builders import mlp
 from jacspec.report.esd_plots import plot_esd_pair
 from jacspec.train import evaluate, train
 

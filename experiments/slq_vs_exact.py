@@ -6,13 +6,14 @@
 An MLP (400-256-256-10, ReLU) is trained with ``jacspec.train.train`` to 100% train
 accuracy on MNIST-1D regenerated with ``final_seq_length=400``; its softmax data Jacobian
 on the 4,000 training examples is 4,000 x 4,000 (n = kd = 4,000), so both Gram sides have
-dimension 4,000. The exact ESD comes from :func:`jacspec.spectrum.esd` (float64). SLQ runs
+dimension 4,000. The exact ESD comes from :func:`jacspec.spectra.exact.esd` (float64). SLQ runs
 on the float32 𝒥 (the path used beyond exact reach) for several step/vector budgets, on the
 dual side with and without the softmax null-space deflation and on the primal side.
 
 Zeros: an ESD of a softmax Jacobian has an atom at 0 (rank <= (k-1) per example) and, for a
 network trained to 100%, a continuum of eigenvalues many decades below lambda_max. The CDF
-comparison (Kolmogorov-Smirnov distance, :func:`jacspec.slq.cdf_distance`) first maps every
+comparison (Kolmogorov-Smirnov distance, :func:`jacspec.spectra.krylov.cdf_distance`) first
+maps every
 eigenvalue / node <= zero_tol * lambda_max to exactly 0 in *both* laws; the table reports
 the distance for zero_tol in {1e-8, 1e-6, 1e-4, dim*eps32}. dim*eps32 = 4.8e-4 is numpy's
 matrix_rank tolerance for a float32 𝒥 (the core's ESD uses this rule for its ``rank``):
@@ -41,12 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from jacspec.datasets import load_dataset  # noqa: E402
-from jacspec.jacobian import data_jacobian  # noqa: E402
-from jacspec.linop import gram_operator, softmax_null_projector  # noqa: E402
-from jacspec.models import mlp  # noqa: E402
-from jacspec.slq import cdf_distance, hutchinson_trace, hutchpp_trace, slq  # noqa: E402
-from jacspec.spectrum import esd  # noqa: E402
+from jacspec.data.datasets import load_dataset  # noqa: E402
+from jacspec.jacobian.engine import data_jacobian  # noqa: E402
+from jacspec.models.builders import mlp  # noqa: E402
+from jacspec.spectra.exact import esd  # noqa: E402
+from jacspec.spectra.krylov import cdf_distance, hutchinson_trace, hutchpp_trace, slq  # noqa: E402
+from jacspec.spectra.operators import gram_operator, softmax_null_projector  # noqa: E402
 from jacspec.train import train  # noqa: E402
 
 OUT = ROOT / "docs" / "results"
@@ -173,8 +174,10 @@ def write_markdown(res: dict, cmd: str) -> str:
         f"(loss {res['train']['loss']:.3g}, {res['train']['epochs']} epochs). Softmax data "
         f"Jacobian n={res['n']}, kd={res['k'] * res['d']}: both Gram sides have dimension "
         f"{res['dim']}.",
+
         "",
-        f"Exact ESD (`jacspec.spectrum.esd`, dual side, float64): rank {res['exact']['rank']}, "
+        f"Exact ESD (`jacspec.spectra.exact.esd`, dual side, float64): rank "
+        f"{res['exact']['rank']}, "
         f"trace {res['exact']['trace']:.6g}, λ_max {res['exact']['lambda_max']:.6g}, "
         f"{res['exact']['seconds']:.0f} s. Quantiles of λ/λ_max: "
         + ", ".join(f"q{k}={v:.2g}" for k, v in res["exact"]["quantiles_over_lambda_max"].items())

@@ -1,138 +1,158 @@
 """jacspec: measure neural networks through their input-output Jacobians.
 
-Public API is re-exported here. Each block below belongs to one area of the
-package; edit only your own block.
+The package root is a façade of the one-call entry points; everything else is reached by
+its subpackage path (``jacspec.spectra.krylov.slq_density``, ``jacspec.heavytail.nulls``...).
+Names are imported on first use, so ``import jacspec`` is cheap (torch, matplotlib and the
+rest load only when a function needs them).
+
+Layers, lowest first (a lower layer never imports a higher one; ``tests/test_layers_order.py``
+checks it): ``_util`` < ``data`` < ``models`` (and ``train``) < ``jacobian`` < ``spectra`` <
+``heavytail`` < ``analysis``, ``sensitivity``, ``theory`` < ``zoo`` < ``report`` < ``cli``.
 """
 
-# ruff: noqa: E402
+# ruff: noqa: F401
 from __future__ import annotations
+
+import importlib
+import warnings
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__: list[str] = ["__version__"]
+#: The façade: public name -> module that defines it.
+_FACADE: dict[str, str] = {
+    # data and models
+    "load_dataset": "jacspec.data.datasets",
+    "DataSet": "jacspec.data.datasets",
+    "load_model": "jacspec.models.loading",
+    "mlp": "jacspec.models.builders",
+    "small_cnn": "jacspec.models.builders",
+    "build_model": "jacspec.models.builders",
+    "save_checkpoint": "jacspec.models.builders",
+    "load_checkpoint": "jacspec.models.builders",
+    # Jacobians and spectra
+    "jacobians": "jacspec.jacobian.engine",
+    "iter_jacobians": "jacspec.jacobian.engine",
+    "data_jacobian": "jacspec.jacobian.engine",
+    "gram": "jacspec.spectra.gram",
+    "esd": "jacspec.spectra.exact",
+    "ESD": "jacspec.spectra.exact",
+    "spectral_metrics": "jacspec.spectra.metrics",
+    "estimate_esd": "jacspec.spectra.estimate",
+    "ESDEstimate": "jacspec.spectra.estimate",
+    # heavy tails and the one-call table
+    "fit_powerlaw": "jacspec.heavytail.powerlaw",
+    "fit_mp": "jacspec.heavytail.nulls",
+    "randomized_null": "jacspec.heavytail.nulls",
+    "heavy_tail_metrics": "jacspec.heavytail.columns",
+    "analyze": "jacspec.analysis",
+    "Analysis": "jacspec.analysis",
+    # sensitivity (Novak et al.)
+    "jacobian_norms": "jacspec.sensitivity.norms",
+    "mean_jacobian_norm": "jacspec.sensitivity.norms",
+    "per_point_generalization": "jacspec.sensitivity.norms",
+    "activation_codes": "jacspec.sensitivity.regions",
+    "count_transitions": "jacspec.sensitivity.regions",
+    "trajectory_profile": "jacspec.sensitivity.trajectories",
+    "compare_trajectories": "jacspec.sensitivity.trajectories",
+    # random-network theory
+    "mean_field": "jacspec.theory",
+    "critical_point": "jacspec.theory",
+    "jacobian_spectrum": "jacspec.theory",
+    "simulate_spectrum": "jacspec.theory",
+}
 
-# --- core: jacobian, gram, spectrum, esd ---
-from jacspec.analysis import Analysis, analyze
-from jacspec.esd import metrics_table, spectral_metrics
-from jacspec.gram import Gram, gram
-from jacspec.jacobian import JacobianBatch, data_jacobian, iter_jacobians, jacobians
-from jacspec.layers import hidden_layers, iter_layer_jacobians
-from jacspec.loading import load_model
-from jacspec.spectrum import ESD, eigenvalues_from_jacobian, esd, esd_from_gram
+#: Names the root exported before the façade was trimmed: still resolved, with a
+#: DeprecationWarning naming their subpackage path.
+_MOVED: dict[str, str] = {
+    "hidden_layers": "jacspec.jacobian.layers",
+    "iter_layer_jacobians": "jacspec.jacobian.layers",
+    "JacobianBatch": "jacspec.jacobian.engine",
+    "Gram": "jacspec.spectra.gram",
+    "eigenvalues_from_jacobian": "jacspec.spectra.exact",
+    "esd_from_gram": "jacspec.spectra.exact",
+    "metrics_table": "jacspec.spectra.metrics",
+    "Erf": "jacspec.models.builders",
+    "TrainResult": "jacspec.train",
+    "MPFit": "jacspec.heavytail.nulls",
+    "RandomizedNull": "jacspec.heavytail.nulls",
+    "esd_distance": "jacspec.heavytail.nulls",
+    "PowerLawFit": "jacspec.heavytail.powerlaw",
+    "plan_esd": "jacspec.spectra.estimate",
+    "GramOperator": "jacspec.spectra.operators",
+    "gram_operator": "jacspec.spectra.operators",
+    "write_jacobian_memmap": "jacspec.spectra.operators",
+    "hutchinson_trace": "jacspec.spectra.krylov",
+    "hutchpp_trace": "jacspec.spectra.krylov",
+    "slq_density": "jacspec.spectra.krylov",
+    "top_eigenvalues": "jacspec.spectra.krylov",
+    "ActivationCodes": "jacspec.sensitivity.regions",
+    "Transitions": "jacspec.sensitivity.regions",
+    "PerPointSensitivity": "jacspec.sensitivity.norms",
+    "finite_difference_sensitivity": "jacspec.sensitivity.norms",
+    "loss_bounds": "jacspec.sensitivity.norms",
+    "Trajectory": "jacspec.sensitivity.trajectories",
+    "TrajectoryProfile": "jacspec.sensitivity.trajectories",
+    "different_class_ellipse": "jacspec.sensitivity.trajectories",
+    "ellipse": "jacspec.sensitivity.trajectories",
+    "points_trajectory": "jacspec.sensitivity.trajectories",
+    "profiles_frame": "jacspec.sensitivity.trajectories",
+    "random_ellipse": "jacspec.sensitivity.trajectories",
+    "same_class_ellipse": "jacspec.sensitivity.trajectories",
+    "translation_trajectory": "jacspec.sensitivity.trajectories",
+    "JacobianSpectrum": "jacspec.theory",
+    "MeanField": "jacspec.theory",
+    "SimulatedSpectrum": "jacspec.theory",
+    "universal_spectrum": "jacspec.theory",
+}
 
-__all__ += [
-    "Analysis",
-    "analyze",
-    "hidden_layers",
-    "iter_layer_jacobians",
-    "load_model",
-    "ESD",
-    "Gram",
-    "JacobianBatch",
-    "data_jacobian",
-    "eigenvalues_from_jacobian",
-    "esd",
-    "esd_from_gram",
-    "gram",
-    "iter_jacobians",
-    "jacobians",
-    "metrics_table",
-    "spectral_metrics",
-]
-# --- end core ---
+__all__ = ["__version__", *_FACADE]
 
-# --- data and models: datasets, models, train ---
-from jacspec.datasets import DataSet, load_dataset  # noqa: E402
-from jacspec.models import (  # noqa: E402
-    Erf,
-    build_model,
-    load_checkpoint,
-    mlp,
-    save_checkpoint,
-    small_cnn,
-)
-from jacspec.train import TrainResult  # noqa: E402  (train() stays jacspec.train.train)
 
-__all__ += ["DataSet", "load_dataset", "Erf", "build_model", "load_checkpoint", "mlp",
-            "save_checkpoint", "small_cnn", "TrainResult"]
-# --- end data and models ---
+def __getattr__(name: str) -> Any:
+    """Import a façade name on first use (PEP 562)."""
+    if name in _FACADE:
+        value = getattr(importlib.import_module(_FACADE[name]), name)
+        globals()[name] = value
+        return value
+    if name in _MOVED:
+        warnings.warn(
+            f"jacspec.{name} moved to {_MOVED[name]}.{name}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'jacspec' has no attribute {name!r}")
 
-# --- heavy tails: powerlaw, nulls ---
-from jacspec.heavytail import heavy_tail_metrics
-from jacspec.nulls import MPFit, RandomizedNull, esd_distance, fit_mp, randomized_null
-from jacspec.powerlaw import PowerLawFit, fit_powerlaw
 
-__all__ += ["heavy_tail_metrics", "MPFit", "RandomizedNull", "esd_distance", "fit_mp"]
-__all__ += ["randomized_null", "PowerLawFit", "fit_powerlaw"]
-# --- end heavy tails ---
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
-# --- estimates: linop, slq ---
-from jacspec.estimate import ESDEstimate, estimate_esd, plan_esd  # noqa: E402
-from jacspec.linop import GramOperator, gram_operator, write_jacobian_memmap  # noqa: E402
-from jacspec.slq import hutchinson_trace, hutchpp_trace, slq_density, top_eigenvalues  # noqa: E402
 
-__all__ += [
-    "ESDEstimate",
-    "estimate_esd",
-    "plan_esd",
-    "GramOperator",
-    "gram_operator",
-    "write_jacobian_memmap",
-    "hutchinson_trace",
-    "hutchpp_trace",
-    "slq_density",
-    "top_eigenvalues",
-]
-# --- end estimates ---
-
-# --- sensitivity: sensitivity, regions, trajectories ---
-from jacspec.regions import ActivationCodes, Transitions, activation_codes, count_transitions
-from jacspec.sensitivity import (
-    PerPointSensitivity,
-    finite_difference_sensitivity,
-    jacobian_norms,
-    loss_bounds,
-    mean_jacobian_norm,
-    per_point_generalization,
-)
-from jacspec.trajectories import (
-    Trajectory,
-    TrajectoryProfile,
-    compare_trajectories,
-    different_class_ellipse,
-    ellipse,
-    points_trajectory,
-    profiles_frame,
-    random_ellipse,
-    same_class_ellipse,
-    trajectory_profile,
-    translation_trajectory,
-)
-
-__all__ += [
-    "ActivationCodes", "Transitions", "activation_codes", "count_transitions",
-    "PerPointSensitivity", "finite_difference_sensitivity", "jacobian_norms", "loss_bounds",
-    "mean_jacobian_norm", "per_point_generalization", "Trajectory", "TrajectoryProfile",
-    "compare_trajectories", "different_class_ellipse", "ellipse", "points_trajectory",
-    "profiles_frame", "random_ellipse", "same_class_ellipse", "trajectory_profile",
-    "translation_trajectory",
-]
-# --- end sensitivity ---
-
-# --- theory ---
-from jacspec.theory import (  # noqa: E402
-    JacobianSpectrum,
-    MeanField,
-    SimulatedSpectrum,
-    critical_point,
-    jacobian_spectrum,
-    mean_field,
-    simulate_spectrum,
-    universal_spectrum,
-)
-
-__all__ += [
-    "JacobianSpectrum", "MeanField", "SimulatedSpectrum", "critical_point",
-    "jacobian_spectrum", "mean_field", "simulate_spectrum", "universal_spectrum",
-]
-# --- end theory ---
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (re-exported lazily)
+    from jacspec.analysis import Analysis, analyze
+    from jacspec.data.datasets import DataSet, load_dataset
+    from jacspec.heavytail.columns import heavy_tail_metrics
+    from jacspec.heavytail.nulls import fit_mp, randomized_null
+    from jacspec.heavytail.powerlaw import fit_powerlaw
+    from jacspec.jacobian.engine import data_jacobian, iter_jacobians, jacobians
+    from jacspec.models.builders import (
+        build_model,
+        load_checkpoint,
+        mlp,
+        save_checkpoint,
+        small_cnn,
+    )
+    from jacspec.models.loading import load_model
+    from jacspec.sensitivity.norms import (
+        jacobian_norms,
+        mean_jacobian_norm,
+        per_point_generalization,
+    )
+    from jacspec.sensitivity.regions import activation_codes, count_transitions
+    from jacspec.sensitivity.trajectories import compare_trajectories, trajectory_profile
+    from jacspec.spectra.estimate import ESDEstimate, estimate_esd
+    from jacspec.spectra.exact import ESD, esd
+    from jacspec.spectra.gram import gram
+    from jacspec.spectra.metrics import spectral_metrics
+    from jacspec.theory import critical_point, jacobian_spectrum, mean_field, simulate_spectrum

@@ -8,14 +8,17 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
   entropy, effective_rank (:mod:`jacspec.esd`);
 - power law on the eigenvalues above the numerical-rank tolerance: alpha, xmin, xmax, D,
   sigma, num_pl_spikes, alpha_weighted = alpha log10 lambda_max, log_alpha_norm =
-  log10 sum lambda^alpha, warning (:mod:`jacspec.powerlaw`);
+  log10 sum lambda^alpha, warning (:mod:`jacspec.heavytail.powerlaw`);
 - Marchenko-Pastur bulk fit with Q = n / cols (cols = kd, or (k-1)d for softmax rows, which
-  sum to zero over classes): num_spikes, mp_softrank, mp_lambda_plus (:mod:`jacspec.nulls`);
+  sum to zero over classes): num_spikes, mp_softrank, mp_lambda_plus
+  (:mod:`jacspec.heavytail.nulls`);
 - randomized null (entries of 𝒥 shuffled with ``seed``, when 𝒥 fits in
   ``randomize_max_bytes``), WeightWatcher's columns: rand_distance (Jensen-Shannon distance
-  of the sorted, normalised eigenvalue vectors), rand_lambda_max, num_traps (MP spikes of
-  the randomized ESD); jacspec's: num_above_rand_max, rand_hist_jsd (:mod:`jacspec.nulls`);
-- precision: ``tol`` (the rank rule of :func:`jacspec.spectrum.rank_tolerance`) and
+  of the sorted, normalised eigenvalue vectors), rand_lambda_max, num_traps (MP spikes
+  of
+  the randomized ESD); jacspec's: num_above_rand_max, rand_hist_jsd
+  (:mod:`jacspec.heavytail.nulls`);
+- precision: ``tol`` (the rank rule of :func:`jacspec.spectra.exact.rank_tolerance`) and
   ``unresolved`` (quantities a float32 Jacobian could not resolve, "" if none; rerun with
   ``dtype=torch.float64`` to resolve them).
 
@@ -39,10 +42,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from jacspec.batches import first_batch, require_reiterable
-from jacspec.errors import check_choice
-from jacspec.esd import spectral_metrics
-from jacspec.gram import (
+from jacspec._util.validation import check_choice
+from jacspec.data.batches import first_batch, require_reiterable
+from jacspec.heavytail.columns import heavy_tail_metrics
+from jacspec.heavytail.nulls import RandomizedNull, fit_mp, randomized_null
+from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
+from jacspec.jacobian.engine import METHODS as JACOBIAN_METHODS
+from jacspec.jacobian.engine import (
+    OUTPUTS,
+    JacobianBatch,
+    _check_inputs,
+    iter_jacobians,
+    prepare_model,
+)
+from jacspec.jacobian.layers import eager_model, iter_layer_jacobians, select_layers
+from jacspec.spectra.exact import ESD, SCALES, esd_from_gram
+from jacspec.spectra.gram import (
     SIDES,
     available_bytes,
     check_fits,
@@ -52,19 +67,7 @@ from jacspec.gram import (
     gram_from_batches,
     gram_side,
 )
-from jacspec.heavytail import heavy_tail_metrics
-from jacspec.jacobian import METHODS as JACOBIAN_METHODS
-from jacspec.jacobian import (
-    OUTPUTS,
-    JacobianBatch,
-    _check_inputs,
-    iter_jacobians,
-    prepare_model,
-)
-from jacspec.layers import eager_model, iter_layer_jacobians, select_layers
-from jacspec.nulls import RandomizedNull, fit_mp, randomized_null
-from jacspec.powerlaw import PowerLawFit, fit_powerlaw
-from jacspec.spectrum import ESD, SCALES, esd_from_gram
+from jacspec.spectra.metrics import spectral_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +268,7 @@ class RowPlan:
 
     ``kind``: ``"main"``, ``"input_to_layer"`` or ``"layer_to_output"``; ``(n, k, d)`` the
     Jacobian's shape (``k`` = layer width m for input -> layer, ``d`` = m for layer -> output);
-    ``cols`` the Gram's row width (:func:`jacspec.gram.gram_cols`); ``method`` ``"exact"``,
+    ``cols`` the Gram's row width (:func:`jacspec.spectra.gram.gram_cols`); ``method`` ``"exact"``,
     ``"slq"`` or ``"skipped"`` and ``reason`` why.
     """
 
@@ -321,13 +324,13 @@ def plan_rows(
     """Plan every row of :func:`analyze` from one probe batch (no Jacobians computed).
 
     Sizes: ``n`` from the data, ``k`` from one forward pass, each layer's width ``m`` from
-    one traced forward pass (:func:`jacspec.layers.select_layers`). ``method="exact"``:
-    exact rows; a layer row whose exact Gram (:func:`jacspec.gram.gram_bytes`) exceeds
+    one traced forward pass (:func:`jacspec.jacobian.layers.select_layers`). ``method="exact"``:
+    exact rows; a layer row whose exact Gram (:func:`jacspec.spectra.gram.gram_bytes`) exceeds
     ``max_memory`` is ``"skipped"`` (the input->output row raises instead). ``"auto"``:
-    :func:`jacspec.estimate.plan_esd` per row (SLQ when exact is out of reach). ``"slq"``:
+    :func:`jacspec.spectra.estimate.plan_esd` per row (SLQ when exact is out of reach). ``"slq"``:
     SLQ rows. A row whose single example's Jacobian alone exceeds the limit is skipped.
     """
-    from jacspec.estimate import engine_dtype, plan_esd, problem_shape
+    from jacspec.spectra.estimate import engine_dtype, plan_esd, problem_shape
 
     n, k, d = problem_shape(model, data, dtype)
     itemsize = torch.empty((), dtype=engine_dtype(model, dtype)).element_size()
@@ -422,17 +425,19 @@ def analyze(
     ``"input->NAME"`` (``d h / d x``) and ``"NAME->output"`` (``d g / d h``); ``"all"``
     takes every activation module and every module owning parameters except the output
     layer, keeping those called once per forward pass with one tensor output and skipping
-    the others with one warning (:mod:`jacspec.layers`). Layer rows need an eager
+    the others with one warning (:mod:`jacspec.jacobian.layers`). Layer rows need an eager
     ``nn.Module``. Every row is planned first (:func:`plan_rows`; column ``method``).
     ``method``: ``"exact"`` (a layer row whose Gram exceeds ``max_memory`` is skipped with
     a warning, its ``warning`` column saying why), ``"auto"`` (rows out of exact reach are
-    estimated by SLQ, :func:`jacspec.estimate.estimate_from_batches`; such a row holds the
+    estimated by SLQ, :func:`jacspec.spectra.estimate.estimate_from_batches`; such a row holds the
     estimate's trace and lambda_max only) or ``"slq"`` (every row estimated). ``side``,
     ``deflate`` (softmax rows in the class-sum-zero basis) and ``jacobian_method`` (the
     engine's batched backward for the input->output Jacobian: ``"auto"``, ``"replicate"``,
-    ``"batched_grad"``, ``"loop"``) apply to every method. ``progress``: one bar over the
+    ``"batched_grad"``, ``"loop"``) apply to every method. ``progress``: one bar over
+    the
     rows when layers are analysed, else the Jacobian bar. ``fit_kwargs`` go to
-    :func:`jacspec.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``, ``distribution``...)
+    :func:`jacspec.heavytail.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``,
+    ``distribution``...)
     and are checked before any computation.
     """
     require_reiterable(data, "analyze")
@@ -514,7 +519,7 @@ def analyze(
                     **opts,
                 )
             elif p.method == "slq":
-                from jacspec.estimate import engine_dtype, estimate_from_batches
+                from jacspec.spectra.estimate import engine_dtype, estimate_from_batches
 
                 est = estimate_from_batches(
                     make_batches(p, inner), n=p.n, k=p.k, d=p.d, plan=p.esd_plan,

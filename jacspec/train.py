@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from jacspec.datasets import DataSet
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
+from jacspec.data.datasets import DataSet
 
 log = logging.getLogger(__name__)
 

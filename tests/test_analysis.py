@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from jacspec.analysis import analyze
-from jacspec.jacobian import data_jacobian
-from jacspec.nulls import randomized_null
-from jacspec.powerlaw import fit_powerlaw
+from jacspec.heavytail.nulls import randomized_null
+from jacspec.heavytail.powerlaw import fit_powerlaw
+from jacspec.jacobian.engine import data_jacobian
 
 
 def model_and_data() -> tuple[nn.Module, torch.Tensor]:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import jacspec
-from jacspec.cli import main
-from jacspec.models import build_model, save_checkpoint
+from jacspec.cli.main import main
+from jacspec.models.builders import build_model, save_checkpoint
 
 SPEC = {"kind": "mlp", "input_shape": [64], "num_classes": 10, "width": 16, "depth": 1}
 

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import jacspec
-from jacspec.batches import data_length, iter_batches, require_reiterable
-from jacspec.datasets import DataSet
+from jacspec.data.batches import data_length, iter_batches, require_reiterable
+from jacspec.data.datasets import DataSet
 
 N = 10
 

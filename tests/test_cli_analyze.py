@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from jacspec.cli import main
-from jacspec.datasets import load_dataset
-from jacspec.models import build_model, save_checkpoint
-from jacspec.spectrum import esd
+from jacspec.cli.main import main
+from jacspec.data.datasets import load_dataset
+from jacspec.models.builders import build_model, save_checkpoint
+from jacspec.spectra.exact import esd
 
 SPEC = {"kind": "mlp", "input_shape": [64], "num_classes": 10, "width": 24, "depth": 2}
 

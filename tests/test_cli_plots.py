@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-import jacspec.commands.analyze as analyze_cmd
-from jacspec.cli import main
-from jacspec.commands._common import format_table, format_value
-from jacspec.models import build_model, save_checkpoint
+import jacspec.cli.commands.analyze as analyze_cmd
+from jacspec.cli._common import format_table, format_value
+from jacspec.cli.main import main
+from jacspec.models.builders import build_model, save_checkpoint
 
 SPEC = {"kind": "mlp", "input_shape": [64], "num_classes": 10, "width": 24, "depth": 2,
         "seed": 0}
@@ -56,8 +56,8 @@ def test_analyze_slq_plot_draws_the_estimate(
 
 def test_slq_figure_plots_the_estimate_cdf(ckpt: Path) -> None:
     from jacspec.analysis import analyze
-    from jacspec.datasets import load_dataset
-    from jacspec.loading import load_model
+    from jacspec.data.datasets import load_dataset
+    from jacspec.models.loading import load_model
     from jacspec.report.analysis import analysis_figures
 
     data = load_dataset("digits", n=150, seed=0)
@@ -120,7 +120,7 @@ def test_plot_file_name_refused_before_the_work(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import jacspec.commands._common as common
+    import jacspec.cli._common as common
 
     def no_load(args: object) -> None:
         raise AssertionError("the model was loaded before --plot was checked")
@@ -227,8 +227,8 @@ def test_analyze_table_prints_small_values_non_zero(
 
 def test_linear_esd_figure_draws_the_rows_mp_bulk(ckpt: Path) -> None:
     from jacspec.analysis import analyze
-    from jacspec.datasets import load_dataset
-    from jacspec.loading import load_model
+    from jacspec.data.datasets import load_dataset
+    from jacspec.models.loading import load_model
     from jacspec.report.analysis import analysis_figures
 
     result = analyze(load_model(str(ckpt)), load_dataset("digits", n=200, seed=0),
@@ -279,12 +279,12 @@ def test_theory_plot_x_range_covers_the_mass(case: tuple) -> None:
 
 
 def test_sensitivity_figures_have_ticks() -> None:
-    from jacspec.datasets import load_dataset
-    from jacspec.models import mlp
+    from jacspec.data.datasets import load_dataset
+    from jacspec.models.builders import mlp
     from jacspec.report.sensitivity_plots import plot_per_point, plot_profiles
     from jacspec.report.ticks import visible_ticks
-    from jacspec.sensitivity import per_point_generalization
-    from jacspec.trajectories import TrajectoryProfile
+    from jacspec.sensitivity.norms import per_point_generalization
+    from jacspec.sensitivity.trajectories import TrajectoryProfile
 
     t = np.linspace(0, 1, 64, endpoint=False)
     norm = 0.42 + 0.1 * np.sin(2 * np.pi * t)  # less than a decade: one log tick or none

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import jacspec
-from jacspec.cli import main
+from jacspec.cli.main import main
 
 ARCHS = ("resnet", "transformer", "cnn")
 FORMATS = ("module", "trace", "script", "export", "pickle", "factory", "compile")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from test_datasets import write_mnist
 
-from jacspec.cli import main
+from jacspec.cli.main import main
 
 N = 12
 

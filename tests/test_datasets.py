@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jacspec.datasets import DataSet, centre_crop, gaussian_mixture, load_dataset, read_idx
+from jacspec.data.datasets import DataSet, centre_crop, gaussian_mixture, load_dataset, read_idx
 
 # ----------------------------------------------------------------------------- writers
 

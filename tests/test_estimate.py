@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from jacspec.estimate import estimate_esd, plan_esd
-from jacspec.slq import cdf_distance
+from jacspec.spectra.estimate import estimate_esd, plan_esd
+from jacspec.spectra.krylov import cdf_distance
 
 K, D = 4, 12
 

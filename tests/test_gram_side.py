@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-import jacspec.jacobian as engine
+import jacspec.jacobian.engine as engine
 from jacspec.analysis import analyze
-from jacspec.estimate import estimate_esd, plan_esd
-from jacspec.gram import gram, gram_bytes, gram_cols, gram_side
-from jacspec.linop import gram_operator
-from jacspec.spectrum import esd
+from jacspec.spectra.estimate import estimate_esd, plan_esd
+from jacspec.spectra.exact import esd
+from jacspec.spectra.gram import gram, gram_bytes, gram_cols, gram_side
+from jacspec.spectra.operators import gram_operator
 
 K, D = 4, 12  # kd = 48, (k-1)d = 36
 
@@ -151,8 +151,8 @@ def test_bad_jacobian_method_is_refused_by_name() -> None:
 
 
 def test_cli_jacobian_method(tmp_path, calls: list[str]) -> None:
-    from jacspec.cli import main
-    from jacspec.models import build_model, save_checkpoint
+    from jacspec.cli.main import main
+    from jacspec.models.builders import build_model, save_checkpoint
 
     spec = {"kind": "mlp", "input_shape": [64], "num_classes": 10, "width": 8, "depth": 1}
     path = tmp_path / "m.pt"

@@ -1,4 +1,4 @@
-"""Tests for jacspec.heavytail: WeightWatcher formulas recomputed by hand from the fit."""
+"""Tests for jacspec.heavytail.columns: WeightWatcher formulas recomputed by hand from the fit."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from jacspec.heavytail import HEAVY_TAIL_COLUMNS, heavy_tail_metrics
-from jacspec.nulls import fit_mp, matrix_esd, randomized_null
-from jacspec.powerlaw import fit_powerlaw
+from jacspec.heavytail.columns import HEAVY_TAIL_COLUMNS, heavy_tail_metrics
+from jacspec.heavytail.nulls import fit_mp, matrix_esd, randomized_null
+from jacspec.heavytail.powerlaw import fit_powerlaw
 
 
 def esd(seed: int = 0, rows: int = 200, cols: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from jacspec.jacobian import (
+from jacspec.jacobian.engine import (
     DEFAULT_METHOD,
     METHODS,
     data_jacobian,
@@ -172,7 +172,7 @@ def test_dropout_in_train_mode_is_refused_but_eval_is_fine() -> None:
 
 
 def test_auto_method_choice() -> None:
-    from jacspec.jacobian import resolve_method
+    from jacspec.jacobian.engine import resolve_method
 
     mlp_model, _ = build("residual_ln_gelu")
     assert resolve_method(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), "auto") == (

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from jacspec.analysis import analyze
-from jacspec.gram import gram_from_batches
-from jacspec.layers import hidden_layers, iter_layer_jacobians, select_layers
-from jacspec.spectrum import esd_from_gram
+from jacspec.jacobian.layers import hidden_layers, iter_layer_jacobians, select_layers
+from jacspec.spectra.exact import esd_from_gram
+from jacspec.spectra.gram import gram_from_batches
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cases  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse.linalg
 import torch
 
-from jacspec.linop import (
+from jacspec.spectra.operators import (
     ArrayRows,
     FileRows,
     GramOperator,
@@ -109,7 +109,7 @@ def test_write_memmap_from_jacobian_shaped_batches(tmp_path) -> None:
 
 
 def test_write_memmap_accepts_jacobian_batch_objects(tmp_path) -> None:
-    class Batch:  # duck-typed like jacspec.jacobian.JacobianBatch
+    class Batch:  # duck-typed like jacspec.jacobian.engine.JacobianBatch
         def __init__(self, jac: torch.Tensor) -> None:
             self.jac = jac
 

@@ -26,8 +26,8 @@ import pytest
 import torch
 
 import jacspec
-from jacspec.cli import main
-from jacspec.loading import load_model
+from jacspec.cli.main import main
+from jacspec.models.loading import load_model
 
 N = 6
 RTOL = 1e-10
@@ -216,7 +216,7 @@ def test_factory_arguments_are_literals_never_code(user_folder):
         load_model(f"{name}:make(**{{'width': 3}})")
     with pytest.raises(ValueError, match="unexpected keyword argument 'wide'"):
         load_model(f"{name}:make(wide=3)")
-    from jacspec.loading import parse_factory
+    from jacspec.models.loading import parse_factory
 
     assert parse_factory("a.b:f(1, 'x', k=(2, 3.5), d={'u': None})") == (
         "a.b", "f", (1, "x"), {"k": (2, 3.5), "d": {"u": None}})
@@ -303,7 +303,7 @@ def test_compiled_model_is_unwrapped(arch, method, caplog):
     eager = cases.build(arch, dtype=torch.float64)
     compiled = torch.compile(eager)  # construction is lazy: nothing is compiled here
     x = _x64(arch)
-    with caplog.at_level(logging.INFO, logger="jacspec.jacobian"):
+    with caplog.at_level(logging.INFO, logger="jacspec.jacobian.engine"):
         jac = jacspec.jacobians(compiled, x, method=method)
     _assert_close(jac, _reference(arch, x))
     assert any("torch.compile" in r.getMessage() for r in caplog.records)
@@ -318,7 +318,7 @@ def test_compiled_model_analyze_and_per_point():
     expected = np.sort(np.linalg.eigvalsh(ref @ ref.T / N))[::-1][:4]
     np.testing.assert_allclose(np.sort(result.esds["input->output"].eigenvalues)[::-1][:4],
                                expected, rtol=1e-8)
-    from jacspec.sensitivity import per_point_generalization
+    from jacspec.sensitivity.norms import per_point_generalization
 
     per_point = per_point_generalization(compiled, (x, torch.as_tensor(cases.labels(N))))
     norms = np.linalg.norm(ref, axis=1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from jacspec.models import (
+from jacspec.models.builders import (
     ACTIVATIONS,
     Erf,
     build_model,

@@ -1,4 +1,5 @@
-"""Tests for jacspec.nulls: MP law against closed forms and random matrices, spike detection,
+"""Tests for jacspec.heavytail.nulls: MP law against closed forms and random matrices, spike
+detection,
 the randomized null (reproducibility, shuffling, traps) and the ESD distance."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import torch
 from scipy.integrate import trapezoid
 
-from jacspec.nulls import (
+from jacspec.heavytail.nulls import (
     MPFit,
     RandomizedNull,
     esd_distance,

@@ -1,4 +1,4 @@
-"""Tests for jacspec.powerlaw: accuracy on Pareto samples, exactness against a brute-force
+"""Tests for jacspec.heavytail.powerlaw: accuracy on Pareto samples, exactness against a brute-force
 Clauset-Shalizi-Newman scan written here with plain loops, options and bad input."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.integrate import trapezoid
 
-from jacspec.powerlaw import PowerLawFit, fit_powerlaw, powerlaw_warning
+from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw, powerlaw_warning
 
 
 def pareto(alpha: float, n: int, seed: int, xmin: float = 1.0) -> np.ndarray:

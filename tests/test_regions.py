@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacspec.regions import activation_codes, count_transitions
-from jacspec.trajectories import ellipse
+from jacspec.sensitivity.regions import activation_codes, count_transitions
+from jacspec.sensitivity.trajectories import ellipse
 
 DT = torch.float64
 

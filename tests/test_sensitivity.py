@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jacspec.sensitivity import (
+from jacspec.sensitivity.norms import (
     finite_difference_sensitivity,
     jacobian_norms,
     loss_bounds,

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jacspec.linop import gram_operator, softmax_null_projector
-from jacspec.slq import (
+from jacspec.spectra.krylov import (
     cdf_distance,
     hutchinson_trace,
     hutchpp_trace,
@@ -20,6 +19,7 @@ from jacspec.slq import (
     spectral_density,
     top_eigenvalues,
 )
+from jacspec.spectra.operators import gram_operator, softmax_null_projector
 
 
 def _sym(dim: int, seed: int, decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from jacspec.esd import METRIC_COLUMNS, metrics_table, spectral_metrics
-from jacspec.gram import gram, gram_bytes
-from jacspec.jacobian import data_jacobian
-from jacspec.spectrum import eigenvalues_from_jacobian, esd
+from jacspec.jacobian.engine import data_jacobian
+from jacspec.spectra.exact import eigenvalues_from_jacobian, esd
+from jacspec.spectra.gram import gram, gram_bytes
+from jacspec.spectra.metrics import METRIC_COLUMNS, metrics_table, spectral_metrics
 
 
 def model_and_data(n: int, d: int = 12, k: int = 4) -> tuple[nn.Module, torch.Tensor]:

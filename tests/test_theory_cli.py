@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jacspec.cli import main
+from jacspec.cli.main import main
 
 
 def test_meanfield_json(tmp_path):

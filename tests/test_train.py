@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from jacspec.datasets import DataSet, load_dataset
-from jacspec.models import mlp
+from jacspec.data.datasets import DataSet, load_dataset
+from jacspec.models.builders import mlp
 from jacspec.train import TrainResult, evaluate, train
 
 

@@ -19,9 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import jacspec
-from jacspec.cli import main
-from jacspec.jacobian import check_batch_independence, output_map, training_mode_layers
-from jacspec.loading import load_model
+from jacspec.cli.main import main
+from jacspec.jacobian.engine import check_batch_independence, output_map, training_mode_layers
+from jacspec.models.loading import load_model
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from jacspec.regions import count_transitions
-from jacspec.sensitivity import jacobian_norms
-from jacspec.trajectories import (
+from jacspec.sensitivity.norms import jacobian_norms
+from jacspec.sensitivity.regions import count_transitions
+from jacspec.sensitivity.trajectories import (
     compare_trajectories,
     different_class_ellipse,
     ellipse,
@@ -129,8 +129,8 @@ def test_compare_trajectories_covers_all_kinds() -> None:
 
 
 def test_cli_writes_json_and_plots(tmp_path) -> None:  # noqa: ANN001
-    from jacspec.cli import main
-    from jacspec.models import mlp, save_checkpoint
+    from jacspec.cli.main import main
+    from jacspec.models.builders import mlp, save_checkpoint
 
     spec = {"kind": "mlp", "input_shape": [64], "num_classes": 10, "width": 32, "depth": 2,
             "seed": 0}

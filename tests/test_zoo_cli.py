@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from jacspec.cli import main
-from jacspec.datasets import load_dataset
+from jacspec.cli.main import main
+from jacspec.data.datasets import load_dataset
 from jacspec.zoo.store import Store
 
 FAST = 'metrics = ["accuracy", "baselines"]\n'
@@ -182,7 +182,7 @@ def test_older_zoo_checkpoints_are_read_and_migrated(tmp_path: Path,
     capsys.readouterr()
     assert main(["zoo", "migrate", str(store)]) == 0
     assert "1 checkpoints migrated" in capsys.readouterr().out
-    from jacspec.models import load_checkpoint
+    from jacspec.models.builders import load_checkpoint
 
     loaded, spec = load_checkpoint(ckpt)
     assert spec["width"] == 6 and torch.equal(loaded(x), model(x))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jacspec.cli import main
+from jacspec.cli.main import main
 from jacspec.zoo.store import Store, load_results
 from jacspec.zoo.sweep import run_sweep
 

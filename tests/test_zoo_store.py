@@ -145,7 +145,7 @@ def test_sigkill_then_rerun_finds_every_run_once(tmp_path: Path,
     assert 4 <= len(finished) < 12
     assert (before.status == "running").any()
 
-    from jacspec.cli import main
+    from jacspec.cli.main import main
 
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(cmd[3:]) == 0  # the same command, rerun (in this process)

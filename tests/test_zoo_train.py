@@ -136,7 +136,7 @@ def test_metrics_by_hand_and_registry() -> None:
 
 
 def test_run_job_curves_and_arrays() -> None:
-    pytest.importorskip("jacspec.spectrum")
+    pytest.importorskip("jacspec.spectra.exact")
     out = run_job({**BASE, "checkpoints": 3, "metrics": ["accuracy", "jacobian_esd"],
                    "curve_metrics": ["accuracy"], "n_esd": 40})
     m = out["metrics"]

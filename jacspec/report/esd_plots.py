@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from jacspec.nulls import MPFit, RandomizedNull
-from jacspec.powerlaw import PowerLawFit
+from jacspec.heavytail.nulls import MPFit, RandomizedNull
+from jacspec.heavytail.powerlaw import PowerLawFit
 
 __all__ = [
     "plot_density_vs_esd",
@@ -145,7 +145,7 @@ def plot_esd_linear(
 
 
 def plot_esd_estimate(estimate: Any, *, bins: int = 60, title: str | None = None) -> Figure:
-    """An estimated ESD (:class:`jacspec.estimate.ESDEstimate`, e.g. by stochastic Lanczos
+    """An estimated ESD (:class:`jacspec.spectra.estimate.ESDEstimate`, e.g. by stochastic Lanczos
     quadrature): left, the CDF F(x) = sum_{nodes <= x} weights on a log x axis; right, the
     density of the measure (nodes weighted by their Gauss weights, log bins, over all mass),
     with lambda_max, the exactly computed top eigenvalues, and the resolution below which the

@@ -17,10 +17,10 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from jacspec.regions import activation_codes
 from jacspec.report.ticks import ensure_ticks
-from jacspec.sensitivity import PerPointSensitivity, loss_bounds
-from jacspec.trajectories import TrajectoryProfile
+from jacspec.sensitivity.norms import PerPointSensitivity, loss_bounds
+from jacspec.sensitivity.regions import activation_codes
+from jacspec.sensitivity.trajectories import TrajectoryProfile
 
 __all__ = ["plot_per_point", "plot_profiles", "plot_region_slice", "slice_codes"]
 

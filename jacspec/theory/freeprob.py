@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
 from jacspec.theory.activations import get_activation
 from jacspec.theory.d2law import D2Law, d2_law, m_d2, mu_d2_both, mu_k
 from jacspec.theory.meanfield import chi_at, q_star

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
 from jacspec.theory.activations import Activation, get_activation
 from jacspec.theory.freeprob import WEIGHTS, JacobianSpectrum
 from jacspec.theory.meanfield import q_star

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
 from jacspec.theory.freeprob import _integrate, default_grid
 from jacspec.theory.solver import track
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacspec.datasets import DataSet
+from jacspec.data.datasets import DataSet
 from jacspec.zoo.score import NON_PREDICTORS  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def accuracy_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
 @register("jacobian_norm")
 def jacobian_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """Mean softmax Jacobian Frobenius norm on (up to 1000) test and train points."""
-    from jacspec.sensitivity import mean_jacobian_norm
+    from jacspec.sensitivity.norms import mean_jacobian_norm
 
     n = int(data.config.get("n_jacobian", 1000))
     return {"test_jacobian_norm": mean_jacobian_norm(model, _take(data.test, n).x),
@@ -123,8 +123,8 @@ def jacobian_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
 def transition_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """Mean transitions along 2 closed ellipses through same-class test points (1024 points
     each), and the same per hidden unit."""
-    from jacspec.regions import count_transitions
-    from jacspec.trajectories import same_class_ellipse
+    from jacspec.sensitivity.regions import count_transitions
+    from jacspec.sensitivity.trajectories import same_class_ellipse
 
     totals, units = [], 1
     for seed in range(2):
@@ -141,8 +141,8 @@ def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """Spectral metrics of the softmax data-Jacobian ESD on (up to 200) train and test
     points; eigenvalue arrays ``esd_train``/``esd_test``; heavy-tail metrics when the
     heavy-tail module is available."""
-    from jacspec.esd import spectral_metrics
-    from jacspec.spectrum import esd
+    from jacspec.spectra.exact import esd
+    from jacspec.spectra.metrics import spectral_metrics
 
     n = int(data.config.get("n_esd", 200))
     out: dict[str, Any] = {}
@@ -164,18 +164,19 @@ def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
 
 def _tail_metrics(ev: np.ndarray) -> dict[str, float]:
     """Heavy-tail metrics of an ESD with WeightWatcher's names (alpha, alpha_weighted, D,
-    xmin, num_pl_spikes, ...): ``jacspec.heavytail.heavy_tail_metrics`` when present, else the
-    same power-law fit (:func:`jacspec.powerlaw.fit_powerlaw`) with
+    xmin, num_pl_spikes, ...): ``jacspec.heavytail.columns.heavy_tail_metrics`` when present,
+    else the
+    same power-law fit (:func:`jacspec.heavytail.powerlaw.fit_powerlaw`) with
     ``alpha_weighted = alpha log10(lambda_max)``."""
     try:
-        from jacspec.heavytail import heavy_tail_metrics
+        from jacspec.heavytail.columns import heavy_tail_metrics
     except ImportError:
         heavy_tail_metrics = None
     if heavy_tail_metrics is not None:
         return {k: float(v) for k, v in heavy_tail_metrics(ev, errors="nan").items()
                 if isinstance(v, (int, float, np.floating, np.integer))
                 and not isinstance(v, bool)}
-    from jacspec.powerlaw import fit_powerlaw
+    from jacspec.heavytail.powerlaw import fit_powerlaw
 
     fit = fit_powerlaw(ev[ev > 0])
     lmax = float(np.max(ev))

@@ -8,7 +8,7 @@ checkpoints during training (one row per run and step). Arrays (ESDs) and model
 checkpoints are files in ``<store>.files/<config_hash>/``, written atomically
 before the row that refers to them is committed. Only the sweep driver writes.
 
-Model checkpoints are jacspec checkpoints (:func:`jacspec.models.save_checkpoint`: the
+Model checkpoints are jacspec checkpoints (:func:`jacspec.models.builders.save_checkpoint`: the
 architecture spec and the weights, read with ``weights_only=True``), so
 ``jacspec analyze <store>.files/<hash>/checkpoint.pt`` reads them. Stores written before
 used ``{"state_dict", "config"}``; :meth:`Store.model` still reads those and
@@ -273,7 +273,7 @@ class Store:
         """The trained network of run ``h`` (eval mode), from its stored checkpoint: a jacspec
         checkpoint, or the older zoo format ``{"state_dict", "config"}`` (rebuilt from the
         run's configuration with :func:`jacspec.zoo.train.make_model`)."""
-        from jacspec.models import load_checkpoint
+        from jacspec.models.builders import load_checkpoint
 
         path = self.checkpoint_path(h)
         if not path.is_file():
@@ -287,7 +287,7 @@ class Store:
         """Rewrite every checkpoint of the older zoo format as a jacspec checkpoint (same
         weights; the architecture spec rebuilt from the run's configuration); returns the
         rewritten paths. Files already in the jacspec format are left as they are."""
-        from jacspec.models import save_checkpoint
+        from jacspec.models.builders import save_checkpoint
 
         rewritten = []
         for h in sorted(self.configs()):

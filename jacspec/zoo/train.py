@@ -2,7 +2,7 @@
 
 A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
 
-- data: ``dataset`` (a :func:`jacspec.datasets.load_dataset` name), ``n_train``, ``n_test``,
+- data: ``dataset`` (a :func:`jacspec.data.datasets.load_dataset` name), ``n_train``, ``n_test``,
   ``data_seed``, ``random_labels`` (bool);
 - model: ``model`` ("mlp" or "cnn"), ``width``, ``depth``, ``activation`` (relu, relu6, tanh,
   hard_sigmoid, hard_tanh, ...), ``init_scale`` (multiplier of the default weight std);
@@ -16,7 +16,7 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
   measured at checkpoints during training, ``checkpoints`` (how many, at doubling epochs),
   ``n_jacobian`` / ``n_esd`` (points used for Jacobian norms / ESDs),
   ``save_checkpoint`` (keep the trained weights beside the store, written with
-  :func:`jacspec.models.save_checkpoint`: ``jacspec analyze`` reads it).
+  :func:`jacspec.models.builders.save_checkpoint`: ``jacspec analyze`` reads it).
 
 :func:`validate_config` checks every key and value before a sweep launches anything
 (:func:`jacspec.zoo.sweep.run_sweep` calls ``run_job.validate_config`` on each configuration).
@@ -43,8 +43,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from jacspec.datasets import DATASET_NAMES, DataSet, load_dataset
-from jacspec.models import ACTIVATIONS, build_model, default_sigma_w, save_checkpoint
+from jacspec.data.datasets import DATASET_NAMES, DataSet, load_dataset
+from jacspec.models.builders import ACTIVATIONS, build_model, default_sigma_w, save_checkpoint
 from jacspec.train import TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _dataset(v: Any) -> str | None:
         return accepted
     if v.lower().endswith(".npz"):
         return None if Path(v).is_file() else f"{accepted} (no file {v!r})"
-    from jacspec.datasets import _parse_name  # the loader's own name check, loading nothing
+    from jacspec.data.datasets import _parse_name  # the loader's own name check, loading nothing
 
     try:
         _parse_name(v)
@@ -211,7 +211,7 @@ def _load_data(name: str, seed: int, n_train: int, n_test: int, random_labels: b
 
 
 def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
-    """The :func:`jacspec.models.build_model` spec of a configuration's network (what its
+    """The :func:`jacspec.models.builders.build_model` spec of a configuration's network (what its
     checkpoint records). MLP: ``sigma_w = init_scale * default_sigma_w(activation)``. CNN:
     ``depth`` conv blocks of ``width, 2 width, ...`` channels (``init_scale`` multiplies the
     weights after the build, see :func:`make_model`)."""
@@ -246,7 +246,7 @@ def make_model(config: Mapping[str, Any], data: DataSet) -> nn.Module:
 
 
 def checkpoint_bytes(model: nn.Module, spec: Mapping[str, Any]) -> bytes:
-    """The bytes of :func:`jacspec.models.save_checkpoint` (spec + weights, read back with
+    """The bytes of :func:`jacspec.models.builders.save_checkpoint` (spec + weights, read back with
     ``weights_only=True``) for a run's trained ``model``."""
     with tempfile.TemporaryDirectory(prefix="jacspec-zoo-") as folder:
         path = save_checkpoint(Path(folder) / "checkpoint.pt", model, spec)

@@ -1,7 +1,8 @@
 """WeightWatcher-named heavy-tail metrics of an eigenvalue array (pure numpy).
 
 Columns (WeightWatcher's names): ``alpha``, ``xmin``, ``xmax``, ``D``, ``sigma``,
-``num_pl_spikes``, ``warning`` from the power-law fit (:func:`jacspec.powerlaw.fit_powerlaw`),
+``num_pl_spikes``, ``warning`` from the power-law fit
+(:func:`jacspec.heavytail.powerlaw.fit_powerlaw`),
 ``lambda_max``, ``alpha_weighted = alpha * log10(lambda_max)``, ``log_alpha_norm =
 log10(sum_i lambda_i^alpha)`` (over the positive eigenvalues, computed with log-sum-exp);
 with an MP fit (``Q`` given or ``mp=``): ``mp_softrank = lambda_plus / lambda_max``,
@@ -9,7 +10,7 @@ with an MP fit (``Q`` given or ``mp=``): ``mp_softrank = lambda_plus / lambda_ma
 WeightWatcher's sense: ``rand_distance`` (Jensen-Shannon distance of the sorted, normalised
 eigenvalue vectors), ``rand_lambda_max``, ``num_traps`` (MP spikes of the randomized ESD);
 and jacspec's own ``num_above_rand_max`` (real eigenvalues above rand_lambda_max) and
-``rand_hist_jsd`` (histogram JSD, :func:`jacspec.nulls.esd_distance`).
+``rand_hist_jsd`` (histogram JSD, :func:`jacspec.heavytail.nulls.esd_distance`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from jacspec.nulls import MPFit, RandomizedNull, fit_mp
-from jacspec.powerlaw import PowerLawFit, fit_powerlaw
+from jacspec.heavytail.nulls import MPFit, RandomizedNull, fit_mp
+from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 
 __all__ = ["HEAVY_TAIL_COLUMNS", "heavy_tail_metrics"]
 
@@ -67,7 +68,7 @@ def heavy_tail_metrics(
     errors: "raise" (default) re-raises a failed power-law fit (too few eigenvalues);
     "nan" returns NaN fit columns and warning "failed" instead.
     """
-    from jacspec.errors import check_choice
+    from jacspec._util.validation import check_choice
 
     check_choice("errors", errors, ("raise", "nan"))
     if hasattr(eigenvalues, "detach"):

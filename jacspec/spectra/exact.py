@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from jacspec.errors import check_choice
-from jacspec.gram import Gram, check_fits, gram, gram_side, primal_from_rows
+from jacspec._util.validation import check_choice
+from jacspec.spectra.gram import Gram, check_fits, gram, gram_side, primal_from_rows
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ class ESD:
         return int(np.prod(self.input_shape)) if self.input_shape else 0
 
     def metrics(self) -> dict[str, Any]:
-        """First metric table (see :func:`jacspec.esd.spectral_metrics`)."""
-        from jacspec.esd import spectral_metrics
+        """First metric table (see :func:`jacspec.spectra.metrics.spectral_metrics`)."""
+        from jacspec.spectra.metrics import spectral_metrics
 
         return spectral_metrics(self.eigenvalues, rank=self.rank)
 
@@ -209,7 +209,7 @@ def finish_eigenvalues(
 
 
 def esd_from_gram(g: Gram, *, scale: str = "n", jac_error2: float | None = None) -> ESD:
-    """The ESD of a :class:`~jacspec.gram.Gram` (exact, float64); ``jac_error2``: a measured
+    """The ESD of a :class:`~jacspec.spectra.gram.Gram` (exact, float64); ``jac_error2``: a measured
     bound on ``||d𝒥||^2`` for the rank rule (:func:`rank_tolerance`)."""
     check_choice("scale", scale, SCALES)
     raw = symmetric_eigenvalues(g.matrix)
@@ -276,7 +276,7 @@ def esd(
     """Exact ESD of the data Jacobian of ``model`` on ``data``.
 
     Eigenvalues of ``M/n`` (``scale="n"``) or ``M = 𝒥𝒥^T`` (``scale="none"``), computed from
-    the smaller Gram side in float64. See :func:`jacspec.gram.gram` for the other arguments
+    the smaller Gram side in float64. See :func:`jacspec.spectra.gram.gram` for the other arguments
     (``jacobian_method``: the engine's batched backward).
     """
     check_choice("scale", scale, SCALES)

@@ -451,7 +451,7 @@ def fit_powerlaw(
     the rule: clipping the top of a tail almost always raises D a little, so a D criterion
     never fires. ``raw_alpha`` keeps alpha_0; ``num_fingers`` the accepted k.
     """
-    from jacspec.errors import check_choice
+    from jacspec._util.validation import check_choice
 
     check_choice("distribution", distribution, ("power_law", "truncated_power_law"))
     cand_values: np.ndarray | None = None

@@ -1,6 +1,6 @@
 """Command-line entry point ``jacspec``.
 
-Each sub-command lives in ``jacspec/commands/<name>.py`` and exposes
+Each sub-command lives in ``jacspec/cli/commands/<name>.py`` and exposes
 ``register(subparsers)``; this module only discovers them, parses arguments and
 turns the user errors ``ValueError``/``TypeError``/``OSError`` (bad input, missing or
 unreadable files) into one line on stderr and exit 2. Any other exception (``KeyError``,
@@ -22,7 +22,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-import jacspec.commands
+import jacspec.cli.commands
 
 #: Exceptions that mean bad input; the CLI prints their first line and exits 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jacspec {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(jacspec.commands.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(jacspec.cli.commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"jacspec.commands.{info.name}")
+        module = importlib.import_module(f"jacspec.cli.commands.{info.name}")
         module.register(sub)
     return parser
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except USER_ERRORS as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        from jacspec.commands._common import data_shape_hint
+        from jacspec.cli._common import data_shape_hint
 
         msg = data_shape_hint(args, msg)
         print(f"jacspec {args.command}: error: {msg}", file=sys.stderr)

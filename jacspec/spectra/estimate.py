@@ -1,10 +1,11 @@
 """ESD of the data Jacobian, exact when it fits, estimated (SLQ) when it does not.
 
 :func:`estimate_esd` decides per problem (:func:`plan_esd`): the exact path
-(:func:`jacspec.spectrum.esd`) forms the smaller Gram side (dim = min(n, kd)) in float64 and
+(:func:`jacspec.spectra.exact.esd`) forms the smaller Gram side (dim = min(n, kd)) in float64 and
 diagonalises it, O(dim^2) memory and O(dim^3) time; the estimate path applies that side as a
-matrix-free operator (:mod:`jacspec.linop`) and runs stochastic Lanczos quadrature,
-block Lanczos for the top eigenvalues and the exact trace ||𝒥||_F^2 / c (:mod:`jacspec.slq`).
+matrix-free operator (:mod:`jacspec.spectra.operators`) and runs stochastic Lanczos quadrature,
+block Lanczos for the top eigenvalues and the exact trace ||𝒥||_F^2 / c
+(:mod:`jacspec.spectra.krylov`).
 Both return an :class:`ESDEstimate` with the same fields, recording which method ran and why.
 """
 
@@ -25,22 +26,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacspec.gram import available_bytes, gram_bytes, gram_cols, gram_side
-from jacspec.linop import (
-    ArrayRows,
-    FileRows,
-    GramOperator,
-    StreamRows,
-    softmax_null_projector,
-    write_jacobian_memmap,
-)
-from jacspec.slq import (
+from jacspec.spectra.gram import available_bytes, gram_bytes, gram_cols, gram_side
+from jacspec.spectra.krylov import (
     SpectralDensity,
     _jsonable,
     discrete_cdf,
     slq,
     spectral_density,
     top_eigenvalues,
+)
+from jacspec.spectra.operators import (
+    ArrayRows,
+    FileRows,
+    GramOperator,
+    StreamRows,
+    softmax_null_projector,
+    write_jacobian_memmap,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,9 +94,11 @@ def plan_esd(
     """Pick exact vs SLQ and, for SLQ, where 𝒥 lives.
 
     ``cols``: columns of the rows the exact Gram is built from, ``(k-1)d`` for deflated
-    softmax rows (:func:`jacspec.gram.gram_cols`; default ``kd``). The side follows
-    :func:`jacspec.gram.gram_side` (dual when cols <= n). Exact when dim = (cols if dual else
-    n) <= ``max_exact_dim`` and the exact path's bytes (:func:`jacspec.gram.gram_bytes` with
+    softmax rows (:func:`jacspec.spectra.gram.gram_cols`; default ``kd``). The side
+    follows
+    :func:`jacspec.spectra.gram.gram_side` (dual when cols <= n). Exact when dim = (cols if
+    dual else
+    n) <= ``max_exact_dim`` and the exact path's bytes (:func:`jacspec.spectra.gram.gram_bytes` with
     ``cols``) fit ``max_memory`` (default 80% of available memory). SLQ storage (``"auto"``):
     𝒥 (n x kd) in memory if n*kd*itemsize takes at most half of ``max_memory``, else an
     ``.npy`` file in ``workdir`` if the disk has room, else recomputed on every pass.
@@ -145,9 +148,11 @@ def plan_esd(
 
 @dataclass(frozen=True)
 class ESDEstimate:
-    """Spectral density of M/c (c = n or 1) on one Gram side, exact or estimated.
+    """Spectral density of M/c (c = n or 1) on one Gram side, exact or
+    estimated.
 
-    ``grid``/``density``: Gaussian-broadened density (see :func:`jacspec.slq.spectral_density`);
+    ``grid``/``density``: Gaussian-broadened density (see
+    :func:`jacspec.spectra.krylov.spectral_density`);
     ``nodes``/``weights``: the discrete measure behind it (exact: all eigenvalues, weight
     1/dim; SLQ: Ritz values and Gauss weights averaged over start vectors); ``trace``: exact
     tr = ||𝒥||_F^2/c when known (else the SLQ/Hutchinson estimate); ``trace_estimate`` and
@@ -235,7 +240,7 @@ def estimate_from_operator(
     Top-k: ``top_steps=0`` (default) takes Ritz values on the SLQ block Krylov space
     K_m(A, [v_1..v_s]) for free; ``top_steps > 0`` runs a separate block Lanczos with
     ``top_k + 5`` vectors for that many passes. ``project``/``null_dim``:
-    a known null space deflated from SLQ (see :func:`jacspec.slq.slq`).
+    a known null space deflated from SLQ (see :func:`jacspec.spectra.krylov.slq`).
     """
     t0 = time.perf_counter()
     passes0 = op.num_passes
@@ -308,7 +313,7 @@ def estimate_from_operator(
 
 def engine_dtype(model: nn.Module, dtype: torch.dtype | None) -> torch.dtype:
     """The dtype the Jacobian engine runs in: ``dtype``, else the model's, else float32."""
-    from jacspec.jacobian import _model_dtype_device
+    from jacspec.jacobian.engine import _model_dtype_device
 
     return dtype or _model_dtype_device(model)[0] or torch.float32
 
@@ -317,17 +322,17 @@ def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tup
     """(n, k, d) without computing Jacobians: n from the data, k from one forward pass.
 
     The model runs as given (its mode untouched) on two examples in its own dtype; buffers
-    and the random state are restored afterwards (:func:`jacspec.layers.untouched`).
+    and the random state are restored afterwards (:func:`jacspec.jacobian.layers.untouched`).
     """
-    from jacspec.batches import data_length, first_batch, iter_batches
-    from jacspec.jacobian import (
+    from jacspec.data.batches import data_length, first_batch, iter_batches
+    from jacspec.jacobian.engine import (
         _check_inputs,
         _forward,
         _model_dtype_device,
         output_map,
         unwrap_compiled,
     )
-    from jacspec.layers import untouched
+    from jacspec.jacobian.layers import untouched
 
     model = unwrap_compiled(model)
     x, _ = first_batch(data)
@@ -486,22 +491,24 @@ def estimate_esd(
     """ESD of M/n (``scale="n"``) or M = 𝒥𝒥^T (``scale="none"``): exact or SLQ estimate.
 
     ``method="auto"`` follows :func:`plan_esd` (exact if the smaller side has dim <=
-    ``max_exact_dim`` and fits in memory; the side from :func:`jacspec.gram.gram_side` with
+    ``max_exact_dim`` and fits in memory; the side from :func:`jacspec.spectra.gram.gram_side` with
     the deflated dimension ``(k-1)d`` for softmax outputs). SLQ: ``num_steps`` Lanczos steps
     with ``num_vectors`` ``distribution`` start vectors drawn from ``seed``; 𝒥 stored per
     ``storage`` ("memory", "file" = float .npy in ``workdir``, deleted unless ``keep_file``,
     "stream" = recomputed per pass). Density: ``num_points`` grid, Gaussian width ``sigma``
-    (default ``rel_sigma`` x grid span), in log10 λ if ``log_scale``. ``deflate``: for
+    (default ``rel_sigma`` x grid span), in log10 λ if ``log_scale``. ``deflate``:
+    for
     softmax outputs the exact Gram is built in the class-sum-zero basis, and on the dual
     side SLQ skips the known d-dim null space of class-constant vectors and adds its exact
-    atom 1/k at 0 (:func:`jacspec.linop.softmax_null_projector`). ``jacobian_method``: the
-    engine's batched backward (:func:`jacspec.jacobian.iter_jacobians`).
+    atom 1/k at 0 (:func:`jacspec.spectra.operators.softmax_null_projector`).
+    ``jacobian_method``: the
+    engine's batched backward (:func:`jacspec.jacobian.engine.iter_jacobians`).
     """
-    from jacspec.batches import require_reiterable
+    from jacspec.data.batches import require_reiterable
     require_reiterable(data, "estimate_esd")
-    from jacspec.errors import check_choice
-    from jacspec.jacobian import METHODS as JACOBIAN_METHODS
-    from jacspec.jacobian import OUTPUTS, iter_jacobians
+    from jacspec._util.validation import check_choice
+    from jacspec.jacobian.engine import METHODS as JACOBIAN_METHODS
+    from jacspec.jacobian.engine import OUTPUTS, iter_jacobians
 
     check_choice("output", output, OUTPUTS)
     check_choice("jacobian_method", jacobian_method, JACOBIAN_METHODS)
@@ -530,7 +537,7 @@ def estimate_esd(
         output=output, dtype=dtype, device=device, batch_size=batch_size, method=jacobian_method
     )
     if plan.method == "exact":
-        from jacspec.spectrum import esd
+        from jacspec.spectra.exact import esd
 
         e = esd(
             model, data, side=plan.side, scale=scale, max_memory=max_memory, progress=progress,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jacspec.commands._common import (
+from jacspec.cli._common import (
     JSON_HELP,
     check_plot_dir,
     format_mapping,

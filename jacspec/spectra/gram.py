@@ -4,7 +4,7 @@ With ``𝒥`` the ``n x kd`` data Jacobian, the *primal* Gram is ``𝒥𝒥^T`` 
 the *dual* Gram is ``𝒥^T𝒥 = sum_i J_i^T J_i`` (``kd x kd``). Both have the same nonzero
 eigenvalues; jacspec builds the smaller one. The dual side is a sum over examples, so it
 streams batch by batch and never holds ``𝒥``. Matrices are returned in float64 and are
-*unscaled* (``scale`` is applied in :mod:`jacspec.spectrum`).
+*unscaled* (``scale`` is applied in :mod:`jacspec.spectra.exact`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import psutil
 import torch
 from torch import nn
 
-from jacspec.batches import data_length
-from jacspec.errors import check_choice
-from jacspec.jacobian import DEFAULT_METHOD, METHODS, JacobianBatch, iter_jacobians
+from jacspec._util.validation import check_choice
+from jacspec.data.batches import data_length
+from jacspec.jacobian.engine import DEFAULT_METHOD, METHODS, JacobianBatch, iter_jacobians
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class _DualAccumulator:
         chunk = torch.cat(self.pending, dim=0) if len(self.pending) > 1 else self.pending[0]
         self.pending, self.pending_rows = [], 0
         # float32 entries multiply exactly in float64: the Gram adds no float32 rounding, so
-        # its eigenvalues carry only the Jacobian's own error (jacspec.spectrum's rank rule)
+        # its eigenvalues carry only the Jacobian's own error (jacspec.spectra.exact's rank rule)
         chunk = chunk.to(torch.float64)
         self.acc.addmm_(chunk.T, chunk)
 
@@ -333,7 +333,7 @@ def gram(
     eigenvalues, ``d`` fewer dual dimensions) and ``kd`` otherwise. Refuses (ValueError)
     before allocating more than ``max_memory`` bytes (default: 80% of the available memory).
     ``jacobian_method``: the engine's batched backward (``"auto"``, ``"replicate"``,
-    ``"batched_grad"``, ``"loop"``; see :func:`jacspec.jacobian.iter_jacobians`).
+    ``"batched_grad"``, ``"loop"``; see :func:`jacspec.jacobian.engine.iter_jacobians`).
     """
     check_choice("side", side, SIDES)
     check_choice("jacobian_method", jacobian_method, METHODS)

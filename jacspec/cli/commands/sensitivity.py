@@ -16,7 +16,7 @@ KIND_CHOICES = ("same_class", "different_class", "random", "translation")
 
 
 def register(subparsers: Any) -> None:
-    from jacspec.commands._common import JSON_HELP, add_data_args, add_model_args, plot_help
+    from jacspec.cli._common import JSON_HELP, add_data_args, add_model_args, plot_help
 
     p = subparsers.add_parser(
         "sensitivity",
@@ -56,15 +56,15 @@ def _image_shape(text: str | None, data: Any) -> tuple[int, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jacspec.commands._common import (
+    from jacspec.cli._common import (
         check_plot_dir,
         load_data_from_args,
         load_model_from_args,
         save_figures,
         write_json,
     )
-    from jacspec.sensitivity import per_point_generalization
-    from jacspec.trajectories import compare_trajectories
+    from jacspec.sensitivity.norms import per_point_generalization
+    from jacspec.sensitivity.trajectories import compare_trajectories
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     bad = [k for k in kinds if k not in KIND_CHOICES]

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from jacspec.commands._common import (
+from jacspec.cli._common import (
     JSON_HELP,
     check_plot_dir,
     format_table,
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from jacspec.analysis import analyze
-    from jacspec.datasets import load_dataset
-    from jacspec.models import mlp
+    from jacspec.data.datasets import load_dataset
+    from jacspec.models.builders import mlp
     from jacspec.report.analysis import demo_figure, demo_null_figures
     from jacspec.train import evaluate, train
 

@@ -268,12 +268,12 @@ def matrix_esd(A: Any, *, scale: str = "n") -> np.ndarray:
     """Eigenvalues (descending, float64) of A A^T / rows via the smaller Gram side.
 
     scale="n" divides by rows (jacspec's default M/n), "none" gives the raw A A^T. The
-    smaller side is used (:func:`jacspec.gram.gram_side`: A^T A if cols <= rows): the
+    smaller side is used (:func:`jacspec.spectra.gram.gram_side`: A^T A if cols <= rows): the
     min(rows, cols) returned eigenvalues are the nonzero spectrum of either side. Round-off
     negatives are set to 0.
     """
-    from jacspec.errors import check_choice
-    from jacspec.gram import gram_side
+    from jacspec._util.validation import check_choice
+    from jacspec.spectra.gram import gram_side
 
     check_choice("scale", scale, ("n", "none"))
     a = _as_float64_matrix(A)

@@ -281,7 +281,7 @@ def write_jacobian_memmap(
     """Write Jacobian batches as the rows of 𝒥 into a 2-D ``.npy`` file; return (path, (n, kd)).
 
     ``batches`` yields JacobianBatch objects (their ``.jac``), Tensors or arrays of shape
-    (b, kd) or (b, k, *input_shape), e.g. ``jacspec.jacobian.iter_jacobians(model, data)``.
+    (b, kd) or (b, k, *input_shape), e.g. ``jacspec.jacobian.engine.iter_jacobians(model, data)``.
     Rows are cast to ``dtype`` (float32 default) and appended with plain writes, so memory
     stays at one batch. Open the result with :func:`open_jacobian_memmap` or :class:`FileRows`.
     """
@@ -542,14 +542,14 @@ def gram_operator(
     dtype: Any = None,
     block_size: int | None = None,
 ) -> GramOperator:
-    """The Gram of 𝒥 as an operator; ``side="auto"`` follows :func:`jacspec.gram.gram_side`.
+    """The Gram of 𝒥 as an operator; ``side="auto"`` follows :func:`jacspec.spectra.gram.gram_side`.
 
     ``source``: array/tensor (n, kd), path to a ``.npy`` file of rows, callable returning
     row batches (then ``shape=(n, kd)``), or a row source (see :func:`as_rows`).
     """
     rows = as_rows(source, shape=shape, dtype=dtype, block_size=block_size)
     if side == "auto":
-        from jacspec.gram import gram_side
+        from jacspec.spectra.gram import gram_side
 
         side = gram_side(side, rows.shape[0], rows.shape[1])
     return GramOperator(rows, side=side, scale=scale)

@@ -7,13 +7,13 @@ two per-example Jacobians:
 - ``d g(f) / d h``, shape ``(k, *h_shape)``: how the output (softmax by default) moves with
   the layer's activations, the rest of the network held fixed.
 
-Both stream as :class:`~jacspec.jacobian.JacobianBatch` objects, so the Gram and ESD
+Both stream as :class:`~jacspec.jacobian.engine.JacobianBatch` objects, so the Gram and ESD
 machinery of the full input-output Jacobian applies unchanged.
 
 Which modules ``layers="all"`` takes (:func:`select_layers`): the *layer modules* of the
 model, in registration order, which are
 
-- every activation module (:data:`jacspec.jacobian.ACTIVATION_MODULES`, jacspec's ``Erf``),
+- every activation module (:data:`jacspec.jacobian.engine.ACTIVATION_MODULES`, jacspec's ``Erf``),
 - every module owning parameters itself (``Linear``, ``Conv*``, norms, attention, ...),
 
 except the root and the last parametrised module to run (the output layer, whose
@@ -38,9 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from jacspec.batches import first_batch, iter_batches
-from jacspec.errors import check_choice
-from jacspec.jacobian import (
+from jacspec._util.validation import check_choice
+from jacspec.data.batches import first_batch, iter_batches
+from jacspec.jacobian.engine import (
     OUTPUTS,
     JacobianBatch,
     _check_inputs,
@@ -110,7 +110,7 @@ def layer_candidates(model: nn.Module) -> list[str]:
 @contextlib.contextmanager
 def untouched(model: nn.Module) -> Iterator[None]:
     """Probe forwards without gradients that leave no trace on ``model`` (buffers and the
-    random state restored: :func:`jacspec.jacobian.preserved_state`)."""
+    random state restored: :func:`jacspec.jacobian.engine.preserved_state`)."""
     with preserved_state(model), torch.no_grad():
         yield
 

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from jacspec.batches import data_length, iter_batches
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
+from jacspec.data.batches import data_length, iter_batches
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ OUTPUTS = ("softmax", "logits", "log_softmax")
 METHODS = ("auto", "replicate", "batched_grad", "loop")
 DEFAULT_METHOD = "auto"
 #: Elementwise activation modules (hidden-layer outputs for ``layers="all"`` in
-#: :mod:`jacspec.layers`; elementwise maps for ``method="auto"``).
+#: :mod:`jacspec.jacobian.layers`; elementwise maps for ``method="auto"``).
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,

@@ -10,7 +10,7 @@
   eq. 6: the same lower bound for ``||J||_F``,
   eq. 7: ``||J||_F ~ sqrt(M)/(n-1) (1-e^-l) sqrt(n^2 e^-2l + n - 2)``.
 
-Jacobians come from :func:`jacspec.jacobian.iter_jacobians` one batch at a time;
+Jacobians come from :func:`jacspec.jacobian.engine.iter_jacobians` one batch at a time;
 the softmax Jacobian is formed from the logit one, ``J = (diag(s) - s s^T) J_f``.
 """
 
@@ -27,9 +27,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from jacspec.batches import iter_batches
-from jacspec.errors import check_choice
-from jacspec.jacobian import iter_jacobians, prepare_model
+from jacspec._util.validation import check_choice
+from jacspec.data.batches import iter_batches
+from jacspec.jacobian.engine import iter_jacobians, prepare_model
 
 log = logging.getLogger(__name__)
 

@@ -296,7 +296,7 @@ def iter_point_batches(
 
     ``points`` may be a Tensor (k, *shape), a numpy array, a callable of
     ``t`` (Tensor (b,) in [0, 1)) -> points (needs ``num_points``; evaluated at
-    ``t_i = i / num_points``, e.g. a :class:`jacspec.trajectories.Trajectory`),
+    ``t_i = i / num_points``, e.g. a :class:`jacspec.sensitivity.trajectories.Trajectory`),
     or an iterable / generator of batches.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from jacspec.errors import check_choice
-from jacspec.jacobian import iter_jacobians
-from jacspec.regions import count_transitions
-from jacspec.sensitivity import softmax_jacobian
+from jacspec._util.validation import check_choice
+from jacspec.jacobian.engine import iter_jacobians
+from jacspec.sensitivity.norms import softmax_jacobian
+from jacspec.sensitivity.regions import count_transitions
 
 log = logging.getLogger(__name__)
 

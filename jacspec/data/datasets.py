@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
 
 log = logging.getLogger(__name__)
 

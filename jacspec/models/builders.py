@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from jacspec.errors import check_choice
+from jacspec._util.validation import check_choice
 
 __all__ = [
     "ACTIVATIONS",

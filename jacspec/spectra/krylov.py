@@ -1,7 +1,8 @@
 """Spectrum estimates from matrix-vector products: Lanczos, SLQ, top-k, trace.
 
-All functions take a symmetric operator A (dim x dim): a :class:`jacspec.linop.LinearOperator`
-(e.g. a :class:`~jacspec.linop.GramOperator`), a square array / tensor, or a scipy
+All functions take a symmetric operator A (dim x dim): a
+:class:`jacspec.spectra.operators.LinearOperator`
+(e.g. a :class:`~jacspec.spectra.operators.GramOperator`), a square array / tensor, or a scipy
 LinearOperator. They apply A to blocks of vectors, so one pass over the data behind A serves
 a whole block. Numbers are float64 numpy; results are frozen dataclasses recording the method
 and its settings (``to_dict()``).
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from jacspec.linop import LinearOperator, as_operator
+from jacspec.spectra.operators import LinearOperator, as_operator
 
 logger = logging.getLogger(__name__)
 

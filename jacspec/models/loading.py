@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jacspec.models import load_checkpoint
+from jacspec.models.builders import load_checkpoint
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -8,7 +8,7 @@ For eigenvalues ``lambda_1 >= ... >= 0`` (of ``M/n`` or ``M``):
   (WeightWatcher's normalised matrix entropy, in [0, 1])
 - ``effective_rank = trace^2 / sum lambda^2`` (participation ratio)
 
-Heavy-tail fits (alpha, xmin, ...) are added by :mod:`jacspec.heavytail`.
+Heavy-tail fits (alpha, xmin, ...) are added by :mod:`jacspec.heavytail.columns`.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def spectral_metrics(eigenvalues: Any, *, rank: int | None = None) -> dict[str, 
 
 
 def metrics_table(esds: dict[str, Any]) -> pd.DataFrame:
-    """One row per named ESD (an :class:`~jacspec.spectrum.ESD` or an eigenvalue array)."""
+    """One row per named ESD (an :class:`~jacspec.spectra.exact.ESD` or an eigenvalue array)."""
     rows = []
     for name, item in esds.items():
         metrics = item.metrics() if hasattr(item, "metrics") else spectral_metrics(item)

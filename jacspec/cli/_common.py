@@ -77,7 +77,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
 
 
 def load_model_from_args(args: argparse.Namespace) -> nn.Module:
-    from jacspec.loading import load_model
+    from jacspec.models.loading import load_model
 
     return load_model(args.model, weights=args.weights, trust=args.trust)
 
@@ -87,7 +87,7 @@ def load_data_from_args(
 ) -> Any:
     """The data set of :func:`add_data_args`'s options (``split`` overrides ``--split``;
     ``subset=False`` ignores ``--n``), shaped by ``--flatten``/``--channel``."""
-    from jacspec.datasets import load_dataset
+    from jacspec.data.datasets import load_dataset
 
     return load_dataset(
         args.data,

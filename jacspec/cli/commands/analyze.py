@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jacspec.commands._common import (
+from jacspec.cli._common import (
     DTYPES,
     JSON_HELP,
     add_data_args,

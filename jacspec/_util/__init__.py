@@ -1,0 +1,1 @@
+"""Small shared helpers: validation, the one JSON conversion."""

@@ -1,0 +1,1 @@
+"""Data in: the one batch adapter (batches), built-in and on-disk data sets (datasets)."""

@@ -1,0 +1,1 @@
+"""Per-example Jacobians: the engine (one batch loop) and layer targets."""

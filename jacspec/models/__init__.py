@@ -1,0 +1,1 @@
+"""Models: builders, the one checkpoint format, loading any model file."""

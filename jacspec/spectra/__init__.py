@@ -1,0 +1,2 @@
+"""Spectra of the data Jacobian: Gram matrices, operators, exact eigenvalues, Krylov
+estimates, metrics."""
