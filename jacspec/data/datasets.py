@@ -29,12 +29,8 @@ downloaded.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +41,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from jacspec._util.validation import check_choice
+from jacspec.data.formats import (
+    atomic_savez,
+    find_files,
+    idx_names,
+    read_cifar_bin,
+    read_idx,
+    read_npz,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +193,7 @@ def load_dataset(
         raise ValueError(f"crop must be a positive integer or None; got {crop!r}")
     key, options = _parse_name(name)
     if key == "npz":
-        x, y, k, natural_flat = _load_npz(Path(options["path"]), split)
+        x, y, k, natural_flat = read_npz(Path(options["path"]), split)
         label = str(options["path"])
     elif key == "gaussian":
         x, y, k = _gaussian_from_options(options, split, seed)
@@ -291,19 +295,6 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "jacspec"
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 _MNIST1D_KEYS = ("num_samples", "train_split", "template_len", "scale_coeff", "max_translation",
                  "corr_noise_scale", "iid_noise_scale", "shear_scale", "final_seq_length", "seed")
 
@@ -359,7 +350,7 @@ def _mnist1d_arrays(options: dict[str, str] | None = None) -> dict[str, np.ndarr
     arrays = {"x": np.asarray(d["x"], np.float32), "y": np.asarray(d["y"], np.int64),
               "x_test": np.asarray(d["x_test"], np.float32),
               "y_test": np.asarray(d["y_test"], np.int64)}
-    _atomic_savez(path, **arrays)
+    atomic_savez(path, **arrays)
     return arrays
 
 
@@ -407,82 +398,7 @@ def _gaussian_from_options(options: dict[str, str], split: str, seed: int
     return x, y, kw["num_classes"]
 
 
-# --------------------------------------------------------------------------- file formats
-
-_IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise ValueError(f"file {str(path)!r} is corrupt (bad gzip data: {exc})") from None
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (optionally ``.gz``): magic ``00 00 <dtype> <ndim>``, big-endian
-    uint32 dims, then the data. Returns a native-endian numpy array of shape dims."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"file {str(path)!r} is not an IDX file (bad magic number)")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise ValueError(f"file {str(path)!r} is corrupt (truncated IDX header)")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"file {str(path)!r} is corrupt: IDX header says shape {dims} "
-                         f"({expected} bytes) but the file has {len(raw)} bytes")
-    arr = np.frombuffer(raw, dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="))
-
-
-def read_cifar_bin(path: str | os.PathLike, label_bytes: int = 1, label_index: int = -1
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Read a CIFAR binary batch: records of ``label_bytes`` label bytes + 3072 pixel bytes
-    (R, G, B planes of 32x32). Returns (uint8 images (n, 3, 32, 32), labels int64 (n,)) using
-    the label byte at ``label_index`` (CIFAR-100: 0 coarse, 1 fine)."""
-    path = Path(path)
-    raw = _read_bytes(path)
-    rec = label_bytes + 3072
-    if len(raw) == 0 or len(raw) % rec:
-        raise ValueError(f"file {str(path)!r} is corrupt: {len(raw)} bytes is not a positive "
-                         f"multiple of the {rec}-byte CIFAR record")
-    table = np.frombuffer(raw, np.uint8).reshape(-1, rec)
-    labels = table[:, label_index].astype(np.int64)
-    images = table[:, label_bytes:].reshape(-1, 3, 32, 32)
-    return images, labels
-
-
-def _find_files(root: Path, dirs: tuple[str, ...], names: list[tuple[str, ...]], what: str
-                ) -> list[Path]:
-    """For each entry of ``names`` (alternative file names) find it in root/<dir> (first dir
-    that has all files wins); raise a ValueError listing the expected files otherwise."""
-    for d in dirs:
-        folder = root / d if d else root
-        found = []
-        for alternatives in names:
-            hit = next((folder / a for a in alternatives if (folder / a).is_file()), None)
-            if hit is None:
-                break
-            found.append(hit)
-        else:
-            return found
-    where = " or ".join(repr(str(root / d if d else root)) for d in dirs)
-    files = ", ".join(alt[0] + ("[.gz]" if len(alt) > 1 else "") for alt in names)
-    note = "" if root.is_dir() else f" (folder {str(root)!r} does not exist)"
-    raise ValueError(f"{what} files not found: expected {files} in {where}{note}")
-
-
-def _idx_names(stem: str) -> tuple[str, ...]:
-    dotted = stem.replace("-idx", ".idx")
-    return (stem, stem + ".gz", dotted, dotted + ".gz")
+# --------------------------------------------------------------------------- on-disk sets
 
 
 def _load_idx_set(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndarray, int, bool]:
@@ -490,9 +406,9 @@ def _load_idx_set(key: str, split: str, root: Path) -> tuple[np.ndarray, np.ndar
     dirs = {"mnist": ("MNIST/raw", "mnist", "MNIST", ""),
             "fashion_mnist": ("FashionMNIST/raw", "fashion_mnist", "fashion-mnist",
                               "FashionMNIST", "")}[key]
-    img_path, lab_path = _find_files(
-        root, dirs, [_idx_names(f"{prefix}-images-idx3-ubyte"),
-                     _idx_names(f"{prefix}-labels-idx1-ubyte")], f"{key} {split}")
+    img_path, lab_path = find_files(
+        root, dirs, [idx_names(f"{prefix}-images-idx3-ubyte"),
+                     idx_names(f"{prefix}-labels-idx1-ubyte")], f"{key} {split}")
     images, labels = read_idx(img_path), read_idx(lab_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"{key} files {str(img_path)!r} and {str(lab_path)!r} do not match: "
@@ -508,12 +424,12 @@ def _load_cifar(key: str, split: str, root: Path, labels: str = "fine"
     if key == "cifar10":
         names = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
                  else ["test_batch.bin"])
-        paths = _find_files(root, ("cifar-10-batches-bin", ""), [(nm,) for nm in names],
+        paths = find_files(root, ("cifar-10-batches-bin", ""), [(nm,) for nm in names],
                             f"cifar10 {split}")
         parts = [read_cifar_bin(p, 1, 0) for p in paths]
         k = 10
     else:
-        paths = _find_files(root, ("cifar-100-binary", ""), [(f"{split}.bin",)],
+        paths = find_files(root, ("cifar-100-binary", ""), [(f"{split}.bin",)],
                             f"cifar100 {split}")
         parts = [read_cifar_bin(p, 2, 1 if labels == "fine" else 0) for p in paths]
         k = 100 if labels == "fine" else 20
@@ -523,70 +439,6 @@ def _load_cifar(key: str, split: str, root: Path, labels: str = "fine"
         raise ValueError(f"{key} files under {str(paths[0].parent)!r} are corrupt: label "
                          f"{int(labels.max())} is not in 0..{k - 1}")
     return images.astype(np.float32) / 255.0, labels, k, False
-
-
-_NPZ_KEYS = {"train": (("x", "y"), ("x_train", "y_train")), "test": (("x_test", "y_test"),)}
-
-
-def _npz_keys(path: Path, keys: set[str], split: str) -> tuple[str, str]:
-    """The (inputs, labels) array names of ``split`` in a .npz holding arrays ``keys``."""
-    pairs = _NPZ_KEYS[split]
-    for xk, yk in pairs:
-        if xk in keys and yk in keys:
-            return xk, yk
-    wanted = " or ".join(f"{xk!r} and {yk!r}" for xk, yk in pairs)
-    found = ", ".join(repr(k) for k in sorted(keys)) or "no arrays"
-    hint = ""
-    if any(xk in keys for xk, _ in pairs):
-        hint = "; store the integer labels as " + " or ".join(
-            repr(yk) for xk, yk in pairs if xk in keys)
-    raise ValueError(f"dataset file {str(path)!r} has no arrays {wanted} for split={split!r} "
-                     f"(it has {found}){hint}")
-
-
-def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file {str(path)!r} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"dataset file {str(path)!r} is not a readable .npz (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            keys = set(f.files)
-            xk, yk = _npz_keys(path, keys, split)
-            x, y = f[xk], f[yk]
-            y_all = [f[k] for k in ("y", "y_train", "y_test") if k in keys]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise ValueError(f"dataset file {str(path)!r} holds object arrays, which would "
-                             "need unpickling; store plain numeric arrays x and y") from None
-        raise
-    except (OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"dataset file {str(path)!r} is not a readable .npz ({exc})") from None
-    if x.dtype.kind not in "fiub" or x.ndim < 2 or x.size == 0:
-        raise ValueError(f"dataset file {str(path)!r}: {xk} must be a numeric array of shape "
-                         f"(n, ...) with n >= 1; got dtype {x.dtype}, shape {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(f"dataset file {str(path)!r}: {yk} must have shape ({len(x)},); got "
-                         f"{y.shape}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise ValueError(f"dataset file {str(path)!r}: {xk} contains NaN or Inf")
-    labels = []
-    for arr in y_all:
-        if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-                raise ValueError(f"dataset file {str(path)!r}: labels must be integers "
-                                 "(found NaN, Inf or fractions)")
-        elif arr.dtype.kind not in "iub":
-            raise ValueError(f"dataset file {str(path)!r}: labels must be integers; got "
-                             f"{arr.dtype}")
-        labels.append(arr.astype(np.int64))
-    if min(int(a.min()) for a in labels if a.size) < 0:
-        raise ValueError(f"dataset file {str(path)!r}: labels must be >= 0")
-    k = max(int(a.max()) for a in labels if a.size) + 1
-    xf = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    if not np.isfinite(xf).all():
-        raise ValueError(f"dataset file {str(path)!r}: {xk} overflows float32")
-    return xf, y.astype(np.int64), k, False
 
 
 def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
