@@ -1,1 +1,2 @@
-"""Data in: the one batch adapter (batches), built-in and on-disk data sets (datasets)."""
+"""Data in: the one batch adapter (batches), built-in and on-disk data sets (datasets), file
+formats (formats)."""
