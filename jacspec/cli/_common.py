@@ -11,8 +11,6 @@ significant digits.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +19,9 @@ from typing import IO, Any
 import numpy as np
 import torch
 from torch import nn
+
+from jacspec._util.json import dumps
+from jacspec._util.json import write_json as _write_json_file
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -130,26 +131,10 @@ def data_shape_hint(args: argparse.Namespace, message: str) -> str:
     return f"{message.rstrip('.; ')}; {hint}"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def to_json(payload: dict[str, Any]) -> str:
-    """JSON text with numpy values converted and NaN/Inf written as null."""
-    return json.dumps(_clean(payload), indent=2)
+    """JSON text of ``payload`` through the one conversion (:func:`jacspec._util.json.jsonable`:
+    numpy/torch values converted, NaN/Inf written as null)."""
+    return dumps(payload, indent=2)
 
 
 def write_json(payload: dict[str, Any], path: str | None) -> Path | None:
@@ -157,15 +142,13 @@ def write_json(payload: dict[str, Any], path: str | None) -> Path | None:
     JSON text to stdout; None: nothing. Returns the written file (None for ``-``/None)."""
     if path is None:
         return None
-    text = to_json(payload)
     if path == "-":
-        print(text)
+        print(to_json(payload))
         return None
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"--json {path!r} is a folder; --json takes a file path (or - for stdout)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text + "\n")
+    _write_json_file(payload, p, indent=2)
     print(f"wrote {p}")
     return p
 

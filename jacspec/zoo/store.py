@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import socket
 import sqlite3
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from jacspec._util.json import jsonable as _jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +60,6 @@ CREATE TABLE IF NOT EXISTS curves (
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types for numpy scalars, tuples and non-finite floats (stored as None)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def canonical_json(config: Mapping[str, Any]) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from jacspec._util.json import dumps
 
 
 def register(subparsers: Any) -> None:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=2, default=str)
+    text = dumps(data, indent=2)
     if path and path != "-":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n")
