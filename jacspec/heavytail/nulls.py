@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from jacspec._util.json import jsonable
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -122,9 +124,26 @@ class MPFit:
     num_zeros: int
     method: str
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the fit assumed: Q = rows / cols, the shape, the Tracy-Widom tolerance, method."""
+        return {k: getattr(self, k) for k in ("Q", "rows", "cols", "tw_tolerance", "method")}
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: entry variance, bulk edge, spikes, soft rank."""
+        keys = ("sigma2", "lambda_plus", "lambda_max", "mp_softrank", "num_spikes",
+                "spike_threshold")
+        return jsonable({k: getattr(self, k) for k in keys})
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        """JSON-able dict of every field (NaN written as None)."""
+        return jsonable(dict(self.__dict__))
+
+    def to_frame(self) -> Any:
+        """One-row pandas DataFrame of :meth:`to_dict`."""
+        import pandas as pd
+
+        return pd.DataFrame([self.to_dict()])
 
     def pdf(self, x: Any) -> np.ndarray:
         """Fitted MP density at ``x`` (density of the nonzero eigenvalues)."""
@@ -405,6 +424,17 @@ class RandomizedNull:
     bins: int
     log_bins: bool
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What produced the comparison: shuffle seed, ESD scale, matrix shape, histogram bins."""
+        return {k: getattr(self, k) for k in ("seed", "scale", "shape", "bins", "log_bins")}
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: both lambda_max, the distances and the spike counts."""
+        keys = ("lambda_max", "rand_lambda_max", "rand_distance", "num_traps",
+                "num_above_rand_max", "rand_hist_jsd")
+        return jsonable({k: getattr(self, k) for k in keys})
+
     def to_dict(self, *, eigenvalues: bool = False) -> dict[str, Any]:
         """JSON-able dict; the spectra themselves only with ``eigenvalues=True``."""
         d = {
@@ -412,12 +442,23 @@ class RandomizedNull:
             for k, v in self.__dict__.items()
             if k not in ("eigenvalues", "rand_eigenvalues")
         }
-        d["above_rand_max_values"] = list(self.above_rand_max_values)
-        d["shape"] = list(self.shape)
         if eigenvalues:
-            d["eigenvalues"] = self.eigenvalues.tolist()
-            d["rand_eigenvalues"] = self.rand_eigenvalues.tolist()
-        return d
+            d["eigenvalues"] = self.eigenvalues
+            d["rand_eigenvalues"] = self.rand_eigenvalues
+        return jsonable(d)
+
+    def to_frame(self) -> Any:
+        """The two spectra side by side: columns ``eigenvalue`` and ``rand_eigenvalue``."""
+        import pandas as pd
+
+        return pd.concat([pd.Series(self.eigenvalues, name="eigenvalue"),
+                          pd.Series(self.rand_eigenvalues, name="rand_eigenvalue")], axis=1)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Figure of both ESDs (:func:`jacspec.report.esd_plots.plot_randomized_esd`)."""
+        from jacspec.report.esd_plots import plot_randomized_esd
+
+        return plot_randomized_esd(self, **kwargs)
 
 
 def shuffle_entries(A: Any, seed: int | np.random.Generator | None = 0) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from jacspec._util.json import jsonable
 from jacspec.heavytail.ks import candidates, ks_distances, peak_window, scan
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def powerlaw_warning(alpha: float) -> str:
     if alpha > UNDER_TRAINED_ALPHA:
         return UNDER_TRAINED
     return ""
+
+
+#: Fields of :class:`PowerLawFit` that are options of the fit, not results.
+_FIT_SETTINGS = ("exact", "distribution", "xmin_window", "fingers", "max_fingers",
+                 "finger_thresh", "min_tail", "max_candidates")
 
 
 @dataclass(frozen=True)
@@ -98,12 +104,19 @@ class PowerLawFit:
     min_tail: int
     max_candidates: int | None
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The options of :func:`fit_powerlaw` that produced this fit."""
+        return {k: getattr(self, k) for k in _FIT_SETTINGS}
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: alpha, its standard error, the tail and the KS distance."""
+        keys = ("alpha", "sigma", "xmin", "xmax", "D", "num_pl_spikes", "lambda_", "warning")
+        return jsonable({k: getattr(self, k) for k in keys})
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field."""
-        d = asdict(self)
-        if d["xmin_window"] is not None:
-            d["xmin_window"] = [float(v) for v in d["xmin_window"]]
-        return d
+        """JSON-able dict of every field (NaN written as None)."""
+        return jsonable(asdict(self))
 
     def to_frame(self):  # noqa: ANN201 - pandas is optional at import time
         """One-row pandas DataFrame of :meth:`to_dict`."""
