@@ -35,7 +35,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from jacspec.zoo.ray_backend import RAY_START_TIMEOUT, ray_session, run_ray
 from jacspec.zoo.store import Store, config_hash
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_JOB = "jacspec.zoo.train:run_job"
 BACKENDS = ("local", "ray")
 SWEEP_KEYS = ("job", "mode", "samples", "seed", "group", "name")
-RAY_START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -348,13 +348,13 @@ def run_sweep(
         try:
             if chunks:
                 with contextlib.ExitStack() as stack:
-                    ray = stack.enter_context(_ray_session(address, ray_timeout)) \
+                    ray = stack.enter_context(ray_session(address, ray_timeout)) \
                         if backend == "ray" else None  # started before any run is marked
                     db.mark_running(todo)
                     if ray is None:
                         _run_local(job, chunks, workers, threads, record, start_method)
                     else:
-                        _run_ray(ray, job, chunks, threads, record)
+                        run_ray(ray, run_chunk, job, chunks, threads, record, _chunk_error)
         finally:
             if bar is not None:
                 bar.close()
@@ -404,97 +404,3 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-
-
-def start_ray(ray: Any, timeout: float, **kwargs: Any) -> None:
-    """``ray.init(**kwargs)`` in a daemon thread, waited for at most ``timeout`` seconds.
-
-    A start that does not finish in time raises TimeoutError, one that fails raises
-    ConnectionError; both say "Ray could not start within N s: <reason>; use --backend
-    local". (A local Ray that cannot start otherwise blocks the sweep forever.)
-    """
-    import threading
-
-    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
-            and math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"ray_timeout must be a positive number of seconds, got {timeout!r}")
-    where = "Ray" if kwargs.get("address") is None else \
-        f"Ray (cluster at {kwargs['address']})"
-    box: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            ray.init(**kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="jacspec-ray-init", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        _stop_ray(ray)
-        raise TimeoutError(f"{where} could not start within {timeout:g} s: ray.init() did not "
-                           "return (a local Ray may be unable to start its processes here); "
-                           "use --backend local")
-    if "error" in box:
-        exc = box["error"]
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-        _stop_ray(ray)
-        raise ConnectionError(f"{where} could not start within {timeout:g} s: {reason}; "
-                              "use --backend local") from exc
-
-
-def _stop_ray(ray: Any, wait: float = 5.0) -> None:
-    """Best-effort ``ray.shutdown()`` after a failed start, never blocking more than ``wait``."""
-    import threading
-
-    def target() -> None:
-        try:
-            ray.shutdown()
-        except Exception:  # noqa: BLE001 - nothing more to clean up
-            logger.debug("ray.shutdown after a failed start: %s", traceback.format_exc())
-
-    thread = threading.Thread(target=target, name="jacspec-ray-shutdown", daemon=True)
-    thread.start()
-    thread.join(wait)
-
-
-@contextlib.contextmanager
-def _ray_session(address: str | None, timeout: float) -> Iterator[Any]:
-    """The ``ray`` module, connected (or a private local instance started, within
-    ``timeout`` seconds) for the duration of the block; shut down after it if started here."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ValueError("backend 'ray' needs the ray package: pip install 'jacspec[ray]'") \
-            from exc
-    started_here = not ray.is_initialized()
-    if started_here:
-        extra: dict[str, Any] = {"include_dashboard": False} if address is None else {}
-        root = str(Path(__file__).resolve().parents[2])
-        if "site-packages" not in root:  # a source checkout: let Ray workers import jacspec
-            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-            extra["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
-        start_ray(ray, timeout, address=address, ignore_reinit_error=True,
-                  log_to_driver=False, logging_level=logging.WARNING, **extra)
-    try:
-        yield ray
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def _run_ray(ray: Any, job: str, chunks: list[list[dict]], threads: int,
-             record: Callable[[list[tuple[str, dict]]], None]) -> None:
-    task = ray.remote(num_cpus=threads, max_retries=0)(run_chunk)
-    pending = {task.remote(job, chunk, threads): chunk for chunk in chunks}
-    while pending:
-        finished, _ = ray.wait(list(pending), num_returns=1)
-        for ref in finished:
-            chunk = pending.pop(ref)
-            try:
-                results = ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - a lost task fails its chunk only
-                results = _chunk_error(chunk, exc)
-            record(results)
