@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from jacspec._util.validation import check_choice
+from jacspec.models.activations import REGISTRY, Erf, canonical_name
 
 __all__ = [
     "ACTIVATIONS",
@@ -37,38 +38,23 @@ __all__ = [
     "small_cnn",
 ]
 
+#: The activations the builders take (canonical names of :mod:`jacspec.models.activations`;
+#: torch's spellings such as ``"hardtanh"`` are accepted too).
 ACTIVATIONS = ("relu", "relu6", "tanh", "hard_tanh", "hard_sigmoid", "erf", "linear")
 INITS = ("gaussian", "orthogonal")
 CHECKPOINT_FORMAT = "jacspec-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class Erf(nn.Module):
-    """``phi(h) = erf(scale * h)``; the default ``scale = sqrt(pi)/2`` gives slope 1 at 0
-    (the erf network of Pennington et al. 2018)."""
-
-    def __init__(self, scale: float = math.sqrt(math.pi) / 2) -> None:
-        super().__init__()
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.erf(self.scale * x)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale:.6g}"
-
-
 def make_activation(name: str) -> nn.Module:
     """The activation module for ``name`` in ``ACTIVATIONS`` (``linear`` is the identity;
     ``hard_sigmoid`` is torch's ``relu6(x + 3) / 6``; ``hard_tanh`` clips to [-1, 1])."""
-    check_choice("activation", name, ACTIVATIONS)
-    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh, "hard_tanh": nn.Hardtanh,
-            "hard_sigmoid": nn.Hardsigmoid, "erf": Erf, "linear": nn.Identity}[name]()
+    return REGISTRY[canonical_name(name, ACTIVATIONS)].make_module()
 
 
 def default_sigma_w(activation: str) -> float:
     """Trainable default weight scale: ``sqrt(2)`` for relu/relu6 (He), 1 otherwise."""
-    check_choice("activation", activation, ACTIVATIONS)
+    activation = canonical_name(activation, ACTIVATIONS)
     return math.sqrt(2.0) if activation in ("relu", "relu6") else 1.0
 
 
@@ -136,7 +122,7 @@ def mlp(
     num_classes = _positive_int("num_classes", num_classes)
     width = _positive_int("width", width)
     depth = _positive_int("depth", depth, minimum=0)
-    check_choice("activation", activation, ACTIVATIONS)
+    activation = canonical_name(activation, ACTIVATIONS)
     check_choice("init", init, INITS)
     sigma_w = default_sigma_w(activation) if sigma_w is None else float(sigma_w)
     sigma_b = float(sigma_b)
@@ -176,7 +162,7 @@ def small_cnn(
     chans = [_positive_int("channels", c) for c in channels]
     if not chans:
         raise ValueError("channels must name at least one conv block, e.g. (32, 64)")
-    check_choice("activation", activation, ACTIVATIONS)
+    activation = canonical_name(activation, ACTIVATIONS)
     c, h, w = shape
     if h >> len(chans) < 1 or w >> len(chans) < 1:
         raise ValueError(f"input_shape {shape} is too small for {len(chans)} pooling blocks")

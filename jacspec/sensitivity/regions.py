@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+
+from jacspec.models.activations import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -40,65 +41,34 @@ __all__ = [
     "iter_point_batches",
 ]
 
-# name -> (lo, hi) breakpoints for clamp-like functions, resolved per call.
-_RELU_LIKE = {
-    F.relu: "relu",
-    F.relu_: "relu",
-    torch.relu: "relu",
-    torch.relu_: "relu",
-    Tensor.relu: "relu",
-    Tensor.relu_: "relu",
-    F.leaky_relu: "leaky_relu",
-    F.leaky_relu_: "leaky_relu",
-}
-_HARDTANH_LIKE = {
-    F.hardtanh: "hardtanh",
-    F.hardtanh_: "hardtanh",
-    F.relu6: "relu6",
-    F.hardsigmoid: "hardsigmoid",
-}
-_SMOOTH = {
-    torch.tanh: "tanh",
-    Tensor.tanh: "tanh",
-    F.tanh: "tanh",
-    torch.sigmoid: "sigmoid",
-    Tensor.sigmoid: "sigmoid",
-    F.sigmoid: "sigmoid",
-    torch.erf: "erf",
-    Tensor.erf: "erf",
-    torch.special.erf: "erf",
-    F.gelu: "gelu",
-    F.silu: "silu",
-    F.elu: "elu",
-    F.selu: "selu",
-    F.celu: "celu",
-    F.softplus: "softplus",
-    F.mish: "mish",
-    F.hardswish: "hardswish",
-}
-
-
-
 def _aten(name: str) -> Any:
     """``torch.ops.aten.<name>.default`` (what torch.export programs call), or None."""
     packet = getattr(torch.ops.aten, name, None)
     return getattr(packet, "default", None) if packet is not None else None
 
 
-# torch.export programs call aten operators instead of the Python functions above.
-for _table, _names in (
-    (_RELU_LIKE, {"relu": "relu", "relu_": "relu", "leaky_relu": "leaky_relu",
-                  "leaky_relu_": "leaky_relu"}),
-    (_HARDTANH_LIKE, {"hardtanh": "hardtanh", "hardtanh_": "hardtanh", "relu6": "relu6",
-                      "hardsigmoid": "hardsigmoid"}),
-    (_SMOOTH, {"tanh": "tanh", "sigmoid": "sigmoid", "erf": "erf", "gelu": "gelu",
-               "silu": "silu", "elu": "elu", "selu": "selu", "celu": "celu",
-               "softplus": "softplus", "mish": "mish", "hardswish": "hardswish"}),
-):
-    for _op_name, _kind in _names.items():
+# The code tables, from the activation registry: torch function (and the aten operator
+# torch.export programs call instead) -> the torch function's name, reported as the kind.
+# Two pieces (one breakpoint at 0): code [h > 0]; three pieces (two breakpoints, resolved
+# per call for hardtanh): [h > lo] + [h > hi]; any other activation: its sign (approximate).
+_RELU_LIKE: dict[Any, str] = {}
+_HARDTANH_LIKE: dict[Any, str] = {}
+_SMOOTH: dict[Any, str] = {}
+for _spec in REGISTRY.values():
+    if not _spec.calls:
+        continue
+    if _spec.piecewise_linear and len(_spec.breakpoints) == 1:
+        _table = _RELU_LIKE
+    elif _spec.piecewise_linear and len(_spec.breakpoints) == 2:
+        _table = _HARDTANH_LIKE
+    else:
+        _table = _SMOOTH
+    for _fn in _spec.calls:
+        _table[_fn] = _spec.call_name
+    for _op_name in _spec.aten:
         _op = _aten(_op_name)
         if _op is not None:
-            _table[_op] = _kind
+            _table[_op] = _spec.call_name
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Every activation is a pair of float64 torch functions ``phi(h)`` and ``dphi(h)``
 plus ``breakpoints``: the points where ``phi'`` jumps (quadrature splits there).
-Named ones carry closed-form derivatives; a user callable gets ``phi'`` from
-autograd unless it is given.
+Named ones carry closed-form derivatives, taken with their names and aliases from the
+activation registry (:mod:`jacspec.models.activations`: ``"hardtanh"`` means
+``"hard_tanh"``); a user callable gets ``phi'`` from autograd unless it is given.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-TorchFn = Callable[[torch.Tensor], torch.Tensor]
+from jacspec.models.activations import ALIASES, REGISTRY
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
+TorchFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -56,89 +56,32 @@ def _autograd_derivative(fn: TorchFn) -> TorchFn:
     return dphi
 
 
-def _step(h: torch.Tensor, lo: float, hi: float, value: float = 1.0) -> torch.Tensor:
-    """``value`` on (lo, hi), 0 elsewhere, in the dtype of h."""
-    return ((h > lo) & (h < hi)).to(h.dtype) * value
-
-
-def _sqrt_pi_2() -> float:
-    return math.sqrt(math.pi) / 2.0
-
-
 def _named(name: str, shift: float) -> Activation:
-    inf = math.inf
-    if name == "linear":
-        return Activation(name, lambda h: h, lambda h: torch.ones_like(h))
-    if name == "relu":
-        return Activation(name, torch.relu, lambda h: _step(h, 0.0, inf), (0.0,), False)
+    """The registry's ``phi``, ``phi'`` and kinks for ``name``; ``shifted_relu`` (the theory's
+    own, parametrised by ``shift``) is ``max(h, -shift)``: a ReLU whose kink sits at -shift."""
     if name == "shifted_relu":
-        # phi(h) = max(h, -shift): a ReLU whose kink sits at -shift.
         return Activation(
             name,
             lambda h: torch.clamp(h, min=-shift),
-            lambda h: _step(h, -shift, inf),
+            lambda h: (h > -shift).to(h.dtype),
             (-shift,),
             False,
         )
-    if name == "tanh":
-        return Activation(name, torch.tanh, lambda h: 1.0 - torch.tanh(h) ** 2)
-    if name == "hard_tanh":
-        return Activation(
-            name, lambda h: torch.clamp(h, -1.0, 1.0), lambda h: _step(h, -1.0, 1.0),
-            (-1.0, 1.0), False,
-        )
-    if name == "erf":
-        # erf(sqrt(pi)/2 h): phi'(0) = 1, mu_k = (1 + pi k q)^(-1/2).
-        c = _sqrt_pi_2()
-        return Activation(
-            name, lambda h: torch.erf(c * h), lambda h: torch.exp(-math.pi * h * h / 4.0)
-        )
-    if name == "sigmoid":
-        return Activation(
-            name, torch.sigmoid, lambda h: torch.sigmoid(h) * (1.0 - torch.sigmoid(h))
-        )
-    if name == "hard_sigmoid":
-        # torch's hardsigmoid: relu6(h + 3) / 6.
-        return Activation(
-            name, lambda h: torch.clamp(h + 3.0, 0.0, 6.0) / 6.0,
-            lambda h: _step(h, -3.0, 3.0, 1.0 / 6.0), (-3.0, 3.0), False,
-        )
-    if name == "relu6":
-        return Activation(
-            name, lambda h: torch.clamp(h, 0.0, 6.0), lambda h: _step(h, 0.0, 6.0),
-            (0.0, 6.0), False,
-        )
-    if name == "selu":
-        return Activation(
-            name,
-            lambda h: _SELU_SCALE * torch.where(h > 0, h, _SELU_ALPHA * torch.expm1(h)),
-            lambda h: _SELU_SCALE * torch.where(h > 0, 1.0 + 0 * h, _SELU_ALPHA * torch.exp(h)),
-            (0.0,),
-            False,
-        )
-    if name == "gelu":
-        def gelu_d(h: torch.Tensor) -> torch.Tensor:
-            cdf = 0.5 * torch.erfc(-h / math.sqrt(2.0))
-            return cdf + h * torch.exp(-0.5 * h * h) / math.sqrt(2.0 * math.pi)
-
-        return Activation(name, lambda h: h * 0.5 * torch.erfc(-h / math.sqrt(2.0)), gelu_d)
-    if name == "silu":
-        def silu_d(h: torch.Tensor) -> torch.Tensor:
-            s = torch.sigmoid(h)
-            return s * (1.0 + h * (1.0 - s))
-
-        return Activation(name, lambda h: h * torch.sigmoid(h), silu_d)
-    raise AssertionError(name)  # pragma: no cover
+    spec = REGISTRY[name]
+    assert spec.derivative is not None
+    return Activation(name, spec.function, spec.derivative, spec.breakpoints, spec.smooth)
 
 
+#: Names the theory takes: the registry's activations with a closed-form ``phi'``, and
+#: ``shifted_relu``.
 ACTIVATIONS: tuple[str, ...] = (
-    "linear", "relu", "tanh", "hard_tanh", "erf", "sigmoid", "hard_sigmoid",
-    "relu6", "selu", "gelu", "silu", "shifted_relu",
+    *(s.name for s in REGISTRY.values() if s.derivative is not None), "shifted_relu",
 )
 
 
 def _normalise(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    return ALIASES.get(key, key)
 
 
 def get_activation(
