@@ -27,7 +27,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from jacspec._util.validation import check_choice
+from jacspec._util.json import jsonable
+from jacspec._util.random import torch_generator
+from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.batches import iter_batches
 from jacspec.jacobian.engine import iter_jacobians, prepare_model
 
@@ -170,14 +172,8 @@ def finite_difference_sensitivity(
     check_choice("output", output, NORM_OUTPUTS)
     if not (isinstance(eps, (int, float)) and not isinstance(eps, bool)) or not eps > 0:
         raise ValueError(f"eps={eps!r} must be a positive float (the variance of dx)")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples={num_samples!r} must be a positive int")
-    if isinstance(seed, torch.Generator):
-        gen = seed
-    elif isinstance(seed, int) and not isinstance(seed, bool):
-        gen = torch.Generator().manual_seed(seed)
-    else:
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
+    positive_int("num_samples", num_samples)
+    gen = torch_generator(seed)
     run, dt, dev = prepare_model(model, dtype, None)
     std = math.sqrt(eps)
 
@@ -243,7 +239,7 @@ class PerPointSensitivity:
         f = self.frame
         ratio = f["jacobian_norm"] / f["eq7"].where(f["eq7"] > 0)
         within2 = ((ratio >= 0.5) & (ratio <= 2.0)).mean()
-        return {
+        return jsonable({
             "num_points": int(len(f)),
             "num_classes": self.num_classes,
             "M": self.M,
@@ -260,14 +256,23 @@ class PerPointSensitivity:
             "fraction_in_eq6": float(f["in_eq6"].mean()),
             "fraction_below_eq7": float(f["below_eq7"].mean()),
             "fraction_within_2x_eq7": float(within2),
-            "settings": dict(self.settings),
-        }
+            "settings": jsonable(self.settings),
+        })
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per point (the columns of ``frame``; a copy)."""
         return self.frame.copy()
 
     def to_dict(self) -> dict[str, Any]:
-        return self.summary()
+        """:meth:`summary` plus ``"points"``: one record per row of :meth:`to_frame`."""
+        return {**self.summary(), "points": jsonable(self.frame)}
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Per-point norms against the bounds (:func:`jacspec.report.sensitivity_plots.
+        plot_per_point`)."""
+        from jacspec.report.sensitivity_plots import plot_per_point
+
+        return plot_per_point(self, **kwargs)
 
 
 def per_point_generalization(

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from jacspec._util.json import jsonable
+from jacspec._util.validation import positive_int
 from jacspec.models.activations import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class ActivationCodes:
 
     codes: Tensor
     layers: tuple[LayerInfo, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def approximate(self) -> bool:
@@ -110,6 +113,29 @@ class ActivationCodes:
     @property
     def num_units(self) -> int:
         return int(self.codes.shape[1])
+
+    def summary(self) -> dict[str, Any]:
+        """Points, units, activation calls, and ``num_regions``: distinct codes among the
+        points (the linear regions they fall in)."""
+        regions = int(torch.unique(self.codes, dim=0).shape[0]) if self.codes.shape[0] else 0
+        return {"num_points": int(self.codes.shape[0]), "num_units": self.num_units,
+                "num_layers": len(self.layers), "num_regions": regions,
+                "approximate": self.approximate}
+
+    def to_dict(self, *, codes: bool = False) -> dict[str, Any]:
+        """:meth:`summary`, the layers and the settings; the codes only with ``codes=True``."""
+        d: dict[str, Any] = {**self.summary(), "layers": [la.to_dict() for la in self.layers],
+                             "settings": self.settings}
+        if codes:
+            d["codes"] = self.codes
+        return jsonable(d)
+
+    def to_frame(self) -> Any:
+        """The codes: one row per point, one column ``"{call index}:{unit}"`` per unit."""
+        import pandas as pd
+
+        cols = [f"{la.index}:{u}" for la in self.layers for u in range(la.num_units)]
+        return pd.DataFrame(self.codes.cpu().numpy(), columns=cols)
 
 
 def _breakpoints(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float, str]:
@@ -211,7 +237,8 @@ def activation_codes(
     if not rec.codes:
         raise ValueError(f"layers={layers!r} selects none of the model's {rec._count} activations")
     codes = torch.cat(rec.codes, dim=1)
-    return ActivationCodes(codes=codes, layers=tuple(rec.layers))
+    settings = {"layers": None if layers is None else list(layers)}
+    return ActivationCodes(codes=codes, layers=tuple(rec.layers), settings=settings)
 
 
 def _match_dtype(model: nn.Module, x: Tensor) -> Tensor:
@@ -248,15 +275,34 @@ class Transitions:
     closed: bool
     approximate: bool
     distances: np.ndarray | None = field(default=None, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Total, points, units, closed, approximate and transitions per point."""
         return {
             "total": self.total,
             "num_points": self.num_points,
             "num_units": self.num_units,
             "closed": self.closed,
             "approximate": self.approximate,
+            "transitions_per_point": self.total / self.num_points if self.num_points else None,
         }
+
+    def to_dict(self, *, distances: bool = False) -> dict[str, Any]:
+        """:meth:`summary` and the settings; the distances only with ``distances=True``."""
+        d: dict[str, Any] = {**self.summary(), "settings": self.settings}
+        if distances:
+            d["distances"] = self.distances
+        return jsonable(d)
+
+    def to_frame(self) -> Any:
+        """One row per step ``z_i -> z_{i+1}`` (column ``distance``) when the distances were
+        kept, else one row of :meth:`summary`."""
+        import pandas as pd
+
+        if self.distances is None:
+            return pd.DataFrame([self.summary()])
+        return pd.DataFrame({"step": np.arange(self.distances.size), "distance": self.distances})
 
 
 def iter_point_batches(
@@ -269,8 +315,7 @@ def iter_point_batches(
     ``t_i = i / num_points``, e.g. a :class:`jacspec.sensitivity.trajectories.Trajectory`),
     or an iterable / generator of batches.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive int")
+    positive_int("batch_size", batch_size)
     if isinstance(points, np.ndarray):
         points = torch.from_numpy(points)
     if isinstance(points, Tensor):
@@ -279,10 +324,7 @@ def iter_point_batches(
         yield from points.split(batch_size)
         return
     if callable(points):
-        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-            raise ValueError(
-                f"num_points={num_points!r} must be a positive int when points is a callable"
-            )
+        positive_int("num_points (points is a callable)", num_points)
         for start in range(0, num_points, batch_size):
             stop = min(start + batch_size, num_points)
             t = torch.arange(start, stop, dtype=torch.float64) / num_points
@@ -373,6 +415,9 @@ def count_transitions(
         closed=closed,
         approximate=approx,
         distances=distances,
+        settings={"closed": closed, "num_points": num_points, "batch_size": batch_size,
+                  "layers": None if layers is None else list(layers),
+                  "keep_distances": keep_distances},
     )
 
 

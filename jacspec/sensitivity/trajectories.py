@@ -30,7 +30,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from jacspec._util.validation import check_choice
+from jacspec._util.json import jsonable
+from jacspec._util.random import numpy_generator, torch_generator
+from jacspec._util.validation import check_choice, positive_int
 from jacspec.jacobian.engine import iter_jacobians
 from jacspec.sensitivity.norms import softmax_jacobian
 from jacspec.sensitivity.regions import count_transitions
@@ -66,6 +68,25 @@ class Trajectory:
     anchors: tuple[float, ...] = ()
     closed: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What the curve is: kind, point shape, anchors' t, closed (JSON-able)."""
+        return jsonable({"kind": self.kind, "shape": self.shape, "anchors": self.anchors,
+                         "closed": self.closed})
+
+    def to_dict(self) -> dict[str, Any]:
+        """:meth:`summary` plus the settings (the curve itself is a function: call it)."""
+        return {**self.summary(), "settings": jsonable(self.settings)}
+
+    def to_frame(self, num_points: int = 64) -> pd.DataFrame:
+        """``num_points`` samples ``t_i = i / num_points``: columns t, norm = ||z(t_i)||_2 and
+        step = ||z(t_{i+1}) - z(t_i)||_2 (the last step closes the curve when ``closed``)."""
+        t = torch.arange(num_points, dtype=torch.float64) / num_points
+        with torch.no_grad():
+            z = self(t).reshape(num_points, -1).to(torch.float64).cpu()
+        nxt = torch.roll(z, -1, dims=0) if self.closed else torch.cat([z[1:], z[-1:]])
+        return pd.DataFrame({"t": t.numpy(), "norm": z.norm(dim=1).numpy(),
+                             "step": (nxt - z).norm(dim=1).numpy()})
 
     def __call__(self, t: Tensor | Sequence[float] | float) -> Tensor:
         tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
@@ -129,7 +150,7 @@ def same_class_ellipse(data: Any, *, seed: int = 0, label: int | None = None) ->
     x, y = _xy(data)
     if y is None:
         raise ValueError("data needs labels (x, y) to pick points of the same class")
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     ys = y.cpu().numpy()
     classes, counts = np.unique(ys, return_counts=True)
     ok = classes[counts >= 3]
@@ -150,7 +171,7 @@ def different_class_ellipse(data: Any, *, seed: int = 0) -> Trajectory:
     x, y = _xy(data)
     if y is None:
         raise ValueError("data needs labels (x, y) to pick points of different classes")
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     ys = y.cpu().numpy()
     classes = np.unique(ys)
     if len(classes) < 3:
@@ -168,7 +189,7 @@ def random_ellipse(data: Any, *, seed: int = 0) -> Trajectory:
         raise ValueError("data needs at least 2 points to estimate its scale")
     xd = x.double().reshape(x.shape[0], -1)
     mean, std = xd.mean(0), xd.std(0)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch_generator(seed)
     pts = mean + std * torch.randn((3, xd.shape[1]), generator=gen, dtype=torch.float64)
     pts = pts.to(x.dtype).reshape(3, *x.shape[1:])
     tr = ellipse(pts[0], pts[1], pts[2], kind="random")
@@ -272,7 +293,13 @@ class TrajectoryProfile:
             return np.where(self.segment_length > 0, self.transitions / self.segment_length, 0.0)
 
     def summary(self) -> dict[str, Any]:
-        """Scalars: mean/median norm, anchor norm, transitions, density, curvature."""
+        """Scalars: mean/median norm, anchor norm, transitions, density, curvature (JSON-able:
+        no anchors -> anchor_jacobian_norm_mean None; a zero anchor norm ->
+        median_over_anchor None)."""
+        return jsonable(self._scalars())
+
+    def _scalars(self) -> dict[str, Any]:
+        """:meth:`summary` with NaN/Inf kept as floats (for tables)."""
         med = float(np.median(self.jacobian_norm))
         anchor = float(np.mean(self.anchor_jacobian_norm)) if len(self.anchors) else float("nan")
         return {
@@ -290,6 +317,7 @@ class TrajectoryProfile:
         }
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per segment ``[t_j, t_{j+1})``."""
         return pd.DataFrame({
             "kind": self.kind,
             "t": self.t,
@@ -301,8 +329,9 @@ class TrajectoryProfile:
         })
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.summary(),
+        """:meth:`summary` plus the per-segment arrays, the anchors and the settings."""
+        return jsonable({
+            **self._scalars(),
             "t": self.t.tolist(),
             "jacobian_norm": self.jacobian_norm.tolist(),
             "transitions_per_segment": self.transitions.tolist(),
@@ -311,7 +340,14 @@ class TrajectoryProfile:
             "anchors": list(self.anchors),
             "anchor_jacobian_norm": self.anchor_jacobian_norm.tolist(),
             "settings": dict(self.settings),
-        }
+        })
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Norm, transitions and curvature along the trajectory
+        (:func:`jacspec.report.sensitivity_plots.plot_profiles`)."""
+        from jacspec.report.sensitivity_plots import plot_profiles
+
+        return plot_profiles([self], **kwargs)
 
 
 def _segment_lengths(tr: Trajectory, fine: int, refine: int, batch_size: int) -> np.ndarray:
@@ -351,8 +387,7 @@ def trajectory_profile(
     check_choice("output", output, ("softmax", "logits"))
     check_choice("curvature_output", curvature_output, ("softmax", "logits"))
     for name, v in (("num_points", num_points), ("refine", refine)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive int")
+        positive_int(name, v)
     m = num_points
     norms: list[Tensor] = []
     curv: list[Tensor] = []
@@ -437,7 +472,7 @@ def compare_trajectories(
             tr = random_ellipse(data, seed=seed)
         else:
             xt, _ = _xy(test_data if test_data is not None else data)
-            i = int(np.random.default_rng(seed).integers(xt.shape[0]))
+            i = int(numpy_generator(seed).integers(xt.shape[0]))
             tr = _with_settings(translation_trajectory(xt[i], image_shape=image_shape),
                                 {"index": i, "seed": seed})
         out.append(trajectory_profile(model, tr, num_points=num_points, refine=refine,
@@ -447,4 +482,4 @@ def compare_trajectories(
 
 def profiles_frame(profiles: Sequence[TrajectoryProfile]) -> pd.DataFrame:
     """Summary table, one row per profile (see :meth:`TrajectoryProfile.summary`)."""
-    return pd.DataFrame([p.summary() for p in profiles])
+    return pd.DataFrame([p._scalars() for p in profiles])
