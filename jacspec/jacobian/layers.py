@@ -39,24 +39,21 @@ import torch
 from torch import nn
 
 from jacspec._util.validation import check_choice
-from jacspec.data.batches import first_batch, iter_batches
+from jacspec.data.batches import first_batch
 from jacspec.jacobian.engine import (
-    OUTPUTS,
     JacobianBatch,
     _check_inputs,
     _forward,
-    check_batch_independence,
-    frozen_parameters,
     is_activation,
+    jacobian_loop,
     output_map,
     prepare_model,
     preserved_state,
     unwrap_compiled,
 )
+from jacspec.jacobian.options import JacobianOptions, resolve_options
 
 DIRECTIONS = ("input_to_layer", "layer_to_output")
-#: Bytes one batch's layer Jacobian may take.
-LAYER_BATCH_BYTES = 64 * 2**20
 #: Examples in the traced forward pass that checks the layers.
 PROBE_EXAMPLES = 2
 
@@ -296,45 +293,54 @@ def iter_layer_jacobians(
     layer: str,
     *,
     direction: str = "layer_to_output",
-    output: str = "softmax",
+    options: JacobianOptions | None = None,
+    output: str | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     batch_size: int | None = None,
+    progress: bool | None = None,
+    check_independence: bool | None = None,
 ) -> Iterator[JacobianBatch]:
     """Yield per-example Jacobians for one hidden ``layer`` batch by batch.
 
     ``direction="layer_to_output"``: ``jac`` is ``(b, k, *h_shape)`` = ``d g_c / d h``.
     ``direction="input_to_layer"``: ``jac`` is ``(b, m, *input_shape)`` = ``d h_j / d x``.
     The layer must be called once per forward pass with one tensor output (ValueError
-    otherwise, before any Jacobian is computed).
+    otherwise, before any Jacobian is computed). ``options`` or its fields as keywords, as
+    in :func:`jacspec.jacobian.engine.iter_jacobians` (``method`` does not apply: a layer's
+    rows come from its own backward); the batches run through the engine's one loop
+    (:func:`jacspec.jacobian.engine.jacobian_loop`), so batch sizes follow the same rule.
     """
     check_choice("direction", direction, DIRECTIONS)
-    check_choice("output", output, OUTPUTS)
-    fn = output_map(output)
-    run_model, dt, dev = prepare_model(eager_model(model), dtype, device)
+    opts = resolve_options(
+        options, output=output, dtype=dtype, device=device, batch_size=batch_size,
+        progress=progress, check_independence=check_independence,
+    )
+    fn = output_map(opts.output)
+    run_model, dt, dev = prepare_model(eager_model(model), opts.dtype, opts.device)
     x0, _ = first_batch(data)
     _check_inputs(x0)
-    select_layers(run_model, x0.to(device=dev, dtype=dt), [layer])
+    (hidden,), _ = select_layers(run_model, x0.to(device=dev, dtype=dt), [layer])
     module = dict(run_model.named_modules())[layer]
-    start = 0
-    chosen = batch_size
-    with frozen_parameters(run_model), torch.enable_grad():
-        for x_raw, y in iter_batches(data, None):
-            if x_raw.shape[0] == 0:
-                continue
-            _check_inputs(x_raw)
-            x_all = x_raw.to(device=dev, dtype=dt)
-            if start == 0:
-                check_batch_independence(run_model, fn, x_all[:8])
-            if chosen is None:
-                jac0, _ = _layer_step(run_model, fn, module, layer, x_all[:1], direction)
-                per = jac0.numel() * jac0.element_size() * 3
-                chosen = int(max(1, min(2048, LAYER_BATCH_BYTES // max(per, 1))))
-            for s in range(0, x_all.shape[0], chosen):
-                x = x_all[s : s + chosen]
-                jac, out = _layer_step(run_model, fn, module, layer, x, direction)
-                yb = None if y is None else y[s : s + chosen]
-                yield JacobianBatch(jac=jac.detach(), x=x, y=yb, out=out, start=start)
-                start += x.shape[0]
-    if start == 0:
-        raise ValueError("data is empty; expected at least one example")
+    m = hidden.width
+    if direction == "layer_to_output":
+        label = f"{layer}->output"
+
+        def entries(k: int, d: int) -> int:
+            return k * m
+    else:
+        label = f"input->{layer}"
+
+        def entries(k: int, d: int) -> int:
+            return m * d
+
+    return jacobian_loop(
+        run_model,
+        data,
+        lambda x, k: _layer_step(run_model, fn, module, layer, x, direction),
+        options=opts,
+        dtype=dt,
+        device=dev,
+        entries=entries,
+        desc=label,
+    )

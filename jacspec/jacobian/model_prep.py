@@ -1,0 +1,178 @@
+"""Preparing a model for the Jacobian engine without changing it, and running it.
+
+:func:`prepare_model` returns the module to run (a ``torch.compile``d model's eager module;
+a converted deep copy when another dtype/device is asked for), :func:`_forward` runs it on a
+batch and turns its failures into one sentence (exported programs' shape guards included),
+and :func:`output_map` is the map ``g`` applied to the logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from jacspec._util.validation import check_choice
+from jacspec.jacobian.options import OUTPUTS
+
+logger = logging.getLogger("jacspec.jacobian.engine")
+
+
+def output_map(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map applied to the logits: softmax, identity or log-softmax over dim 1."""
+    check_choice("output", output, OUTPUTS)
+    if output == "softmax":
+        return lambda z: torch.softmax(z, dim=1)
+    if output == "log_softmax":
+        return lambda z: torch.log_softmax(z, dim=1)
+    return lambda z: z
+
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+    for p in model.parameters():
+        return p.dtype, p.device
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.dtype, b.device
+    return None, None
+
+
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The eager module behind a ``torch.compile``d one (``OptimizedModule._orig_mod``).
+
+    Compiled graphs do not support the batched and repeated backward passes jacspec needs,
+    and the eager module computes the same function.
+    """
+    while type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    ):
+        logger.info("model is torch.compile'd: computing with the eager module (_orig_mod)")
+        model = model._orig_mod
+    return model
+
+
+def is_exported_program(model: nn.Module) -> bool:
+    """True for the module of a ``torch.export`` program (``ExportedProgram.module()``)."""
+    return any(c.__name__ == "_StatefulGraphModule" for c in type(model).__mro__)
+
+
+def prepare_model(
+    model: nn.Module, dtype: torch.dtype | None, device: torch.device | str | None
+) -> tuple[nn.Module, torch.dtype, torch.device]:
+    """Return the model to run, its dtype and device.
+
+    A ``torch.compile``d model is replaced by its eager module; if dtype/device differ from
+    the model's, a converted deep copy is returned (the user's model is never changed).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    model = unwrap_compiled(model)
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    mdtype, mdevice = _model_dtype_device(model)
+    target_dtype = dtype or mdtype or torch.float32
+    if target_dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"model parameters are {target_dtype}; pass dtype=torch.float32 or torch.float64"
+        )
+    target_device = torch.device(device) if device is not None else (mdevice or torch.device("cpu"))
+    if target_device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available here; use 'cpu'")
+    if (mdtype is not None and mdtype != target_dtype) or (
+        mdevice is not None and mdevice != target_device
+    ):
+        # Under no_grad: a ScriptModule's deepcopy clones its parameters through autograd,
+        # which would leave non-leaf parameters tied to the user's model.
+        with torch.no_grad():
+            model = copy.deepcopy(model).to(device=target_device, dtype=target_dtype)
+    return model, target_dtype, target_device
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Temporarily turn off ``requires_grad`` on every parameter (no parameter gradients)."""
+    flags = [(p, p.requires_grad) for p in model.parameters() if p.is_leaf]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+
+def _check_inputs(x: torch.Tensor) -> None:
+    if not (x.is_floating_point()):
+        raise TypeError(
+            f"inputs must be floating point; got {x.dtype}. Convert them first "
+            "(for example x.float() / 255 for 8-bit images)"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError("inputs contain NaN or Inf; clean the data before computing Jacobians")
+
+
+
+def _exported_input(model: nn.Module) -> tuple[str, tuple[str, ...]] | None:
+    """Name and shape of an exported program's first input (symbolic sizes as ``batch``/``any``)."""
+    try:
+        for node in model.graph.nodes:
+            if node.op == "placeholder":
+                val = node.meta.get("val")
+                dims = tuple(
+                    str(s) if isinstance(s, int) else ("batch" if i == 0 else "any")
+                    for i, s in enumerate(val.shape)
+                )
+                return str(node.target), dims
+    except (AttributeError, TypeError):
+        return None
+    return None
+
+
+def _guard_error(model: nn.Module, x: torch.Tensor, first: str) -> ValueError:
+    """One sentence for an exported program whose shape guards reject ``x``."""
+    spec = _exported_input(model)
+    name, dims = spec if spec is not None else ("x", ())
+    static_batch = bool(dims) and dims[0] != "batch"
+    if "size()[0]" in first or (static_batch and dims[1:] == tuple(str(s) for s in x.shape[1:])):
+        fixed = f" of {dims[0]}" if static_batch else ""
+        return ValueError(
+            f"the exported program was exported with a fixed batch{fixed} ({first}), but "
+            f"jacspec runs batches of other sizes (here {x.shape[0]}); re-export it with a "
+            f"dynamic batch dimension: torch.export.export(model, (x,), "
+            f'dynamic_shapes={{"{name}": {{0: torch.export.Dim("batch")}}}})'
+        )
+    accepts = f"; it accepts inputs of shape ({', '.join(dims)})" if dims else ""
+    return ValueError(
+        f"the exported program rejected inputs of shape {tuple(x.shape[1:])} (batch "
+        f"{x.shape[0]}): {first}{accepts}. Pass data of the shape the program was exported with"
+    )
+
+
+def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
+    try:
+        z = model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, AssertionError) and (
+            first.startswith("Guard failed") or is_exported_program(model)
+        ):
+            raise _guard_error(model, x, first) from exc
+        raise ValueError(
+            f"the model rejected inputs of shape {tuple(x.shape[1:])} (batch {x.shape[0]}): {first}"
+        ) from exc
+    if not isinstance(z, torch.Tensor):
+        raise ValueError(
+            f"the model must return a tensor of logits (batch, k); it returned {type(z).__name__}"
+        )
+    if z.ndim != 2 or z.shape[0] != x.shape[0] or z.shape[1] < 2:
+        raise ValueError(
+            f"the model output has shape {tuple(z.shape)} for a batch of {x.shape[0]}; "
+            "expected (batch, k) logits with k >= 2 classes"
+        )
+    return fn(z)

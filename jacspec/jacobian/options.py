@@ -1,0 +1,155 @@
+"""``JacobianOptions``: how the Jacobian engine runs, declared once for every entry point.
+
+Every function that computes Jacobians (``iter_jacobians``, ``jacobians``,
+``data_jacobian``, ``iter_layer_jacobians``, ``gram``, ``esd``, ``estimate_esd``,
+``analyze``, ``jacobian_norms`` ...) takes ``options=JacobianOptions(...)`` or the same
+fields as keywords, and passes the options on whole. :func:`resolve_options` is the one
+place keywords become options; the options validate themselves once, when made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from jacspec._util.validation import check_choice
+
+OUTPUTS = ("softmax", "logits", "log_softmax")
+METHODS = ("auto", "replicate", "batched_grad", "loop")
+DEFAULT_METHOD = "auto"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: The option fields, in declaration order.
+FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independence", "progress")
+
+
+def _check_dtype(name: str, value: Any) -> torch.dtype | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.replace("torch.", "") in _DTYPES:
+        return _DTYPES[value.replace("torch.", "")]
+    if value in (torch.float32, torch.float64):
+        return value
+    raise ValueError(f"{name} must be torch.float32, torch.float64 or None; got {value!r}")
+
+
+def _check_device(name: str, value: Any) -> torch.device | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a torch.device, a string such as 'cpu' or None; "
+                        f"got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a device; expected for example 'cpu', "
+                         "'cuda' or 'cuda:0'") from None
+
+
+def _check_batch_size(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+    return int(value)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
+def _validated(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The option fields checked and normalised; errors name ``labels[field]``."""
+    name = {f: labels.get(f, f) for f in FIELDS}
+    return {
+        "output": check_choice(name["output"], values["output"], OUTPUTS),
+        "dtype": _check_dtype(name["dtype"], values["dtype"]),
+        "device": _check_device(name["device"], values["device"]),
+        "batch_size": _check_batch_size(name["batch_size"], values["batch_size"]),
+        "method": check_choice(name["method"], values["method"], METHODS),
+        "check_independence": _check_flag(
+            name["check_independence"], values["check_independence"]
+        ),
+        "progress": _check_flag(name["progress"], values["progress"]),
+    }
+
+
+@dataclass(frozen=True)
+class JacobianOptions:
+    """How per-example Jacobians are computed (validated once, when made).
+
+    - ``output``: the map ``g`` of the logits differentiated: ``"softmax"``, ``"logits"``
+      or ``"log_softmax"``;
+    - ``dtype``: ``torch.float32``/``torch.float64`` (or their names); None: the model's;
+    - ``device``: where the model runs (a converted copy if it differs); None: the model's;
+    - ``batch_size``: examples per backward pass; None: chosen from a 64 MiB budget;
+    - ``method``: the batched backward (``"auto"``, ``"replicate"``, ``"batched_grad"``,
+      ``"loop"``; the ``jacobian_method`` keyword of ``gram``/``esd``/``analyze``);
+    - ``check_independence``: probe the first batch for layers that mix examples;
+    - ``progress``: a progress bar over the examples.
+    """
+
+    output: str = "softmax"
+    dtype: torch.dtype | None = None
+    device: torch.device | None = None
+    batch_size: int | None = None
+    method: str = DEFAULT_METHOD
+    check_independence: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        values = _validated({f: getattr(self, f) for f in FIELDS}, {})
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+    def replace(self, **changes: Any) -> JacobianOptions:
+        """A copy with ``changes`` applied (validated again)."""
+        unknown = [k for k in changes if k not in FIELDS]
+        if unknown:
+            raise TypeError(
+                f"JacobianOptions has no field {unknown[0]!r}; its fields are {', '.join(FIELDS)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe fields (dtype as ``"float32"``/``"float64"``, device as a string)."""
+        out = {f: getattr(self, f) for f in FIELDS}
+        out["dtype"] = None if self.dtype is None else str(self.dtype).replace("torch.", "")
+        out["device"] = None if self.device is None else str(self.device)
+        return out
+
+
+def resolve_options(
+    options: JacobianOptions | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> JacobianOptions:
+    """The one place keywords become options: ``options`` (default ``JacobianOptions()``)
+    with every field given here and not None put in.
+
+    ``labels`` maps a field to the keyword the caller's users typed, so errors name it
+    (``{"method": "jacobian_method"}``).
+    """
+    if options is not None and not isinstance(options, JacobianOptions):
+        raise TypeError(
+            f"options must be a JacobianOptions or None; got {type(options).__name__}"
+        )
+    unknown = [k for k in fields if k not in FIELDS]
+    if unknown:
+        raise TypeError(
+            f"unknown Jacobian option {unknown[0]!r}; the options are {', '.join(FIELDS)}"
+        )
+    base = options if options is not None else JacobianOptions()
+    given = {k: v for k, v in fields.items() if v is not None}
+    if not given:
+        return base
+    merged = {f: getattr(base, f) for f in FIELDS} | given
+    _validated(merged, labels or {})  # errors name the caller's keyword
+    return dataclasses.replace(base, **given)
