@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
 from jacspec.data.batches import first_batch, require_reiterable
 from jacspec.heavytail.columns import heavy_tail_metrics
@@ -93,9 +94,8 @@ class Analysis:
     estimate: Any = None
     estimates: dict[str, Any] = field(default_factory=dict)
 
-    @property
     def summary(self) -> dict[str, Any]:
-        """Headline numbers of the input-output matrix plus layer means of alpha."""
+        """Headline numbers of the input-output matrix plus layer means of alpha (JSON-able)."""
         main = self.table.loc[MAIN].to_dict()
         out = {
             k: main.get(k)
@@ -114,7 +114,7 @@ class Analysis:
             layers = self.table.drop(index=MAIN)
             out["layers_alpha_mean"] = float(layers["alpha"].mean())
             out["layers_log_norm_mean"] = float(layers["log_norm"].mean())
-        return out
+        return jsonable(out)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"settings", "eigenvalues", "metrics", ...}``: eigenvalues and metrics are the
@@ -123,31 +123,36 @@ class Analysis:
         out: dict[str, Any] = {
             "settings": {**self.settings, **(main_esd.describe() if main_esd else {})},
             "eigenvalues": main_esd.eigenvalues.tolist() if main_esd is not None else [],
-            "metrics": _jsonable(self.table.loc[MAIN].to_dict()),
-            "summary": _jsonable(self.summary),
+            "metrics": self.table.loc[MAIN].to_dict(),
+            "summary": self.summary(),
         }
         if self.estimate is not None:
             out["estimate"] = self.estimate.summary()
         if len(self.table) > 1:
             out["layers"] = [
-                {"name": name, **_jsonable(row.to_dict())} for name, row in self.table.iterrows()
+                {"name": name, **row.to_dict()} for name, row in self.table.iterrows()
             ]
-        return out
+        return jsonable(out)
 
     def to_frame(self) -> pd.DataFrame:
+        """The table: one row per matrix (index: its name), WeightWatcher-named columns."""
         return self.table
 
+    def plot(self, kind: str | None = None, *, matrix: str = MAIN) -> Any:
+        """One figure of ``matrix``'s ESD: ``kind`` "loglog" (with the power-law fit),
+        "linear" (with the MP bulk), "randomized" (against the randomized null) or "slq"
+        (an estimate's CDF and density); None: the first of these the analysis has.
+        All figures at once: :func:`jacspec.report.analysis.analysis_figures`."""
+        from jacspec.report.analysis import analysis_figures
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (np.floating, float)):
-            v = float(v)
-            v = v if math.isfinite(v) else None
-        elif isinstance(v, np.integer):
-            v = int(v)
-        out[k] = v
-    return out
+        figs = analysis_figures(self, matrix)
+        kinds = {name.removeprefix("esd_").removesuffix(".png"): name for name in figs}
+        if kind is None:
+            kind = next(iter(kinds))
+        if kind not in kinds:
+            raise ValueError(f"kind={kind!r} is not available for {matrix!r}; expected one of "
+                             f"{', '.join(kinds)}")
+        return figs[kinds[kind]]
 
 
 def heavy_tail_columns(

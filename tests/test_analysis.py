@@ -36,7 +36,7 @@ def test_row_matches_independent_pieces() -> None:
     assert row["rand_lambda_max"] == pytest.approx(null.rand_lambda_max)
     assert row["num_traps"] == null.num_traps
     assert row["trace"] == pytest.approx((J**2).sum() / 300)
-    summary = result.summary
+    summary = result.summary()
     assert summary["alpha"] == pytest.approx(fit.alpha)
 
 
