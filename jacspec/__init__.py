@@ -1,7 +1,7 @@
 """jacspec: measure neural networks through their input-output Jacobians.
 
 The package root is a façade of the one-call entry points; everything else is reached by
-its subpackage path (``jacspec.spectra.krylov.slq_density``, ``jacspec.heavytail.nulls``...).
+its subpackage path (``jacspec.spectra.slq.slq_density``, ``jacspec.heavytail.nulls``...).
 Names are imported on first use, so ``import jacspec`` is cheap (torch, matplotlib and the
 rest load only when a function needs them).
 
@@ -39,7 +39,8 @@ _FACADE: dict[str, str] = {
     "ESD": "jacspec.spectra.exact",
     "spectral_metrics": "jacspec.spectra.metrics",
     "estimate_esd": "jacspec.spectra.estimate",
-    "ESDEstimate": "jacspec.spectra.estimate",
+    "ESDEstimate": "jacspec.spectra.esd_estimate",
+    "Spectrum": "jacspec.spectra.spectrum",
     # heavy tails and the one-call table
     "fit_powerlaw": "jacspec.heavytail.powerlaw",
     "fit_mp": "jacspec.heavytail.nulls",
@@ -60,6 +61,8 @@ _FACADE: dict[str, str] = {
     "critical_point": "jacspec.theory",
     "jacobian_spectrum": "jacspec.theory",
     "simulate_spectrum": "jacspec.theory",
+    # watching a network train
+    "Tracker": "jacspec.track",
 }
 
 #: Names the root exported before the façade was trimmed: still resolved, with a
@@ -78,14 +81,14 @@ _MOVED: dict[str, str] = {
     "RandomizedNull": "jacspec.heavytail.nulls",
     "esd_distance": "jacspec.heavytail.nulls",
     "PowerLawFit": "jacspec.heavytail.powerlaw",
-    "plan_esd": "jacspec.spectra.estimate",
+    "plan_esd": "jacspec.spectra.plan",
     "GramOperator": "jacspec.spectra.operators",
     "gram_operator": "jacspec.spectra.operators",
     "write_jacobian_memmap": "jacspec.spectra.operators",
-    "hutchinson_trace": "jacspec.spectra.krylov",
-    "hutchpp_trace": "jacspec.spectra.krylov",
-    "slq_density": "jacspec.spectra.krylov",
-    "top_eigenvalues": "jacspec.spectra.krylov",
+    "hutchinson_trace": "jacspec.spectra.traces",
+    "hutchpp_trace": "jacspec.spectra.traces",
+    "slq_density": "jacspec.spectra.slq",
+    "top_eigenvalues": "jacspec.spectra.lanczos",
     "ActivationCodes": "jacspec.sensitivity.regions",
     "Transitions": "jacspec.sensitivity.regions",
     "PerPointSensitivity": "jacspec.sensitivity.norms",
@@ -151,8 +154,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (re-exported 
     )
     from jacspec.sensitivity.regions import activation_codes, count_transitions
     from jacspec.sensitivity.trajectories import compare_trajectories, trajectory_profile
-    from jacspec.spectra.estimate import ESDEstimate, estimate_esd
+    from jacspec.spectra.esd_estimate import ESDEstimate
+    from jacspec.spectra.estimate import estimate_esd
     from jacspec.spectra.exact import ESD, esd
     from jacspec.spectra.gram import gram
     from jacspec.spectra.metrics import spectral_metrics
+    from jacspec.spectra.spectrum import Spectrum
     from jacspec.theory import critical_point, jacobian_spectrum, mean_field, simulate_spectrum
