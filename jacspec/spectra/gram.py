@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from jacspec._util.validation import check_choice
-from jacspec.data.batches import data_length
-from jacspec.jacobian.engine import DEFAULT_METHOD, METHODS, JacobianBatch, iter_jacobians
+from jacspec.jacobian.engine import JacobianBatch
+from jacspec.jacobian.options import JacobianOptions, resolve_options
+from jacspec.jacobian.source import JacobianSource
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class Gram:
     dtype: str
     deflated: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ``sum_i ||sum_c J_i,c||^2`` of deflated softmax rows (0 without rounding: the measured
+    #: Jacobian error of the rank rule, :func:`jacspec.spectra.exact.esd_from_gram`).
+    class_sum_residual2: float | None = None
 
     @property
     def d(self) -> int:
@@ -231,21 +235,19 @@ def primal_from_rows(rows: torch.Tensor, block: int = 4096) -> np.ndarray:
     return out
 
 
-def gram_from_batches(
+def _gram_from_iter(
     batches: Iterable[JacobianBatch],
     *,
-    side: str = "auto",
-    n: int | None = None,
-    max_memory: int | None = None,
-    output: str = "softmax",
-    deflate: bool = True,
+    side: str,
+    n: int | None,
+    max_memory: int | None,
+    output: str,
+    deflate: bool,
+    dtype: torch.dtype | None = None,
 ) -> Gram:
-    """Build the Gram of the Jacobian ``batches`` (see :func:`gram`); ``n`` if known in advance.
-
-    With ``side="auto"`` and ``n`` unknown, rows are held until there are more than ``kd`` of
-    them, then folded into the dual accumulator (so memory never exceeds the dual's).
-    ``deflate`` (softmax output only): work in the class-sum-zero basis (:func:`deflate_rows`).
-    """
+    """The Gram of one pass of ``batches`` (``deflate``: rows in the class-sum-zero basis;
+    ``dtype``: the dtype the rows were computed in, default theirs). Also measures
+    ``class_sum_residual2 = sum_i ||sum_c J_i,c||^2`` when deflating (0 without rounding)."""
     check_choice("side", side, SIDES)
     chosen = side
     held: list[torch.Tensor] = []
@@ -253,20 +255,21 @@ def gram_from_batches(
     count = 0
     k = kd = 0
     shape: tuple[int, ...] = ()
-    dtype = torch.float32
-    use_deflate = bool(deflate) and output == "softmax"
+    row_dtype = torch.float32
+    residual = 0.0
     q: torch.Tensor | None = None
     for batch in batches:
-        if use_deflate:
+        if deflate:
             if q is None:
                 q = class_sum_complement(int(batch.jac.shape[1]))
             rows = deflate_rows(batch.jac, q)
+            residual += float(batch.jac.detach().to(torch.float64).sum(dim=1).square().sum())
         else:
             rows = batch.rows
         if count == 0:
             k, kd = int(batch.jac.shape[1]), int(rows.shape[1])
             shape = tuple(int(s) for s in batch.jac.shape[2:])
-            dtype = rows.dtype
+            row_dtype = rows.dtype
             chosen = gram_side(side, n, kd)
             if chosen != "auto":
                 check_fits(chosen, n or kd, kd, rows.element_size(), max_memory)
@@ -298,7 +301,7 @@ def gram_from_batches(
         matrix, final_side = dual.result(), "dual"
     else:
         matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
-    logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, use_deflate)
+    logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, deflate)
     return Gram(
         matrix=matrix,
         side=final_side,
@@ -306,8 +309,50 @@ def gram_from_batches(
         k=k,
         input_shape=shape,
         output=output,
-        dtype=str(dtype).replace("torch.", ""),
-        deflated=use_deflate,
+        dtype=str(dtype or row_dtype).replace("torch.", ""),
+        deflated=deflate,
+        class_sum_residual2=residual if deflate else None,
+    )
+
+
+def gram_from_source(
+    source: JacobianSource,
+    *,
+    side: str = "auto",
+    max_memory: int | None = None,
+    deflate: bool = True,
+) -> Gram:
+    """The unscaled Gram of the rows of ``source`` (one pass; see :func:`gram` for ``side``).
+
+    ``deflate``: when the source's rows sum to zero over classes (softmax), build it in the
+    class-sum-zero basis (:func:`deflate_rows`). With ``side="auto"`` and ``n`` unknown,
+    rows are held until there are more than ``cols`` of them, then folded into the dual
+    accumulator (so memory never exceeds the dual's). ``dtype`` is the source's (the
+    precision the rows were computed in, even for a float64 cache).
+    """
+    if not isinstance(source, JacobianSource):
+        raise TypeError(f"source must be a JacobianSource; got {type(source).__name__}")
+    g = _gram_from_iter(
+        source, side=side, n=source.n, max_memory=max_memory, output=source.output,
+        deflate=bool(deflate) and source.rows_sum_to_zero, dtype=source.dtype,
+    )
+    return replace(g, settings={**g.settings, "source": source.settings})
+
+
+def gram_from_batches(
+    batches: Iterable[JacobianBatch],
+    *,
+    side: str = "auto",
+    n: int | None = None,
+    max_memory: int | None = None,
+    output: str = "softmax",
+    deflate: bool = True,
+) -> Gram:
+    """Build the Gram of one pass of Jacobian ``batches`` (see :func:`gram_from_source`);
+    ``n`` if known in advance; ``deflate`` applies to ``output="softmax"`` rows."""
+    return _gram_from_iter(
+        batches, side=side, n=n, max_memory=max_memory, output=output,
+        deflate=bool(deflate) and output == "softmax",
     )
 
 
@@ -316,14 +361,15 @@ def gram(
     data: Any,
     *,
     side: str = "auto",
-    output: str = "softmax",
+    options: JacobianOptions | None = None,
+    output: str | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     batch_size: int | None = None,
     max_memory: int | None = None,
     deflate: bool = True,
-    jacobian_method: str = DEFAULT_METHOD,
-    progress: bool = False,
+    jacobian_method: str | None = None,
+    progress: bool | None = None,
 ) -> Gram:
     """The unscaled Gram of the data Jacobian of ``model`` on ``data``.
 
@@ -332,27 +378,16 @@ def gram(
     outputs (built in the class-sum-zero basis unless ``deflate=False``: same nonzero
     eigenvalues, ``d`` fewer dual dimensions) and ``kd`` otherwise. Refuses (ValueError)
     before allocating more than ``max_memory`` bytes (default: 80% of the available memory).
-    ``jacobian_method``: the engine's batched backward (``"auto"``, ``"replicate"``,
-    ``"batched_grad"``, ``"loop"``; see :func:`jacspec.jacobian.engine.iter_jacobians`).
+    ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`) or its fields as
+    keywords: ``output`` (default softmax), ``dtype``, ``device``, ``batch_size``,
+    ``jacobian_method`` (the engine's batched backward: ``"auto"``, ``"replicate"``,
+    ``"batched_grad"``, ``"loop"``), ``progress``.
     """
     check_choice("side", side, SIDES)
-    check_choice("jacobian_method", jacobian_method, METHODS)
-    batches = iter_jacobians(
-        model,
-        data,
-        output=output,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        method=jacobian_method,
-        progress=progress,
+    opts = resolve_options(
+        options, labels={"method": "jacobian_method"}, output=output, dtype=dtype,
+        device=device, batch_size=batch_size, method=jacobian_method, progress=progress,
     )
-    g = gram_from_batches(
-        batches,
-        side=side,
-        n=data_length(data),
-        max_memory=max_memory,
-        output=output,
-        deflate=deflate,
-    )
-    return replace(g, settings={**g.settings, "jacobian_method": jacobian_method})
+    source = JacobianSource.from_model(model, data, opts)
+    g = gram_from_source(source, side=side, max_memory=max_memory, deflate=deflate)
+    return replace(g, settings={**g.settings, "jacobian_method": opts.method})

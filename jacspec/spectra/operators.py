@@ -30,6 +30,9 @@ import numpy as np
 import scipy.sparse.linalg
 import torch
 
+from jacspec.jacobian.source import JacobianSource, write_rows
+from jacspec.jacobian.source import _numpy_rows as _to_numpy_rows
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "LinearOperator",
     "MatrixOperator",
     "RowSource",
+    "SourceRows",
     "StreamRows",
     "as_operator",
     "as_rows",
@@ -51,28 +55,6 @@ __all__ = [
 _SIDES = ("dual", "primal")
 _SCALES = ("n", "none")
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_HEADER_BYTES = 256  # fixed .npy header length, so the shape can be rewritten at the end
-
-
-def _to_numpy_rows(block: Any) -> np.ndarray:
-    """Turn one batch (JacobianBatch, Tensor or array, shape (b, ...)) into a (b, kd) array."""
-    if hasattr(block, "jac") and not isinstance(block, (np.ndarray, torch.Tensor)):
-        block = block.jac
-    if isinstance(block, torch.Tensor):
-        block = block.detach()
-        if block.device.type != "cpu":
-            block = block.cpu()
-        block = block.numpy()
-    if not isinstance(block, np.ndarray):
-        raise TypeError(
-            "Jacobian batches must be torch Tensors, numpy arrays or JacobianBatch objects, "
-            f"got {type(block).__name__}."
-        )
-    if block.ndim < 2:
-        raise ValueError(
-            f"a Jacobian batch must have shape (b, kd) or (b, k, *input_shape), got {block.shape}."
-        )
-    return block.reshape(block.shape[0], -1)
 
 
 def _check_float_dtype(dtype: Any, what: str) -> np.dtype:
@@ -226,6 +208,29 @@ class StreamRows:
             raise ValueError(f"the stream yielded {seen} rows, expected n={n}.")
 
 
+class SourceRows:
+    """Rows of 𝒥 from a :class:`~jacspec.jacobian.source.JacobianSource`, one pass per
+    product (array and file sources read their memory or file; model sources recompute)."""
+
+    def __init__(self, source: JacobianSource) -> None:
+        n = source.count()
+        self.source = source
+        self.shape = (int(n), int(source.cols))
+        self.dtype = np.dtype(str(source.dtype).replace("torch.", ""))
+        self.kind = f"source:{source.kind}"
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        seen = 0
+        for batch in self.source:
+            block = _to_numpy_rows(batch)
+            if block.dtype != self.dtype:
+                block = block.astype(self.dtype)
+            seen += block.shape[0]
+            yield block
+        if seen != self.shape[0]:
+            raise ValueError(f"the Jacobian source gave {seen} rows, expected n={self.shape[0]}.")
+
+
 def as_rows(
     source: Any,
     *,
@@ -235,12 +240,15 @@ def as_rows(
 ) -> RowSource:
     """Coerce ``source`` into a row source.
 
-    Accepted: a row source; a numpy array or CPU tensor (n, kd) / (n, k, *input_shape);
+    Accepted: a row source; a :class:`~jacspec.jacobian.source.JacobianSource`; a numpy
+    array or CPU tensor (n, kd) / (n, k, *input_shape);
     a path to a ``.npy`` file; a callable returning an iterable of row batches (needs
     ``shape=(n, kd)`` and optionally ``dtype``, default float32).
     """
-    if isinstance(source, (ArrayRows, FileRows, StreamRows)):
+    if isinstance(source, (ArrayRows, FileRows, StreamRows, SourceRows)):
         return source
+    if isinstance(source, JacobianSource):
+        return SourceRows(source)
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return ArrayRows(source, block_size=block_size or 4096)
     if isinstance(source, (str, os.PathLike)):
@@ -260,17 +268,6 @@ def as_rows(
 # --------------------------------------------------------------------------- writing 𝒥
 
 
-def _npy_header(shape: tuple[int, int], dtype: np.dtype) -> bytes:
-    """A version-1.0 .npy header padded to exactly ``_HEADER_BYTES`` bytes."""
-    d = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    text = repr(d)
-    pad = _HEADER_BYTES - 10 - len(text) - 1
-    if pad < 0:
-        raise ValueError(f"shape {shape} is too long for the .npy header.")
-    header = (text + " " * pad + "\n").encode("latin1")
-    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
-
-
 def write_jacobian_memmap(
     batches: Iterable[Any],
     path: str | os.PathLike,
@@ -287,27 +284,12 @@ def write_jacobian_memmap(
     """
     dt = _check_float_dtype(dtype, "dtype")
     path = Path(path)
-    n = 0
-    kd: int | None = None
     it: Iterable[Any] = batches
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(batches, desc="writing 𝒥", unit="batch")
-    with open(path, "wb") as f:
-        f.write(b"\0" * _HEADER_BYTES)
-        for batch in it:
-            block = _to_numpy_rows(batch)
-            if kd is None:
-                kd = int(block.shape[1])
-            elif block.shape[1] != kd:
-                raise ValueError(f"batch has {block.shape[1]} columns, earlier batches had {kd}.")
-            f.write(np.ascontiguousarray(block, dtype=dt).tobytes())
-            n += int(block.shape[0])
-        if kd is None or n == 0:
-            raise ValueError("batches is empty; nothing to write.")
-        f.seek(0)
-        f.write(_npy_header((n, kd), dt))
+    n, kd = write_rows((_to_numpy_rows(b) for b in it), path, dtype=dt)
     logger.info("wrote 𝒥 of shape (%d, %d) %s to %s", n, kd, dt, path)
     return path, (n, kd)
 
@@ -544,8 +526,9 @@ def gram_operator(
 ) -> GramOperator:
     """The Gram of 𝒥 as an operator; ``side="auto"`` follows :func:`jacspec.spectra.gram.gram_side`.
 
-    ``source``: array/tensor (n, kd), path to a ``.npy`` file of rows, callable returning
-    row batches (then ``shape=(n, kd)``), or a row source (see :func:`as_rows`).
+    ``source``: a :class:`~jacspec.jacobian.source.JacobianSource`, array/tensor (n, kd),
+    path to a ``.npy`` file of rows, callable returning row batches (then ``shape=(n, kd)``),
+    or a row source (see :func:`as_rows`).
     """
     rows = as_rows(source, shape=shape, dtype=dtype, block_size=block_size)
     if side == "auto":
