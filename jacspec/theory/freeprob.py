@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
 from jacspec.theory.activations import get_activation
 from jacspec.theory.d2law import D2Law, d2_law, m_d2, mu_d2_both, mu_k
@@ -245,21 +247,36 @@ class JacobianSpectrum:
         return _cdf(self.grid, self.density, list(self.atoms), np.asarray(x, dtype=float),
                     self.mass_below_grid)
 
-    def to_dict(self) -> dict:
-        out = {
-            k: getattr(self, k) for k in (
-                "activation", "weights", "depth", "sigma_w2", "sigma_b2", "q_star", "chi",
+    @property
+    def settings(self) -> dict:
+        """The network family solved for and the solver's imaginary part ``eta``."""
+        keys = ("activation", "weights", "depth", "sigma_w2", "sigma_b2", "eta")
+        return {k: getattr(self, k) for k in keys}
+
+    def summary(self) -> dict:
+        """The scalars: mean field, moments (closed form and numerical), edge, masses,
+        atoms (JSON-able)."""
+        keys = ("activation", "weights", "depth", "sigma_w2", "sigma_b2", "q_star", "chi",
                 "mu1", "mu2", "m1", "m2", "variance", "lambda_max", "eta", "integral",
-                "total_mass", "density_m1", "density_m2", "mass_below_grid", "max_residual",
-            )
-        }
-        out["grid"] = [float(v) for v in self.grid]
-        out["density"] = [float(v) for v in self.density]
-        out["atoms"] = [dict(a) for a in self.atoms]
-        return out
+                "total_mass", "density_m1", "density_m2", "mass_below_grid", "max_residual")
+        return jsonable({**{k: getattr(self, k) for k in keys},
+                         "atoms": [dict(a) for a in self.atoms]})
+
+    def to_dict(self) -> dict:
+        """:meth:`summary` plus ``grid`` and ``density``."""
+        return {**self.summary(), "grid": jsonable(self.grid), "density": jsonable(self.density)}
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per grid point: columns lambda, density."""
         return pd.DataFrame({"lambda": self.grid, "density": self.density})
+
+    def plot(self, simulation: Any = None, **kwargs: Any) -> Any:
+        """Density of log10 lambda, against a :class:`~jacspec.theory.simulate.
+        SimulatedSpectrum` when given (:func:`jacspec.theory.plots.theory_vs_simulation`)."""
+        from jacspec.theory.plots import theory_vs_simulation
+
+        return theory_vs_simulation([self], None if simulation is None else [simulation],
+                                    **kwargs)
 
 
 def _cdf(grid, density, atoms, x, below: float) -> np.ndarray:

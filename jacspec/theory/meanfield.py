@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 
+from jacspec._util.json import jsonable
 from jacspec.theory.activations import Activation, get_activation
 from jacspec.theory.gauss import composite_nodes, expect
 
@@ -211,11 +212,23 @@ class MeanField:
     q_free: bool
     iterations: int
 
+    @property
+    def settings(self) -> dict:
+        """The network that was solved for: activation and the two variances."""
+        return {"activation": self.activation, "sigma_w2": self.sigma_w2,
+                "sigma_b2": self.sigma_b2}
+
+    def summary(self) -> dict:
+        """q*, chi, c* and the three depth scales (Inf/NaN -> None)."""
+        keys = ("q_star", "chi", "c_star", "xi_q", "xi_c", "xi_grad", "q_free")
+        return jsonable({k: getattr(self, k) for k in keys})
+
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in asdict(self).items()}
+        """Every field, JSON-able (an infinite depth scale is written as None)."""
+        return jsonable(asdict(self))
 
     def to_frame(self) -> pd.DataFrame:
+        """One row of every field (floats kept, Inf included)."""
         return pd.DataFrame([asdict(self)])
 
 
@@ -279,8 +292,22 @@ class CriticalPoint:
     q_star: float
     q_free: bool
 
+    @property
+    def settings(self) -> dict:
+        """What was solved for: the activation on the critical line at sigma_b^2."""
+        return {"activation": self.activation, "sigma_b2": self.sigma_b2}
+
+    def summary(self) -> dict:
+        """sigma_w^2 of the critical point, its q* and whether q* is free."""
+        return jsonable({k: getattr(self, k) for k in ("sigma_w2", "q_star", "q_free")})
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, JSON-able."""
+        return jsonable(asdict(self))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row of every field."""
+        return pd.DataFrame([asdict(self)])
 
 
 def critical_point(activation, sigma_b2: float, *, q0: float = 1.0) -> CriticalPoint:

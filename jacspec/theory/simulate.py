@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
 from jacspec.theory.activations import Activation, get_activation
 from jacspec.theory.freeprob import WEIGHTS, JacobianSpectrum
@@ -124,13 +125,26 @@ class SimulatedSpectrum:
         a = np.asarray(self.sample_m2)
         return float(a.std(ddof=1) / math.sqrt(a.size)) if a.size > 1 else math.nan
 
-    def to_dict(self) -> dict:
+    @property
+    def settings(self) -> dict:
+        """The simulated networks: family, width, inputs and instances, seed."""
         keys = ("activation", "weights", "depth", "sigma_w2", "sigma_b2", "width",
-                "num_inputs", "num_instances", "seed", "q_star", "m1", "m2", "variance",
-                "lambda_max", "floor", "m1_stderr", "m2_stderr")
+                "num_inputs", "num_instances", "seed")
         return {k: getattr(self, k) for k in keys}
 
+    def summary(self) -> dict:
+        """The settings and the pooled scalars: q*, moments with standard errors, edge,
+        floor (JSON-able; a one-sample standard error is None)."""
+        keys = ("q_star", "m1", "m2", "variance", "lambda_max", "floor", "m1_stderr",
+                "m2_stderr")
+        return jsonable({**self.settings, **{k: getattr(self, k) for k in keys}})
+
+    def to_dict(self) -> dict:
+        """:meth:`summary` (the pooled eigenvalues are in :meth:`to_frame`)."""
+        return self.summary()
+
     def to_frame(self) -> pd.DataFrame:
+        """One row per pooled eigenvalue."""
         return pd.DataFrame({"eigenvalue": self.eigenvalues})
 
 
@@ -221,8 +235,22 @@ class Comparison:
     ks: float
     floor: float
 
+    @property
+    def settings(self) -> dict:
+        """The network family compared."""
+        return {"activation": self.activation, "weights": self.weights, "depth": self.depth}
+
+    def summary(self) -> dict:
+        """Every field, JSON-able."""
+        return jsonable(dict(self.__dict__))
+
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """Every field, JSON-able."""
+        return self.summary()
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row of every field."""
+        return pd.DataFrame([dict(self.__dict__)])
 
 
 def compare(theory: JacobianSpectrum, sim: SimulatedSpectrum) -> Comparison:

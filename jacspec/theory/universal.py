@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
 from jacspec.theory.freeprob import _integrate, default_grid
 from jacspec.theory.solver import track
@@ -54,15 +55,24 @@ class UniversalSpectrum:
     density_m2: float = math.nan
     atoms: tuple = ()
 
+    @property
+    def settings(self) -> dict:
+        """The universality class and variance solved for."""
+        return {"kind": self.kind, "sigma0_2": self.sigma0_2}
+
+    def summary(self) -> dict:
+        """The scalars: edge, moments (closed form and numerical), integral, atoms."""
+        keys = ("kind", "sigma0_2", "lambda_max", "m1", "m2", "integral", "density_m1",
+                "density_m2")
+        return jsonable({**{k: getattr(self, k) for k in keys},
+                         "atoms": [dict(a) for a in self.atoms]})
+
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in ("kind", "sigma0_2", "lambda_max", "m1", "m2",
-                                             "integral", "density_m1", "density_m2")}
-        out["atoms"] = [dict(a) for a in self.atoms]
-        out["grid"] = [float(v) for v in self.grid]
-        out["density"] = [float(v) for v in self.density]
-        return out
+        """:meth:`summary` plus ``grid`` and ``density``."""
+        return {**self.summary(), "grid": jsonable(self.grid), "density": jsonable(self.density)}
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per grid point: columns lambda, density."""
         return pd.DataFrame({"lambda": self.grid, "density": self.density})
 
 
