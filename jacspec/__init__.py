@@ -63,6 +63,8 @@ _FACADE: dict[str, str] = {
     "simulate_spectrum": "jacspec.theory",
     # watching a network train
     "Tracker": "jacspec.track",
+    # one self-contained HTML page of any result
+    "write_report": "jacspec.report.html",
 }
 
 #: Names the root exported before the façade was trimmed: still resolved, with a

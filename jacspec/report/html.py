@@ -281,9 +281,19 @@ def load_input(path: str | os.PathLike[str]) -> Any:
     suffix = p.suffix.lower()
     if suffix == ".csv":
         return pd.read_csv(p)
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{p} is not a text file; jacspec report reads the JSON files of "
+                         "--json, JSONL/CSV tracking files and SQLite stores") from None
     if suffix == ".jsonl":
-        return _frame([json.loads(ln) for ln in text.splitlines() if ln.strip()])
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        first = json.loads(lines[0]) if lines else {}
+        if isinstance(first, Mapping) and first.get("format") == "jacspec-track":
+            from jacspec.track import Tracker
+
+            return Tracker.load(p)
+        return _frame([json.loads(ln) for ln in lines])
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -540,30 +550,58 @@ def _zoo_store(path: Path, title: str | None) -> Section:
     return _zoo_section(score_store(str(path)), title, store=path)
 
 
-def _tracking_section(frame: Any, title: str | None, settings: Mapping[str, Any] | None = None
-                      ) -> Section:
+def _split_layers(frame: Any) -> tuple[Any, Any]:
+    """(frame without a ``layers`` column, the layer rows as a ``step, matrix, ...`` frame or
+    None): a tracker's JSON rows hold each step's layer metrics as ``{matrix: {metric: v}}``."""
+    import pandas as pd
+
+    if "layers" not in frame or not frame["layers"].map(lambda v: isinstance(v, Mapping)).any():
+        return frame, None
+    records = [{"step": step, "matrix": str(m), **dict(vals)}
+               for step, layers in zip(frame["step"], frame["layers"], strict=True)
+               if isinstance(layers, Mapping) for m, vals in layers.items()]
+    return frame.drop(columns=["layers"]), pd.DataFrame.from_records(records)
+
+
+def _tracking_section(frame: Any, title: str | None, settings: Mapping[str, Any] | None = None,
+                      layer_frame: Any = None) -> Section:
+    """Metrics at each tracked step (table and one panel per metric against ``step``), and
+    the layer rows (``step, matrix, ...``) likewise when given."""
     from jacspec.report.report_figures import group_column, metric_columns, plot_tracking
 
     frame = frame.reset_index(drop=True) if "step" in frame else frame.reset_index()
     if "step" not in frame:
         raise ValueError("a tracking result needs a 'step' column; columns: "
                          f"{', '.join(map(str, frame.columns))}")
-    sort = ["step"] + ([group_column(frame)] if group_column(frame) else [])
-    frame = frame.sort_values(sort, kind="stable").reset_index(drop=True)
+    frame, nested = _split_layers(frame)
+    if layer_frame is None or len(layer_frame) == 0:
+        layer_frame = nested
     sec = Section(title or "Tracking", "tracking", settings=dict(settings or {}))
-    group = group_column(frame)
-    shown = frame.copy()
-    shown.index = [f"step {s}" + (f" {g}" if group else "")
-                   for s, g in zip(frame["step"], frame[group] if group else frame["step"],
-                                   strict=True)]
-    sec.tables.append(Table("Metrics at each tracked step", shown, "tracking", transpose=False))
-    sec.warnings += _warnings_of(shown)
-    metrics = metric_columns(frame)
-    for i in range(0, len(metrics), 12):
-        part = metrics[i:i + 12]
-        sec.add_figure("Metrics against the training step" + (
-            f" (one line per {group})" if group else ""), plot_tracking(frame, part))
+    for name, part, caption in (("tracking", frame, "Metrics at each tracked step"),
+                                ("layers", layer_frame, "Layer rows at each tracked step")):
+        if part is None or len(part) == 0:
+            continue
+        group = group_column(part)
+        part = part.sort_values(["step"] + ([group] if group else []),
+                                kind="stable").reset_index(drop=True)
+        shown = part.copy()
+        shown.index = _index([f"step {s}" + (f" {g}" if group else "") for s, g in zip(
+            part["step"], part[group] if group else part["step"], strict=True)], "row")
+        sec.tables.append(Table(caption, shown, name, transpose=False))
+        sec.warnings += _warnings_of(shown)
+        metrics = metric_columns(part)
+        what = caption.split(" at ")[0]
+        for i in range(0, len(metrics), 12):
+            sec.add_figure(f"{what} against the training step" + (
+                f" (one line per {group})" if group else ""),
+                plot_tracking(part, metrics[i:i + 12]))
     return sec
+
+
+def _index(labels: Sequence[str], name: str) -> Any:
+    import pandas as pd
+
+    return pd.Index(labels, name=name)
 
 
 def _profiles_section(profiles: Sequence[Any], title: str | None) -> Section:
@@ -623,7 +661,12 @@ def build_section(result: Any, *, title: str | None = None) -> Section:
         return result
     if isinstance(result, (str, os.PathLike)):
         loaded = load_input(result)
-        return build_section(loaded, title=title or Path(result).name)
+        try:
+            return build_section(loaded, title=title or Path(result).name)
+        except ValueError as exc:
+            if str(result) in str(exc):
+                raise
+            raise ValueError(f"{result}: {exc}") from exc
     if isinstance(result, _ZooStore):
         return _zoo_store(result.path, title)
     if hasattr(result, "table") and hasattr(result, "esds"):
@@ -639,8 +682,9 @@ def build_section(result: Any, *, title: str | None = None) -> Section:
     frame = _frame_with_step(result)
     if frame is not None:
         settings = getattr(result, "settings", None)
+        layer_frame = getattr(result, "layer_frame", None)
         return _tracking_section(frame, title, settings if isinstance(settings, Mapping)
-                                 else None)
+                                 else None, layer_frame() if callable(layer_frame) else None)
     if isinstance(result, pd.DataFrame):
         raise ValueError("a DataFrame is reported as a tracking result and needs a 'step' "
                          f"column; it has {', '.join(map(str, result.columns))}")
