@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
 from jacspec.data.datasets import DataSet
 
@@ -48,11 +49,14 @@ class TrainResult:
     settings: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[int, float, float], ...] = ()
 
+    def summary(self) -> dict[str, Any]:
+        """Final accuracy and loss, epochs, steps, stopping criterion, seconds (JSON-able)."""
+        keys = ("train_accuracy", "train_loss", "epochs", "steps", "reached", "seconds")
+        return jsonable({k: getattr(self, k) for k in keys})
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of all fields (history as lists)."""
-        d = asdict(self)
-        d["history"] = [list(row) for row in self.history]
-        return d
+        """JSON-able dict of all fields (history as lists; NaN written as None)."""
+        return jsonable(asdict(self))
 
     def to_frame(self):  # -> pandas.DataFrame
         """Per-epoch history as a DataFrame with columns epoch, train_accuracy, train_loss."""

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jacspec._util.json import jsonable
+
 logger = logging.getLogger(__name__)
 
 REPLICATE_KEYS = ("seed",)
@@ -369,25 +371,31 @@ class ScoreTable:
     best: str | None = None
     paired: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the scores were computed with: factors, gap column, noise level, pairs."""
+        return {"factors": list(self.factors), "gap": self.gap, "noise": self.noise,
+                "paired": [{k: p[k] for k in ("factor", "a", "b") if k in p}
+                           for p in self.paired]}
+
+    def summary(self) -> dict[str, Any]:
+        """The best metric, the models scored, and each metric's Kendall tau and Psi."""
+        return jsonable({"best": self.best, "num_models": self.num_models,
+                         "complete_grid": self.complete_grid,
+                         "kendall_tau": {m: s.get("kendall_tau") for m, s in self.scores.items()},
+                         "psi": {m: s.get("psi") for m, s in self.scores.items()}})
+
     def to_frame(self) -> pd.DataFrame:
+        """One row per metric (index), one column per scalar score."""
         rows = [{"metric": name, **{k: v for k, v in s.items() if not isinstance(v, dict)}}
                 for name, s in self.scores.items()]
         return pd.DataFrame(rows).set_index("metric") if rows else pd.DataFrame()
 
     def to_dict(self) -> dict[str, Any]:
-        def clean(v: Any) -> Any:
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (float, np.floating)):
-                return float(v) if np.isfinite(v) else None
-            if isinstance(v, np.integer):
-                return int(v)
-            return v
-
-        return {"metrics": clean(self.scores), "factors": list(self.factors), "gap": self.gap,
-                "num_models": self.num_models, "complete_grid": self.complete_grid,
-                "noise": clean(self.noise), "best": self.best,
-                "paired": [clean(p) for p in self.paired]}
+        """Scores by metric and every setting, JSON-able (NaN written as None)."""
+        return jsonable({"metrics": self.scores, "factors": self.factors, "gap": self.gap,
+                         "num_models": self.num_models, "complete_grid": self.complete_grid,
+                         "noise": self.noise, "best": self.best, "paired": self.paired})
 
 
 def score_metrics(df: pd.DataFrame, metrics: Sequence[str], factors: Sequence[str], *,
