@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jacspec.cli._common import (
     JSON_HELP,
+    announce,
     check_plot_dir,
     format_table,
     plot_help,
@@ -60,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "esd_randomized_random_labels.png; default: --out"))
     p.add_argument("--json", metavar="PATH", default=None,
                    help=f"{JSON_HELP}; default: --out/demo.json")
+    p.add_argument("--report", metavar="PATH", default=None,
+                   help="write one self-contained HTML page of the comparison, both analyses "
+                   "and the figures to PATH; default: report.html in the --plot folder "
+                   "(--out/report.html)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -76,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from jacspec.train import evaluate, train
 
     plot_dir = check_plot_dir(args.plot if args.plot is not None else args.out)
+    report_path = Path(args.report) if args.report is not None else plot_dir / "report.html"
+    if report_path.is_dir():
+        raise ValueError(f"--report {args.report!r} is a folder; --report takes the HTML file "
+                         "to write (e.g. --report demo_out/report.html)")
     json_path = args.json if args.json is not None else str(Path(args.out) / "demo.json")
     train_set = load_dataset("digits", "train")
     test_set = load_dataset("digits", "test")
@@ -129,4 +138,14 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json(payload, json_path)
     save_figures(figures, plot_dir, json_path=json_path)
+    from jacspec.report.html import build_section, write_report
+
+    comparison = build_section(payload, title="True against random labels")
+    comparison.add_figure("Jacobian ESDs of both networks (log-log) with their power-law fits",
+                          figures["esd_true_vs_random.png"])
+    report = write_report([comparison, *(build_section(a, title=f"Analysis: {label}")
+                                         for label, a in analyses.items())],
+                          report_path, title="jacspec demo: true against random labels "
+                          "on digits")
+    announce([report], json_path)
     return 0
