@@ -18,7 +18,7 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
   of
   the randomized ESD); jacspec's: num_above_rand_max, rand_hist_jsd
   (:mod:`jacspec.heavytail.nulls`);
-- precision: ``tol`` (the rank rule of :func:`jacspec.spectra.exact.rank_tolerance`) and
+- precision: ``tol`` (the rank rule of :func:`jacspec.spectra.eigen.rank_tolerance`) and
   ``unresolved`` (quantities a float32 Jacobian could not resolve, "" if none; rerun with
   ``dtype=torch.float64`` to resolve them).
 
@@ -33,7 +33,7 @@ import inspect
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,30 +44,15 @@ from torch import nn
 
 from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
-from jacspec.data.batches import first_batch, require_reiterable
+from jacspec.analysis_plan import MAIN, RowPlan, plan_rows
+from jacspec.data.batches import require_reiterable
 from jacspec.heavytail.columns import heavy_tail_metrics
 from jacspec.heavytail.nulls import RandomizedNull, fit_mp, randomized_null
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
-from jacspec.jacobian.engine import METHODS as JACOBIAN_METHODS
-from jacspec.jacobian.engine import (
-    OUTPUTS,
-    JacobianBatch,
-    _check_inputs,
-    iter_jacobians,
-    prepare_model,
-)
-from jacspec.jacobian.layers import eager_model, iter_layer_jacobians, select_layers
+from jacspec.jacobian.options import JacobianOptions, resolve_options
+from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.exact import ESD, SCALES, esd_from_gram
-from jacspec.spectra.gram import (
-    SIDES,
-    available_bytes,
-    check_fits,
-    format_bytes,
-    gram_bytes,
-    gram_cols,
-    gram_from_batches,
-    gram_side,
-)
+from jacspec.spectra.gram import SIDES, gram_from_source
 from jacspec.spectra.metrics import spectral_metrics
 
 logger = logging.getLogger(__name__)
@@ -75,7 +60,7 @@ logger = logging.getLogger(__name__)
 METHODS = ("exact", "auto", "slq")
 #: Largest data Jacobian (float64 bytes) held for the randomized null.
 RANDOMIZE_MAX_BYTES = 512 * 2**20
-MAIN = "input->output"
+__all__ = ["MAIN", "Analysis", "RowPlan", "analyze", "heavy_tail_columns", "plan_rows"]
 
 
 @dataclass(frozen=True)
@@ -188,37 +173,10 @@ def heavy_tail_columns(
     return row, fit
 
 
-def _collect(
-    batches: Iterator[JacobianBatch],
-    store: list[torch.Tensor] | None,
-    limit: int,
-    residual: list[float] | None = None,
-) -> Iterator[JacobianBatch]:
-    """Pass batches through, keeping float64 rows in ``store`` until ``limit`` bytes, and
-    adding ``||sum_c J_i,c||^2`` (softmax rows' class-sum residual, 0 without rounding: the
-    measured Jacobian error of the rank rule) to ``residual[0]`` when given."""
-    held = 0
-    for b in batches:
-        if residual is not None:
-            residual[0] += float(b.jac.detach().to(torch.float64).sum(dim=1).square().sum())
-        if store is not None and held >= 0:
-            rows = b.rows.detach().to("cpu", torch.float64)
-            held += rows.numel() * 8
-            if held <= limit:
-                store.append(rows)
-            else:
-                store.clear()
-                held = -1
-                logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
-        yield b
-
-
 def _analyse_matrix(
     name: str,
-    batches: Iterator[JacobianBatch],
+    source: JacobianSource,
     *,
-    n: int | None,
-    output: str,
     scale: str,
     side: str,
     max_memory: int | None,
@@ -228,23 +186,19 @@ def _analyse_matrix(
     fit_kwargs: dict[str, Any],
     deflate: bool = True,
 ) -> tuple[dict[str, Any], ESD, PowerLawFit | None, RandomizedNull | None]:
-    store: list[torch.Tensor] | None = [] if randomize else None
-    residual = [0.0] if output == "softmax" else None
-    g = gram_from_batches(
-        _collect(batches, store, randomize_max_bytes, residual),
-        side=side,
-        n=n,
-        max_memory=max_memory,
-        output=output,
-        deflate=deflate,
-    )
-    e = esd_from_gram(g, scale=scale, jac_error2=residual[0] if residual else None)
+    """One exact row: the Gram of ``source`` (cached in float64 up to ``randomize_max_bytes``
+    when the randomized null needs the entries of 𝒥), its ESD and every column."""
+    cached = source.cached(max_bytes=randomize_max_bytes) if randomize else None
+    g = gram_from_source(cached or source, side=side, max_memory=max_memory, deflate=deflate)
+    e = esd_from_gram(g, scale=scale, jac_error2=g.class_sum_residual2)
     row: dict[str, Any] = spectral_metrics(e.eigenvalues, rank=e.rank)
     null: RandomizedNull | None = None
-    if store:
-        J = torch.cat(store).numpy()
+    J = cached.array() if cached is not None else None
+    if cached is not None and J is None:
+        logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
+    if J is not None:
         null = randomized_null(J, seed=seed, scale=scale, eigenvalues=e.eigenvalues)
-    cols = (g.k - 1) * g.d if output == "softmax" else g.k * g.d
+    cols = (g.k - 1) * g.d if source.rows_sum_to_zero else g.k * g.d
     ht, fit = heavy_tail_columns(
         e.eigenvalues, rank=e.rank, n=g.n, cols=cols, null=null, **fit_kwargs
     )
@@ -267,30 +221,6 @@ def _analyse_matrix(
     return row, e, fit, null
 
 
-@dataclass(frozen=True)
-class RowPlan:
-    """How one row of :func:`analyze` is computed, decided before any Jacobian is.
-
-    ``kind``: ``"main"``, ``"input_to_layer"`` or ``"layer_to_output"``; ``(n, k, d)`` the
-    Jacobian's shape (``k`` = layer width m for input -> layer, ``d`` = m for layer -> output);
-    ``cols`` the Gram's row width (:func:`jacspec.spectra.gram.gram_cols`); ``method`` ``"exact"``,
-    ``"slq"`` or ``"skipped"`` and ``reason`` why.
-    """
-
-    label: str
-    kind: str
-    layer: str | None
-    output: str
-    n: int
-    k: int
-    d: int
-    cols: int
-    side: str
-    method: str
-    reason: str
-    esd_plan: Any = None
-
-
 def check_fit_kwargs(fit_kwargs: dict[str, Any], where: str = "analyze") -> None:
     """Refuse, before any computation, keywords that :func:`fit_powerlaw` does not take."""
     params = list(inspect.signature(fit_powerlaw).parameters.values())[1:]
@@ -307,85 +237,6 @@ def check_fit_kwargs(fit_kwargs: dict[str, Any], where: str = "analyze") -> None
         f"{where}() got an unexpected keyword {bad[0]!r}{hint}; it accepts {', '.join(own)}, "
         f"and for the power-law fit (fit_powerlaw): {', '.join(accepted)}"
     )
-
-
-def _limit(max_memory: int | None) -> int:
-    return int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
-
-
-def plan_rows(
-    model: nn.Module,
-    data: Any,
-    *,
-    layers: str | Sequence[str] | None = None,
-    output: str = "softmax",
-    side: str = "auto",
-    method: str = "exact",
-    deflate: bool = True,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    max_memory: int | None = None,
-) -> list[RowPlan]:
-    """Plan every row of :func:`analyze` from one probe batch (no Jacobians computed).
-
-    Sizes: ``n`` from the data, ``k`` from one forward pass, each layer's width ``m`` from
-    one traced forward pass (:func:`jacspec.jacobian.layers.select_layers`). ``method="exact"``:
-    exact rows; a layer row whose exact Gram (:func:`jacspec.spectra.gram.gram_bytes`) exceeds
-    ``max_memory`` is ``"skipped"`` (the input->output row raises instead). ``"auto"``:
-    :func:`jacspec.spectra.estimate.plan_esd` per row (SLQ when exact is out of reach). ``"slq"``:
-    SLQ rows. A row whose single example's Jacobian alone exceeds the limit is skipped.
-    """
-    from jacspec.spectra.estimate import engine_dtype, plan_esd, problem_shape
-
-    n, k, d = problem_shape(model, data, dtype)
-    itemsize = torch.empty((), dtype=engine_dtype(model, dtype)).element_size()
-    limit = _limit(max_memory)
-    specs: list[tuple[str, str, str | None, str, int, int]] = [(MAIN, "main", None, output, k, d)]
-    if layers is not None:
-        run_model, dt, dev = prepare_model(eager_model(model), dtype, device)
-        x0, _ = first_batch(data)
-        _check_inputs(x0)
-        chosen, _ = select_layers(run_model, x0.to(device=dev, dtype=dt), layers)
-        for h in chosen:
-            specs.append((f"input->{h.name}", "input_to_layer", h.name, "layer", h.width, d))
-            specs.append((f"{h.name}->output", "layer_to_output", h.name, output, k, h.width))
-    plans = []
-    for label, kind, layer, out, kk, dd in specs:
-        cols = gram_cols(kk, dd, out, deflate)
-        chosen_side = gram_side(side, n, cols)
-        need = gram_bytes(chosen_side, n, cols, itemsize)
-        one = 3 * kk * dd * itemsize
-        ep = None
-        if one > limit:
-            how, why = "skipped", (
-                f"one example's Jacobian ({kk} x {dd}) needs {format_bytes(one)} > "
-                f"{format_bytes(limit)} (max_memory)"
-            )
-        elif method == "exact":
-            if need <= limit:
-                how, why = "exact", f"exact {chosen_side} Gram: {format_bytes(need)} fits"
-            elif kind == "main":
-                check_fits(
-                    chosen_side, n, cols, itemsize, max_memory,
-                    estimate="jacspec.analyze(..., method='auto')",
-                )
-                how, why = "exact", ""
-            else:
-                how, why = "skipped", (
-                    f"the exact {chosen_side} Gram (n={n}, cols={cols}) needs "
-                    f"{format_bytes(need)} > {format_bytes(limit)} (max_memory); "
-                    "method='auto' estimates it"
-                )
-        else:
-            ep = plan_esd(
-                n, kk * dd, cols=cols, itemsize=itemsize, method=method, side=side,
-                max_memory=max_memory,
-            )
-            how, why = ep.method, ep.reason
-        plans.append(
-            RowPlan(label, kind, layer, out, n, kk, dd, cols, chosen_side, how, why, ep)
-        )
-    return plans
 
 
 def _estimated_row(est: Any) -> dict[str, Any]:
@@ -407,7 +258,7 @@ def analyze(
     model: nn.Module,
     data: Any,
     *,
-    output: str = "softmax",
+    output: str | None = None,
     scale: str = "n",
     side: str = "auto",
     method: str = "exact",
@@ -415,13 +266,14 @@ def analyze(
     randomize: bool = True,
     randomize_max_bytes: int = RANDOMIZE_MAX_BYTES,
     seed: int = 0,
+    options: JacobianOptions | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     batch_size: int | None = None,
     max_memory: int | None = None,
     deflate: bool = True,
-    jacobian_method: str = "auto",
-    progress: bool = False,
+    jacobian_method: str | None = None,
+    progress: bool | None = None,
     **fit_kwargs: Any,
 ) -> Analysis:
     """Analyse the data Jacobian's ESD of ``model`` on ``data`` (see the module docstring).
@@ -438,9 +290,12 @@ def analyze(
     estimate's trace and lambda_max only) or ``"slq"`` (every row estimated). ``side``,
     ``deflate`` (softmax rows in the class-sum-zero basis) and ``jacobian_method`` (the
     engine's batched backward for the input->output Jacobian: ``"auto"``, ``"replicate"``,
-    ``"batched_grad"``, ``"loop"``) apply to every method. ``progress``: one bar over
-    the
-    rows when layers are analysed, else the Jacobian bar. ``fit_kwargs`` go to
+    ``"batched_grad"``, ``"loop"``) apply to every method. ``options``
+    (:class:`~jacspec.jacobian.options.JacobianOptions`) or its fields as keywords
+    (``output``, default softmax, ``dtype``, ``device``, ``batch_size``,
+    ``jacobian_method``, ``progress``) reach every row's engine whole (a keyword given wins
+    over ``options``). ``progress``: one bar over the rows when layers are analysed, else
+    the Jacobian bar. ``fit_kwargs`` go to
     :func:`jacspec.heavytail.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``,
     ``distribution``...)
     and are checked before any computation.
@@ -450,25 +305,28 @@ def analyze(
     check_choice("method", method, METHODS)
     check_choice("scale", scale, SCALES)
     check_choice("side", side, SIDES)
-    check_choice("output", output, OUTPUTS)
-    check_choice("jacobian_method", jacobian_method, JACOBIAN_METHODS)
+    opts = resolve_options(
+        options, labels={"method": "jacobian_method"}, output=output, dtype=dtype,
+        device=device, batch_size=batch_size, method=jacobian_method, progress=progress,
+    )
     if layers is not None and not isinstance(layers, str):
         layers = list(layers)
     settings: dict[str, Any] = {
-        "output": output,
+        "output": opts.output,
         "scale": scale,
         "method": method,
         "side": side,
         "deflate": bool(deflate),
-        "jacobian_method": jacobian_method,
+        "jacobian_method": opts.method,
+        "jacobian": opts.to_dict(),
         "seed": seed,
         "randomize": randomize,
         "layers": layers,
         "fit": dict(fit_kwargs),
     }
     plans = plan_rows(
-        model, data, layers=layers, output=output, side=side, method=method, deflate=deflate,
-        dtype=dtype, device=device, max_memory=max_memory,
+        model, data, layers=layers, output=opts.output, side=side, method=method,
+        deflate=deflate, dtype=opts.dtype, device=opts.device, max_memory=max_memory,
     )
     settings["rows"] = {p.label: {"method": p.method, "reason": p.reason} for p in plans}
     main_plan = plans[0]
@@ -483,8 +341,7 @@ def analyze(
             UserWarning,
             stacklevel=2,
         )
-    common = dict(dtype=dtype, device=device, batch_size=batch_size)
-    opts = dict(
+    exact_kw = dict(
         scale=scale,
         max_memory=max_memory,
         randomize=randomize,
@@ -493,43 +350,36 @@ def analyze(
         fit_kwargs=fit_kwargs,
         deflate=deflate,
     )
+    show = opts.progress
+    bar = None
+    if show and layers is not None:
+        from tqdm.auto import tqdm
 
-    def make_batches(p: RowPlan, show: bool = False) -> Callable[[], Iterator[JacobianBatch]]:
-        if p.kind == "main":
-            return lambda: iter_jacobians(
-                model, data, output=output, method=jacobian_method, progress=show, **common
-            )
-        return lambda: iter_layer_jacobians(
-            model, data, p.layer, direction=p.kind, output=output, **common
-        )
+        bar = tqdm(total=len(plans), desc="analyze", unit="row")
+    row_opts = opts.replace(progress=show and bar is None)
 
     rows: dict[str, dict[str, Any]] = {}
     esds: dict[str, ESD] = {}
     fits: dict[str, PowerLawFit | None] = {}
     nulls: dict[str, RandomizedNull | None] = {}
     estimates: dict[str, Any] = {}
-    bar = None
-    if progress and layers is not None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(plans), desc="analyze", unit="row")
-    inner = progress and bar is None
     try:
         for p in plans:
             if bar is not None:
                 bar.set_postfix_str(p.label)
             if p.method == "exact":
+                source = JacobianSource.from_model(model, data, row_opts, target=p.label)
                 row, esds[p.label], fits[p.label], nulls[p.label] = _analyse_matrix(
-                    p.label, make_batches(p, inner)(), n=p.n, output=p.output, side=p.side,
-                    **opts,
+                    p.label, source, side=p.side, **exact_kw
                 )
             elif p.method == "slq":
-                from jacspec.spectra.estimate import engine_dtype, estimate_from_batches
+                from jacspec.spectra.estimate import estimate_from_batches
 
+                source = JacobianSource.from_model(model, data, row_opts, target=p.label)
                 est = estimate_from_batches(
-                    make_batches(p, inner), n=p.n, k=p.k, d=p.d, plan=p.esd_plan,
-                    output=p.output, scale=scale, dtype=engine_dtype(model, dtype),
-                    deflate=deflate, seed=seed, progress=inner,
+                    lambda src=source: src, n=p.n, k=p.k, d=p.d, plan=p.esd_plan,
+                    output=p.output, scale=scale, dtype=source.dtype, deflate=deflate,
+                    seed=seed, progress=row_opts.progress,
                 )
                 estimates[p.label] = est
                 row = _estimated_row(est)

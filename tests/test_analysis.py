@@ -82,7 +82,7 @@ def test_misspelt_keyword_fails_before_any_work(
         raise AssertionError("work started before the keywords were checked")
 
     monkeypatch.setattr(analysis, "plan_rows", boom)
-    monkeypatch.setattr(analysis, "iter_jacobians", boom)
+    monkeypatch.setattr(analysis.JacobianSource, "from_model", boom)
     model, x = model_and_data()
     with pytest.raises(ValueError) as err:
         analyze(model, x, **bad)

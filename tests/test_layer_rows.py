@@ -105,8 +105,7 @@ def test_rows_are_planned_before_any_jacobian(monkeypatch: pytest.MonkeyPatch) -
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a Jacobian was computed before the plan was complete")
 
-    monkeypatch.setattr(analysis, "iter_jacobians", boom)
-    monkeypatch.setattr(analysis, "iter_layer_jacobians", boom)
+    monkeypatch.setattr(analysis.JacobianSource, "from_model", boom)
     shared = nn.Tanh()
     twice = nn.Sequential(nn.Linear(8, 8), shared, nn.Linear(8, 8), shared, nn.Linear(8, 3))
     with pytest.raises(ValueError, match="called 2 times"):

@@ -243,11 +243,13 @@ def _gram_from_iter(
     max_memory: int | None,
     output: str,
     deflate: bool,
+    sum_to_zero: bool,
     dtype: torch.dtype | None = None,
 ) -> Gram:
     """The Gram of one pass of ``batches`` (``deflate``: rows in the class-sum-zero basis;
-    ``dtype``: the dtype the rows were computed in, default theirs). Also measures
-    ``class_sum_residual2 = sum_i ||sum_c J_i,c||^2`` when deflating (0 without rounding)."""
+    ``dtype``: the dtype the rows were computed in, default theirs). Rows that sum to zero
+    over classes (``sum_to_zero``) also give ``class_sum_residual2 = sum_i ||sum_c
+    J_i,c||^2`` (0 without rounding)."""
     check_choice("side", side, SIDES)
     chosen = side
     held: list[torch.Tensor] = []
@@ -263,9 +265,10 @@ def _gram_from_iter(
             if q is None:
                 q = class_sum_complement(int(batch.jac.shape[1]))
             rows = deflate_rows(batch.jac, q)
-            residual += float(batch.jac.detach().to(torch.float64).sum(dim=1).square().sum())
         else:
             rows = batch.rows
+        if sum_to_zero:
+            residual += float(batch.jac.detach().to(torch.float64).sum(dim=1).square().sum())
         if count == 0:
             k, kd = int(batch.jac.shape[1]), int(rows.shape[1])
             shape = tuple(int(s) for s in batch.jac.shape[2:])
@@ -311,7 +314,7 @@ def _gram_from_iter(
         output=output,
         dtype=str(dtype or row_dtype).replace("torch.", ""),
         deflated=deflate,
-        class_sum_residual2=residual if deflate else None,
+        class_sum_residual2=residual if sum_to_zero else None,
     )
 
 
@@ -334,7 +337,8 @@ def gram_from_source(
         raise TypeError(f"source must be a JacobianSource; got {type(source).__name__}")
     g = _gram_from_iter(
         source, side=side, n=source.n, max_memory=max_memory, output=source.output,
-        deflate=bool(deflate) and source.rows_sum_to_zero, dtype=source.dtype,
+        deflate=bool(deflate) and source.rows_sum_to_zero, sum_to_zero=source.rows_sum_to_zero,
+        dtype=source.dtype,
     )
     return replace(g, settings={**g.settings, "source": source.settings})
 
@@ -352,7 +356,7 @@ def gram_from_batches(
     ``n`` if known in advance; ``deflate`` applies to ``output="softmax"`` rows."""
     return _gram_from_iter(
         batches, side=side, n=n, max_memory=max_memory, output=output,
-        deflate=bool(deflate) and output == "softmax",
+        deflate=bool(deflate) and output == "softmax", sum_to_zero=output == "softmax",
     )
 
 
