@@ -32,6 +32,7 @@ from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.batches import iter_batches
 from jacspec.jacobian.engine import iter_jacobians, prepare_model
+from jacspec.jacobian.options import JacobianOptions, resolve_options
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +92,14 @@ class _NormBatch:
 
 
 def _iter_norms(
-    model: nn.Module,
-    data: Any,
-    *,
-    dtype: torch.dtype | None,
-    batch_size: int | None,
-    progress: bool,
+    model: nn.Module, data: Any, options: JacobianOptions | None, **fields: Any
 ) -> Iterator[_NormBatch]:
-    """Per-batch norms from the logit Jacobians; only one batch of Jacobians is alive."""
-    for jb in iter_jacobians(
-        model, data, output="logits", dtype=dtype, batch_size=batch_size, progress=progress
-    ):
+    """Per-batch norms from the logit Jacobians; only one batch of Jacobians is alive.
+
+    ``options`` (or its fields) reach the engine whole, with ``output="logits"`` (the softmax
+    Jacobian is formed from the logit Jacobian here)."""
+    opts = resolve_options(options, **fields).replace(output="logits")
+    for jb in iter_jacobians(model, data, options=opts):
         jl = jb.jac.reshape(jb.jac.shape[0], jb.jac.shape[1], -1)
         js = softmax_jacobian(jl, jb.out)
         rows = js.pow(2).sum(dim=2)
@@ -122,16 +120,19 @@ def jacobian_norms(
     output: str = "softmax",
     dtype: torch.dtype | None = None,
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
+    options: JacobianOptions | None = None,
 ) -> Tensor:
     """Per-point ``||J(x_i)||_F`` of the softmax (or ``output="logits"``) -> Tensor (n,).
 
     Computed batch by batch; the result has the computation dtype (float32 unless
-    ``dtype=torch.float64``).
+    ``dtype=torch.float64``). ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`)
+    or its fields as keywords; the engine runs on the logits whatever ``options.output``.
     """
     check_choice("output", output, NORM_OUTPUTS)
     parts = []
-    for nb in _iter_norms(model, data, dtype=dtype, batch_size=batch_size, progress=progress):
+    fields = dict(dtype=dtype, batch_size=batch_size, progress=progress)
+    for nb in _iter_norms(model, data, options, **fields):
         parts.append(nb.softmax_fro if output == "softmax" else nb.logit_fro_sq.sqrt())
     return torch.cat(parts)
 
@@ -282,7 +283,8 @@ def per_point_generalization(
     M: float | None = None,
     dtype: torch.dtype | None = None,
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
+    options: JacobianOptions | None = None,
 ) -> PerPointSensitivity:
     """Jacobian norm, cross-entropy and correctness per labelled point, with eqs. 5-7.
 
@@ -295,7 +297,8 @@ def per_point_generalization(
     }
     num_classes = None
     run_dtype = None
-    for nb in _iter_norms(model, data, dtype=dtype, batch_size=batch_size, progress=progress):
+    fields = dict(dtype=dtype, batch_size=batch_size, progress=progress)
+    for nb in _iter_norms(model, data, options, **fields):
         if nb.y is None:
             raise ValueError("data has no labels; per-point generalization needs (x, y) data")
         y = nb.y.long().to(nb.logits.device)
@@ -338,6 +341,7 @@ def per_point_generalization(
         "dtype": str(run_dtype).replace("torch.", ""),
         "M_source": "data" if M is None else "given",
         "output": "softmax",
+        "jacobian": resolve_options(options, **fields).replace(output="logits").to_dict(),
     }
     return PerPointSensitivity(
         frame=frame, M=m_est, num_classes=int(num_classes), settings=settings

@@ -394,4 +394,6 @@ def gram(
     )
     source = JacobianSource.from_model(model, data, opts)
     g = gram_from_source(source, side=side, max_memory=max_memory, deflate=deflate)
-    return replace(g, settings={**g.settings, "jacobian_method": opts.method})
+    return replace(
+        g, settings={**g.settings, "jacobian_method": opts.method, "jacobian": opts.to_dict()}
+    )
