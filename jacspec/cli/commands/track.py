@@ -1,0 +1,128 @@
+"""``jacspec track CHECKPOINT_DIR --data NAME|FILE``: tracked metrics over saved checkpoints.
+
+Example: ``jacspec track runs/mlp --data digits --n 256 --every 100 --json track.json --plot
+figs --store track.jsonl`` (``--plot DIR`` writes track.png, and track_layers.png with
+``--layers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from jacspec.cli._common import DTYPES, JSON_HELP, add_data_args, plot_help
+
+    p = subparsers.add_parser(
+        "track",
+        help="the Jacobian spectrum's metrics at every saved checkpoint of a training run",
+        description="Run jacspec's tracker over the checkpoints of CHECKPOINT_DIR (its *.pt "
+        "and *.pth files: jacspec checkpoints from jacspec.save_checkpoint, TorchScript "
+        "files or exported programs), ordered by the step number in their names "
+        "(step_000100.pt, epoch=2-step=300.pt) or, when a name has none, by modification "
+        "time (steps 0, 1, ...). Every checkpoint is measured on the same probe: --n "
+        "examples of --data drawn with --seed.",
+    )
+    p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR",
+                   help="folder holding one checkpoint file per training step")
+    add_data_args(p)
+    p.add_argument("--every", type=int, default=1, metavar="K",
+                   help="measure only the checkpoints whose step is a multiple of K "
+                   "(default 1: all)")
+    p.add_argument("--metrics", default=None, metavar="M1,M2,...",
+                   help="comma-separated metrics (default: rank, trace, lambda_max, "
+                   "stable_rank, entropy, alpha, jacobian_norm); any column of jacspec "
+                   "analyze, or jacobian_norm (mean softmax Jacobian Frobenius norm)")
+    p.add_argument("--layers", default=None,
+                   help="'all' or comma-separated module names: add layer-wise rows")
+    p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax",
+                   help="the output whose Jacobian's ESD is measured (default softmax)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="computation dtype (float64 resolves smaller eigenvalues)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per Jacobian batch (default: chosen from memory)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow unpickling code from the checkpoints (only for files you trust)")
+    p.add_argument("--store", metavar="PATH", default=None,
+                   help="append each row to the JSON-lines file PATH as it is computed; an "
+                   "existing store is continued (checkpoints already in it are skipped)")
+    p.add_argument("--json", metavar="PATH", help=f"{JSON_HELP}: settings, summary, rows")
+    p.add_argument("--plot", metavar="DIR",
+                   help=plot_help("track.png (and track_layers.png with --layers)"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jacspec.cli._common import (
+        DTYPES,
+        announce,
+        check_plot_dir,
+        format_table,
+        info_stream,
+        load_data_from_args,
+        save_figures,
+        write_json,
+    )
+    from jacspec.track.tracker import (
+        DEFAULT_METRICS,
+        Tracker,
+        find_checkpoints,
+        track_checkpoints,
+    )
+
+    plot_dir = check_plot_dir(args.plot)
+    if args.every < 1:
+        raise ValueError(f"--every must be a positive integer; got {args.every}")
+    metrics = DEFAULT_METRICS
+    if args.metrics is not None:
+        metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+        if not metrics:
+            raise ValueError("--metrics is empty; name at least one metric")
+    layers = None
+    if args.layers:
+        layers = "all" if args.layers == "all" else [s for s in args.layers.split(",") if s]
+    found, how = find_checkpoints(args.checkpoint_dir)
+    data = load_data_from_args(args, subset=False)
+    tracker = Tracker(
+        data, metrics, every=args.every, n=args.n, seed=args.seed, layers=layers,
+        store=args.store, output=args.output, dtype=DTYPES[args.dtype],
+        batch_size=args.batch_size,
+    )
+    before = len(tracker)
+    new = track_checkpoints(tracker, args.checkpoint_dir, trust=args.trust,
+                            progress=not args.no_progress and sys.stderr.isatty())
+    if not len(tracker):
+        steps = ", ".join(str(s) for s, _ in found[:8]) + (", ..." if len(found) > 8 else "")
+        raise ValueError(f"no checkpoint step in {args.checkpoint_dir!r} is a multiple of "
+                         f"--every {args.every} (steps: {steps})")
+    stream = info_stream(args.json)
+    if before:
+        print(f"continued {args.store}: {before} steps already there", file=stream)
+    if args.json != "-":
+        frame = tracker.frame().drop(columns=["wall_time"]).set_index("step")
+        if (frame["warning"] == "").all():
+            frame = frame.drop(columns=["warning"])
+        print(format_table(frame), file=stream)
+    payload = tracker.to_dict()
+    payload["settings"]["data"] = data.settings if hasattr(data, "settings") else str(args.data)
+    payload["settings"]["checkpoint_dir"] = str(args.checkpoint_dir)
+    payload["settings"]["steps_from"] = how
+    paths = {s: str(p) for s, p in found}
+    for row in payload["rows"]:
+        row["checkpoint"] = paths.get(row["step"])
+    payload["summary"]["new_steps"] = len(new)
+    if args.store is not None:
+        announce([args.store], args.json)
+    write_json(payload, args.json)
+    if plot_dir is not None:
+        from jacspec.track.plots import tracking_figures
+
+        figures = tracking_figures(tracker)
+        save_figures(figures, plot_dir, json_path=args.json)
+    return 0
+
+
+__all__ = ["register", "run"]
