@@ -12,7 +12,7 @@ dual side with and without the softmax null-space deflation and on the primal si
 
 Zeros: an ESD of a softmax Jacobian has an atom at 0 (rank <= (k-1) per example) and, for a
 network trained to 100%, a continuum of eigenvalues many decades below lambda_max. The CDF
-comparison (Kolmogorov-Smirnov distance, :func:`jacspec.spectra.krylov.cdf_distance`) first
+comparison (Kolmogorov-Smirnov distance, :func:`jacspec.spectra.slq.cdf_distance`) first
 maps every
 eigenvalue / node <= zero_tol * lambda_max to exactly 0 in *both* laws; the table reports
 the distance for zero_tol in {1e-8, 1e-6, 1e-4, dim*eps32}. dim*eps32 = 4.8e-4 is numpy's
@@ -46,7 +46,8 @@ from jacspec.data.datasets import load_dataset  # noqa: E402
 from jacspec.jacobian.engine import data_jacobian  # noqa: E402
 from jacspec.models.builders import mlp  # noqa: E402
 from jacspec.spectra.exact import esd  # noqa: E402
-from jacspec.spectra.krylov import cdf_distance, hutchinson_trace, hutchpp_trace, slq  # noqa: E402
+from jacspec.spectra.slq import cdf_distance, slq  # noqa: E402
+from jacspec.spectra.traces import hutchinson_trace, hutchpp_trace  # noqa: E402
 from jacspec.spectra.operators import gram_operator, softmax_null_projector  # noqa: E402
 from jacspec.train import train  # noqa: E402
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from jacspec.spectra.estimate import estimate_esd, plan_esd
-from jacspec.spectra.krylov import cdf_distance
+from jacspec.spectra.estimate import estimate_esd
+from jacspec.spectra.plan import plan_esd
+from jacspec.spectra.slq import cdf_distance
 
 K, D = 4, 12
 
@@ -78,7 +79,7 @@ def test_exact_and_slq_agree_with_brute_force_dual() -> None:
     json.dumps(es.to_dict())
     json.dumps(ex.summary())
     assert es.to_frame().shape == (es.grid.size, 2)
-    assert np.isclose(es.density.sum() * (es.grid[1] - es.grid[0]), 1.0, atol=1e-2)
+    assert np.isclose(es.grid_density.sum() * (es.grid[1] - es.grid[0]), 1.0, atol=1e-2)
 
 
 def test_primal_side_and_storages_agree(tmp_path) -> None:

@@ -10,10 +10,11 @@ from torch import nn
 
 import jacspec.jacobian.engine as engine
 from jacspec.analysis import analyze
-from jacspec.spectra.estimate import estimate_esd, plan_esd
+from jacspec.spectra.estimate import estimate_esd
 from jacspec.spectra.exact import esd
 from jacspec.spectra.gram import gram, gram_bytes, gram_cols, gram_side
 from jacspec.spectra.operators import gram_operator
+from jacspec.spectra.plan import plan_esd
 
 K, D = 4, 12  # kd = 48, (k-1)d = 36
 

@@ -19,7 +19,7 @@ from jacspec.data.datasets import load_dataset
 from jacspec.heavytail.nulls import fit_mp
 from jacspec.jacobian.engine import data_jacobian
 from jacspec.models.builders import mlp
-from jacspec.spectra.exact import finish_eigenvalues, rank_tolerance
+from jacspec.spectra.eigen import finish_eigenvalues, rank_tolerance
 from jacspec.spectra.gram import class_sum_complement, deflate_rows
 from jacspec.train import train
 
@@ -99,11 +99,11 @@ def test_rank_rule_formula_and_underflow_warning(caplog: pytest.LogCaptureFixtur
         2.0 * ((64 * eps64) ** 2 + 100 * eps64)
     )
     raw = np.array([1e-30, 1e-31, 0.0])
-    with caplog.at_level(logging.WARNING, logger="jacspec.spectra.exact"):
+    with caplog.at_level(logging.WARNING, logger="jacspec.spectra.eigen"):
         finish_eigenvalues(raw, n=1, kd=3, scale="none", dtype="float32")
     assert "underflow" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="jacspec.spectra.exact"):
+    with caplog.at_level(logging.WARNING, logger="jacspec.spectra.eigen"):
         finish_eigenvalues(raw, n=1, kd=3, scale="none", dtype="float64")
     assert "underflow" not in caplog.text
 

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jacspec.spectra.krylov import (
-    cdf_distance,
-    hutchinson_trace,
-    hutchpp_trace,
-    lanczos,
-    random_vectors,
-    slq,
-    slq_density,
-    spectral_density,
-    top_eigenvalues,
-)
+from jacspec.spectra.lanczos import lanczos, random_vectors, top_eigenvalues
 from jacspec.spectra.operators import gram_operator, softmax_null_projector
+from jacspec.spectra.slq import cdf_distance, slq, slq_density, spectral_density
+from jacspec.spectra.traces import hutchinson_trace, hutchpp_trace
 
 
 def _sym(dim: int, seed: int, decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

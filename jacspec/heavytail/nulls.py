@@ -289,19 +289,18 @@ def matrix_esd(A: Any, *, scale: str = "n") -> np.ndarray:
     scale="n" divides by rows (jacspec's default M/n), "none" gives the raw A A^T. The
     smaller side is used (:func:`jacspec.spectra.gram.gram_side`: A^T A if cols <= rows): the
     min(rows, cols) returned eigenvalues are the nonzero spectrum of either side. Round-off
-    negatives are set to 0.
+    negatives are set to 0 (the one exact eigensolve,
+    :func:`jacspec.spectra.eigen.exact_eigenvalues`, float64 rule).
     """
     from jacspec._util.validation import check_choice
+    from jacspec.spectra.eigen import SCALES, exact_eigenvalues
     from jacspec.spectra.gram import gram_side
 
-    check_choice("scale", scale, ("n", "none"))
+    check_choice("scale", scale, SCALES)
     a = _as_float64_matrix(A)
     rows, cols = a.shape
     g = a.T @ a if gram_side("auto", rows, cols) == "dual" else a @ a.T
-    if scale == "n":
-        g /= rows
-    ev = np.linalg.eigvalsh(g)[::-1]
-    return np.clip(ev, 0.0, None)
+    return exact_eigenvalues(g, n=rows, scale=scale, dtype="float64").values
 
 
 def _auto_bins(n: int) -> int:

@@ -145,19 +145,24 @@ def plot_esd_linear(
 
 
 def plot_esd_estimate(estimate: Any, *, bins: int = 60, title: str | None = None) -> Figure:
-    """An estimated ESD (:class:`jacspec.spectra.estimate.ESDEstimate`, e.g. by stochastic Lanczos
-    quadrature): left, the CDF F(x) = sum_{nodes <= x} weights on a log x axis; right, the
+    """An estimated ESD (:class:`jacspec.spectra.esd_estimate.ESDEstimate`, e.g. by
+    stochastic Lanczos quadrature, or any :class:`jacspec.spectra.spectrum.Spectrum`): left,
+    the CDF F(x) = sum_{nodes <= x} weights on a log x axis; right, the
     density of the measure (nodes weighted by their Gauss weights, log bins, over all mass),
     with lambda_max, the exactly computed top eigenvalues, and the resolution below which the
     estimate lumps eigenvalues together (``params["resolution"]``) marked."""
-    nodes = _values(estimate.nodes, "nodes")
-    weights = _values(estimate.weights, "weights")
+    # any jacspec.spectra.spectrum.Spectrum: its discrete law (an ESD: eigenvalues, 1/dim)
+    measure = getattr(estimate, "measure", None)
+    raw_nodes, raw_weights = measure() if callable(measure) else (estimate.nodes,
+                                                                   estimate.weights)
+    nodes = _values(raw_nodes, "nodes")
+    weights = _values(raw_weights, "weights")
     lam_max = float(estimate.lambda_max)
     params = dict(getattr(estimate, "params", {}) or {})
     res = params.get("resolution")
     zero_mass = float(getattr(estimate, "zero_mass", 0.0))
     method = str(getattr(estimate, "method", "slq"))
-    name = "SLQ estimate" if method == "slq" else f"{method} estimate"
+    name = {"slq": "SLQ estimate", "exact": "exact ESD"}.get(method, f"{method} estimate")
     if method == "slq":
         name += f" ({params.get('num_steps', '?')} steps, {params.get('num_vectors', '?')} vectors)"
     tol = float(params.get("zero_tol", 1e-6)) * lam_max

@@ -9,10 +9,16 @@ For eigenvalues ``lambda_1 >= ... >= 0`` (of ``M/n`` or ``M``):
 - ``effective_rank = trace^2 / sum lambda^2`` (participation ratio)
 
 Heavy-tail fits (alpha, xmin, ...) are added by :mod:`jacspec.heavytail.columns`.
+
+An estimated spectrum (stochastic Lanczos quadrature) knows ``trace`` and ``lambda_max``
+only, so :func:`estimated_metrics` gives those and the metrics made of them (stable_rank,
+log_norm, log_spectral_norm) and NaN for rank, entropy and effective_rank, which need every
+eigenvalue (the quadrature's nodes lump the small ones together).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -75,6 +81,24 @@ def spectral_metrics(eigenvalues: Any, *, rank: int | None = None) -> dict[str, 
         effective_rank=trace**2 / float((vals**2).sum()),
     )
     return out
+
+
+def estimated_metrics(trace: float, lambda_max: float, num_evals: int) -> dict[str, Any]:
+    """The metric table from ``trace`` and ``lambda_max`` alone (the columns of
+    :data:`METRIC_COLUMNS`; rank, entropy and effective_rank are NaN)."""
+    trace, lam = float(trace), float(lambda_max)
+    nan = float("nan")
+    out: dict[str, Any] = {"num_evals": int(num_evals), "rank": nan}
+    if not (trace > 0 and lam > 0):
+        out.update(trace=max(trace, 0.0) if math.isfinite(trace) else nan,
+                   lambda_max=max(lam, 0.0) if math.isfinite(lam) else nan, stable_rank=nan,
+                   log_norm=float("-inf") if trace == 0 else nan,
+                   log_spectral_norm=float("-inf") if lam == 0 else nan)
+    else:
+        out.update(trace=trace, lambda_max=lam, stable_rank=trace / lam,
+                   log_norm=math.log10(trace), log_spectral_norm=math.log10(lam))
+    out.update(entropy=nan, effective_rank=nan)
+    return {c: out[c] for c in METRIC_COLUMNS}
 
 
 def metrics_table(esds: dict[str, Any]) -> pd.DataFrame:
