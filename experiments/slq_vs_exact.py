@@ -46,9 +46,9 @@ from jacspec.data.datasets import load_dataset  # noqa: E402
 from jacspec.jacobian.engine import data_jacobian  # noqa: E402
 from jacspec.models.builders import mlp  # noqa: E402
 from jacspec.spectra.exact import esd  # noqa: E402
+from jacspec.spectra.operators import gram_operator, softmax_null_projector  # noqa: E402
 from jacspec.spectra.slq import cdf_distance, slq  # noqa: E402
 from jacspec.spectra.traces import hutchinson_trace, hutchpp_trace  # noqa: E402
-from jacspec.spectra.operators import gram_operator, softmax_null_projector  # noqa: E402
 from jacspec.train import train  # noqa: E402
 
 OUT = ROOT / "docs" / "results"
