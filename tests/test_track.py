@@ -441,3 +441,25 @@ def test_nan_metric_round_trips_as_null(digits, tmp_path):
     assert math.isnan(row["alpha"])
     assert '"alpha":null' in path.read_text()
     assert math.isnan(jacspec.Tracker.load(path).frame()["alpha"].iloc[0])
+
+
+def test_states_a_measurement_changes_are_put_back(digits, monkeypatch):
+    """Whatever the measurement does to the global RNGs, the grads and the flags (here: a
+    wrapped analyze that draws from every RNG and drops every grad), the step undoes it."""
+    model = _model().train()
+    model(digits[0][:8]).sum().backward()
+    before = _model_state(model)
+    real = jacspec.analyze
+
+    def meddling(m, data, **kwargs):
+        torch.rand(3), np.random.rand(), random.random()
+        for p in m.parameters():
+            p.grad = None
+            p.requires_grad_(False)
+        assert not any(mod.training for mod in m.modules())  # measured in eval mode
+        return real(m, data, **kwargs)
+
+    monkeypatch.setattr(jacspec, "analyze", meddling)
+    tracker = jacspec.Tracker(digits, ("trace",), every=1, n=8)
+    tracker.step(model, 0)
+    _same_state(before, _model_state(model))
