@@ -13,38 +13,19 @@ recomputes its steps), both when read back and in memory.
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jacspec._util.json import jsonable
+
 FORMAT = "jacspec-track"
 VERSION = 1
 
 #: Settings that must match for new rows to continue a store: they decide the numbers.
 IDENTITY_KEYS = ("probe", "output", "scale", "dtype", "layers", "analyze", "norm_output")
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays made plain and NaN/Inf written as None (JSON null)."""
-    import numpy as np
-
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return value
 
 
 def _dumps(obj: Mapping[str, Any]) -> str:
