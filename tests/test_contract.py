@@ -213,6 +213,13 @@ def _scores() -> Any:
     return score_metrics(df, ["mu"], ["a", "b"])
 
 
+def _tracker() -> Any:
+    tracker = _api("Tracker")(_data()[0], every=1, seed=0)
+    tracker.step(_model(), 0)
+    tracker.step(_model(), 1)
+    return tracker
+
+
 def _xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
@@ -244,6 +251,7 @@ CASES: dict[str, tuple[Callable[[], Any], bool, tuple[pytest.MarkDecorator, ...]
     "Comparison": (_comparison, False, ()),
     "UniversalSpectrum": (_universal, False, ()),
     "ScoreTable": (_scores, False, ()),
+    "Tracker": (_tracker, True, ()),
 }
 
 #: Classes the façade exposes that are not results, and why.
@@ -255,7 +263,6 @@ NOT_RESULTS: dict[str, str] = {
     "GramOperator": "a linear operator (matvecs of M), the input of the Krylov methods",
     "Spectrum": "the interface exact and estimated spectra share (an abstract base)",
     "Erf": "an activation module (torch.nn.Module)",
-    "Tracker": "records results during training; the records are the results",
 }
 
 
