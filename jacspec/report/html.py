@@ -785,7 +785,7 @@ h3 { font-size: 16px; margin: 20px 0 6px; }
 .kind { display: inline-block; font-size: 12px; font-weight: 600; color: #fff;
         background: var(--accent); border-radius: 10px; padding: 1px 9px; margin-left: 8px;
         vertical-align: middle; text-transform: uppercase; letter-spacing: .04em; }
-nav ol { margin: 6px 0 0 18px; padding: 0; columns: 2; }
+nav ol { margin: 6px 0 0 18px; padding: 0; }
 nav a { color: var(--accent); text-decoration: none; }
 .scroll { overflow-x: auto; max-width: 100%; }
 .tall { max-height: 560px; overflow-y: auto; }
