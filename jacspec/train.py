@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from jacspec._util.json import jsonable
-from jacspec._util.validation import check_choice
+from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.datasets import DataSet
 
 log = logging.getLogger(__name__)
@@ -190,9 +190,7 @@ def train(
         target_loss = _check_number("target_loss", target_loss, low=0.0, inclusive=True)
     if len(data) == 0:
         raise ValueError("data is empty")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None; got {threads!r}")
+    positive_int("threads", threads, allow_none=True)
 
     params = list(model.parameters())
     if not params:

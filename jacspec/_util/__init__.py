@@ -1,1 +1,2 @@
-"""Small shared helpers: validation, the one JSON conversion."""
+"""Small shared helpers: validation (check_choice, positive_int), seeds to generators
+(random), the one JSON conversion (json)."""

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from jacspec._util.validation import positive_int
+
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
@@ -116,8 +118,7 @@ def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[Batch]:
     list is a list of batches: ``[(x1, y1), (x2, y2), ...]`` or ``[x1, x2, ...]``. A
     one-shot iterator is read once (see :func:`require_reiterable`).
     """
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
+    positive_int("batch_size", batch_size, allow_none=True)
     if data is None:
         raise ValueError("data is None; expected a tensor, an (x, y) tuple or a DataLoader")
     if isinstance(data, (str, bytes)):

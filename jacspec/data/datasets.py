@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from jacspec._util.validation import check_choice
+from jacspec._util.random import torch_generator
+from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.formats import (
     atomic_savez,
     find_files,
@@ -119,11 +120,9 @@ class DataSet:
 
     def loader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
         """A DataLoader of ``(x, y)`` batches; shuffling is seeded by ``seed``."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        gen = torch.Generator().manual_seed(int(seed))
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=batch_size,
-                          shuffle=shuffle, generator=gen)
+        return DataLoader(TensorDataset(self.x, self.y),
+                          batch_size=positive_int("batch_size", batch_size),
+                          shuffle=shuffle, generator=torch_generator(seed))
 
     def subset(self, n: int, seed: int = 0) -> DataSet:
         """``n`` examples drawn without replacement (seeded), kept in their original order."""
@@ -189,8 +188,7 @@ def load_dataset(
     check_choice("split", split, SPLITS)
     if flatten is not None and not isinstance(flatten, bool):
         raise TypeError(f"flatten must be True, False or None; got {flatten!r}")
-    if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or crop < 1):
-        raise ValueError(f"crop must be a positive integer or None; got {crop!r}")
+    positive_int("crop", crop, allow_none=True)
     key, options = _parse_name(name)
     if key == "npz":
         x, y, k, natural_flat = read_npz(Path(options["path"]), split)
@@ -367,8 +365,7 @@ def gaussian_mixture(
     Labels are balanced (``i mod k``) then shuffled. Returns (x float32 (n, d), y int64 (n,)).
     """
     for arg, v in (("n", n), ("num_classes", num_classes), ("dim", dim)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{arg} must be a positive integer; got {v!r}")
+        positive_int(arg, v)
     if not np.isfinite(separation) or separation < 0:
         raise ValueError(f"separation must be a finite number >= 0; got {separation!r}")
     means = np.random.default_rng([int(seed), 0x6A055]).normal(0.0, separation, (num_classes, dim))

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from jacspec._util.json import jsonable
+from jacspec._util.random import numpy_generator
+from jacspec._util.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -203,9 +205,7 @@ def fit_mp(
         small = ev.size
         r = int(round(small * q)) if q >= 1 else small
     else:
-        if int(rows) < 1:
-            raise ValueError(f"rows={rows!r} must be a positive integer")
-        r = int(rows)
+        r = positive_int("rows", rows)
     c = max(1, int(round(r / q)))
     if ev.size > min(r, c):  # the larger side's extra zeros are not part of the MP law
         ev = np.sort(ev)[::-1][: min(r, c)]
@@ -331,8 +331,7 @@ def esd_distance(
         raise ValueError("esd_distance: eigenvalues contain NaN or inf")
     if bins is None:
         bins = _auto_bins(min(x.size, y.size))
-    if int(bins) < 1:
-        raise ValueError(f"bins={bins!r} must be a positive integer")
+    bins = positive_int("bins", bins)
     top = max(float(x.max()), float(y.max()))
     if not top > 0:
         return 0.0
@@ -464,7 +463,7 @@ def shuffle_entries(A: Any, seed: int | np.random.Generator | None = 0) -> np.nd
     """A copy of A (float64) with its entries permuted:
     ``A.ravel()[default_rng(seed).permutation(A.size)].reshape(A.shape)``."""
     a = _as_float64_matrix(A)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     return a.ravel()[rng.permutation(a.size)].reshape(a.shape)
 
 

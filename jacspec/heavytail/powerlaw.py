@@ -280,7 +280,7 @@ def fit_powerlaw(
     the rule: clipping the top of a tail almost always raises D a little, so a D criterion
     never fires. ``raw_alpha`` keeps alpha_0; ``num_fingers`` the accepted k.
     """
-    from jacspec._util.validation import check_choice
+    from jacspec._util.validation import check_choice, positive_int
 
     check_choice("distribution", distribution, ("power_law", "truncated_power_law"))
     cand_values: np.ndarray | None = None
@@ -301,8 +301,7 @@ def fit_powerlaw(
         not isinstance(max_candidates, (int, np.integer)) or max_candidates < 3
     ):
         raise ValueError(f"max_candidates={max_candidates!r} must be None or an integer >= 3")
-    if not isinstance(max_fingers, (int, np.integer)) or max_fingers < 1:
-        raise ValueError(f"max_fingers={max_fingers!r} must be an integer >= 1")
+    positive_int("max_fingers", max_fingers)
 
     x, num_zeros = _prepare(values)
     if num_zeros:

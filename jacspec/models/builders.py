@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
+from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice
 from jacspec.models.activations import REGISTRY, Erf, canonical_name
 
@@ -70,14 +71,6 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return value
-
-
-def _generator(seed: int | torch.Generator | None) -> torch.Generator | None:
-    if seed is None or isinstance(seed, torch.Generator):
-        return seed
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, a torch.Generator or None; got {seed!r}")
-    return torch.Generator().manual_seed(seed)
 
 
 @torch.no_grad()
@@ -130,7 +123,7 @@ def mlp(
         raise ValueError(f"sigma_w must be a finite number > 0; got {sigma_w!r}")
     if not (math.isfinite(sigma_b) and sigma_b >= 0):
         raise ValueError(f"sigma_b must be a finite number >= 0; got {sigma_b!r}")
-    gen = _generator(seed)
+    gen = torch_generator(seed, allow_none=True)
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(shape)
     for _ in range(depth):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from jacspec._util.json import jsonable
-from jacspec._util.validation import check_choice
+from jacspec._util.validation import check_choice, positive_int
 from jacspec.theory.activations import get_activation
 from jacspec.theory.d2law import D2Law, d2_law, m_d2, mu_d2_both, mu_k
 from jacspec.theory.meanfield import chi_at, q_star
@@ -291,8 +291,7 @@ def _cdf(grid, density, atoms, x, below: float) -> np.ndarray:
 
 
 def _validate(depth, sigma_w2, sigma_b2) -> tuple[int, float, float]:
-    if isinstance(depth, bool) or int(depth) != depth or depth < 1:
-        raise ValueError(f"depth={depth!r} must be a positive integer")
+    positive_int("depth", depth)
     for name, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name}={v!r} must be a finite non-negative number")

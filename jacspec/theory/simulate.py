@@ -19,20 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from jacspec._util.json import jsonable
-from jacspec._util.validation import check_choice
+from jacspec._util.random import torch_generator
+from jacspec._util.validation import check_choice, positive_int
 from jacspec.theory.activations import Activation, get_activation
 from jacspec.theory.freeprob import WEIGHTS, JacobianSpectrum
 from jacspec.theory.meanfield import q_star
 
 _EPS = float(np.finfo(np.float64).eps)
-
-
-def _generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(int(seed))
 
 
 def haar_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -168,9 +161,8 @@ def simulate_spectrum(
     check_choice("weights", weights, WEIGHTS)
     for name, v in (("depth", depth), ("width", width), ("num_inputs", num_inputs),
                     ("num_instances", num_instances)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive integer")
-    gen = _generator(seed)
+        positive_int(name, v)
+    gen = torch_generator(seed)
     q, _ = q_star(act, sigma_w2, sigma_b2, q0=q0)
     eigs = []
     total = num_instances * num_inputs

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from jacspec._util.random import numpy_generator
+from jacspec._util.validation import positive_int
 from jacspec.zoo.ray_backend import RAY_START_TIMEOUT, ray_session, run_ray
 from jacspec.zoo.store import Store, config_hash
 
@@ -124,18 +124,14 @@ def expand(spec: Mapping[str, Any]) -> Sweep:
               for combo in itertools.product(*(grid[k] for k in keys))]
     mode = meta.get("mode", "grid")
     if mode == "random":
-        samples = int(meta.get("samples", 0))
-        if samples <= 0:
-            raise ValueError("sweep.samples must be a positive integer for mode = 'random'")
-        rng = np.random.default_rng(int(meta.get("seed", 0)))
+        samples = positive_int("sweep.samples (mode = 'random')", meta.get("samples"))
+        rng = numpy_generator(meta.get("seed", 0))
         take = rng.choice(len(points), size=min(samples, len(points)), replace=False)
         points = [points[i] for i in sorted(take)]
     elif mode != "grid":
         raise ValueError(f"sweep.mode must be 'grid' or 'random', got {mode!r}")
     configs = tuple({**fixed, **p} for p in points)
-    group = meta.get("group")
-    if group is not None and (not isinstance(group, int) or group < 1):
-        raise ValueError(f"sweep.group must be a positive integer, got {group!r}")
+    group = positive_int("sweep.group", meta.get("group"), allow_none=True)
     return Sweep(configs=configs, job=str(meta.get("job", DEFAULT_JOB)), group=group,
                  factors=tuple(k for k in keys if len(grid[k]) > 1),
                  name=str(meta.get("name", "sweep")), settings=meta)
@@ -308,9 +304,7 @@ def run_sweep(
         raise ValueError(f"ray_timeout must be a positive number of seconds, got "
                          f"{ray_timeout!r}")
     ncpu = os.cpu_count() or 1
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
-    workers = workers or ncpu
+    workers = positive_int("workers", workers, allow_none=True) or ncpu
     threads = threads or max(1, ncpu // workers)
     t0 = time.perf_counter()
     with Store(store) as db:

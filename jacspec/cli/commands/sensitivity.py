@@ -10,6 +10,8 @@ import argparse
 import logging
 from typing import Any
 
+from jacspec._util.validation import positive_int
+
 log = logging.getLogger(__name__)
 
 KIND_CHOICES = ("same_class", "different_class", "random", "translation")
@@ -70,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     bad = [k for k in kinds if k not in KIND_CHOICES]
     if bad or not kinds:
         raise ValueError(f"--kinds={args.kinds!r} must list some of {', '.join(KIND_CHOICES)}")
-    if args.points < 1 or args.refine < 1:
-        raise ValueError("--points and --refine must be positive integers")
+    positive_int("--points", args.points)
+    positive_int("--refine", args.refine)
     plot_dir = check_plot_dir(args.plot)
     model = load_model_from_args(args)
     data = load_data_from_args(args)

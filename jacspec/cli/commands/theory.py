@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jacspec._util.validation import positive_int
 from jacspec.cli._common import (
     JSON_HELP,
     check_plot_dir,
@@ -29,12 +30,6 @@ def _emit(payload: dict, path: str | None) -> None:
     if path != "-":
         print(format_mapping(payload))
     write_json(payload, path)
-
-
-def _positive_int(name: str, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
 
 
 def register(subparsers) -> None:
@@ -100,8 +95,8 @@ def _run_critical(args: argparse.Namespace) -> int:
 def _run_spectrum(args: argparse.Namespace) -> int:
     from jacspec.theory import compare, jacobian_spectrum, simulate_spectrum
 
-    _positive_int("simulate", args.simulate)
-    _positive_int("samples", args.samples)
+    positive_int("--simulate", args.simulate, allow_none=True)
+    positive_int("--samples", args.samples, allow_none=True)
     plot_dir = check_plot_dir(args.plot)
     theory = jacobian_spectrum(args.activation, args.weights, args.depth, args.sigma_w2,
                                args.sigma_b2, num_points=args.points)
