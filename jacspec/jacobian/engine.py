@@ -191,13 +191,15 @@ _METHODS: dict[str, JacFn] = {
 }
 
 
-def batch_size_for(entries: int, itemsize: int, budget: int = BATCH_BYTES) -> int:
+def batch_size_for(entries: int, itemsize: int, budget: int | None = None) -> int:
     """Examples per batch so ``b`` Jacobians of ``entries`` numbers each (x3 for work space)
-    fit ``budget`` bytes, at most :data:`MAX_BATCH` (the one rule of :func:`jacobian_loop`)."""
+    fit ``budget`` bytes (default :data:`BATCH_BYTES`), at most :data:`MAX_BATCH` (the one
+    rule of :func:`jacobian_loop`)."""
+    budget = BATCH_BYTES if budget is None else budget
     return int(max(1, min(MAX_BATCH, budget // max(1, 3 * entries * itemsize))))
 
 
-def auto_batch_size(k: int, d: int, itemsize: int, budget: int = BATCH_BYTES) -> int:
+def auto_batch_size(k: int, d: int, itemsize: int, budget: int | None = None) -> int:
     """Examples per batch so the Jacobian ``b*k*d*itemsize`` (x3 for work space) fits ``budget``."""
     return batch_size_for(k * d, itemsize, budget)
 
