@@ -150,7 +150,7 @@ def test_theory_plot_dir_prints_every_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     figs = tmp_path / "figs"
-    assert main(["theory", "spectrum", "--activation", "tanh", "--weights", "gaussian",
+    assert main(["theory", "spectrum", "--activation", "tanh", "--weight-init", "gaussian",
                  "--depth", "2", "--sigma-w2", "1.05", "--sigma-b2", "2.01e-5",
                  "--points", "200", "--plot", str(figs)]) == 0
     assert wrote_lines(capsys.readouterr().out) == [figs / "theory_spectrum.png"]

@@ -33,7 +33,7 @@ def test_critical_stdout(capsys):
 
 def test_spectrum_with_simulation_and_plot(tmp_path, capsys):
     out, figs = tmp_path / "s.json", tmp_path / "figs"
-    rc = main(["theory", "spectrum", "--activation", "relu", "--weights", "orthogonal",
+    rc = main(["theory", "spectrum", "--activation", "relu", "--weight-init", "orthogonal",
                "--depth", "2", "--sigma-w2", "2", "--sigma-b2", "0", "--points", "64",
                "--simulate", "60", "--json", str(out), "--plot", str(figs)])
     png = figs / "theory_spectrum.png"
@@ -50,9 +50,9 @@ def test_spectrum_with_simulation_and_plot(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,word", [
     (["meanfield", "--activation", "foo", "--sigma-w2", "1", "--sigma-b2", "0"], "activation"),
-    (["spectrum", "--activation", "relu", "--weights", "unitary", "--depth", "2",
-      "--sigma-w2", "2", "--sigma-b2", "0"], "weights"),
-    (["spectrum", "--activation", "relu", "--weights", "gaussian", "--depth", "0",
+    (["spectrum", "--activation", "relu", "--weight-init", "unitary", "--depth", "2",
+      "--sigma-w2", "2", "--sigma-b2", "0"], "--weight-init"),
+    (["spectrum", "--activation", "relu", "--weight-init", "gaussian", "--depth", "0",
       "--sigma-w2", "2", "--sigma-b2", "0"], "depth"),
     (["meanfield", "--activation", "tanh", "--sigma-w2", "-1", "--sigma-b2", "0"], "sigma_w2"),
 ])

@@ -25,6 +25,35 @@ from jacspec._util.json import write_json as _write_json_file
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+#: Help texts of options that several commands share, so each reads the same everywhere.
+SEED_HELP = "random seed (default 0)"
+BATCH_SIZE_HELP = "examples per Jacobian batch (default: chosen from memory)"
+DTYPE_HELP = "computation dtype (float64 resolves smaller eigenvalues)"
+OUTPUT_HELP = "the output whose Jacobian is measured (default softmax)"
+NO_PROGRESS_HELP = "no progress bar"
+LAYERS_HELP = "'all' or comma-separated module names: add layer-wise Jacobian rows"
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: stores into the new option's ``dest`` and prints
+    one line on stderr naming the new spelling."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: Any, old: str, new: argparse.Action) -> None:
+    """Accept ``old`` (hidden from ``--help``) as a deprecated spelling of the option ``new``."""
+    parser.add_argument(old, dest=new.dest, action=DeprecatedAlias, new=new.option_strings[0],
+                        type=new.type, choices=new.choices, metavar=new.metavar,
+                        default=argparse.SUPPRESS)
+
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -55,8 +84,10 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
         "[0, 1]",
     )
     parser.add_argument("--data-root", metavar="DIR", help="folder holding MNIST/CIFAR files")
-    parser.add_argument("--split", choices=["train", "test"], default=default_split)
-    parser.add_argument("--n", type=int, default=None, help="use a seeded subset of N examples")
+    parser.add_argument("--split", choices=["train", "test"], default=default_split,
+                        help=f"which split of --data (default {default_split})")
+    parser.add_argument("--n", type=int, default=None, metavar="N",
+                        help="use a seeded subset of N examples (default: all)")
     parser.add_argument("--crop", type=int, default=None, help="centre crop images to CROP x CROP")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument(
@@ -74,7 +105,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
         help="add a size-1 channel axis to examples of one or two dims, for a CNN: "
         "(n, H, W) -> (n, 1, H, W), (n, d) -> (n, 1, d); (C, H, W) images are kept",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for subsets and estimates")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the --n subset and of estimates (default 0)")
 
 
 def load_model_from_args(args: argparse.Namespace) -> nn.Module:

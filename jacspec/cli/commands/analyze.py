@@ -6,8 +6,13 @@ import argparse
 import sys
 
 from jacspec.cli._common import (
+    BATCH_SIZE_HELP,
+    DTYPE_HELP,
     DTYPES,
     JSON_HELP,
+    LAYERS_HELP,
+    NO_PROGRESS_HELP,
+    OUTPUT_HELP,
     add_data_args,
     add_model_args,
     announce,
@@ -30,10 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax")
+    p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax",
+                   help=OUTPUT_HELP)
     p.add_argument("--scale", choices=["n", "none"], default="n", help="eigenvalues of M/n or M")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    p.add_argument("--side", choices=["auto", "dual", "primal"], default="auto")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help=DTYPE_HELP)
+    p.add_argument("--side", choices=["auto", "dual", "primal"], default="auto",
+                   help="Gram side: primal JJ^T (n x n), dual J^TJ (kd x kd) or auto (the "
+                   "smaller); both have the same nonzero eigenvalues")
     p.add_argument(
         "--method",
         choices=["exact", "auto", "slq"],
@@ -49,11 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--layers",
         default=None,
-        help="'all' or comma-separated module names: add layer-wise Jacobian rows",
+        help=LAYERS_HELP,
     )
     p.add_argument("--no-randomize", action="store_true", help="skip the randomized null")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-memory-gib", type=float, default=None, help="refuse larger Grams")
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
+    p.add_argument("--max-memory-gib", type=float, default=None, metavar="GIB",
+                   help="refuse a Gram matrix larger than GIB gibibytes")
     p.add_argument("--json", metavar="PATH", help=f"{JSON_HELP}: settings, eigenvalues, metrics")
     p.add_argument(
         "--plot",
@@ -63,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(estimated density)"
         ),
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     p.set_defaults(func=run)
 
 

@@ -65,9 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write one self-contained HTML page of the comparison, both analyses "
                    "and the figures to PATH; default: report.html in the --plot folder "
                    "(--out/report.html)")
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=256, help="hidden units per layer (default 256)")
+    p.add_argument("--depth", type=int, default=2, help="hidden layers (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=run)
 
 

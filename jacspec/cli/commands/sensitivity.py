@@ -18,7 +18,13 @@ KIND_CHOICES = ("same_class", "different_class", "random", "translation")
 
 
 def register(subparsers: Any) -> None:
-    from jacspec.cli._common import JSON_HELP, add_data_args, add_model_args, plot_help
+    from jacspec.cli._common import (
+        BATCH_SIZE_HELP,
+        JSON_HELP,
+        add_data_args,
+        add_model_args,
+        plot_help,
+    )
 
     p = subparsers.add_parser(
         "sensitivity",
@@ -39,7 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-shape", default=None, metavar="H,W",
                    help="view flat inputs as H x W images for translations "
                    "(digits: 8,8 by default)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument("--json", metavar="PATH", help=JSON_HELP)
     p.add_argument("--plot", metavar="DIR",
                    help=plot_help("sensitivity_profiles.png, sensitivity_per_point.png"))

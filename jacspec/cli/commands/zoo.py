@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("run", help="run every configuration of a sweep file not yet done")
     p.add_argument("config", help="sweep file (.toml, .yaml)")
     p.add_argument("--store", required=True, help="SQLite results store (created if missing)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local process pool or a Ray cluster (default local)")
     p.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT")
     p.add_argument("--workers", type=int, default=None, help="worker processes (local)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
