@@ -148,7 +148,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                    "--no-randomize"],
         "sensitivity": ["sensitivity", str(ckpt), "--data", "digits", "--n", "24",
                         "--points", "16", "--refine", "2", "--kinds", "random,translation"],
-        "spectrum": ["theory", "spectrum", "--activation", "tanh", "--weights", "gaussian",
+        "spectrum": ["theory", "spectrum", "--activation", "tanh", "--weight-init", "gaussian",
                      "--depth", "4", "--sigma-w2", "1.05", "--sigma-b2", "2e-5", "--points",
                      "200"],
         "meanfield": ["theory", "meanfield", "--activation", "tanh", "--sigma-w2", "1.05",

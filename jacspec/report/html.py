@@ -472,7 +472,8 @@ def _theory_payload(d: Mapping[str, Any], title: str | None, obj: Any = None) ->
 
     kind = ("spectrum" if "grid" in d else "mean field" if "chi" in d else "critical point")
     act = d.get("activation", "")
-    sec = Section(title or f"Theory: {kind} ({act})", "theory")
+    sec = Section(title or f"Theory: {kind} ({act})", "theory",
+                  settings=dict(d["settings"]) if isinstance(d.get("settings"), Mapping) else {})
     sim = d.get("simulation") if isinstance(d.get("simulation"), Mapping) else None
     row = {"name": "theory", **_scalars(d)}
     sec.tables.append(Table(f"{kind.capitalize()}", _frame([row], "name"), "theory"))
