@@ -85,7 +85,7 @@ def batched_hooks(model: nn.Module, points: torch.Tensor, batch: int) -> int:
     return total
 
 
-def timed(fn, repeats: int = 1) -> tuple[float, object]:  # noqa: ANN001
+def timed(fn, repeats: int = 1) -> tuple[float, object]:
     best, out = math.inf, None
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from jacspec.theory import (  # noqa: E402
+from jacspec.theory import (
     compare,
     critical_point,
     jacobian_spectrum,

@@ -20,7 +20,7 @@ from jacspec.spectra.exact import esd_from_gram
 from jacspec.spectra.gram import gram_from_batches
 
 sys.path.insert(0, str(Path(__file__).parent))
-import cases  # noqa: E402
+import cases
 
 
 def net() -> nn.Sequential:

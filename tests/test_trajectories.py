@@ -128,7 +128,7 @@ def test_compare_trajectories_covers_all_kinds() -> None:
         compare_trajectories(net, (x, y), kinds=["circle"])
 
 
-def test_cli_writes_json_and_plots(tmp_path) -> None:  # noqa: ANN001
+def test_cli_writes_json_and_plots(tmp_path) -> None:
     from jacspec.cli.main import main
     from jacspec.models.builders import mlp, save_checkpoint
 

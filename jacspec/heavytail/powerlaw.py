@@ -118,7 +118,7 @@ class PowerLawFit:
         """JSON-able dict of every field (NaN written as None)."""
         return jsonable(asdict(self))
 
-    def to_frame(self):  # noqa: ANN201 - pandas is optional at import time
+    def to_frame(self):
         """One-row pandas DataFrame of :meth:`to_dict`."""
         import pandas as pd
 

@@ -176,7 +176,7 @@ class _CodeRecorder(TorchFunctionMode):
         self.codes.append(code)
         self.layers.append(LayerInfo(index, kind, int(code.shape[1]), pieces, approx))
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if args and isinstance(args[0], Tensor):
             h = args[0]

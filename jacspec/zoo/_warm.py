@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.optim  # noqa: F401
+import torch.optim
 
 with contextlib.suppress(ImportError):
     import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer otherwise)
