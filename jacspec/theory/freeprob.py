@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -209,8 +209,32 @@ def _integrate(grid: np.ndarray, density: np.ndarray, k: int,
     return out
 
 
+class DensityOnGrid:
+    """Methods shared by spectra given as a density on ``grid`` plus ``atoms``: ``summary``
+    (the scalars named by ``SUMMARY_KEYS`` and the atoms, JSON-able), ``to_dict`` (plus
+    ``grid`` and ``density``) and ``to_frame`` (one row per grid point)."""
+
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = ()
+    grid: np.ndarray
+    density: np.ndarray
+    atoms: tuple
+
+    def summary(self) -> dict:
+        """The scalars of ``SUMMARY_KEYS`` and the atoms (JSON-able)."""
+        return jsonable({**{k: getattr(self, k) for k in self.SUMMARY_KEYS},
+                         "atoms": [dict(a) for a in self.atoms]})
+
+    def to_dict(self) -> dict:
+        """:meth:`summary` plus ``grid`` and ``density``."""
+        return {**self.summary(), "grid": jsonable(self.grid), "density": jsonable(self.density)}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per grid point: columns lambda, density."""
+        return pd.DataFrame({"lambda": self.grid, "density": self.density})
+
+
 @dataclass(frozen=True)
-class JacobianSpectrum:
+class JacobianSpectrum(DensityOnGrid):
     """Theoretical spectrum of JJ^T: density on ``grid`` plus ``atoms``, moments, edge.
 
     ``integral``: trapezoid integral of the density (in log lambda); ``mass_below_grid``:
@@ -253,22 +277,11 @@ class JacobianSpectrum:
         keys = ("activation", "weights", "depth", "sigma_w2", "sigma_b2", "eta")
         return {k: getattr(self, k) for k in keys}
 
-    def summary(self) -> dict:
-        """The scalars: mean field, moments (closed form and numerical), edge, masses,
-        atoms (JSON-able)."""
-        keys = ("activation", "weights", "depth", "sigma_w2", "sigma_b2", "q_star", "chi",
-                "mu1", "mu2", "m1", "m2", "variance", "lambda_max", "eta", "integral",
-                "total_mass", "density_m1", "density_m2", "mass_below_grid", "max_residual")
-        return jsonable({**{k: getattr(self, k) for k in keys},
-                         "atoms": [dict(a) for a in self.atoms]})
-
-    def to_dict(self) -> dict:
-        """:meth:`summary` plus ``grid`` and ``density``."""
-        return {**self.summary(), "grid": jsonable(self.grid), "density": jsonable(self.density)}
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per grid point: columns lambda, density."""
-        return pd.DataFrame({"lambda": self.grid, "density": self.density})
+    #: summary(): mean field, moments (closed form and numerical), edge, masses (+ atoms).
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = (
+        "activation", "weights", "depth", "sigma_w2", "sigma_b2", "q_star", "chi", "mu1", "mu2",
+        "m1", "m2", "variance", "lambda_max", "eta", "integral", "total_mass", "density_m1",
+        "density_m2", "mass_below_grid", "max_residual")
 
     def plot(self, simulation: Any = None, **kwargs: Any) -> Any:
         """Density of log10 lambda, against a :class:`~jacspec.theory.simulate.

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 
-from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
-from jacspec.theory.freeprob import _integrate, default_grid
+from jacspec.theory.freeprob import DensityOnGrid, _integrate, default_grid
 from jacspec.theory.solver import track
 
 CLASSES = ("smooth", "bernoulli")
@@ -40,7 +39,7 @@ def _log_z(kind: str, sigma0_2: float, m: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class UniversalSpectrum:
+class UniversalSpectrum(DensityOnGrid):
     """Limiting density of JJ^T for one universality class and variance sigma_0^2."""
 
     kind: str
@@ -60,20 +59,9 @@ class UniversalSpectrum:
         """The universality class and variance solved for."""
         return {"kind": self.kind, "sigma0_2": self.sigma0_2}
 
-    def summary(self) -> dict:
-        """The scalars: edge, moments (closed form and numerical), integral, atoms."""
-        keys = ("kind", "sigma0_2", "lambda_max", "m1", "m2", "integral", "density_m1",
-                "density_m2")
-        return jsonable({**{k: getattr(self, k) for k in keys},
-                         "atoms": [dict(a) for a in self.atoms]})
-
-    def to_dict(self) -> dict:
-        """:meth:`summary` plus ``grid`` and ``density``."""
-        return {**self.summary(), "grid": jsonable(self.grid), "density": jsonable(self.density)}
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per grid point: columns lambda, density."""
-        return pd.DataFrame({"lambda": self.grid, "density": self.density})
+    #: summary(): edge, moments (closed form and numerical), integral (+ atoms).
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = (
+        "kind", "sigma0_2", "lambda_max", "m1", "m2", "integral", "density_m1", "density_m2")
 
 
 def universal_spectrum(

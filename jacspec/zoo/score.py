@@ -46,9 +46,18 @@ NON_PREDICTORS = ("gap", "loss_gap", "train_accuracy", "test_accuracy", "train_l
                   "duration", "attempts")
 
 
-def _vec(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64).ravel()
-    return arr
+def _pair_signs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``sign(x_i - x_j)`` and ``sign(y_i - y_j)`` over the pairs ``i < j`` of the points finite
+    in both (None when fewer than two remain); a ValueError when the lengths differ."""
+    x, y = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 2:
+        return None
+    iu = np.triu_indices(x.size, k=1)
+    return np.sign(x[:, None] - x[None, :])[iu], np.sign(y[:, None] - y[None, :])[iu]
 
 
 def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
@@ -57,17 +66,10 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     ``tau_b = (C - D) / sqrt((n0 - T_x)(n0 - T_y))`` with ``n0 = n(n-1)/2`` and ``T`` the tied
     pairs; NaN when fewer than two points or one side is constant.
     """
-    x, y = _vec(x, "x"), _vec(y, "y")
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = x.size
-    if n < 2:
+    signs = _pair_signs(x, y)
+    if signs is None:
         return float("nan")
-    iu = np.triu_indices(n, k=1)
-    sx = np.sign(x[:, None] - x[None, :])[iu]
-    sy = np.sign(y[:, None] - y[None, :])[iu]
+    sx, sy = signs
     n0 = sx.size
     tx, ty = np.count_nonzero(sx == 0), np.count_nonzero(sy == 0)
     denom = np.sqrt(float(n0 - tx) * float(n0 - ty))
@@ -83,18 +85,11 @@ def kendall_tau_a(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarr
     variable contributes 0 and the denominator counts every pair, so a constant ``x`` gives 0.
     NaN when fewer than two points.
     """
-    x, y = _vec(x, "x"), _vec(y, "y")
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = x.size
-    if n < 2:
+    signs = _pair_signs(x, y)
+    if signs is None:
         return float("nan")
-    iu = np.triu_indices(n, k=1)
-    sx = np.sign(x[:, None] - x[None, :])[iu]
-    sy = np.sign(y[:, None] - y[None, :])[iu]
-    return float(2.0 * np.sum(sx * sy) / (n * (n - 1)))
+    sx, sy = signs
+    return float(np.sum(sx * sy) / sx.size)  # 2 sum_{i<j} / (n (n - 1)) = mean over i < j
 
 
 def varying_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
