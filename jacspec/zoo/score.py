@@ -283,10 +283,7 @@ def robust_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
     ``noise=None`` uses :func:`gap_noise` (from seed replicates; 0 without them, so only
     exactly tied gaps are dropped). NaN when no environment counts.
     """
-    if noise is None:
-        noise = gap_noise(df, factors, gap=gap, replicates=replicates)
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite non-negative gap difference, got {noise}")
+    noise = _noise(df, factors, gap, replicates, noise)
     d = df.reset_index(drop=True)
     per: dict[str, float] = {}
     for f in factors:
@@ -300,8 +297,23 @@ def robust_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
         mean_err = np.bincount(inv, weights=err) / count
         keep = np.abs(mean_dg) > noise
         per[f] = float(mean_err[keep].max()) if keep.any() else float("nan")
+    return _max_finite(per), per
+
+
+def _noise(df: pd.DataFrame, factors: Sequence[str], gap: str, replicates: Sequence[str],
+           noise: float | None) -> float:
+    """``noise``, or :func:`gap_noise` when None; a ValueError unless finite and >= 0."""
+    if noise is None:
+        noise = gap_noise(df, factors, gap=gap, replicates=replicates)
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite non-negative gap difference, got {noise}")
+    return float(noise)
+
+
+def _max_finite(per: dict[str, float]) -> float:
+    """The largest finite value of ``per`` (NaN when none is finite)."""
     vals = [v for v in per.values() if np.isfinite(v)]
-    return (float(max(vals)) if vals else float("nan")), per
+    return float(max(vals)) if vals else float("nan")
 
 
 def worst_factor_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
@@ -315,18 +327,14 @@ def worst_factor_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str
     differ in ``f`` only (matched on replicate keys) with ``|d g| > noise``;
     ``noise=None`` uses :func:`gap_noise`.
     """
-    if noise is None:
-        noise = gap_noise(df, factors, gap=gap, replicates=replicates)
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite non-negative gap difference, got {noise}")
+    noise = _noise(df, factors, gap, replicates, noise)
     d = df.reset_index(drop=True)
     per: dict[str, float] = {}
     for f in factors:
         _, dg, err = _pair_sign_errors(d, metric, f, factors, gap=gap, replicates=replicates)
         err = err[np.abs(dg) > noise]
         per[f] = float(err.mean()) if err.size else float("nan")
-    vals = [v for v in per.values() if np.isfinite(v)]
-    return (float(max(vals)) if vals else float("nan")), per
+    return _max_finite(per), per
 
 
 def paired_comparison(df: pd.DataFrame, metric: str, factor: str, a: Any, b: Any,
