@@ -88,8 +88,12 @@ def test_targets_and_bad_inputs_are_named() -> None:
         JacobianSource.from_array(torch.zeros(3, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="not a multiple of k=3"):
         JacobianSource.from_array(torch.zeros(3, 4), k=3)
-    with pytest.raises(TypeError, match="one-shot iterator"):
-        JacobianSource.from_model(_model(), iter([_x(4)]))
+    # A one-shot iterator gives one pass (single-pass callers accept generators); a
+    # second pass is refused in one sentence instead of coming back empty.
+    once = JacobianSource.from_model(_model(), iter([_x(4)]))
+    assert sum(b.jac.shape[0] for b in once) == 4
+    with pytest.raises(TypeError, match="one-shot iterator and was already used"):
+        list(once)
 
 
 def test_cache_beyond_max_bytes_recomputes(monkeypatch: pytest.MonkeyPatch) -> None:

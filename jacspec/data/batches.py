@@ -98,6 +98,39 @@ def require_reiterable(data: Any, what: str) -> None:
         )
 
 
+class OneShot:
+    """A one-shot iterator of batches made peekable and single-pass: ``peek()`` reads the
+    first item without losing it; the first ``iter()`` yields everything, a second raises a
+    TypeError saying the data was already used (for single-pass functions given a
+    generator; multi-pass analyses refuse it up front with :func:`require_reiterable`)."""
+
+    def __init__(self, iterator: Iterator[Any], what: str) -> None:
+        self._iterator = iterator
+        self._buffer: list[Any] = []
+        self._used = False
+        self._what = what
+
+    def peek(self) -> Any:
+        """The first item (raises ValueError when there is none)."""
+        if not self._buffer:
+            try:
+                self._buffer.append(next(self._iterator))
+            except StopIteration:
+                raise ValueError("data is empty; expected at least one example") from None
+        return self._buffer[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._used:
+            raise TypeError(
+                f"data is a one-shot iterator and was already used; {self._what} needs a "
+                "second pass: pass a list, a DataLoader, a Dataset or arrays"
+            )
+        self._used = True
+        buffered, self._buffer = self._buffer, []
+        yield from buffered
+        yield from self._iterator
+
+
 def _check_pair(x: torch.Tensor, y: torch.Tensor | None) -> None:
     if x.ndim == 0:
         raise ValueError("data must have a leading example dimension; got a 0-d tensor")

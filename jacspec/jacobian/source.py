@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacspec.data.batches import data_length, first_batch, require_reiterable
+from jacspec.data.batches import OneShot, data_length, first_batch
 from jacspec.jacobian.engine import (
     JacobianBatch,
     _check_inputs,
@@ -185,8 +185,11 @@ class JacobianSource:
         ``d g / d h`` (``input_shape`` = ``h``'s). One probe forward pass reads the sizes."""
         opts = resolve_options(options, **fields)
         kind, layer = parse_target(target)
-        require_reiterable(data, "a JacobianSource")
-        x0, _ = first_batch(data)
+        if isinstance(data, Iterator):  # a generator: one pass, the first batch kept
+            data = OneShot(data, "this JacobianSource")
+            x0, _ = first_batch([data.peek()])
+        else:
+            x0, _ = first_batch(data)
         _check_inputs(x0)
         n = data_length(data)
         run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
