@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: What changed since the previous version of the page, and why (kept in the page).
 CHANGES = [
     "**Regenerated (2026-12-01) with the scores as their references define them** "
-    "(`tests/test_score_reference.py` re-expresses each): tau is Jiang et al.'s (ties count 0; "
+    "(`tests/zoo/test_score_reference.py` re-expresses each): tau is Jiang et al.'s (ties count 0; "
     "was scipy's tau-b, e.g. `jac_test_alpha` 0.343 -> 0.339), Psi uses that tau in every group "
     "and counts every factor (was tau-b with tied groups and all-tied factors dropped: "
     "0.147 -> 0.152), CMI is PGDL's scoring program exactly (every ordered pair including "

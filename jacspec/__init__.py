@@ -5,7 +5,7 @@ its subpackage path (``jacspec.spectra.slq.slq_density``, ``jacspec.heavytail.nu
 Names are imported on first use, so ``import jacspec`` is cheap (torch, matplotlib and the
 rest load only when a function needs them).
 
-Layers, lowest first (a lower layer never imports a higher one; ``tests/test_layers_order.py``
+Layers, lowest first (a lower layer never imports a higher one; ``tests/util/test_layers_order.py``
 checks it): ``_util`` < ``data`` < ``models`` (and ``train``) < ``jacobian`` < ``spectra`` <
 ``heavytail`` < ``analysis``, ``sensitivity``, ``theory`` < ``zoo`` < ``report`` < ``cli``.
 """

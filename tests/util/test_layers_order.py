@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "jacspec"
+PACKAGE = Path(__file__).resolve().parents[2] / "jacspec"
 
 #: Layer of each top-level part of the package, lowest first.
 LAYERS: dict[str, int] = {

@@ -19,7 +19,7 @@ from jacspec.zoo.store import Store, load_results
 from jacspec.zoo.sweep import run_sweep
 
 ray = pytest.importorskip("ray")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIGS = [{"dataset": "digits", "n_train": 120, "n_test": 100, "width": w, "depth": 1,
             "activation": act, "max_steps": 40, "batch_size": 32, "seed": 3,

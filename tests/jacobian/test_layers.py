@@ -19,7 +19,7 @@ from jacspec.jacobian.layers import hidden_layers, iter_layer_jacobians, select_
 from jacspec.spectra.exact import esd_from_gram
 from jacspec.spectra.gram import gram_from_batches
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 import cases
 
 

@@ -17,7 +17,7 @@ import pytest
 from jacspec.zoo.store import Store, config_hash, load_results
 from jacspec.zoo.sweep import expand, load_sweep, run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TOY_JOB = '''
 import time
