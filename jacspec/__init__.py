@@ -1,7 +1,7 @@
 """jacspec: measure neural networks through their input-output Jacobians.
 
 The package root is a façade of the one-call entry points; everything else is reached by
-its subpackage path (``jacspec.spectra.slq.slq_density``, ``jacspec.heavytail.nulls``...).
+its subpackage path (``jacspec.spectra.slq.slq_density``, ``jacspec.heavytail.mp``...).
 Names are imported on first use, so ``import jacspec`` is cheap (torch, matplotlib and the
 rest load only when a function needs them).
 
@@ -43,8 +43,8 @@ _FACADE: dict[str, str] = {
     "Spectrum": "jacspec.spectra.spectrum",
     # heavy tails and the one-call table
     "fit_powerlaw": "jacspec.heavytail.powerlaw",
-    "fit_mp": "jacspec.heavytail.nulls",
-    "randomized_null": "jacspec.heavytail.nulls",
+    "fit_mp": "jacspec.heavytail.mp",
+    "randomized_null": "jacspec.heavytail.randomized",
     "heavy_tail_metrics": "jacspec.heavytail.columns",
     "analyze": "jacspec.analysis",
     "Analysis": "jacspec.analysis",
@@ -79,9 +79,9 @@ _MOVED: dict[str, str] = {
     "metrics_table": "jacspec.spectra.metrics",
     "Erf": "jacspec.models.builders",
     "TrainResult": "jacspec.train",
-    "MPFit": "jacspec.heavytail.nulls",
-    "RandomizedNull": "jacspec.heavytail.nulls",
-    "esd_distance": "jacspec.heavytail.nulls",
+    "MPFit": "jacspec.heavytail.mp",
+    "RandomizedNull": "jacspec.heavytail.randomized",
+    "esd_distance": "jacspec.heavytail.randomized",
     "PowerLawFit": "jacspec.heavytail.powerlaw",
     "plan_esd": "jacspec.spectra.plan",
     "GramOperator": "jacspec.spectra.operators",
@@ -138,8 +138,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (re-exported 
     from jacspec.analysis import Analysis, analyze
     from jacspec.data.datasets import DataSet, load_dataset
     from jacspec.heavytail.columns import heavy_tail_metrics
-    from jacspec.heavytail.nulls import fit_mp, randomized_null
+    from jacspec.heavytail.mp import fit_mp
     from jacspec.heavytail.powerlaw import fit_powerlaw
+    from jacspec.heavytail.randomized import randomized_null
     from jacspec.jacobian.engine import data_jacobian, iter_jacobians, jacobians
     from jacspec.models.builders import (
         build_model,

@@ -10,7 +10,7 @@ with an MP fit (``Q`` given or ``mp=``): ``mp_softrank = lambda_plus / lambda_ma
 WeightWatcher's sense: ``rand_distance`` (Jensen-Shannon distance of the sorted, normalised
 eigenvalue vectors), ``rand_lambda_max``, ``num_traps`` (MP spikes of the randomized ESD);
 and jacspec's own ``num_above_rand_max`` (real eigenvalues above rand_lambda_max) and
-``rand_hist_jsd`` (histogram JSD, :func:`jacspec.heavytail.nulls.esd_distance`).
+``rand_hist_jsd`` (histogram JSD, :func:`jacspec.heavytail.randomized.esd_distance`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from jacspec.heavytail.nulls import MPFit, RandomizedNull, fit_mp
+from jacspec.heavytail.mp import MPFit, fit_mp
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
+from jacspec.heavytail.randomized import RandomizedNull
 
 __all__ = ["HEAVY_TAIL_COLUMNS", "heavy_tail_metrics"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from jacspec.heavytail.nulls import MPFit, fit_mp
+from jacspec.heavytail.mp import MPFit, fit_mp
 from jacspec.report.esd_plots import (
     plot_esd_estimate,
     plot_esd_linear,
@@ -25,7 +25,7 @@ FIGURE_NAMES = ("esd_loglog.png", "esd_linear.png", "esd_randomized.png", "esd_s
 def row_mp_fit(analysis: Any, matrix: str = MAIN) -> MPFit | None:
     """The Marchenko-Pastur bulk of ``matrix``'s row, rebuilt from its columns: ``mp_sigma2``
     and ``lambda_plus`` = sigma^2 (1 + Q^{-1/2})^2 give Q, and
-    :func:`jacspec.heavytail.nulls.fit_mp`
+    :func:`jacspec.heavytail.mp.fit_mp`
     with that sigma^2 on the ESD's eigenvalues (rows = the row's ``n``) gives edges and spikes.
     None when the row has no MP fit."""
     table = analysis.table

@@ -14,8 +14,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from jacspec.heavytail.nulls import MPFit, RandomizedNull
+from jacspec.heavytail.mp import MPFit
 from jacspec.heavytail.powerlaw import PowerLawFit
+from jacspec.heavytail.randomized import RandomizedNull
 
 __all__ = [
     "plot_density_vs_esd",

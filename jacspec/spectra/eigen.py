@@ -1,7 +1,7 @@
 """The one exact eigensolve of jacspec, with its one clip and rank rule.
 
 Every exact spectrum (:func:`jacspec.spectra.exact.esd`, the exact branch of
-:func:`jacspec.spectra.estimate.estimate_esd`, :func:`jacspec.heavytail.nulls.matrix_esd`)
+:func:`jacspec.spectra.estimate.estimate_esd`, :func:`jacspec.heavytail.randomized.matrix_esd`)
 goes through :func:`exact_eigenvalues`: eigenvalues of a symmetric float64 matrix by LAPACK
 ``syevd`` (:func:`symmetric_eigenvalues`), known structural zeros appended, scaled by ``1/n``
 for ``scale="n"``, sorted descending, round-off negatives clipped to 0, and counted above the

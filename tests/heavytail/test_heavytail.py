@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from jacspec.heavytail.columns import HEAVY_TAIL_COLUMNS, heavy_tail_metrics
-from jacspec.heavytail.nulls import fit_mp, matrix_esd, randomized_null
+from jacspec.heavytail.mp import fit_mp
 from jacspec.heavytail.powerlaw import fit_powerlaw
+from jacspec.heavytail.randomized import matrix_esd, randomized_null
 
 
 def esd(seed: int = 0, rows: int = 200, cols: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
-"""Tests for jacspec.heavytail.nulls: MP law against closed forms and random matrices, spike
-detection,
-the randomized null (reproducibility, shuffling, traps) and the ESD distance."""
+"""Tests for jacspec.heavytail.mp and .randomized (re-exported by .nulls): MP law against
+closed forms and random matrices, spike detection, the randomized null (reproducibility,
+shuffling, traps) and the ESD distance."""
 
 from __future__ import annotations
 
@@ -12,16 +12,12 @@ import pytest
 import torch
 from scipy.integrate import trapezoid
 
-from jacspec.heavytail.nulls import (
-    MPFit,
+from jacspec.heavytail.mp import MPFit, fit_mp, mp_density, mp_edges, mp_quantile
+from jacspec.heavytail.randomized import (
     RandomizedNull,
     esd_distance,
-    fit_mp,
     jensen_shannon_distance,
     matrix_esd,
-    mp_density,
-    mp_edges,
-    mp_quantile,
     randomized_null,
     shuffle_entries,
 )
@@ -241,3 +237,15 @@ def test_randomized_null_bad_input() -> None:
         randomized_null(np.full((3, 3), np.nan))
     with pytest.raises(ValueError):
         randomized_null(np.ones((3, 3)), scale="sqrt")
+
+
+def test_nulls_module_re_exports_the_new_homes() -> None:
+    """``jacspec.heavytail.nulls`` stays importable: the same objects as mp/randomized."""
+    import jacspec.heavytail.mp as mp
+    import jacspec.heavytail.nulls as nulls
+    import jacspec.heavytail.randomized as randomized
+
+    for name in nulls.__all__:
+        home = mp if hasattr(mp, name) and name in mp.__all__ else randomized
+        assert getattr(nulls, name) is getattr(home, name), name
+

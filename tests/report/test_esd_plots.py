@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from jacspec.heavytail.nulls import fit_mp, matrix_esd, randomized_null
+from jacspec.heavytail.mp import fit_mp
 from jacspec.heavytail.powerlaw import fit_powerlaw
+from jacspec.heavytail.randomized import matrix_esd, randomized_null
 from jacspec.report.esd_plots import (
     plot_density_vs_esd,
     plot_esd_linear,

@@ -110,14 +110,15 @@ def _powerlaw() -> Any:
 
 
 def _mp() -> Any:
-    from jacspec.heavytail.nulls import fit_mp, matrix_esd
+    from jacspec.heavytail.mp import fit_mp
+    from jacspec.heavytail.randomized import matrix_esd
 
     a = _matrix()
     return fit_mp(matrix_esd(a), a.shape[0] / a.shape[1], rows=a.shape[0])
 
 
 def _null() -> Any:
-    from jacspec.heavytail.nulls import randomized_null
+    from jacspec.heavytail.randomized import randomized_null
 
     return randomized_null(_matrix(), seed=0)
 
