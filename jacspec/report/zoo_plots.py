@@ -44,7 +44,7 @@ def paired_figure(df: pd.DataFrame, metric: str, factor: str, a: Any, b: Any,
                   factors: Sequence[str], *, gap: str = "gap") -> Figure:
     """For models equal except ``factor``: metric under ``a`` vs under ``b`` (left) and gap
     under ``a`` vs under ``b`` (right); points above the diagonal grew under ``b``."""
-    from jacspec.zoo.score import single_factor_pairs
+    from jacspec.zoo.grid import single_factor_pairs
 
     d = df.reset_index(drop=True)
     pa, pb = single_factor_pairs(d, factor, factors)

@@ -3,12 +3,13 @@ SQLite store, and judge generalization metrics with rank statistics.
 
 Submodules: :mod:`jacspec.zoo.train` (one run from a configuration), :mod:`jacspec.zoo.metrics`
 (the metric registry), :mod:`jacspec.zoo.sweep` (grids and backends), :mod:`jacspec.zoo.store`
-(results), :mod:`jacspec.zoo.score` (Kendall tau, Psi, CMI, sign error).
+(results), :mod:`jacspec.zoo.score` (Kendall tau, Psi, sign error), :mod:`jacspec.zoo.pgdl`
+(PGDL's CMI), :mod:`jacspec.zoo.grid` (groups and pairs of a grid of configurations).
 """
 
+from jacspec.zoo.pgdl import conditional_mutual_information
 from jacspec.zoo.score import (
     ScoreTable,
-    conditional_mutual_information,
     granulated_kendall,
     kendall_tau,
     kendall_tau_a,

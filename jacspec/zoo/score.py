@@ -8,12 +8,9 @@ predict a larger gap):
   score table also reports scipy's tau-b (:func:`kendall_tau`) as ``kendall_tau_b``.
 - Granulated Kendall Psi (Jiang et al. 2020): for each factor ``i``, ``psi_i`` is the mean of
   that tau over the groups of models where only factor ``i`` varies; ``Psi = mean_i psi_i``.
-- PGDL conditional mutual information, as the competition's scoring program computes it: over
-  *all* ordered pairs of models ``(m1, m2)`` (self-pairs included), ``V_g = [g_1 > g_2]``,
-  ``V_mu = [mu_1 > mu_2]``; for two conditioning factors the cell of a pair is the values
-  ``(v_h1(m1), v_h1(m2), v_h2(m1), v_h2(m2))``; per-cell ``I(V_mu; V_g)`` and ``H(V_g)`` are
-  averaged uniformly over the cells and the score is ``min_{h1 != h2} mean I / mean H``
-  (x 100 on PGDL's leaderboard). Needs a complete grid with one model per configuration.
+- PGDL conditional mutual information, as the competition's scoring program computes it
+  (:func:`jacspec.zoo.pgdl.conditional_mutual_information`; needs a complete grid with one
+  model per configuration).
 - Robust sign error (Dziugaite et al. 2020): environments are pairs of configurations that
   differ in one factor (their runs matched by seed); an environment's sign error is the mean
   of ``(1 - sign(d mu) sign(d g)) / 2`` over its runs; environments whose mean gap difference
@@ -21,11 +18,13 @@ predict a larger gap):
   :func:`worst_factor_sign_error` is the milder statistic this module used to call by that
   name: the largest per-factor mean of the pair errors.
 - Paired comparisons (Novak et al. 2018): models equal except one factor, value a vs value b.
+
+The grid helpers (varying keys, group codes, single-factor pairs) live in
+:mod:`jacspec.zoo.grid`; they and the CMI are re-exported here.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,10 +34,25 @@ import numpy as np
 import pandas as pd
 
 from jacspec._util.json import jsonable
+from jacspec.zoo.grid import (
+    REPLICATE_KEYS,
+    group_codes,
+    is_complete_grid,
+    is_unique_grid,
+    single_factor_pairs,
+    varying_columns,
+)
+from jacspec.zoo.pgdl import conditional_mutual_information
 
 logger = logging.getLogger(__name__)
 
-REPLICATE_KEYS = ("seed",)
+__all__ = [
+    "NON_PREDICTORS", "REPLICATE_KEYS", "ScoreTable", "conditional_mutual_information",
+    "default_paired", "gap_noise", "granulated_kendall", "is_complete_grid", "is_unique_grid",
+    "kendall_tau", "kendall_tau_a", "metric_columns", "paired_comparison",
+    "robust_sign_error", "score_metrics", "score_store", "single_factor_pairs",
+    "summarize_best", "varying_columns", "worst_factor_sign_error",
+]
 
 # Quantities that use the test labels, define the gap or describe training: never predictors.
 NON_PREDICTORS = ("gap", "loss_gap", "train_accuracy", "test_accuracy", "train_loss",
@@ -92,18 +106,6 @@ def kendall_tau_a(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarr
     return float(np.sum(sx * sy) / sx.size)  # 2 sum_{i<j} / (n (n - 1)) = mean over i < j
 
 
-def varying_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """Columns among ``columns`` that take more than one value in ``df``."""
-    return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
-
-
-def _keys(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
-    """Integer code per row for the combination of values in ``cols`` (0 if no columns)."""
-    if not cols:
-        return np.zeros(len(df), dtype=np.int64)
-    frame = df[list(cols)].astype(str)
-    return frame.groupby(list(cols), sort=True).ngroup().to_numpy()
-
 
 def granulated_kendall(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
                        gap: str = "gap", replicates: Sequence[str] = REPLICATE_KEYS
@@ -122,7 +124,7 @@ def granulated_kendall(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
     for f in factors:
         others = [c for c in factors if c != f] + reps
         taus = []
-        for _, grp in df.groupby(_keys(df, others)):
+        for _, grp in df.groupby(group_codes(df, others)):
             t = kendall_tau_a(grp[metric], grp[gap])
             if np.isfinite(t):
                 taus.append(t)
@@ -130,94 +132,6 @@ def granulated_kendall(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
     vals = [v for v in per.values() if np.isfinite(v)]
     return (float(np.mean(vals)) if vals else float("nan")), per
 
-
-def is_complete_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
-    """Whether every combination of the factors' observed values occurs at least once."""
-    if not factors:
-        return len(df) > 0
-    sizes = [df[f].astype(str).nunique() for f in factors]
-    return int(df[list(factors)].astype(str).drop_duplicates().shape[0]) == int(np.prod(sizes))
-
-
-def is_unique_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
-    """Whether no combination of the factors' values occurs twice (one model per
-    configuration, as PGDL's scoring program requires)."""
-    if not factors:
-        return len(df) <= 1
-    return not bool(df[list(factors)].astype(str).duplicated().any())
-
-
-# PGDL's scoring program takes log2(p + 1e-12) in the entropy of the gap sign.
-_PGDL_LOG_EPS = 1e-12
-
-
-def _pgdl_entropy(counts: np.ndarray) -> np.ndarray:
-    """Entropy in bits of each row of ``counts`` (last axis), as PGDL's scorer computes it."""
-    p = counts / counts.sum(axis=-1, keepdims=True)
-    return -np.sum(p * np.log2(p + _PGDL_LOG_EPS), axis=-1)
-
-
-def _mutual_information(tables: np.ndarray) -> np.ndarray:
-    """``I(A; B)`` in bits of each 2x2 contingency table of counts in ``tables[k]``."""
-    total = tables.sum(axis=(1, 2), keepdims=True)
-    pj = tables / total
-    pa, pb = pj.sum(axis=2, keepdims=True), pj.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(pj > 0, pj * np.log2(pj / (pa * pb)), 0.0)
-    return terms.sum(axis=(1, 2))
-
-
-def conditional_mutual_information(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
-                                   gap: str = "gap", size: int = 2,
-                                   require_complete: bool = True) -> tuple[float, dict[str, float]]:
-    """PGDL's conditional mutual information score and its value for each conditioning set.
-
-    As the competition's scoring program: every ordered pair of models ``(m1, m2)``,
-    self-pairs included, adds one count to the 2x2 table ``([g1 > g2], [mu1 > mu2])`` of the
-    cell ``(v_h(m1), v_h(m2))_{h in S}``; with ``I_u`` the mutual information and ``H_u`` the
-    entropy of the gap sign (bits) of cell ``u``, the value for ``S`` is
-    ``mean_u I_u / mean_u H_u`` with every cell weighted equally, and the score is the minimum
-    over the sets ``S`` of ``size`` factors (PGDL: ``size=2``, the minimum over ``h1 != h2``;
-    the order of ``h1, h2`` does not change the value). The leaderboard shows 100 x score.
-
-    PGDL requires a complete grid with one model per configuration: otherwise NaN (with a log
-    note) when ``require_complete``; with ``require_complete=False`` the same formula runs over
-    the cells that hold pairs (not PGDL's number). NaN with fewer than ``size`` factors.
-    Returns the score and the value for each ``S`` (key ``"f1,f2"``).
-    """
-    factors = list(factors)
-    if size < 1:
-        raise ValueError(f"size must be a positive number of conditioning factors, got {size}")
-    d = df[[metric, gap] + factors].dropna(subset=[metric, gap])
-    if require_complete and not (is_complete_grid(df, factors) and len(d) == len(df)):
-        logger.info("CMI skipped: the grid over %s is not complete", factors)
-        return float("nan"), {}
-    if require_complete and not is_unique_grid(df, factors):
-        logger.info("CMI skipped: the grid over %s has more than one model per configuration "
-                    "(PGDL's score needs exactly one)", factors)
-        return float("nan"), {}
-    n = len(d)
-    if n < 2 or len(factors) < size:
-        return float("nan"), {}
-    mu, g = d[metric].to_numpy(float), d[gap].to_numpy(float)
-    a, b = (x.ravel() for x in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-    sign = 2 * (g[a] > g[b]).astype(np.int64) + (mu[a] > mu[b]).astype(np.int64)
-    codes = {f: _keys(d, [f]) for f in factors}
-    per: dict[str, float] = {}
-    for subset in itertools.combinations(factors, size):
-        cell = np.zeros(a.size, dtype=np.int64)
-        for f in subset:
-            c = codes[f]
-            m = int(c.max()) + 1
-            cell = (cell * m + c[a]) * m + c[b]
-        _, cell = np.unique(cell, return_inverse=True)
-        tables = np.bincount(cell * 4 + sign, minlength=4 * (int(cell.max()) + 1))
-        tables = tables.reshape(-1, 2, 2).astype(np.float64)
-        mi = float(np.mean(_mutual_information(tables)))
-        h = float(np.mean(_pgdl_entropy(tables.sum(axis=2))))
-        per[",".join(subset)] = mi / h if h > 0 else float("nan")
-    vals = [v for v in per.values() if np.isfinite(v)]
-    return (float(min(vals)) if vals else float("nan")), per
 
 
 def gap_noise(df: pd.DataFrame, factors: Sequence[str], *, gap: str = "gap",
@@ -228,25 +142,12 @@ def gap_noise(df: pd.DataFrame, factors: Sequence[str], *, gap: str = "gap",
     if not reps:
         return 0.0
     diffs = []
-    for _, grp in df.groupby(_keys(df, list(factors))):
+    for _, grp in df.groupby(group_codes(df, list(factors))):
         v = grp[gap].dropna().to_numpy(float)
         if v.size > 1:
             diffs.append(np.abs(v[:, None] - v[None, :])[np.triu_indices(v.size, 1)])
     return float(np.mean(np.concatenate(diffs))) if diffs else 0.0
 
-
-def single_factor_pairs(df: pd.DataFrame, factor: str, factors: Sequence[str], *,
-                        replicates: Sequence[str] = REPLICATE_KEYS
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions ``(a, b)``, ``a < b``, of all pairs equal in every factor and replicate
-    key except ``factor``, where they differ."""
-    others = [c for c in factors if c != factor] + varying_columns(df, replicates)
-    key = _keys(df, others)
-    val = _keys(df, [factor])
-    same = key[:, None] == key[None, :]
-    diff = val[:, None] != val[None, :]
-    a, b = np.nonzero(np.triu(same & diff, k=1))
-    return a, b
 
 
 def _pair_sign_errors(df: pd.DataFrame, metric: str, factor: str, factors: Sequence[str], *,
@@ -259,7 +160,7 @@ def _pair_sign_errors(df: pd.DataFrame, metric: str, factor: str, factors: Seque
     mu, g = df[metric].to_numpy(float), df[gap].to_numpy(float)
     dg, dm = g[b] - g[a], mu[b] - mu[a]
     ok = np.isfinite(dg) & np.isfinite(dm)
-    conf = _keys(df, list(factors))
+    conf = group_codes(df, list(factors))
     lo, hi = np.minimum(conf[a], conf[b]), np.maximum(conf[a], conf[b])
     env = lo * (int(conf.max()) + 1) + hi if conf.size else lo
     # orient every pair the same way within its environment (from config lo to config hi)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jacspec.zoo.pgdl import conditional_mutual_information
 from jacspec.zoo.score import (
-    conditional_mutual_information,
     granulated_kendall,
     kendall_tau_a,
     robust_sign_error,

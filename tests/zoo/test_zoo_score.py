@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from jacspec.zoo.grid import is_complete_grid
+from jacspec.zoo.pgdl import conditional_mutual_information
 from jacspec.zoo.score import (
-    conditional_mutual_information,
     granulated_kendall,
-    is_complete_grid,
     kendall_tau,
     paired_comparison,
     robust_sign_error,

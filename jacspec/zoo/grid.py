@@ -1,0 +1,62 @@
+"""Grids of trained networks: which configuration keys vary, integer codes of the groups
+of models that share values, whether the configurations form a complete grid, and the pairs
+of models that differ in one factor only. Shared by the rank statistics of
+:mod:`jacspec.zoo.score` and :mod:`jacspec.zoo.pgdl`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["REPLICATE_KEYS", "group_codes", "is_complete_grid", "is_unique_grid",
+           "single_factor_pairs", "varying_columns"]
+
+#: Configuration keys that replicate a model (same configuration, another draw).
+REPLICATE_KEYS = ("seed",)
+
+
+def varying_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Columns among ``columns`` that take more than one value in ``df``."""
+    return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
+
+
+
+def group_codes(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    """Integer code per row for the combination of values in ``cols`` (0 if no columns)."""
+    if not cols:
+        return np.zeros(len(df), dtype=np.int64)
+    frame = df[list(cols)].astype(str)
+    return frame.groupby(list(cols), sort=True).ngroup().to_numpy()
+
+
+def is_complete_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
+    """Whether every combination of the factors' observed values occurs at least once."""
+    if not factors:
+        return len(df) > 0
+    sizes = [df[f].astype(str).nunique() for f in factors]
+    return int(df[list(factors)].astype(str).drop_duplicates().shape[0]) == int(np.prod(sizes))
+
+
+def is_unique_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
+    """Whether no combination of the factors' values occurs twice (one model per
+    configuration, as PGDL's scoring program requires)."""
+    if not factors:
+        return len(df) <= 1
+    return not bool(df[list(factors)].astype(str).duplicated().any())
+
+
+def single_factor_pairs(df: pd.DataFrame, factor: str, factors: Sequence[str], *,
+                        replicates: Sequence[str] = REPLICATE_KEYS
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions ``(a, b)``, ``a < b``, of all pairs equal in every factor and replicate
+    key except ``factor``, where they differ."""
+    others = [c for c in factors if c != factor] + varying_columns(df, replicates)
+    key = group_codes(df, others)
+    val = group_codes(df, [factor])
+    same = key[:, None] == key[None, :]
+    diff = val[:, None] != val[None, :]
+    a, b = np.nonzero(np.triu(same & diff, k=1))
+    return a, b

@@ -1,0 +1,96 @@
+"""PGDL's conditional mutual information score of a generalization metric (Jiang et al.
+2020, the NeurIPS 2020 "Predicting Generalization in Deep Learning" competition), computed as
+the competition's scoring program does: over *all* ordered pairs of models ``(m1, m2)``
+(self-pairs included), ``V_g = [g_1 > g_2]``, ``V_mu = [mu_1 > mu_2]``; for two conditioning
+factors the cell of a pair is ``(v_h1(m1), v_h1(m2), v_h2(m1), v_h2(m2))``; per-cell
+``I(V_mu; V_g)`` and ``H(V_g)`` are averaged uniformly over the cells and the score is
+``min_{h1 != h2} mean I / mean H`` (x 100 on PGDL's leaderboard).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from jacspec.zoo.grid import group_codes, is_complete_grid, is_unique_grid
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["conditional_mutual_information"]
+
+
+# PGDL's scoring program takes log2(p + 1e-12) in the entropy of the gap sign.
+_PGDL_LOG_EPS = 1e-12
+
+
+def _pgdl_entropy(counts: np.ndarray) -> np.ndarray:
+    """Entropy in bits of each row of ``counts`` (last axis), as PGDL's scorer computes it."""
+    p = counts / counts.sum(axis=-1, keepdims=True)
+    return -np.sum(p * np.log2(p + _PGDL_LOG_EPS), axis=-1)
+
+
+def _mutual_information(tables: np.ndarray) -> np.ndarray:
+    """``I(A; B)`` in bits of each 2x2 contingency table of counts in ``tables[k]``."""
+    total = tables.sum(axis=(1, 2), keepdims=True)
+    pj = tables / total
+    pa, pb = pj.sum(axis=2, keepdims=True), pj.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(pj > 0, pj * np.log2(pj / (pa * pb)), 0.0)
+    return terms.sum(axis=(1, 2))
+
+
+def conditional_mutual_information(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
+                                   gap: str = "gap", size: int = 2,
+                                   require_complete: bool = True) -> tuple[float, dict[str, float]]:
+    """PGDL's conditional mutual information score and its value for each conditioning set.
+
+    As the competition's scoring program: every ordered pair of models ``(m1, m2)``,
+    self-pairs included, adds one count to the 2x2 table ``([g1 > g2], [mu1 > mu2])`` of the
+    cell ``(v_h(m1), v_h(m2))_{h in S}``; with ``I_u`` the mutual information and ``H_u`` the
+    entropy of the gap sign (bits) of cell ``u``, the value for ``S`` is
+    ``mean_u I_u / mean_u H_u`` with every cell weighted equally, and the score is the minimum
+    over the sets ``S`` of ``size`` factors (PGDL: ``size=2``, the minimum over ``h1 != h2``;
+    the order of ``h1, h2`` does not change the value). The leaderboard shows 100 x score.
+
+    PGDL requires a complete grid with one model per configuration: otherwise NaN (with a log
+    note) when ``require_complete``; with ``require_complete=False`` the same formula runs over
+    the cells that hold pairs (not PGDL's number). NaN with fewer than ``size`` factors.
+    Returns the score and the value for each ``S`` (key ``"f1,f2"``).
+    """
+    factors = list(factors)
+    if size < 1:
+        raise ValueError(f"size must be a positive number of conditioning factors, got {size}")
+    d = df[[metric, gap] + factors].dropna(subset=[metric, gap])
+    if require_complete and not (is_complete_grid(df, factors) and len(d) == len(df)):
+        logger.info("CMI skipped: the grid over %s is not complete", factors)
+        return float("nan"), {}
+    if require_complete and not is_unique_grid(df, factors):
+        logger.info("CMI skipped: the grid over %s has more than one model per configuration "
+                    "(PGDL's score needs exactly one)", factors)
+        return float("nan"), {}
+    n = len(d)
+    if n < 2 or len(factors) < size:
+        return float("nan"), {}
+    mu, g = d[metric].to_numpy(float), d[gap].to_numpy(float)
+    a, b = (x.ravel() for x in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    sign = 2 * (g[a] > g[b]).astype(np.int64) + (mu[a] > mu[b]).astype(np.int64)
+    codes = {f: group_codes(d, [f]) for f in factors}
+    per: dict[str, float] = {}
+    for subset in itertools.combinations(factors, size):
+        cell = np.zeros(a.size, dtype=np.int64)
+        for f in subset:
+            c = codes[f]
+            m = int(c.max()) + 1
+            cell = (cell * m + c[a]) * m + c[b]
+        _, cell = np.unique(cell, return_inverse=True)
+        tables = np.bincount(cell * 4 + sign, minlength=4 * (int(cell.max()) + 1))
+        tables = tables.reshape(-1, 2, 2).astype(np.float64)
+        mi = float(np.mean(_mutual_information(tables)))
+        h = float(np.mean(_pgdl_entropy(tables.sum(axis=2))))
+        per[",".join(subset)] = mi / h if h > 0 else float("nan")
+    vals = [v for v in per.values() if np.isfinite(v)]
+    return (float(min(vals)) if vals else float("nan")), per
