@@ -1,6 +1,7 @@
-"""Figures the HTML report draws where no other module has one: metrics over training steps,
-sensitivity profiles rebuilt from ``jacspec sensitivity --json`` and the histogram of a
-simulated spectrum. Functions return :class:`matplotlib.figure.Figure` objects."""
+"""Figures the HTML report draws where no other module has one: metrics over training steps
+(also :meth:`jacspec.track.Tracker.plot` and ``jacspec track --plot``), sensitivity profiles
+rebuilt from ``jacspec sensitivity --json`` and the histogram of a simulated spectrum.
+Functions return :class:`matplotlib.figure.Figure` objects."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from matplotlib.figure import Figure
 TRACK_INDEX = ("step", "epoch", "time", "wall_time", "elapsed", "seconds", "timestamp")
 #: Columns naming the matrix or layer of a per-layer tracking row (one line per value).
 TRACK_GROUPS = ("matrix", "layer", "name", "row")
+#: Panels a tracker draws by default, in this order, when tracked.
+DEFAULT_PANELS = ("alpha", "lambda_max", "stable_rank", "entropy")
+#: Metrics drawn on a logarithmic y axis (positive scales of the spectrum) when all positive.
+LOG_METRICS = ("lambda_max", "trace", "mp_lambda_plus", "rand_lambda_max")
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -62,6 +67,10 @@ def plot_tracking(frame: pd.DataFrame, metrics: Sequence[str] | None = None, *,
             grp = grp.sort_values(x)
             ax.plot(grp[x].to_numpy(float), grp[metric].to_numpy(dtype=float, na_value=np.nan),
                     marker="o", ms=3, lw=1.2, label=None if label is None else str(label))
+        values = frame[metric].to_numpy(dtype=float, na_value=np.nan)
+        if metric in LOG_METRICS and np.isfinite(values).any() and (
+                values[np.isfinite(values)] > 0).all():
+            ax.set_yscale("log")
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel(x, fontsize=8)
         ax.tick_params(labelsize=8)
@@ -73,6 +82,48 @@ def plot_tracking(frame: pd.DataFrame, metrics: Sequence[str] | None = None, *,
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def tracking_panels(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> list[str]:
+    """The metrics a tracker's figure shows: those of :data:`DEFAULT_PANELS` that hold a value
+    (else the first four metric columns) when ``metrics`` is None, else ``metrics`` (a
+    ValueError names any that was not tracked)."""
+    if metrics is None:
+        present = metric_columns(frame)
+        return [m for m in DEFAULT_PANELS if m in present] or present[:4]
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    numeric = [str(c) for c in frame.columns if str(c) not in TRACK_INDEX + TRACK_GROUPS
+               and pd.api.types.is_numeric_dtype(frame[c])
+               and not pd.api.types.is_bool_dtype(frame[c])]
+    missing = [m for m in metrics if m not in numeric]
+    if missing:
+        raise ValueError(f"metrics {missing} were not tracked; tracked: {', '.join(numeric)}")
+    return metrics
+
+
+def plot_tracker(tracker: Any, metrics: Sequence[str] | None = None, *,
+                 layers: bool = False) -> Figure:
+    """One panel per metric (:func:`tracking_panels`) of a :class:`~jacspec.track.Tracker`
+    against the step, in one row; ``layers=True`` draws its layer rows (one line per
+    matrix) instead."""
+    frame = tracker.layer_frame() if layers else tracker.frame()
+    panels = tracking_panels(frame, metrics)
+    if not panels:
+        raise ValueError("nothing to plot: " + ("no layer rows were tracked" if layers
+                                                else "the tracker holds no numeric metric"))
+    what = "layer rows" if layers else "Jacobian spectrum"
+    steps = frame["step"].nunique()
+    return plot_tracking(frame, panels, ncols=len(panels),
+                         title=f"{what} during training ({steps} tracked steps)")
+
+
+def tracking_figures(tracker: Any) -> dict[str, Figure]:
+    """``{"track.png": Figure, "track_layers.png": Figure (with layer rows)}`` of a tracker
+    (the caller saves them, e.g. with the CLI's ``save_figures``)."""
+    figures = {"track.png": plot_tracker(tracker)}
+    if len(tracker.layer_frame()):
+        figures["track_layers.png"] = plot_tracker(tracker, layers=True)
+    return figures
 
 
 def plot_trajectory_records(trajectories: Sequence[Mapping[str, Any]], *,

@@ -20,25 +20,34 @@ torch layer; a module whose ``train()`` override does more than set the flag sho
 tracked with ``copy=True``, which evaluates an eval-mode deep copy instead).
 
 Rows go to an append-only JSON-lines store (``store=PATH``, :mod:`jacspec.track.store`) that
-survives a crash; :meth:`Tracker.load` reads one back.
+survives a crash; :meth:`Tracker.load` reads one back. The probe is drawn by
+:mod:`jacspec.track.probe`, the model is guarded by :func:`jacspec.track.untouched.untouched`
+and a folder of checkpoints is tracked by :mod:`jacspec.track.checkpoints` (their names are
+re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy as _copy
-import hashlib
 import inspect
 import math
 import os
-import random
-import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jacspec._util.validation import positive_int
+from jacspec.track.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    checkpoint_step,
+    find_checkpoints,
+    track_checkpoints,
+)
+from jacspec.track.probe import fingerprint, fix_probe
+from jacspec.track.untouched import untouched
 
 MAIN = "input->output"
 
@@ -63,18 +72,6 @@ NORM_OUTPUTS = ("softmax", "logits")
 #: analyze() keywords the tracker sets itself (explicit arguments, or decided by ``metrics``).
 _OWN = ("model", "data", "layers", "output", "scale", "dtype", "device", "batch_size", "seed",
         "randomize", "progress", "fit_kwargs")
-#: Seed sequence tail of the probe subset: the same draw as ``load_dataset(..., n=, seed=)``.
-_SUBSET_KEY = 0x5B5E7
-
-
-def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or \
-            int(value) < 1:
-        accepted = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"{name} must be {accepted}; got {value!r}")
-    return int(value)
 
 
 def _check_metrics(metrics: Any) -> tuple[str, ...]:
@@ -125,112 +122,6 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
-def fix_probe(data: Any, n: int | None, seed: int) -> tuple[Any, Any]:
-    """``(x, y)`` tensors of the probe: ``n`` examples of ``data`` drawn without replacement
-    with ``seed`` (all of them when ``n`` is None), in the data's order.
-
-    Any data form jacspec accepts (:func:`jacspec.data.batches.iter_batches`); the data are
-    read once (a one-shot iterator is fine). The draw is ``load_dataset(..., n=n, seed=seed)``'s,
-    so a ``DataSet`` gives the same subset. ``y`` is None unless every batch has labels.
-    """
-    import torch
-
-    from jacspec.data.batches import data_length, iter_batches
-
-    total = data_length(data)
-    if n is not None and total is not None and n > total:
-        raise ValueError(f"n={n} exceeds the {total} examples of probe_data; pass n <= {total} "
-                         "or n=None for all of them")
-    wanted: np.ndarray | None = None
-    if n is not None and total is not None:
-        wanted = _draw(total, n, seed)
-    xs: list[torch.Tensor] = []
-    ys: list[Any] = []
-    pos = 0
-    for x, y in iter_batches(data):
-        b = int(x.shape[0])
-        if wanted is None:
-            xs.append(x.detach().cpu().clone())
-            ys.append(None if y is None else y.detach().cpu().clone())
-        else:
-            lo, hi = np.searchsorted(wanted, [pos, pos + b])
-            if hi > lo:
-                local = torch.from_numpy(wanted[lo:hi] - pos)
-                xs.append(x.detach().cpu()[local].clone())
-                ys.append(None if y is None else y.detach().cpu()[local].clone())
-            if hi == len(wanted):
-                pos += b
-                break
-        pos += b
-    if not xs or sum(int(x.shape[0]) for x in xs) == 0:
-        raise ValueError("probe_data is empty; expected at least one example")
-    x_all = torch.cat(xs)
-    y_all = None if any(y is None for y in ys) else torch.cat(ys)
-    if wanted is not None and x_all.shape[0] < n:
-        raise ValueError(f"probe_data yielded {pos} examples, fewer than its length said "
-                         f"({total}); cannot draw n={n}")
-    if n is not None and wanted is None:
-        if n > x_all.shape[0]:
-            raise ValueError(f"n={n} exceeds the {x_all.shape[0]} examples of probe_data; pass "
-                             f"n <= {x_all.shape[0]} or n=None for all of them")
-        idx = torch.from_numpy(_draw(int(x_all.shape[0]), n, seed))
-        x_all = x_all[idx]
-        y_all = None if y_all is None else y_all[idx]
-    if not x_all.is_floating_point():
-        raise TypeError(f"probe_data inputs must be floating point; got {x_all.dtype}")
-    return x_all, y_all
-
-
-def _draw(total: int, n: int, seed: int) -> np.ndarray:
-    if n == total:
-        return np.arange(total)
-    rng = np.random.default_rng([int(seed), _SUBSET_KEY])
-    return np.sort(rng.choice(total, size=n, replace=False))
-
-
-def _fingerprint(x: Any, y: Any) -> str:
-    h = hashlib.sha256()
-    h.update(str((tuple(x.shape), str(x.dtype))).encode())
-    h.update(x.contiguous().numpy().tobytes())
-    if y is not None:
-        h.update(y.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def untouched(model: Any, *, eval_mode: bool = True) -> Iterator[None]:
-    """Run a block with ``model`` in eval mode (``eval_mode``), then put back exactly: every
-    module's ``training`` flag, every parameter's ``.grad`` (the same tensor) and
-    ``requires_grad``, and the torch CPU/CUDA, numpy and Python ``random`` global states."""
-    import torch
-
-    flags = [(m, m.training) for m in model.modules()]
-    params = [(p, p.grad, p.requires_grad) for p in model.parameters()]
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    cpu_state = torch.get_rng_state()
-    cuda_state = torch.cuda.get_rng_state_all() if cuda else None
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    try:
-        if eval_mode:
-            for m, _ in flags:
-                m.training = False
-        yield
-    finally:
-        for m, flag in flags:
-            if m.training != flag:
-                m.training = flag
-        for p, grad, req in params:
-            if p.grad is not grad:
-                p.grad = grad
-            if p.requires_grad != req:
-                p.requires_grad_(req)
-        torch.set_rng_state(cpu_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state_all(cuda_state)
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-
 
 def _value(v: Any) -> Any:
     if isinstance(v, (np.integer,)):
@@ -278,8 +169,8 @@ class Tracker:
         from jacspec._util.validation import check_choice
 
         self.metrics = _check_metrics(metrics)
-        self.every = _positive_int("every", every)
-        n = _positive_int("n", n, allow_none=True)
+        self.every = positive_int("every", every)
+        n = positive_int("n", n, allow_none=True)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int; got {type(seed).__name__}")
         if layers is not None and not isinstance(layers, str):
@@ -293,7 +184,7 @@ class Tracker:
             if dtype not in (torch.float32, torch.float64):
                 raise ValueError(f"dtype must be torch.float32, torch.float64 or None; got "
                                  f"{dtype!r}")
-        batch_size = _positive_int("batch_size", batch_size, allow_none=True)
+        batch_size = positive_int("batch_size", batch_size, allow_none=True)
         self._options = _check_options(analyze_options)
         self._output, self._scale, self._dtype, self._device = output, scale, dtype, device
         self._batch_size, self._norm_output, self._copy = batch_size, norm_output, bool(copy)
@@ -316,7 +207,7 @@ class Tracker:
             "randomize": self._randomize,
             "analyze": dict(self._options),
             "probe": {"n": int(x.shape[0]), "shape": list(x.shape[1:]), "dtype": str(x.dtype),
-                      "labels": y is not None, "sha256": _fingerprint(x, y)},
+                      "labels": y is not None, "sha256": fingerprint(x, y)},
             "store": None if store is None else str(store),
             "versions": _versions(),
         }
@@ -524,96 +415,11 @@ class Tracker:
 
     def plot(self, metrics: Sequence[str] | None = None) -> Any:
         """Figure of the tracked metrics against step (alpha, lambda_max, stable_rank, entropy
-        by default: those tracked), one panel each (:func:`jacspec.track.plots.plot_tracking`)."""
-        from jacspec.track.plots import plot_tracking
+        by default: those tracked), one panel each
+        (:func:`jacspec.report.report_figures.plot_tracker`)."""
+        from jacspec.report.report_figures import plot_tracker
 
-        return plot_tracking(self.frame(), metrics=metrics)
-
-
-#: Checkpoint file suffixes :func:`find_checkpoints` picks up.
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-_STEP_WORD = re.compile(r"(?:global_step|step|iteration|iter|it)[=_-]?(\d+)", re.IGNORECASE)
-_NUMBER = re.compile(r"(\d+)")
-
-
-def checkpoint_step(path: str | os.PathLike) -> int | None:
-    """The step number in a checkpoint's file name: the digits after ``step``/``iter``
-    (``step_000100.pt``, ``epoch=2-step=300.pt``), else the last digits of the name
-    (``ckpt-100.pt``); None when the name has no digits."""
-    stem = Path(path).stem
-    found = _STEP_WORD.findall(stem)
-    if found:
-        return int(found[-1])
-    numbers = _NUMBER.findall(stem)
-    return int(numbers[-1]) if numbers else None
-
-
-def find_checkpoints(folder: str | os.PathLike) -> tuple[list[tuple[int, Path]], str]:
-    """``([(step, path), ...] ascending, how)`` for the ``*.pt``/``*.pth`` files of ``folder``.
-
-    Steps come from the file names (:func:`checkpoint_step`, ``how="name"``); when some name
-    has no number, the files are ordered by modification time and numbered 0, 1, ...
-    (``how="mtime"``). Two files with one step number are refused.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {str(root)!r} does not exist (or is not a "
-                                "folder)")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-    if not files:
-        raise ValueError(f"checkpoint folder {str(root)!r} holds no {'/'.join(CHECKPOINT_SUFFIXES)}"
-                         " files (jacspec.save_checkpoint writes them, e.g. step_000100.pt)")
-    steps = [checkpoint_step(p) for p in files]
-    if any(s is None for s in steps):
-        by_time = sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
-        return list(enumerate(by_time)), "mtime"
-    seen: dict[int, Path] = {}
-    for s, p in zip(steps, files, strict=True):
-        assert s is not None
-        if s in seen:
-            raise ValueError(f"checkpoints {seen[s].name!r} and {p.name!r} in {str(root)!r} both "
-                             f"name step {s}; keep one checkpoint per step")
-        seen[s] = p
-    return sorted(seen.items()), "name"
-
-
-def track_checkpoints(
-    tracker: Tracker,
-    folder: str | os.PathLike,
-    *,
-    trust: bool = False,
-    skip_tracked: bool = True,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """Run ``tracker`` over the checkpoints of ``folder`` (:func:`find_checkpoints`), loading
-    each with :func:`jacspec.load_model` (``trust`` as there); steps not divisible by
-    ``tracker.every`` are passed over, and (``skip_tracked``) so are steps already in the
-    tracker (a store continued after an interruption). Returns the new rows."""
-    import jacspec
-
-    found, _ = find_checkpoints(folder)
-    todo = [(s, p) for s, p in found if s % tracker.every == 0 and
-            not (skip_tracked and s in tracker._rows)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="track", unit="ckpt")
-    rows = []
-    try:
-        for s, p in todo:
-            model = jacspec.load_model(p, trust=trust)
-            row = tracker.step(model, s)
-            if row is not None:
-                row["checkpoint"] = str(p)
-                rows.append(row)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    return rows
-
+        return plot_tracker(self, metrics)
 
 def _versions() -> dict[str, str]:
     import torch
@@ -625,6 +431,7 @@ def _versions() -> dict[str, str]:
 
 
 __all__ = [
+    "CHECKPOINT_SUFFIXES",
     "DEFAULT_METRICS",
     "METRICS",
     "Tracker",

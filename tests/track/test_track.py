@@ -18,8 +18,8 @@ from torch import nn
 
 import jacspec
 from jacspec.cli.main import main
+from jacspec.track.checkpoints import checkpoint_step, find_checkpoints
 from jacspec.track.lightning import TrackerCallbackMixin, lightning_callback_base
-from jacspec.track.tracker import checkpoint_step, find_checkpoints
 
 STEPS = 30
 EVERY = 10
@@ -252,6 +252,17 @@ def test_layer_rows_and_null_metrics(digits):
     assert list(lf["matrix"]) == ["input->1", "1->output"] and (lf["step"] == 4).all()
     assert tracker.step(model, 5) is None
     assert tracker.step(model, 5, force=True)["step"] == 5
+    # One home for the tracking figures (jacspec.report.report_figures): the layer panel has
+    # one line per matrix, lambda_max on a log axis; an untracked metric is one clear error.
+    from jacspec.report.report_figures import tracking_figures
+
+    figures = tracking_figures(tracker)
+    assert sorted(figures) == ["track.png", "track_layers.png"]
+    layer_ax = figures["track_layers.png"].axes[0]
+    assert layer_ax.get_title() == "lambda_max" and len(layer_ax.lines) == 2
+    assert layer_ax.get_yscale() == "log"
+    with pytest.raises(ValueError, match=r"metrics \['alpha'\] were not tracked"):
+        tracker.plot(["alpha"])
 
 
 def test_any_data_form_gives_the_same_probe(digits):

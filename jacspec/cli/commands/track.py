@@ -66,12 +66,8 @@ def run(args: argparse.Namespace) -> int:
         save_figures,
         write_json,
     )
-    from jacspec.track.tracker import (
-        DEFAULT_METRICS,
-        Tracker,
-        find_checkpoints,
-        track_checkpoints,
-    )
+    from jacspec.track.checkpoints import find_checkpoints, track_checkpoints
+    from jacspec.track.tracker import DEFAULT_METRICS, Tracker
 
     plot_dir = check_plot_dir(args.plot)
     if args.every < 1:
@@ -118,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         announce([args.store], args.json)
     write_json(payload, args.json)
     if plot_dir is not None:
-        from jacspec.track.plots import tracking_figures
+        from jacspec.report.report_figures import tracking_figures
 
         figures = tracking_figures(tracker)
         save_figures(figures, plot_dir, json_path=args.json)
