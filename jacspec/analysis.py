@@ -157,9 +157,11 @@ def heavy_tail_columns(
     """
     vals = np.asarray(eigenvalues[: max(rank, 1)], dtype=np.float64)
     fit: PowerLawFit | None = None
+    why = ""
     try:
         fit = fit_powerlaw(vals, **fit_kwargs)
     except ValueError as exc:
+        why = str(exc)
         logger.warning("power-law fit skipped: %s", exc)
     mp = None
     try:
@@ -170,6 +172,8 @@ def heavy_tail_columns(
     row = heavy_tail_metrics(
         vals, fit=fit, mp=mp, null=null, errors="nan", **({} if fit is not None else fit_kwargs)
     )
+    if fit is None and why:  # say why instead of a bare "failed" (e.g. a rank-1 layer row)
+        row["warning"] = f"no power-law fit: {why}"
     return row, fit
 
 
@@ -188,7 +192,17 @@ def _analyse_matrix(
 ) -> tuple[dict[str, Any], ESD, PowerLawFit | None, RandomizedNull | None]:
     """One exact row: the Gram of ``source`` (cached in float64 up to ``randomize_max_bytes``
     when the randomized null needs the entries of 𝒥), its ESD and every column."""
-    cached = source.cached(max_bytes=randomize_max_bytes) if randomize else None
+    explicit = source.options is not None and source.options.route != "auto"
+    if randomize and source.route != "direct" and not explicit:  # auto: 𝒥 did not fit
+        logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
+    elif randomize and source.route != "direct":
+        warnings.warn(
+            f"analyze: randomized null skipped for {name}: route={source.route!r} rows are not "
+            "the entries of 𝒥 (the null shuffles them); pass route='direct' for the null",
+            UserWarning, stacklevel=3,
+        )
+    direct = randomize and source.route == "direct"
+    cached = source.cached(max_bytes=randomize_max_bytes) if direct else None
     g = gram_from_source(cached or source, side=side, max_memory=max_memory, deflate=deflate)
     e = esd_from_gram(g, scale=scale, jac_error2=g.class_sum_residual2)
     row: dict[str, Any] = spectral_metrics(e.eigenvalues, rank=e.rank)
@@ -274,6 +288,7 @@ def analyze(
     deflate: bool = True,
     jacobian_method: str | None = None,
     progress: bool | None = None,
+    route: str | None = None,
     **fit_kwargs: Any,
 ) -> Analysis:
     """Analyse the data Jacobian's ESD of ``model`` on ``data`` (see the module docstring).
@@ -294,7 +309,11 @@ def analyze(
     (:class:`~jacspec.jacobian.options.JacobianOptions`) or its fields as keywords
     (``output``, default softmax, ``dtype``, ``device``, ``batch_size``,
     ``jacobian_method``, ``progress``) reach every row's engine whole (a keyword given wins
-    over ``options``). ``progress``: one bar over the rows when layers are analysed, else
+    over ``options``). ``route`` (input->output row): ``"auto"`` takes the factored route
+    (:mod:`jacspec.jacobian.factored`) when it applies, except when the randomized null needs
+    the entries of 𝒥 and they fit ``randomize_max_bytes`` (then ``"direct"``); an explicit
+    ``"factored"`` skips the null with a warning. ``progress``: one bar over the rows when
+    layers are analysed, else
     the Jacobian bar. ``fit_kwargs`` go to
     :func:`jacspec.heavytail.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``,
     ``distribution``...)
@@ -308,6 +327,7 @@ def analyze(
     opts = resolve_options(
         options, labels={"method": "jacobian_method"}, output=output, dtype=dtype,
         device=device, batch_size=batch_size, method=jacobian_method, progress=progress,
+        route=route,
     )
     if layers is not None and not isinstance(layers, str):
         layers = list(layers)
@@ -368,16 +388,26 @@ def analyze(
             if bar is not None:
                 bar.set_postfix_str(p.label)
             if p.method == "exact":
-                source = JacobianSource.from_model(model, data, row_opts, target=p.label)
+                src_opts = row_opts
+                if (p.label == MAIN and randomize and row_opts.route == "auto" and p.n
+                        and p.n * p.k * p.d * 8 <= randomize_max_bytes):
+                    src_opts = row_opts.replace(route="direct")  # the null needs 𝒥; it fits
+                source = JacobianSource.from_model(model, data, src_opts, target=p.label)
+                settings["rows"][p.label]["route"] = source.route
                 row, esds[p.label], fits[p.label], nulls[p.label] = _analyse_matrix(
                     p.label, source, side=p.side, **exact_kw
                 )
             elif p.method == "slq":
                 from jacspec.spectra.estimate import estimate_from_batches
 
-                source = JacobianSource.from_model(model, data, row_opts, target=p.label)
+                # auto: direct (an estimated density over the factored dual's kw dimensions
+                # would carry another zero atom than 𝒥's); an explicit "factored" is kept
+                slq_opts = row_opts.replace(route="direct") if row_opts.route == "auto" else (
+                    row_opts)
+                source = JacobianSource.from_model(model, data, slq_opts, target=p.label)
+                settings["rows"][p.label]["route"] = source.route
                 est = estimate_from_batches(
-                    lambda src=source: src, n=p.n, k=p.k, d=p.d, plan=p.esd_plan,
+                    lambda src=source: src, n=p.n, k=p.k, d=source.d, plan=p.esd_plan,
                     output=p.output, scale=scale, dtype=source.dtype, deflate=deflate,
                     seed=seed, progress=row_opts.progress,
                 )

@@ -99,3 +99,16 @@ def test_fit_keywords_reach_fit_powerlaw() -> None:
     e = analyze(model, x, randomize=False).esds["input->output"]
     fit = fit_powerlaw(e.eigenvalues[: e.rank], xmin_window="peak")
     assert row["alpha"] == pytest.approx(fit.alpha)
+
+
+def test_row_without_a_power_law_fit_says_why():
+    """A first Linear layer's input->layer Jacobian is W for every example (rank 1): the row
+    has no power-law fit and its warning says why instead of a bare 'failed'."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 3)).double().eval()
+    x = torch.randn(40, 12, dtype=torch.float64)
+    table = analyze(model, x, layers=["0"], randomize=False).table
+    row = table.loc["input->0"]
+    assert row["rank"] == 1
+    assert row["warning"].startswith("no power-law fit: ")
+    assert "positive" in row["warning"]
