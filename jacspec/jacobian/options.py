@@ -20,11 +20,15 @@ from jacspec._util.validation import check_choice
 
 OUTPUTS = ("softmax", "logits", "log_softmax")
 METHODS = ("auto", "replicate", "batched_grad", "loop")
+#: How input->output rows are computed: ``"direct"`` (``d g / d x``), ``"factored"``
+#: (through the first linear layer, :mod:`jacspec.jacobian.factored`) or ``"auto"``.
+ROUTES = ("auto", "direct", "factored")
 DEFAULT_METHOD = "auto"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: The option fields, in declaration order.
-FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independence", "progress")
+FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independence", "progress",
+          "route")
 
 
 def _check_dtype(name: str, value: Any) -> torch.dtype | None:
@@ -77,6 +81,7 @@ def _validated(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str
             name["check_independence"], values["check_independence"]
         ),
         "progress": _check_flag(name["progress"], values["progress"]),
+        "route": check_choice(name["route"], values["route"], ROUTES),
     }
 
 
@@ -92,7 +97,11 @@ class JacobianOptions:
     - ``method``: the batched backward (``"auto"``, ``"replicate"``, ``"batched_grad"``,
       ``"loop"``; the ``jacobian_method`` keyword of ``gram``/``esd``/``analyze``);
     - ``check_independence``: probe the first batch for layers that mix examples;
-    - ``progress``: a progress bar over the examples.
+    - ``progress``: a progress bar over the examples;
+    - ``route``: input->output rows ``"direct"`` (``J_i = d g / d x``), ``"factored"``
+      (``A_i L`` with ``J_i = A_i W`` through the first linear layer, ``L L^T = W W^T``:
+      :mod:`jacspec.jacobian.factored`) or ``"auto"`` (factored when it applies and the
+      layer is narrower than the input).
     """
 
     output: str = "softmax"
@@ -102,6 +111,7 @@ class JacobianOptions:
     method: str = DEFAULT_METHOD
     check_independence: bool = True
     progress: bool = False
+    route: str = "auto"
 
     def __post_init__(self) -> None:
         values = _validated({f: getattr(self, f) for f in FIELDS}, {})

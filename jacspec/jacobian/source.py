@@ -90,6 +90,9 @@ class JacobianSource:
         output: str = "softmax",
         options: JacobianOptions | None = None,
         kind: str = "model",
+        route: str = "direct",
+        jacobian_shape: tuple[int, ...] | None = None,
+        route_info: dict[str, Any] | None = None,
     ) -> None:
         self._make = make_batches
         self.n = None if n is None else int(n)
@@ -101,6 +104,14 @@ class JacobianSource:
         self.output = output
         self.options = options
         self.kind = kind
+        #: ``"direct"``: rows are ``J_i``; ``"factored"``: rows ``A_i L`` with the same Gram
+        #: (:mod:`jacspec.jacobian.factored`), ``d`` then is the first layer's width.
+        self.route = route
+        #: The input shape of ``𝒥`` itself (``input_shape`` unless the rows are factored).
+        self.jacobian_shape = self.input_shape if jacobian_shape is None else tuple(
+            int(s) for s in jacobian_shape
+        )
+        self.route_info = dict(route_info or {})
 
     @property
     def d(self) -> int:
@@ -126,6 +137,10 @@ class JacobianSource:
             "output": self.output,
             "rows_sum_to_zero": self.rows_sum_to_zero,
             "options": None if self.options is None else self.options.to_dict(),
+            "route": self.route,
+            **({"jacobian_shape": list(self.jacobian_shape)}
+               if self.jacobian_shape != self.input_shape else {}),
+            **self.route_info,
         }
 
     def __iter__(self) -> Iterator[JacobianBatch]:
@@ -196,6 +211,12 @@ class JacobianSource:
         if kind == "main":
             k = num_outputs(model, x0[:2])
             shape = tuple(x0.shape[1:])
+            if opts.route != "direct":
+                from jacspec.jacobian.factored import factored_source
+
+                fac = factored_source(model, data, opts, x0=x0, n=n, k=k, target=target)
+                if fac is not None:
+                    return fac
 
             def make() -> Iterable[JacobianBatch]:
                 return iter_jacobians(model, data, options=opts)
@@ -409,7 +430,8 @@ class CachedSource(JacobianSource):
             source._make, n=source.n, k=source.k, input_shape=source.input_shape,
             dtype=source.dtype, rows_sum_to_zero=source.rows_sum_to_zero,
             target=source.target, output=source.output, options=source.options,
-            kind="cached",
+            kind="cached", route=source.route, jacobian_shape=source.jacobian_shape,
+            route_info=source.route_info,
         )
         self.source = source
         self.max_bytes = max_bytes

@@ -10,8 +10,11 @@
   eq. 6: the same lower bound for ``||J||_F``,
   eq. 7: ``||J||_F ~ sqrt(M)/(n-1) (1-e^-l) sqrt(n^2 e^-2l + n - 2)``.
 
-Jacobians come from :func:`jacspec.jacobian.engine.iter_jacobians` one batch at a time;
-the softmax Jacobian is formed from the logit one, ``J = (diag(s) - s s^T) J_f``.
+Jacobians come from :meth:`jacspec.jacobian.source.JacobianSource.from_model` one batch at a
+time; the softmax Jacobian is formed from the logit one, ``J = (diag(s) - s s^T) J_f``. On
+the factored route (``options.route``, :mod:`jacspec.jacobian.factored`) the rows are
+``A_i L`` with ``L L^T = W W^T`` for the first linear layer ``W``: ``||J_i||_F^2 =
+tr(A_i W W^T A_i^T) = ||A_i L||_F^2`` and every per-class row norm is unchanged.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from jacspec._util.json import jsonable
 from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.batches import iter_batches
-from jacspec.jacobian.engine import iter_jacobians, prepare_model
+from jacspec.jacobian.engine import prepare_model
 from jacspec.jacobian.options import JacobianOptions, resolve_options
+from jacspec.jacobian.source import JacobianSource
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +95,24 @@ class _NormBatch:
     softmax_row_norms: Tensor  # (b, k): ||J_c||_2 of the softmax Jacobian
 
 
-def _iter_norms(
+def _norm_source(
     model: nn.Module, data: Any, options: JacobianOptions | None, **fields: Any
+) -> JacobianSource:
+    """The logit Jacobian's rows (``options`` or its fields whole, ``output="logits"``)."""
+    opts = resolve_options(options, **fields).replace(output="logits")
+    return JacobianSource.from_model(model, data, opts)
+
+
+def _iter_norms(
+    model: nn.Module, data: Any, options: JacobianOptions | None, *,
+    source: JacobianSource | None = None, **fields: Any,
 ) -> Iterator[_NormBatch]:
     """Per-batch norms from the logit Jacobians; only one batch of Jacobians is alive.
 
     ``options`` (or its fields) reach the engine whole, with ``output="logits"`` (the softmax
-    Jacobian is formed from the logit Jacobian here)."""
-    opts = resolve_options(options, **fields).replace(output="logits")
-    for jb in iter_jacobians(model, data, options=opts):
+    Jacobian is formed from the logit Jacobian here); rows of either route."""
+    src = source if source is not None else _norm_source(model, data, options, **fields)
+    for jb in src:
         jl = jb.jac.reshape(jb.jac.shape[0], jb.jac.shape[1], -1)
         js = softmax_jacobian(jl, jb.out)
         rows = js.pow(2).sum(dim=2)
@@ -298,7 +311,8 @@ def per_point_generalization(
     num_classes = None
     run_dtype = None
     fields = dict(dtype=dtype, batch_size=batch_size, progress=progress)
-    for nb in _iter_norms(model, data, options, **fields):
+    source = _norm_source(model, data, options, **fields)
+    for nb in _iter_norms(model, data, options, source=source):
         if nb.y is None:
             raise ValueError("data has no labels; per-point generalization needs (x, y) data")
         y = nb.y.long().to(nb.logits.device)
@@ -342,6 +356,7 @@ def per_point_generalization(
         "M_source": "data" if M is None else "given",
         "output": "softmax",
         "jacobian": resolve_options(options, **fields).replace(output="logits").to_dict(),
+        "route": source.route,
     }
     return PerPointSensitivity(
         frame=frame, M=m_est, num_classes=int(num_classes), settings=settings

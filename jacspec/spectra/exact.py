@@ -145,7 +145,8 @@ def esd_from_gram(g: Gram, *, scale: str = "n", jac_error2: float | None = None)
         rank=ev.rank,
         tol=ev.tol,
         num_negative_clipped=ev.clipped,
-        settings={"method": "exact", "deflated": g.deflated},
+        settings={"method": "exact", "deflated": g.deflated,
+                  **({"route": g.settings["route"]} if "route" in g.settings else {})},
         unresolved=ev.unresolved,
     )
 

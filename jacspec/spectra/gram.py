@@ -64,10 +64,12 @@ class Gram:
 
         The deflated dual has ``(k-1)d`` eigenvalues; the ESD reports ``min(n, kd)`` of them
         whichever side was built, so ``min(n, kd) - (k-1)d`` (at most ``d``) zeros are added.
+        A dual built from factored rows (``route="factored"``, ``(k-1)w`` or ``kw`` wide for
+        ``d``-entry inputs) gets ``min(n, kd)`` minus its dimension.
         """
-        if not (self.deflated and self.side == "dual"):
+        if self.side != "dual":
             return 0
-        return max(min(self.n, self.k * self.d) - (self.k - 1) * self.d, 0)
+        return max(min(self.n, self.k * self.d) - int(self.matrix.shape[0]), 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -340,7 +342,9 @@ def gram_from_source(
         deflate=bool(deflate) and source.rows_sum_to_zero, sum_to_zero=source.rows_sum_to_zero,
         dtype=source.dtype,
     )
-    return replace(g, settings={**g.settings, "source": source.settings})
+    # factored rows (route="factored"): the Gram is 𝒥's, so is its input shape
+    return replace(g, input_shape=source.jacobian_shape,
+                   settings={**g.settings, "source": source.settings, "route": source.route})
 
 
 def gram_from_batches(

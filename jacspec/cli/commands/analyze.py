@@ -55,6 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the engine's batched backward for the input->output Jacobian (same numbers)",
     )
     p.add_argument(
+        "--route",
+        choices=["auto", "direct", "factored"],
+        default="auto",
+        help="input->output rows: direct J = dg/dx, factored A L through the first linear "
+        "layer (same Gram, smaller dual; jacspec.jacobian.factored) or auto (factored when it "
+        "applies, is cheaper and the randomized null does not need J's entries)",
+    )
+    p.add_argument(
         "--layers",
         default=None,
         help=LAYERS_HELP,
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         side=args.side,
         method=args.method,
         jacobian_method=args.jacobian_method,
+        route=args.route,
         layers=layers,
         randomize=not args.no_randomize,
         seed=args.seed,
