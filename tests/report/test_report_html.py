@@ -23,7 +23,8 @@ from PIL import Image
 import jacspec
 from jacspec.cli.main import main
 from jacspec.models.builders import build_model, save_checkpoint
-from jacspec.report.html import _cell, build_section, detect_kind, write_report
+from jacspec.report.html import build_section, detect_kind, write_report
+from jacspec.report.html_render import _cell
 
 SPEC = {"kind": "mlp", "input_shape": [64], "num_classes": 10, "width": 16, "depth": 2,
         "seed": 0}
