@@ -72,7 +72,11 @@ class Gram:
         return max(min(self.n, self.k * self.d) - int(self.matrix.shape[0]), 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-able dict of the shape and how the Gram was made (``settings`` spread in);
+        the matrix itself is left out (it is :attr:`matrix`)."""
+        from jacspec._util.json import jsonable
+
+        return jsonable({
             "side": self.side,
             "n": self.n,
             "k": self.k,
@@ -82,7 +86,29 @@ class Gram:
             "dtype": self.dtype,
             "deflated": self.deflated,
             **self.settings,
-        }
+        })
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: the side and its size, ``n``, ``k``, ``d`` and the trace
+        ``tr(𝒥𝒥^T) = tr(𝒥^T𝒥) = ||𝒥||_F^2`` (unscaled; the same on both sides)."""
+        from jacspec._util.json import jsonable
+
+        return jsonable({
+            "side": self.side,
+            "size": int(self.matrix.shape[0]),
+            "n": self.n,
+            "k": self.k,
+            "d": self.d,
+            "deflated": self.deflated,
+            "trace": float(np.trace(self.matrix)),
+            "class_sum_residual2": self.class_sum_residual2,
+        })
+
+    def to_frame(self) -> Any:
+        """One-row pandas DataFrame of :meth:`summary`."""
+        import pandas as pd
+
+        return pd.DataFrame([self.summary()])
 
 
 def gram_bytes(side: str, n: int, kd: int, itemsize: int = 4) -> int:

@@ -221,15 +221,10 @@ def _tracker() -> Any:
     return tracker
 
 
-def _xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 #: Result type name -> (builder, has a figure, marks).
 CASES: dict[str, tuple[Callable[[], Any], bool, tuple[pytest.MarkDecorator, ...]]] = {
     "ESD": (_esd, True, ()),
-    "Gram": (_gram, False, (_xfail("Gram (jacspec.spectra.gram) has no to_frame()/summary() "
-                                   "yet"),)),
+    "Gram": (_gram, False, ()),
     "ESDEstimate": (_estimate, True, ()),
     "EsdPlan": (_plan, False, ()),
     "SpectralDensity": (_slq, False, ()),
