@@ -57,6 +57,18 @@ def _figure(size: tuple[float, float] = (6.0, 4.2)) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
+def _finish(fig: Figure, ax: Axes, title: str, *, log: bool = False) -> Figure:
+    """Label a density panel (eigenvalue against density; log-log axes when ``log``)."""
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(r"eigenvalue $\lambda$")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _loghist(ax: Axes, pos: np.ndarray, edges: np.ndarray, total: int, **kw: Any) -> None:
     """Density histogram normalised over all ``total`` values (zeros included)."""
     counts, _ = np.histogram(pos, bins=edges)
@@ -86,13 +98,7 @@ def plot_esd_loglog(
                 label=rf"{name} fit $\alpha$={fit.alpha:.2f}, D={fit.D:.3f}")
         ax.axvline(fit.xmin, color="r", ls="--", lw=1, label=f"xmin={fit.xmin:.3g}")
         ax.axvline(fit.xmax, color="orange", ls=":", lw=1, label=f"xmax={fit.xmax:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"eigenvalue $\lambda$")
-    ax.set_ylabel("density")
-    ax.set_title(title or "ESD (log-log)")
-    ax.legend(fontsize=8)
-    return fig
+    return _finish(fig, ax, title or "ESD (log-log)", log=True)
 
 
 def plot_esd_linear(
@@ -233,11 +239,7 @@ def plot_randomized_esd(
     for i, v in enumerate(null.above_rand_max_values):
         ax.axvline(v, color="k", lw=0.8, alpha=0.7,
                    label=f"{null.num_above_rand_max} real values above it" if i == 0 else None)
-    ax.set_xlabel(r"eigenvalue $\lambda$")
-    ax.set_ylabel("density")
-    ax.set_title(title or f"ESD vs randomized (rand_distance {null.rand_distance:.3g})")
-    ax.legend(fontsize=8)
-    return fig
+    return _finish(fig, ax, title or f"ESD vs randomized (rand_distance {null.rand_distance:.3g})")
 
 
 def plot_esd_pair(
@@ -264,13 +266,7 @@ def plot_esd_pair(
             ax.plot(xs, fit.num_pl_spikes / e.size * fit.pdf(xs), color=color, lw=2,
                     label=rf"{lab}: $\alpha$={fit.alpha:.2f}")
             ax.axvline(fit.xmin, color=color, ls="--", lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"eigenvalue $\lambda$")
-    ax.set_ylabel("density")
-    ax.set_title(title or "ESDs compared")
-    ax.legend(fontsize=8)
-    return fig
+    return _finish(fig, ax, title or "ESDs compared", log=True)
 
 
 def plot_density_vs_esd(
@@ -303,8 +299,4 @@ def plot_density_vs_esd(
     else:
         ax.hist(ev, bins=int(bins), density=True, alpha=0.45, label="exact ESD")
         ax.plot(xs, ds, "k-", lw=1.5, label=label)
-    ax.set_xlabel(r"eigenvalue $\lambda$")
-    ax.set_ylabel("density")
-    ax.set_title(title or "estimated density vs exact ESD")
-    ax.legend(fontsize=8)
-    return fig
+    return _finish(fig, ax, title or "estimated density vs exact ESD")
