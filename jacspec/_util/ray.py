@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,32 +25,41 @@ RAY_START_TIMEOUT = 60.0
 DEFAULT_HINT = "use --backend local"
 
 
-def start_ray(ray: Any, timeout: float, *, hint: str = DEFAULT_HINT, **kwargs: Any) -> None:
+def start_ray(
+    ray: Any, timeout: float, *, hint: str = DEFAULT_HINT, **kwargs: Any
+) -> threading.Event:
     """``ray.init(**kwargs)`` in a daemon thread, waited for at most ``timeout`` seconds.
 
     A start that does not finish in time raises TimeoutError, one that fails raises
     ConnectionError; both say "Ray could not start within N s: <reason>; <hint>". (A local
     Ray that cannot start otherwise blocks its caller forever.)
-    """
-    import threading
 
+    After a successful start the thread stays alive until the returned event is set (after
+    ``ray.shutdown()``): on Linux a local Ray's daemons die with the *thread* that started
+    them (``PR_SET_PDEATHSIG``), so a thread that returned would take them down with it.
+    """
     if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
             and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"ray_timeout must be a positive number of seconds, got {timeout!r}")
-    where = "Ray" if kwargs.get("address") is None else \
+    where = "Ray" if kwargs.get("address") in (None, "local") else \
         f"Ray (cluster at {kwargs['address']})"
     box: dict[str, BaseException] = {}
+    started, release = threading.Event(), threading.Event()
 
     def target() -> None:
         try:
             ray.init(**kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = exc
+            return
+        finally:
+            started.set()
+        release.wait()  # keep Ray's daemons' parent thread alive until shut down
 
     thread = threading.Thread(target=target, name="jacspec-ray-init", daemon=True)
     thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    started.wait(timeout)
+    if not started.is_set():
         _stop_ray(ray)
         raise TimeoutError(f"{where} could not start within {timeout:g} s: ray.init() did not "
                            "return (a local Ray may be unable to start its processes here); "
@@ -61,11 +71,11 @@ def start_ray(ray: Any, timeout: float, *, hint: str = DEFAULT_HINT, **kwargs: A
         _stop_ray(ray)
         raise ConnectionError(f"{where} could not start within {timeout:g} s: {reason}; "
                               f"{hint}") from exc
+    return release
 
 
 def _stop_ray(ray: Any, wait: float = 5.0) -> None:
     """Best-effort ``ray.shutdown()`` after a failed start, never blocking more than ``wait``."""
-    import threading
 
     def target() -> None:
         try:
@@ -86,9 +96,10 @@ def ray_session(
     hint: str = DEFAULT_HINT,
     **init_kwargs: Any,
 ) -> Iterator[Any]:
-    """The ``ray`` module, connected to the cluster at ``address`` (or a private local
-    instance started, within ``timeout`` seconds) for the duration of the block; shut down
-    after it if started here. A Ray already initialised in this process is used as it is.
+    """The ``ray`` module, connected to the cluster at ``address`` (or, for None, a private
+    local instance started, within ``timeout`` seconds: ``ray.init(address="local")``, never
+    a cluster someone else started on this machine) for the duration of the block; shut
+    down after it if started here. A Ray already initialised in this process is used as it is.
 
     ``init_kwargs`` go to ``ray.init`` (for example ``num_cpus`` of a local instance). From
     a source checkout, workers get the checkout on their ``PYTHONPATH`` so they import the
@@ -106,11 +117,13 @@ def ray_session(
         if "site-packages" not in root:  # a source checkout: let Ray workers import jacspec
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
             extra["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
-        start_ray(ray, timeout, hint=hint, address=address, ignore_reinit_error=True,
-                  log_to_driver=False, logging_level=logging.WARNING,
-                  **{**extra, **init_kwargs})
+        release = start_ray(ray, timeout, hint=hint,
+                            address="local" if address is None else address,
+                            ignore_reinit_error=True, log_to_driver=False,
+                            logging_level=logging.WARNING, **{**extra, **init_kwargs})
     try:
         yield ray
     finally:
         if started_here:
             ray.shutdown()
+            release.set()

@@ -373,6 +373,50 @@ def gram_from_source(
                    settings={**g.settings, "source": source.settings, "route": source.route})
 
 
+def sum_grams(parts: Iterable[Gram]) -> Gram:
+    """The dual Gram of the union of disjoint shards of examples: ``sum_s G_s``.
+
+    The dual ``𝒥^T𝒥 = sum_i J_i^T J_i`` is a sum over examples, so partial duals of shards
+    (each from :func:`gram_from_source` with ``side="dual"``) add up to the whole data's.
+    Summed in the order given (a fixed order gives a deterministic result) into a copy of the
+    first matrix; ``n`` and ``class_sum_residual2`` add up too. Every part must be a dual
+    Gram of the same ``k``, ``input_shape``, ``output``, ``dtype``, deflation and ``route``
+    (settings; the only setting kept) (ValueError). The primal side ``𝒥𝒥^T`` is not a sum
+    over examples and is refused.
+    """
+    acc: np.ndarray | None = None
+    first: Gram | None = None
+    n = 0
+    residual: float | None = None
+    for i, g in enumerate(parts):
+        if not isinstance(g, Gram):
+            raise TypeError(f"parts[{i}] must be a Gram; got {type(g).__name__}")
+        if g.side != "dual":
+            raise ValueError(
+                f"parts[{i}] is a {g.side} Gram; only dual Grams (sums over examples) add up"
+            )
+        if first is None:
+            first, acc = g, np.array(g.matrix, dtype=np.float64, copy=True)
+            residual = g.class_sum_residual2
+        else:
+            key = ("k", "input_shape", "output", "dtype", "deflated")
+            if any(getattr(g, a) != getattr(first, a) for a in key) or \
+                    g.matrix.shape != first.matrix.shape or \
+                    g.settings.get("route") != first.settings.get("route"):
+                raise ValueError(
+                    f"parts[{i}] ({', '.join(f'{a}={getattr(g, a)!r}' for a in key)}) does not "
+                    "match parts[0]; shards must be Grams of the same model and output"
+                )
+            acc += g.matrix
+            if residual is not None and g.class_sum_residual2 is not None:
+                residual += g.class_sum_residual2
+        n += g.n
+    if first is None or acc is None:
+        raise ValueError("parts is empty; expected at least one Gram")
+    kept = {"route": first.settings["route"]} if "route" in first.settings else {}
+    return replace(first, matrix=acc, n=n, settings=kept, class_sum_residual2=residual)
+
+
 def gram_from_batches(
     batches: Iterable[JacobianBatch],
     *,
