@@ -289,6 +289,7 @@ def analyze(
     jacobian_method: str | None = None,
     progress: bool | None = None,
     route: str | None = None,
+    sketch: int | str | None = "auto",
     **fit_kwargs: Any,
 ) -> Analysis:
     """Analyse the data Jacobian's ESD of ``model`` on ``data`` (see the module docstring).
@@ -317,7 +318,12 @@ def analyze(
     the Jacobian bar. ``fit_kwargs`` go to
     :func:`jacspec.heavytail.powerlaw.fit_powerlaw` (``xmin_window``, ``fingers``,
     ``distribution``...)
-    and are checked before any computation.
+    and are checked before any computation. ``sketch``: the input->output row from ``r``
+    shared random output projections (an unbiased estimate of ``M`` at ``r/k`` of the
+    backward passes, :mod:`jacspec.jacobian.sketch`); ``"auto"`` (default): ``r = 64`` when
+    the model has ``k >= 200`` outputs (logged), else exact (or ``options.sketch`` when
+    set); 0 or None: exact. Applies to exact rows; recorded in ``settings["sketch"]`` and
+    the ``sketch_r`` column.
     """
     require_reiterable(data, "analyze")
     check_fit_kwargs(fit_kwargs)
@@ -329,6 +335,8 @@ def analyze(
         device=device, batch_size=batch_size, method=jacobian_method, progress=progress,
         route=route,
     )
+    if sketch != "auto" or opts.sketch is None:
+        opts = opts.replace(sketch=sketch)
     if layers is not None and not isinstance(layers, str):
         layers = list(layers)
     settings: dict[str, Any] = {
@@ -343,6 +351,7 @@ def analyze(
         "randomize": randomize,
         "layers": layers,
         "fit": dict(fit_kwargs),
+        "sketch": None,
     }
     plans = plan_rows(
         model, data, layers=layers, output=opts.output, side=side, method=method,
@@ -394,9 +403,14 @@ def analyze(
                     src_opts = row_opts.replace(route="direct")  # the null needs 𝒥; it fits
                 source = JacobianSource.from_model(model, data, src_opts, target=p.label)
                 settings["rows"][p.label]["route"] = source.route
+                sketched = source.info.get("sketch")
+                row_side = "auto" if sketched and side == "auto" else p.side
                 row, esds[p.label], fits[p.label], nulls[p.label] = _analyse_matrix(
-                    p.label, source, side=p.side, **exact_kw
+                    p.label, source, side=row_side, **exact_kw
                 )
+                if p.label == MAIN:
+                    settings["sketch"] = sketched
+                    row["sketch_r"] = sketched["r"] if sketched else 0
             elif p.method == "slq":
                 from jacspec.spectra.estimate import estimate_from_batches
 
@@ -404,6 +418,7 @@ def analyze(
                 # would carry another zero atom than 𝒥's); an explicit "factored" is kept
                 slq_opts = row_opts.replace(route="direct") if row_opts.route == "auto" else (
                     row_opts)
+                slq_opts = slq_opts.replace(sketch=0)  # sketching applies to exact rows
                 source = JacobianSource.from_model(model, data, slq_opts, target=p.label)
                 settings["rows"][p.label]["route"] = source.route
                 est = estimate_from_batches(

@@ -23,12 +23,17 @@ METHODS = ("auto", "replicate", "batched_grad", "loop")
 #: How input->output rows are computed: ``"direct"`` (``d g / d x``), ``"factored"``
 #: (through the first linear layer, :mod:`jacspec.jacobian.factored`) or ``"auto"``.
 ROUTES = ("auto", "direct", "factored")
+#: Output projections of a sketch (:mod:`jacspec.jacobian.sketch`); ``sketch="auto"`` sketches
+#: ``k >= AUTO_SKETCH_MIN_K`` outputs with ``AUTO_SKETCH_R`` projections.
+SKETCH_KINDS = ("orthonormal", "rademacher")
+AUTO_SKETCH_MIN_K = 200
+AUTO_SKETCH_R = 64
 DEFAULT_METHOD = "auto"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: The option fields, in declaration order.
 FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independence", "progress",
-          "route")
+          "route", "sketch", "sketch_kind", "sketch_seed")
 
 
 def _check_dtype(name: str, value: Any) -> torch.dtype | None:
@@ -68,6 +73,22 @@ def _check_flag(name: str, value: Any) -> bool:
     return value
 
 
+def _check_sketch(name: str, value: Any) -> int | str | None:
+    """None/0: no sketch; ``"auto"``; or a positive number of projections."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a positive integer (output projections), 'auto' or "
+                         f"None/0 (no sketch); got {value!r}")
+    return None if value == 0 else int(value)
+
+
+def _check_seed(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    return int(value)
+
+
 def _validated(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
     """The option fields checked and normalised; errors name ``labels[field]``."""
     name = {f: labels.get(f, f) for f in FIELDS}
@@ -82,6 +103,9 @@ def _validated(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str
         ),
         "progress": _check_flag(name["progress"], values["progress"]),
         "route": check_choice(name["route"], values["route"], ROUTES),
+        "sketch": _check_sketch(name["sketch"], values["sketch"]),
+        "sketch_kind": check_choice(name["sketch_kind"], values["sketch_kind"], SKETCH_KINDS),
+        "sketch_seed": _check_seed(name["sketch_seed"], values["sketch_seed"]),
     }
 
 
@@ -101,7 +125,11 @@ class JacobianOptions:
     - ``route``: input->output rows ``"direct"`` (``J_i = d g / d x``), ``"factored"``
       (``A_i L`` with ``J_i = A_i W`` through the first linear layer, ``L L^T = W W^T``:
       :mod:`jacspec.jacobian.factored`) or ``"auto"`` (factored when it applies and the
-      layer is narrower than the input).
+      layer is narrower than the input);
+    - ``sketch``: input->output rows sketched with ``r`` shared random output projections
+      (an unbiased estimate of ``M`` at ``r/k`` of the backward passes,
+      :mod:`jacspec.jacobian.sketch`); ``"auto"``: ``r = 64`` when ``k >= 200``; None/0:
+      exact; ``sketch_kind`` (``"orthonormal"``, ``"rademacher"``) and ``sketch_seed``.
     """
 
     output: str = "softmax"
@@ -112,6 +140,9 @@ class JacobianOptions:
     check_independence: bool = True
     progress: bool = False
     route: str = "auto"
+    sketch: int | str | None = None
+    sketch_kind: str = "orthonormal"
+    sketch_seed: int = 0
 
     def __post_init__(self) -> None:
         values = _validated({f: getattr(self, f) for f in FIELDS}, {})

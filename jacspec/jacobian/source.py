@@ -93,6 +93,7 @@ class JacobianSource:
         route: str = "direct",
         jacobian_shape: tuple[int, ...] | None = None,
         route_info: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None,
     ) -> None:
         self._make = make_batches
         self.n = None if n is None else int(n)
@@ -112,6 +113,8 @@ class JacobianSource:
             int(s) for s in jacobian_shape
         )
         self.route_info = dict(route_info or {})
+        #: Further settings of the rows (a sketch's ``{"sketch": {...}}``), kept by caches.
+        self.info = dict(info or {})
 
     @property
     def d(self) -> int:
@@ -141,6 +144,7 @@ class JacobianSource:
             **({"jacobian_shape": list(self.jacobian_shape)}
                if self.jacobian_shape != self.input_shape else {}),
             **self.route_info,
+            **self.info,
         }
 
     def __iter__(self) -> Iterator[JacobianBatch]:
@@ -211,6 +215,12 @@ class JacobianSource:
         if kind == "main":
             k = num_outputs(model, x0[:2])
             shape = tuple(x0.shape[1:])
+            if opts.sketch is not None:
+                from jacspec.jacobian.sketch import resolve_sketch, sketch_source
+
+                r = resolve_sketch(opts.sketch, k, rows_sum_to_zero=opts.output == "softmax")
+                if r is not None:
+                    return sketch_source(model, data, r, opts)
             if opts.route != "direct":
                 from jacspec.jacobian.factored import factored_source
 
@@ -431,7 +441,7 @@ class CachedSource(JacobianSource):
             dtype=source.dtype, rows_sum_to_zero=source.rows_sum_to_zero,
             target=source.target, output=source.output, options=source.options,
             kind="cached", route=source.route, jacobian_shape=source.jacobian_shape,
-            route_info=source.route_info,
+            route_info=source.route_info, info=source.info,
         )
         self.source = source
         self.max_bytes = max_bytes

@@ -68,6 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=LAYERS_HELP,
     )
     p.add_argument("--no-randomize", action="store_true", help="skip the randomized null")
+    p.add_argument(
+        "--sketch",
+        type=_sketch_arg,
+        default="auto",
+        metavar="R",
+        help="sketch the k outputs with R shared random projections (an unbiased estimate of "
+        "M at R/k of the backward passes); auto: R=64 when k >= 200; 0: exact",
+    )
     p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument("--max-memory-gib", type=float, default=None, metavar="GIB",
                    help="refuse a Gram matrix larger than GIB gibibytes")
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         jacobian_method=args.jacobian_method,
         route=args.route,
+        sketch=args.sketch,
         layers=layers,
         randomize=not args.no_randomize,
         seed=args.seed,
@@ -123,6 +132,21 @@ def run(args: argparse.Namespace) -> int:
 
         announce(save_analysis_figures(result, plot_dir), args.json)
     return 0
+
+
+def _sketch_arg(text: str) -> int | str:
+    """``--sketch``: ``auto`` or a non-negative integer."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer number of projections or 'auto'; got {text!r}"
+        )
+    return value
 
 
 class _pandas_wide:
