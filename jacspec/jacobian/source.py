@@ -221,6 +221,7 @@ class JacobianSource:
                 r = resolve_sketch(opts.sketch, k, rows_sum_to_zero=opts.output == "softmax")
                 if r is not None:
                     return sketch_source(model, data, r, opts)
+                opts = opts.replace(sketch=None)  # "auto" below the threshold: exact rows
             if opts.route != "direct":
                 from jacspec.jacobian.factored import factored_source
 
@@ -234,6 +235,8 @@ class JacobianSource:
             return cls(make, n=n, k=k, input_shape=shape, dtype=run_dtype,
                        rows_sum_to_zero=opts.output == "softmax", target=target,
                        output=opts.output, options=opts)
+        if opts.sketch is not None:  # sketching applies to input->output rows only
+            opts = opts.replace(sketch=None)
         run_model, dt, dev = prepare_model(eager_model(model), opts.dtype, opts.device)
         (hidden,), _ = select_layers(run_model, x0.to(device=dev, dtype=dt), [layer])
         assert layer is not None
