@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from jacspec._util.validation import positive_int
+from jacspec.spectra.metrics import METRIC_COLUMNS
 from jacspec.track.checkpoints import (
     CHECKPOINT_SUFFIXES,
     checkpoint_step,
@@ -51,11 +52,10 @@ from jacspec.track.untouched import untouched
 
 MAIN = "input->output"
 
-#: Columns of :func:`jacspec.analyze`'s table that a tracker can record, by what they need.
-SPECTRAL_METRICS = (
-    "num_evals", "rank", "trace", "lambda_max", "stable_rank", "log_norm",
-    "log_spectral_norm", "entropy", "effective_rank",
-)
+#: Columns of :func:`jacspec.analyze`'s table that a tracker can record, by what they need:
+#: the spectral metrics (:data:`jacspec.spectra.metrics.METRIC_COLUMNS`), ...
+SPECTRAL_METRICS = METRIC_COLUMNS
+#: ... the power-law and Marchenko-Pastur columns, ...
 HEAVY_TAIL_METRICS = (
     "alpha", "alpha_weighted", "log_alpha_norm", "xmin", "xmax", "D", "sigma",
     "num_pl_spikes", "num_spikes", "mp_softrank", "mp_lambda_plus", "tol",
