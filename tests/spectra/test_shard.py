@@ -207,13 +207,22 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray (2 CPUs) for the module, started through the shared bounded start-up."""
+    """One local Ray (2 CPUs) for the module, started through the shared bounded start-up.
+
+    Without token authentication: a new local Ray otherwise writes ``~/.ray/auth_token``,
+    after which clients of other clusters on this machine (tests/zoo/test_zoo_ray.py's
+    ``ray start`` head) fail to authenticate unless they set ``RAY_AUTH_MODE=token``."""
     from jacspec._util.ray import ray_session
 
     if ray.is_initialized():
         ray.shutdown()
-    with ray_session(None, 120, hint="use backend='local'", num_cpus=2) as r:
-        yield r
+    env = pytest.MonkeyPatch()
+    env.setenv("RAY_AUTH_MODE", "disabled")
+    try:
+        with ray_session(None, 120, hint="use backend='local'", num_cpus=2) as r:
+            yield r
+    finally:
+        env.undo()
 
 
 def test_ray_shards_equal_the_local_gram(local_ray) -> None:
