@@ -129,7 +129,7 @@ class JacobianOptions:
     - ``sketch``: input->output rows sketched with ``r`` shared random output projections
       (an unbiased estimate of ``M`` at ``r/k`` of the backward passes,
       :mod:`jacspec.jacobian.sketch`); ``"auto"``: ``r = 64`` when ``k >= 200``; None/0:
-      exact; ``sketch_kind`` (``"orthonormal"``, ``"rademacher"``) and ``sketch_seed``.
+      exact; ``sketch_kind`` (``"rademacher"``, default, or ``"orthonormal"``), ``sketch_seed``.
     """
 
     output: str = "softmax"
@@ -141,7 +141,7 @@ class JacobianOptions:
     progress: bool = False
     route: str = "auto"
     sketch: int | str | None = None
-    sketch_kind: str = "orthonormal"
+    sketch_kind: str = "rademacher"
     sketch_seed: int = 0
 
     def __post_init__(self) -> None:

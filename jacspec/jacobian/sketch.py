@@ -10,12 +10,16 @@ stacked as the rows of ``U`` (``r x k``) and **shared by every example**, the sk
 
 Projections (``kind``):
 
-- ``"orthonormal"`` (default): ``U = sqrt(k') Q`` with ``Q`` (``r x k'``) Haar-random
+- ``"orthonormal"``: ``U = sqrt(k') Q`` with ``Q`` (``r x k'``) Haar-random
   orthonormal rows, so ``S_i = sqrt(k'/r) Q J_i``; ``E[Q^T Q] = (r/k') I`` gives
   ``E[U^T U] = r I``. No direction is drawn twice, so at ``r = k'`` the sketch *is* ``M``
   (round-off aside) and for smaller ``r`` the variance of linear statistics (the trace) is
   that of independent rows times ``1 - r/k'`` (sampling without replacement).
-- ``"rademacher"``: independent ``±1`` entries (``E[u u^T] = I``).
+- ``"rademacher"`` (default): independent ``±1`` entries (``E[u u^T] = I``). A quadratic
+  form's Rademacher estimate has variance ``2 Σ_{a != b} A_ab^2`` (no diagonal term), against
+  about ``2 ||A||_F^2 (1 - r/k')`` for orthonormal rows: where the class Gram is diagonally
+  dominant (many classes, ``docs/results/sketching.md``) Rademacher is several times more
+  accurate at small ``r``; orthonormal wins near ``r = k'``.
 
 Why shared and not per-example: with independent ``U_i`` for each example,
 ``E[tr(S_i S_j^T)] = tr(J_i^T E[U_i]^T E[U_j] J_j) / r = 0`` for ``i != j`` (``E[U] = 0``):
@@ -145,7 +149,7 @@ def sketch_projections(
     k: int,
     r: int,
     *,
-    kind: str = "orthonormal",
+    kind: str = "rademacher",
     seed: int = 0,
     rows_sum_to_zero: bool = False,
 ) -> torch.Tensor:

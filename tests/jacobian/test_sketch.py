@@ -76,9 +76,10 @@ def test_projections_have_identity_second_moment() -> None:
 def test_full_orthonormal_sketch_is_exact(x: torch.Tensor, output: str, r: int) -> None:
     model = small()
     ref = exact_m(model, x, output)
-    got = sketched_m(sketch_source(model, x, r, output=output, seed=3))
+    got = sketched_m(sketch_source(model, x, r, output=output, seed=3, kind="orthonormal"))
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
-    est = sketch_estimate(model, x, r, output=output, sketch_seed=3, scale="none")
+    est = sketch_estimate(model, x, r, output=output, sketch_seed=3, scale="none",
+                          sketch_kind="orthonormal")
     lam = np.linalg.eigvalsh(ref)[-1]
     assert est.lambda_max == pytest.approx(lam, rel=1e-10)
     assert est.lambda_max_high - est.lambda_max_low == pytest.approx(0, abs=1e-9 * lam)
