@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--jacobian-method",
         choices=["auto", "replicate", "batched_grad", "loop"],
         default="auto",
-        help="the engine's batched backward for the input->output Jacobian (same numbers)",
+        help="the engine's batched backward for the input->output Jacobian on the direct "
+        "route (same numbers; the factored route has its own backward)",
     )
     p.add_argument(
         "--route",
