@@ -356,6 +356,7 @@ def analyze(
     plans = plan_rows(
         model, data, layers=layers, output=opts.output, side=side, method=method,
         deflate=deflate, dtype=opts.dtype, device=opts.device, max_memory=max_memory,
+        route=opts.route, null_bytes=randomize_max_bytes if randomize else 0,
     )
     settings["rows"] = {p.label: {"method": p.method, "reason": p.reason} for p in plans}
     main_plan = plans[0]
@@ -398,9 +399,10 @@ def analyze(
                 bar.set_postfix_str(p.label)
             if p.method == "exact":
                 src_opts = row_opts
-                if (p.label == MAIN and randomize and row_opts.route == "auto" and p.n
-                        and p.n * p.k * p.d * 8 <= randomize_max_bytes):
-                    src_opts = row_opts.replace(route="direct")  # the null needs 𝒥; it fits
+                if p.label == MAIN and row_opts.route == "auto" and p.route == "direct":
+                    # as planned: the null needs 𝒥 and it fits, or the factored route does
+                    # not apply (plan_rows sized this row for the route it takes)
+                    src_opts = row_opts.replace(route="direct")
                 source = JacobianSource.from_model(model, data, src_opts, target=p.label)
                 settings["rows"][p.label]["route"] = source.route
                 sketched = source.info.get("sketch")

@@ -37,7 +37,8 @@ class RowPlan:
     ``kind``: ``"main"``, ``"input_to_layer"`` or ``"layer_to_output"``; ``(n, k, d)`` the
     Jacobian's shape (``k`` = layer width m for input -> layer, ``d`` = m for layer -> output);
     ``cols`` the Gram's row width (:func:`jacspec.spectra.gram.gram_cols`); ``method`` ``"exact"``,
-    ``"slq"`` or ``"skipped"`` and ``reason`` why.
+    ``"slq"`` or ``"skipped"`` and ``reason`` why; ``route`` the route the exact rows were
+    sized for (``"factored"``: ``d`` is the first linear layer's width).
     """
 
     label: str
@@ -52,6 +53,7 @@ class RowPlan:
     method: str
     reason: str
     esd_plan: Any = None
+    route: str = "direct"
 
 
 def _limit(max_memory: int | None) -> int:
@@ -70,6 +72,8 @@ def plan_rows(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     max_memory: int | None = None,
+    route: str = "direct",
+    null_bytes: int = 0,
 ) -> list[RowPlan]:
     """Plan every row of :func:`analyze` from one probe batch (no Jacobians computed).
 
@@ -79,13 +83,28 @@ def plan_rows(
     ``max_memory`` is ``"skipped"`` (the input->output row raises instead). ``"auto"``:
     :func:`jacspec.spectra.plan.plan_esd` per row (SLQ when exact is out of reach). ``"slq"``:
     SLQ rows. A row whose single example's Jacobian alone exceeds the limit is skipped.
+    ``route`` (of the input->output row; :mod:`jacspec.jacobian.factored`): with ``"auto"``
+    or ``"factored"`` the exact input->output Gram is sized at the first linear layer's width
+    ``w`` when the factored route applies (``w < d`` for auto), unless auto keeps the direct
+    route for the randomized null (``n*k*d*8 <= null_bytes``), as :func:`analyze` does.
     """
     from jacspec.spectra.plan import engine_dtype, plan_esd, problem_shape
 
     n, k, d = problem_shape(model, data, dtype)
     itemsize = torch.empty((), dtype=engine_dtype(model, dtype)).element_size()
     limit = _limit(max_memory)
-    specs: list[tuple[str, str, str | None, str, int, int]] = [(MAIN, "main", None, output, k, d)]
+    main_d, main_route = d, "direct"
+    if route != "direct" and not (route == "auto" and n and n * k * d * 8 <= null_bytes):
+        from jacspec.jacobian.factored import find_first_linear
+
+        run_model, dt, dev = prepare_model(model, dtype, device)
+        x0, _ = first_batch(data)
+        first, _why = find_first_linear(run_model, x0.to(device=dev, dtype=dt))
+        if first is not None and (route == "factored" or first.w < first.d):
+            main_d, main_route = first.w, "factored"
+    specs: list[tuple[str, str, str | None, str, int, int]] = [
+        (MAIN, "main", None, output, k, main_d)
+    ]
     if layers is not None:
         run_model, dt, dev = prepare_model(eager_model(model), dtype, device)
         x0, _ = first_batch(data)
@@ -128,6 +147,7 @@ def plan_rows(
             )
             how, why = ep.method, ep.reason
         plans.append(
-            RowPlan(label, kind, layer, out, n, kk, dd, cols, chosen_side, how, why, ep)
+            RowPlan(label, kind, layer, out, n, kk, dd, cols, chosen_side, how, why, ep,
+                    main_route if kind == "main" else "direct")
         )
     return plans

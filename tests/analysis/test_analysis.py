@@ -112,3 +112,26 @@ def test_row_without_a_power_law_fit_says_why():
     assert row["rank"] == 1
     assert row["warning"].startswith("no power-law fit: ")
     assert "positive" in row["warning"]
+
+
+def test_plan_sizes_the_main_row_for_the_factored_route():
+    """A narrow first layer (w = 4 < d = 60): analyze plans the exact input->output Gram at
+    the factored route's size, so a memory limit the direct Gram would exceed still gives the
+    exact row (not a refusal or an estimate), equal to the direct route's eigenvalues."""
+    from jacspec.spectra.gram import gram_bytes
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(60, 4), nn.Tanh(), nn.Linear(4, 3)).double().eval()
+    x = torch.randn(500, 60, dtype=torch.float64)
+    direct_need = gram_bytes("dual", 500, 2 * 60, 8)
+    limit = direct_need // 2
+    assert gram_bytes("dual", 500, 2 * 4, 8) < limit
+    res = analyze(model, x, randomize=False, max_memory=limit)
+    assert res.settings["rows"]["input->output"]["route"] == "factored"
+    assert res.table.loc["input->output", "method"] == "exact"
+    ref = analyze(model, x, randomize=False, route="direct")
+    lam, lam_ref = res.esds["input->output"].eigenvalues, ref.esds["input->output"].eigenvalues
+    m = min(len(lam), len(lam_ref))
+    np.testing.assert_allclose(lam[:m], lam_ref[:m], rtol=0, atol=1e-10 * lam_ref[0])
+    with pytest.raises(ValueError, match="needs"):
+        analyze(model, x, randomize=False, max_memory=limit, route="direct")
