@@ -399,9 +399,10 @@ def analyze(
                 bar.set_postfix_str(p.label)
             if p.method == "exact":
                 src_opts = row_opts
-                if p.label == MAIN and row_opts.route == "auto" and p.route == "direct":
-                    # as planned: the null needs 𝒥 and it fits, or the factored route does
-                    # not apply (plan_rows sized this row for the route it takes)
+                if (p.label == MAIN and randomize and row_opts.route == "auto"
+                        and p.route == "direct"):
+                    # as planned: the null needs 𝒥 and it fits (plan_rows sized this row for
+                    # the route it takes; without the null, auto decides by itself)
                     src_opts = row_opts.replace(route="direct")
                 source = JacobianSource.from_model(model, data, src_opts, target=p.label)
                 settings["rows"][p.label]["route"] = source.route
