@@ -16,21 +16,14 @@ from jacspec.cli._common import (
     save_figures,
     write_json,
 )
+from jacspec.spectra.metrics import METRIC_COLUMNS
 
 #: Rows of the side-by-side table, in this order.
 DEMO_ROWS = (
     "train_accuracy",
     "test_accuracy",
     "epochs",
-    "num_evals",
-    "rank",
-    "trace",
-    "lambda_max",
-    "stable_rank",
-    "log_norm",
-    "log_spectral_norm",
-    "entropy",
-    "effective_rank",
+    *METRIC_COLUMNS,
     "alpha",
     "alpha_weighted",
     "log_alpha_norm",
