@@ -62,47 +62,72 @@ STAGES = ("zoo", "study-a", "study-b", "study-d", "report")
 PAGE = "mnist_study.md"
 STORE = "mnist_study.sqlite"
 
-#: What --smoke changes: 2 configurations x 2 seeds, 200 examples, a few steps.
-SMOKE = {"samples": 2, "fixed": {"n_train": 200, "n_test": 200, "max_steps": 30,
-                                 "n_jacobian": 50, "n_esd": 40},
-         "grid": {"width": [16], "depth": [1, 2]}}
+#: What --smoke changes: tiny grids (3 configurations x 2 seeds), 200 examples, a few steps.
+SMOKE = {"fixed": {"n_train": 200, "n_test": 200, "max_steps": 30, "n_jacobian": 50,
+                   "n_esd": 40, "width": 16},
+         "grid": {"activation": ["relu"], "optimizer": ["adam"], "depth": [1],
+                  "random_labels": [False, True]},
+         "factors": {"width": [24], "init_scale": [1.0], "batch_size": [32], "augment": [True],
+                     "random_labels": [False]}}
 
 
 # --------------------------------------------------------------------------- design
 
 
 def read_design(path: str | Path = CONFIG, *, smoke: bool = False) -> dict[str, Any]:
-    """The study C design: the sweep tables plus [study] (seeds, lr per optimizer)."""
+    """The study C design: the core sweep ([sweep], [fixed], [grid]), the factor grid
+    ([study.factors]: its fixed and grid tables override the core's), the seeds and the
+    learning rate of each optimizer ([study])."""
     import tomllib
 
     with open(path, "rb") as fh:
         spec = tomllib.load(fh)
     study = spec.pop("study", {})
+    factors = dict(study.get("factors", {}))
     if smoke:
-        spec["sweep"]["samples"] = SMOKE["samples"]
         spec["fixed"].update(SMOKE["fixed"])
-        spec["grid"].update(SMOKE["grid"])
+        spec["grid"] = dict(SMOKE["grid"])
+        factors["grid"] = dict(SMOKE["factors"])
     seeds = [int(s) for s in study.get("seeds", [1, 2])]
     if len(seeds) < 1 or len(set(seeds)) != len(seeds):
         raise ValueError(f"[study] seeds must be distinct integers; got {seeds}")
-    return {"spec": spec, "seeds": seeds, "lr": dict(study.get("lr", {}))}
+    parts = {"core": spec}
+    if factors.get("grid"):
+        grid = dict(factors["grid"])
+        own = {**dict(factors.get("fixed", {}))}
+        fixed = {k: v for k, v in spec["fixed"].items() if k not in grid and k not in own}
+        parts["factors"] = {"sweep": dict(spec["sweep"]), "fixed": {**fixed, **own},
+                            "grid": grid}
+    return {"spec": spec, "parts": parts, "seeds": seeds, "lr": dict(study.get("lr", {}))}
 
 
 def zoo_configs(design: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every network of the zoo in run order: the configurations drawn by [sweep] in a fixed
-    shuffled order (seed 0, so any prefix is a random part of the design), each followed by
-    its seed replicates; ``lr`` from [study.lr] by optimizer."""
+    """Every network of the zoo in run order: the configurations of every part (complete
+    grids) in a fixed shuffled order (seed 0, so any prefix is a random part of the design),
+    each followed by its seed replicates; ``lr`` from [study.lr] by optimizer. Configurations
+    that two parts share are run once."""
+    from jacspec.zoo.store import config_hash
     from jacspec.zoo.sweep import expand
 
-    sweep = expand(design["spec"])
-    order = np.random.default_rng(0).permutation(len(sweep.configs))
-    out = []
-    for i in order:
-        base = dict(sweep.configs[int(i)])
-        if base.get("optimizer") in design["lr"]:
-            base["lr"] = float(design["lr"][base["optimizer"]])
-        out += [{**base, "seed": s} for s in design["seeds"]]
-    return out
+    configs, seen = [], set()
+    for part in design["parts"].values():
+        for c in expand(part).configs:
+            c = dict(c)
+            if c.get("optimizer") in design["lr"]:
+                c["lr"] = float(design["lr"][c["optimizer"]])
+            if config_hash(c) not in seen:
+                seen.add(config_hash(c))
+                configs.append(c)
+    order = np.random.default_rng(0).permutation(len(configs))
+    return [{**configs[int(i)], "seed": s} for i in order for s in design["seeds"]]
+
+
+def part_of(config: dict[str, Any], design: dict[str, Any]) -> str:
+    """Which part of the design a configuration belongs to (``core`` or ``factors``)."""
+    core = design["parts"]["core"]["fixed"]
+    return "core" if all(config.get(k) == v for k, v in core.items()
+                         if k in design["parts"].get("factors", {}).get("grid", {})) \
+        else "factors"
 
 
 # --------------------------------------------------------------------------- study C: the zoo
@@ -236,7 +261,7 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int) -> l
         f"accuracy): {n_conv} of {len(runs)} finished"
         + (f" ({100 * n_conv / len(runs):.0f}%)" if len(runs) else "") + ".",
         "",
-        f"Design: `experiments/mnist_study.toml`, {design['spec']['sweep']['samples']} "
+        f"Design: `experiments/mnist_study.toml`, {total // len(design['seeds'])} "
         f"configurations x seeds {design['seeds']}; learning rate by optimizer "
         f"{design['lr']}.",
         "",

@@ -54,9 +54,14 @@ def make_activation(name: str) -> nn.Module:
 
 
 def default_sigma_w(activation: str) -> float:
-    """Trainable default weight scale: ``sqrt(2)`` for relu/relu6 (He), 1 otherwise."""
+    """Trainable default weight scale: ``sqrt(2)`` for relu/relu6 (He), 6 for hard_sigmoid
+    (its slope is 1/6, so sigma_w = 1 shrinks the backward signal by chi ~ 1/36 per layer and
+    a 4-layer net does not leave chance level under SGD; 6 makes the linear-region gain 1, as
+    for hard_tanh at 1), 1 otherwise."""
     activation = canonical_name(activation, ACTIVATIONS)
-    return math.sqrt(2.0) if activation in ("relu", "relu6") else 1.0
+    if activation in ("relu", "relu6"):
+        return math.sqrt(2.0)
+    return 6.0 if activation == "hard_sigmoid" else 1.0
 
 
 def _shape(input_shape: int | Sequence[int]) -> tuple[int, ...]:

@@ -7,8 +7,11 @@ Registered: ``accuracy`` (train/test accuracy and loss, ``gap = train_acc - test
 ``transitions`` (activation-code transitions along ellipses through three same-class test
 points), ``jacobian_esd`` (spectral metrics of the data-Jacobian ESD, ``jac_{train,test}_*``,
 plus heavy-tail metrics when available), ``weightwatcher`` (``ww_alpha``,
-``ww_alpha_weighted``, ``ww_log_norm`` from the weightwatcher package), ``baselines``
-(``num_params``, ``weight_norm_sum = sum_l ||W_l||_F``, ``dist_init = ||theta - theta_0||_2``).
+``ww_alpha_weighted``, ``ww_log_norm`` from the weightwatcher package), ``margin`` (the output
+margin ``gamma(x) = f(x)_y - max_{j != y} f(x)_j`` of the logits on the training set: its 10th
+percentile, Jiang et al. 2020's choice, and median, each also as ``1 / gamma``), ``baselines``
+(``num_params``, ``weight_norm_sum = sum_l ||W_l||_F``, ``log_prod_fro = sum_l log ||W_l||_F``,
+``log_prod_spec = sum_l log ||W_l||_2``, ``dist_init = ||theta - theta_0||_2``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ MetricFn = Callable[[nn.Module, MetricData], dict[str, Any]]
 REGISTRY: dict[str, MetricFn] = {}
 
 DEFAULT_METRICS = ("accuracy", "jacobian_norm", "transitions", "jacobian_esd", "weightwatcher",
-                   "baselines")
+                   "margin", "baselines")
 DEFAULT_CURVE_METRICS = ("accuracy", "jacobian_norm", "weightwatcher", "baselines")
 
 
@@ -139,15 +142,16 @@ def transition_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
 @register("jacobian_esd")
 def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """Spectral metrics of the softmax data-Jacobian ESD on (up to 200) train and test
-    points; eigenvalue arrays ``esd_train``/``esd_test``; heavy-tail metrics when the
-    heavy-tail module is available."""
+    points, from float64 Jacobians (a saturated network's small eigenvalues are below what
+    float32 resolves: its rank and entropy would depend on the precision); eigenvalue arrays
+    ``esd_train``/``esd_test``; heavy-tail metrics when the heavy-tail module is available."""
     from jacspec.spectra.exact import esd
     from jacspec.spectra.metrics import spectral_metrics
 
     n = int(data.config.get("n_esd", 200))
     out: dict[str, Any] = {}
     for split, ds in (("train", data.train), ("test", data.test)):
-        spec = esd(model, _take(ds, n).x, output="softmax")
+        spec = esd(model, _take(ds, n).x, output="softmax", dtype=torch.float64)
         ev = np.asarray(spec.eigenvalues, dtype=np.float64)
         out[f"esd_{split}"] = ev
         for k, v in spectral_metrics(ev).items():
@@ -232,13 +236,36 @@ def _quiet(name: str):
         lg.setLevel(level)
 
 
+@register("margin")
+def margin_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Output margin on the training set (labels as trained on):
+    ``gamma_i = f(x_i)_{y_i} - max_{j != y_i} f(x_i)_j`` (logits); ``train_margin_p10`` (the
+    10th percentile, Jiang et al. 2020's margin), ``train_margin_median`` and
+    ``inverse_margin = 1 / train_margin_p10`` (larger predicts a larger gap; NaN when the
+    percentile is <= 0)."""
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        logits = torch.cat([model(xb.to(dtype)) for xb in data.train.x.split(2048)]).double()
+    y = data.train.y.long()
+    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, y.view(-1, 1), -math.inf).max(dim=1).values
+    gamma = (true - other).numpy()
+    p10, med = float(np.percentile(gamma, 10)), float(np.median(gamma))
+    return {"train_margin_p10": p10, "train_margin_median": med,
+            "inverse_margin": 1.0 / p10 if p10 > 0 else math.nan}
+
+
 @register("baselines")
 def baseline_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
-    """Parameter count, ``sum_l ||W_l||_F`` over weight matrices/kernels, and
-    ``||theta - theta_0||_2`` (NaN without initial weights)."""
+    """Parameter count, ``sum_l ||W_l||_F``, ``sum_l log ||W_l||_F`` and
+    ``sum_l log ||W_l||_2`` over weight matrices/kernels (a kernel as its
+    (out, in * kh * kw) matrix), and ``||theta - theta_0||_2`` (NaN without initial weights)."""
     params = dict(model.named_parameters())
     num = sum(p.numel() for p in params.values())
-    wsum = float(sum(p.detach().double().norm() for p in params.values() if p.ndim >= 2))
+    weights = [p.detach().double().reshape(p.shape[0], -1) for p in params.values() if p.ndim >= 2]
+    fro = [float(w.norm()) for w in weights]
+    spec = [float(torch.linalg.matrix_norm(w, ord=2)) for w in weights]
+    wsum = float(sum(fro))
     dist = math.nan
     if data.init_state is not None:
         sq = 0.0
@@ -246,4 +273,10 @@ def baseline_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
             if k in data.init_state:
                 sq += float((p.detach().double() - data.init_state[k].double()).pow(2).sum())
         dist = math.sqrt(sq)
-    return {"num_params": float(num), "weight_norm_sum": wsum, "dist_init": dist}
+    return {"num_params": float(num), "weight_norm_sum": wsum,
+            "log_prod_fro": float(sum(_log(v) for v in fro)),
+            "log_prod_spec": float(sum(_log(v) for v in spec)), "dist_init": dist}
+
+
+def _log(v: float) -> float:
+    return math.log(v) if v > 0 else -math.inf

@@ -99,6 +99,28 @@ def test_config_errors() -> None:
         make_model(cfg, data)
 
 
+def test_margin_by_hand() -> None:
+    """Output margin f_y - max_{j != y} f_j of the logits, one example at a time."""
+    cfg = resolve_config(BASE)
+    tr, te = load_data(cfg)
+    model = make_model(cfg, tr).double()
+    values, _ = measure(model, MetricData(train=tr, test=te, config=cfg), ["margin"])
+    with torch.no_grad():
+        logits = model(tr.x.double()).numpy()
+    gammas = []
+    for row, label in zip(logits, tr.y.tolist(), strict=True):
+        others = [v for j, v in enumerate(row) if j != label]
+        gammas.append(row[label] - max(others))
+    p10 = float(np.percentile(gammas, 10))
+    assert values["train_margin_p10"] == pytest.approx(p10, rel=1e-12)
+    assert values["train_margin_median"] == pytest.approx(float(np.median(gammas)), rel=1e-12)
+    expected = 1 / p10 if p10 > 0 else None
+    if expected is None:
+        assert math.isnan(values["inverse_margin"])
+    else:
+        assert values["inverse_margin"] == pytest.approx(expected)
+
+
 def test_metrics_by_hand_and_registry() -> None:
     cfg = resolve_config(BASE)
     tr, te = load_data(cfg)
@@ -118,6 +140,10 @@ def test_metrics_by_hand_and_registry() -> None:
     assert values["num_params"] == sum(p.numel() for p in model.parameters())
     wsum = sum(float(torch.linalg.norm(p.detach())) for p in model.parameters() if p.ndim == 2)
     assert values["weight_norm_sum"] == pytest.approx(wsum)
+    mats = [p.detach().numpy() for p in model.parameters() if p.ndim == 2]
+    assert values["log_prod_fro"] == pytest.approx(sum(np.log(np.linalg.norm(w)) for w in mats))
+    assert values["log_prod_spec"] == pytest.approx(
+        sum(np.log(np.linalg.svd(w, compute_uv=False)[0]) for w in mats))
     assert arrays == {}
 
     @register("_needs_missing")
