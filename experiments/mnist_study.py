@@ -136,10 +136,12 @@ def part_of(config: dict[str, Any], design: dict[str, Any]) -> str:
 def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: int = 2,
             max_minutes: float | None = None, max_runs: int | None = None,
             log: Any = sys.stderr) -> dict[str, Any]:
-    """Run the zoo's unfinished networks in order, ``2 * workers`` per batch, until all are
-    done, ``max_runs`` were started or the time left is under twice the 90th percentile of
-    the runs' durations (so the call ends within about ``max_minutes``). Resumes: finished
-    runs in ``store`` are skipped; runs an interrupted call left ``running`` are redone."""
+    """Run the zoo's unfinished networks in order on ``workers`` processes (one torch thread
+    each) until all are done, ``max_runs`` were started or the time left is under the 90th
+    percentile of the finished runs' durations (so the call ends within about
+    ``max_minutes``; a worker that frees up starts the next network at once). Resumes:
+    finished runs in ``store`` are skipped; runs an interrupted call left ``running`` are
+    redone."""
     from jacspec.zoo.store import Store, config_hash
     from jacspec.zoo.sweep import run_sweep, validate_configs
     from jacspec.zoo.train import load_data, run_job
@@ -150,7 +152,6 @@ def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: in
     with Store(store) as db:
         db.add(configs)
         status = db.statuses()
-        durations = [float(d) for d in db.runs(status="done").get("duration", []) if d == d]
     todo = [c for c in configs if status.get(config_hash(c)) in ("pending", "running")]
     for key in {(c["dataset"], c["random_labels"]) for c in todo}:  # forked workers share it
         load_data(next(c for c in todo if (c["dataset"], c["random_labels"]) == key))
@@ -158,33 +159,31 @@ def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: in
     if capped:
         todo = todo[:max_runs]
     budget = math.inf if max_minutes is None else 60.0 * max_minutes
-    batch = 2 * workers
-    started = done = failed = 0
-    stopped = "finished"
-    for i in range(0, len(todo), batch):
-        elapsed = time.perf_counter() - t0
-        typical = float(np.percentile(durations, 90)) if durations else 0.0
-        if elapsed + 2 * typical > budget:
-            stopped = f"time budget ({max_minutes:g} min)"
-            break
-        chunk = todo[i:i + batch]
-        summary = run_sweep(chunk, store, workers=min(workers, len(chunk)), threads=1,
-                            group=1 if workers > 1 else len(chunk), progress=False)
-        started += summary.ran
-        done += summary.done
-        failed += summary.failed
+    state = {"stopped": False, "launched": 0}
+
+    def keep_going() -> bool:
         with Store(store, readonly=True) as db:
             runs = db.runs(status="done")
         durations = [float(d) for d in runs.get("duration", []) if d == d]
-        print(f"zoo: {started}/{len(todo)} run this call ({failed} failed), "
-              f"{time.perf_counter() - t0:.0f} s", file=log, flush=True)
-    else:
-        if capped:
-            stopped = f"max_runs={max_runs}"
+        typical = float(np.percentile(durations, 90)) if durations else 0.0
+        elapsed = time.perf_counter() - t0
+        if elapsed + typical > budget:
+            state["stopped"] = True
+            return False
+        if state["launched"] and state["launched"] % 10 == 0:
+            print(f"zoo: {state['launched']}/{len(todo)} launched this call, {len(runs)} "
+                  f"done in the store, {elapsed:.0f} s", file=log, flush=True)
+        state["launched"] += 1
+        return True
+
+    summary = run_sweep(todo, store, workers=min(workers, max(len(todo), 1)), threads=1,
+                        group=1, progress=False, keep_going=keep_going)
+    stopped = (f"time budget ({max_minutes:g} min)" if state["stopped"]
+               else f"max_runs={max_runs}" if capped else "finished")
     with Store(store, readonly=True) as db:
         counts = db.counts()
-    return {"ran": started, "done": done, "failed": failed, "stopped": stopped,
-            "seconds": time.perf_counter() - t0, "counts": counts}
+    return {"ran": summary.ran, "done": summary.done, "failed": summary.failed,
+            "stopped": stopped, "seconds": time.perf_counter() - t0, "counts": counts}
 
 
 def bootstrap_tau(metric: np.ndarray, gap: np.ndarray, *, reps: int = 500, seed: int = 0,

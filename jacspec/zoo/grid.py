@@ -6,13 +6,14 @@ of models that differ in one factor only. Shared by the rank statistics of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["REPLICATE_KEYS", "group_codes", "is_complete_grid", "is_unique_grid",
-           "single_factor_pairs", "varying_columns"]
+           "select_runs", "single_factor_pairs", "varying_columns"]
 
 #: Configuration keys that replicate a model (same configuration, another draw).
 REPLICATE_KEYS = ("seed",)
@@ -60,3 +61,34 @@ def single_factor_pairs(df: pd.DataFrame, factor: str, factors: Sequence[str], *
     diff = val[:, None] != val[None, :]
     a, b = np.nonzero(np.triu(same & diff, k=1))
     return a, b
+
+
+def select_runs(df: pd.DataFrame, *, where: Mapping[str, Any] | None = None,
+                converged: bool = False, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of ``df`` whose columns equal ``where``'s values (numbers compared as
+    numbers: ``1`` matches ``1.0``) and, with ``converged``, whose ``converged`` column is
+    true. A ValueError names a ``where`` key that is not a configuration key (``keys``)."""
+    out = df
+    for key, value in dict(where or {}).items():
+        if key not in df or (keys is not None and key not in keys):
+            accepted = ", ".join(sorted(keys if keys is not None else df.columns))
+            raise ValueError(f"where: {key!r} is not a configuration key of the runs; "
+                             f"accepted: {accepted}")
+        out = out[out[key].map(lambda v, want=value: _same_value(v, want))]
+    if converged:
+        if "converged" not in df:
+            raise ValueError("converged=True needs the runs' 'converged' column (written by "
+                             "jacspec zoo run); this store has none")
+        out = out[out["converged"].map(lambda v: bool(v) if v == v else False)]
+    return out
+
+
+def _same_value(v: Any, want: Any) -> bool:
+    if isinstance(want, bool) or isinstance(v, (bool, np.bool_)):
+        return str(v).lower() == str(want).lower()
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        try:
+            return float(v) == float(want)
+        except (TypeError, ValueError):
+            return False
+    return str(v) == str(want)

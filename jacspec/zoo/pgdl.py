@@ -20,7 +20,7 @@ from jacspec.zoo.grid import group_codes, is_complete_grid, is_unique_grid
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conditional_mutual_information"]
+__all__ = ["conditional_mutual_information", "replicate_cmi"]
 
 
 # PGDL's scoring program takes log2(p + 1e-12) in the entropy of the gap sign.
@@ -94,3 +94,27 @@ def conditional_mutual_information(df: pd.DataFrame, metric: str, factors: Seque
         per[",".join(subset)] = mi / h if h > 0 else float("nan")
     vals = [v for v in per.values() if np.isfinite(v)]
     return (float(min(vals)) if vals else float("nan")), per
+
+
+def replicate_cmi(df: pd.DataFrame, metric: str, factors: Sequence[str], *, gap: str = "gap",
+                  replicate: str = "seed") -> tuple[float, dict[str, float]]:
+    """PGDL's score on a zoo with replicates: each value of ``replicate`` (seed) selects one
+    PGDL task (a complete grid with one model per configuration) scored by
+    :func:`conditional_mutual_information`; the score is the mean over the replicates.
+    NaN (with a log note) unless every replicate's models form such a grid over the same
+    configurations. Returns the mean and the value of each replicate (key ``str(value)``)."""
+    factors = list(factors)
+    if replicate not in df or df[replicate].nunique() < 2:
+        return conditional_mutual_information(df, metric, factors, gap=gap)[0], {}
+    per: dict[str, float] = {}
+    cells = None
+    for value, sub in df.groupby(replicate, sort=True):
+        here = set(map(tuple, sub[factors].astype(str).to_numpy()))
+        if cells is not None and here != cells:
+            logger.info("CMI skipped: the %s replicates cover different configurations",
+                        replicate)
+            return float("nan"), {}
+        cells = here
+        per[str(value)] = conditional_mutual_information(sub, metric, factors, gap=gap)[0]
+    vals = list(per.values())
+    return (float(np.mean(vals)) if all(np.isfinite(vals)) else float("nan")), per

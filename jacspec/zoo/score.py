@@ -39,10 +39,11 @@ from jacspec.zoo.grid import (
     group_codes,
     is_complete_grid,
     is_unique_grid,
+    select_runs,
     single_factor_pairs,
     varying_columns,
 )
-from jacspec.zoo.pgdl import conditional_mutual_information
+from jacspec.zoo.pgdl import conditional_mutual_information, replicate_cmi
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ __all__ = [
     "NON_PREDICTORS", "REPLICATE_KEYS", "ScoreTable", "conditional_mutual_information",
     "default_paired", "gap_noise", "granulated_kendall", "is_complete_grid", "is_unique_grid",
     "kendall_tau", "kendall_tau_a", "metric_columns", "paired_comparison",
-    "robust_sign_error", "score_metrics", "score_store", "single_factor_pairs",
+    "robust_sign_error", "score_metrics", "score_store", "select_runs", "single_factor_pairs",
     "summarize_best", "varying_columns", "worst_factor_sign_error",
 ]
 
@@ -107,31 +108,36 @@ def kendall_tau_a(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarr
 
 
 
+def group_taus(df: pd.DataFrame, metric: str, factors: Sequence[str], *, gap: str = "gap",
+               replicates: Sequence[str] = REPLICATE_KEYS) -> dict[str, np.ndarray]:
+    """For each factor ``i``: :func:`kendall_tau_a` of every group of two or more models where
+    only factor ``i`` varies (every other factor and every varying replicate key fixed)."""
+    reps = varying_columns(df, replicates)
+    out: dict[str, np.ndarray] = {}
+    for f in factors:
+        others = [c for c in factors if c != f] + reps
+        taus = [kendall_tau_a(grp[metric], grp[gap])
+                for _, grp in df.groupby(group_codes(df, others))]
+        out[f] = np.asarray([t for t in taus if np.isfinite(t)], dtype=np.float64)
+    return out
+
+
 def granulated_kendall(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
                        gap: str = "gap", replicates: Sequence[str] = REPLICATE_KEYS
                        ) -> tuple[float, dict[str, float]]:
     """Granulated Kendall ``Psi`` (Jiang et al. 2020) and the per-factor ``psi_i``.
 
     ``psi_i`` is the mean of :func:`kendall_tau_a` over the groups where only factor ``i``
-    varies (every other factor and every varying replicate key fixed); ties count 0, so a
-    group whose metric or gap is all tied contributes tau = 0. ``Psi = mean_i psi_i`` over
-    every factor. Groups of a single model have no pair and are not groups of the grid; a
-    factor with no group of two models (only on incomplete grids) gets NaN and is left out of
-    ``Psi``.
+    varies (every other factor and every varying replicate key fixed; :func:`group_taus`);
+    ties count 0, so a group whose metric or gap is all tied contributes tau = 0.
+    ``Psi = mean_i psi_i`` over every factor. Groups of a single model have no pair and are
+    not groups of the grid; a factor with no group of two models (only on incomplete grids)
+    gets NaN and is left out of ``Psi``.
     """
-    reps = varying_columns(df, replicates)
-    per: dict[str, float] = {}
-    for f in factors:
-        others = [c for c in factors if c != f] + reps
-        taus = []
-        for _, grp in df.groupby(group_codes(df, others)):
-            t = kendall_tau_a(grp[metric], grp[gap])
-            if np.isfinite(t):
-                taus.append(t)
-        per[f] = float(np.mean(taus)) if taus else float("nan")
+    per = {f: float(t.mean()) if t.size else float("nan")
+           for f, t in group_taus(df, metric, factors, gap=gap, replicates=replicates).items()}
     vals = [v for v in per.values() if np.isfinite(v)]
     return (float(np.mean(vals)) if vals else float("nan")), per
-
 
 
 def gap_noise(df: pd.DataFrame, factors: Sequence[str], *, gap: str = "gap",
@@ -169,6 +175,28 @@ def _pair_sign_errors(df: pd.DataFrame, metric: str, factor: str, factors: Seque
     return env[ok], (flip * dg)[ok], err[ok]
 
 
+def environment_errors(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
+                       gap: str = "gap", noise: float,
+                       replicates: Sequence[str] = REPLICATE_KEYS) -> dict[str, np.ndarray]:
+    """For each factor ``f``: the sign error of every counted environment that varies ``f``
+    (a pair of configurations differing in ``f`` only; its error is the mean of
+    ``(1 - sign(d mu) sign(d g)) / 2`` over its run pairs matched by replicate key; counted
+    when ``|mean d g| > noise``)."""
+    d = df.reset_index(drop=True)
+    out: dict[str, np.ndarray] = {}
+    for f in factors:
+        env, dg, err = _pair_sign_errors(d, metric, f, factors, gap=gap, replicates=replicates)
+        if env.size == 0:
+            out[f] = np.zeros(0)
+            continue
+        _, inv = np.unique(env, return_inverse=True)
+        count = np.bincount(inv)
+        mean_dg = np.bincount(inv, weights=dg) / count
+        mean_err = np.bincount(inv, weights=err) / count
+        out[f] = mean_err[np.abs(mean_dg) > noise]
+    return out
+
+
 def robust_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
                       gap: str = "gap", noise: float | None = None,
                       replicates: Sequence[str] = REPLICATE_KEYS
@@ -180,24 +208,15 @@ def robust_sign_error(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
     ``(1 - sign(d mu) sign(d g)) / 2`` (0 agree, 1 disagree, 1/2 metric tie). Environments
     whose mean gap difference satisfies ``|mean d g| <= noise`` do not count (their gaps are
     not told apart). The robust value is the supremum (max) over the counted environments;
-    the value for factor ``f`` is the supremum over those that vary ``f``.
-    ``noise=None`` uses :func:`gap_noise` (from seed replicates; 0 without them, so only
-    exactly tied gaps are dropped). NaN when no environment counts.
+    the value for factor ``f`` is the supremum over those that vary ``f``
+    (:func:`environment_errors`). ``noise=None`` uses :func:`gap_noise` (from seed
+    replicates; 0 without them, so only exactly tied gaps are dropped). NaN when no
+    environment counts.
     """
     noise = _noise(df, factors, gap, replicates, noise)
-    d = df.reset_index(drop=True)
-    per: dict[str, float] = {}
-    for f in factors:
-        env, dg, err = _pair_sign_errors(d, metric, f, factors, gap=gap, replicates=replicates)
-        if env.size == 0:
-            per[f] = float("nan")
-            continue
-        _, inv = np.unique(env, return_inverse=True)
-        count = np.bincount(inv)
-        mean_dg = np.bincount(inv, weights=dg) / count
-        mean_err = np.bincount(inv, weights=err) / count
-        keep = np.abs(mean_dg) > noise
-        per[f] = float(mean_err[keep].max()) if keep.any() else float("nan")
+    errors = environment_errors(df, metric, factors, gap=gap, noise=noise,
+                                replicates=replicates)
+    per = {f: float(e.max()) if e.size else float("nan") for f, e in errors.items()}
     return _max_finite(per), per
 
 
@@ -274,13 +293,15 @@ class ScoreTable:
     noise: float
     best: str | None = None
     paired: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    selection: dict[str, Any] = field(default_factory=dict)
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What the scores were computed with: factors, gap column, noise level, pairs."""
+        """What the scores were computed with: factors, gap column, noise level, pairs, which
+        runs were scored (``where``, ``converged``) and the bootstrap."""
         return {"factors": list(self.factors), "gap": self.gap, "noise": self.noise,
                 "paired": [{k: p[k] for k in ("factor", "a", "b") if k in p}
-                           for p in self.paired]}
+                           for p in self.paired], **self.selection}
 
     def summary(self) -> dict[str, Any]:
         """The best metric, the models scored, and each metric's Kendall tau and Psi."""
@@ -299,19 +320,27 @@ class ScoreTable:
         """Scores by metric and every setting, JSON-able (NaN written as None)."""
         return jsonable({"metrics": self.scores, "factors": self.factors, "gap": self.gap,
                          "num_models": self.num_models, "complete_grid": self.complete_grid,
-                         "noise": self.noise, "best": self.best, "paired": self.paired})
+                         "noise": self.noise, "best": self.best, "paired": self.paired,
+                         "settings": self.settings})
 
 
 def score_metrics(df: pd.DataFrame, metrics: Sequence[str], factors: Sequence[str], *,
                   gap: str = "gap", noise: float | None = None,
-                  paired: Sequence[tuple[str, Any, Any]] = ()) -> ScoreTable:
+                  paired: Sequence[tuple[str, Any, Any]] = (), bootstrap: int = 0,
+                  seed: int = 0, level: float = 0.95,
+                  selection: Mapping[str, Any] | None = None) -> ScoreTable:
     """Scores of every metric against ``gap``: ``kendall_tau`` (Jiang et al.'s, ties 0),
-    ``kendall_tau_b`` (scipy's), ``psi``, ``cmi`` (PGDL's, a fraction), ``robust_sign_error``
+    ``kendall_tau_b`` (scipy's), ``psi``, ``cmi`` (PGDL's, a fraction; with seed
+    replicates the mean over the seeds of PGDL's score), ``robust_sign_error``
     (Dziugaite et al.'s supremum) and ``worst_factor_sign_error``; ``sign_error_per_factor``
     holds the robust value per factor and ``mean_sign_error_per_factor`` the per-factor means.
 
     ``best`` is the metric with the largest ``|tau|`` (ties: larger Psi magnitude).
     ``paired`` lists ``(factor, a, b)`` comparisons, each made for every metric.
+    ``bootstrap > 0``: each score also gets a ``level`` percentile-bootstrap interval,
+    ``<score>_lo`` and ``<score>_hi``, from ``bootstrap`` resamples drawn with ``seed``
+    (:func:`jacspec.zoo.intervals.score_intervals`). ``selection`` (which runs ``df`` holds)
+    is recorded in the settings.
     """
     if gap not in df:
         raise ValueError(f"gap column {gap!r} is not in the results")
@@ -326,8 +355,7 @@ def score_metrics(df: pd.DataFrame, metrics: Sequence[str], factors: Sequence[st
     for m in metrics:
         sub = df[np.isfinite(df[m].to_numpy(float))]
         psi, per_psi = granulated_kendall(sub, m, factors, gap=gap)
-        cmi, per_cmi = (conditional_mutual_information(sub, m, factors, gap=gap)
-                        if complete and len(sub) == len(df) else (float("nan"), {}))
+        cmi, per_cmi = _cmi(df, sub, m, factors, gap=gap, complete=complete)
         rse, per_rse = robust_sign_error(sub, m, factors, gap=gap, noise=noise)
         wse, per_wse = worst_factor_sign_error(sub, m, factors, gap=gap, noise=noise)
         scores[m] = {"kendall_tau": kendall_tau_a(sub[m], sub[gap]),
@@ -337,13 +365,39 @@ def score_metrics(df: pd.DataFrame, metrics: Sequence[str], factors: Sequence[st
                      "psi_per_factor": per_psi, "cmi_per_set": per_cmi,
                      "sign_error_per_factor": per_rse,
                      "mean_sign_error_per_factor": per_wse}
+        if bootstrap:
+            from jacspec.zoo.intervals import score_intervals
+
+            for name, (lo, hi) in score_intervals(sub, m, factors, gap=gap, noise=noise,
+                                                  reps=int(bootstrap), seed=seed,
+                                                  level=level).items():
+                scores[m][f"{name}_lo"], scores[m][f"{name}_hi"] = lo, hi
     finite = [(abs(s["kendall_tau"]), abs(s["psi"]) if np.isfinite(s["psi"]) else 0.0, m)
               for m, s in scores.items() if np.isfinite(s["kendall_tau"])]
     best = max(finite)[2] if finite else None
     pairs = tuple(paired_comparison(df, m, f, a, b, factors, gap=gap)
                   for (f, a, b) in paired if f in df for m in metrics)
+    chosen = {**dict(selection or {}), "bootstrap": int(bootstrap), "level": float(level),
+              "seed": int(seed)}
     return ScoreTable(scores=scores, factors=tuple(factors), gap=gap, num_models=len(df),
-                      complete_grid=complete, noise=float(noise), best=best, paired=pairs)
+                      complete_grid=complete, noise=float(noise), best=best, paired=pairs,
+                      selection=chosen)
+
+
+def _cmi(df: pd.DataFrame, sub: pd.DataFrame, metric: str, factors: Sequence[str], *,
+         gap: str, complete: bool) -> tuple[float, dict[str, float]]:
+    """PGDL's CMI of ``metric`` (``sub``: the rows where it is finite): on a complete grid
+    with one model per configuration, the scoring program's number; with seed replicates,
+    the mean of that number over the seeds (:func:`replicate_cmi`); else NaN."""
+    if not complete or len(sub) != len(df):
+        return float("nan"), {}
+    if is_unique_grid(sub, factors):
+        return conditional_mutual_information(sub, metric, factors, gap=gap)
+    rep = varying_columns(sub, REPLICATE_KEYS)
+    if len(rep) != 1:
+        return float("nan"), {}
+    cmi, per_seed = replicate_cmi(sub, metric, factors, gap=gap, replicate=rep[0])
+    return cmi, {f"{rep[0]}={k}": v for k, v in per_seed.items()}
 
 
 def default_paired(df: pd.DataFrame) -> list[tuple[str, Any, Any]]:
@@ -377,10 +431,16 @@ def metric_columns(df: pd.DataFrame, config_keys: Sequence[str],
 
 def score_store(path: str, *, metrics: Sequence[str] | None = None,
                 factors: Sequence[str] | None = None, gap: str = "gap",
-                noise: float | None = None) -> ScoreTable:
+                noise: float | None = None, where: Mapping[str, Any] | None = None,
+                converged: bool = False, bootstrap: int = 0, seed: int = 0,
+                level: float = 0.95) -> ScoreTable:
     """Score every metric of the finished runs in the store at ``path``.
 
-    ``factors`` default: configuration keys that vary, except replicate keys (seed).
+    ``where``: keep the runs whose configuration has these values (``{"width": 128}``);
+    ``converged``: keep the runs that reached their training criterion (the ``converged``
+    column; runs that missed it are excluded, as Novak et al. do). ``factors`` default:
+    configuration keys that vary among the kept runs, except replicate keys (seed).
+    ``bootstrap``, ``seed``, ``level``: intervals, see :func:`score_metrics`.
     """
     from jacspec.zoo.store import Store
 
@@ -389,11 +449,17 @@ def score_store(path: str, *, metrics: Sequence[str] | None = None,
         keys = sorted({k for c in store.configs().values() for k in c})
     if df.empty:
         raise ValueError(f"store {path} has no finished runs to score")
+    df = select_runs(df, where=where, converged=converged, keys=keys)
+    if df.empty:
+        raise ValueError(f"store {path}: no finished run matches where={dict(where or {})} "
+                         f"converged={converged}")
     if factors is None:
         factors = [k for k in varying_columns(df, keys) if k not in REPLICATE_KEYS]
     if metrics is None:
         metrics = metric_columns(df, keys, exclude=[gap, *NON_PREDICTORS])
-    return score_metrics(df, metrics, factors, gap=gap, noise=noise, paired=default_paired(df))
+    selection = {"where": jsonable(dict(where or {})), "converged": bool(converged)}
+    return score_metrics(df, metrics, factors, gap=gap, noise=noise, paired=default_paired(df),
+                         bootstrap=bootstrap, seed=seed, level=level, selection=selection)
 
 
 def summarize_best(table: ScoreTable) -> Mapping[str, Any]:

@@ -273,6 +273,7 @@ def run_sweep(
     progress: bool = True,
     start_method: str | None = None,
     ray_timeout: float = RAY_START_TIMEOUT,
+    keep_going: Callable[[], bool] | None = None,
 ) -> SweepSummary:
     """Run every configuration of ``sweep`` not yet done in ``store``.
 
@@ -285,6 +286,9 @@ def run_sweep(
     ``retry_failed``. Only this (driver) process writes the store. ``start_method`` of the
     local pool: None picks "fork" for one-thread workers (they share the driver's imports)
     and "forkserver" (slow imports done once, then forked) otherwise.
+    ``keep_going`` (local backend): called before each task is launched; once it returns
+    False no further task starts, the running ones finish and the rest stay to do (a later
+    call runs them), so a time budget leaves no worker idle.
 
     Every configuration is checked first (:func:`validate_configs`): an invalid one raises
     ValueError before the store is opened. A run that fails is recorded with its error (see
@@ -319,6 +323,7 @@ def run_sweep(
         logger.info("sweep: %d configurations, %d to run in %d tasks (%s, %d workers)",
                     len(by_hash), len(todo), len(chunks), backend, workers)
         done = failed = 0
+        launched = 0
         errors: dict[str, str] = {}
         bar = None
         if progress and todo:
@@ -344,15 +349,20 @@ def run_sweep(
                 with contextlib.ExitStack() as stack:
                     ray = stack.enter_context(ray_session(address, ray_timeout)) \
                         if backend == "ray" else None  # started before any run is marked
-                    db.mark_running(todo)
-                    if ray is None:
-                        _run_local(job, chunks, workers, threads, record, start_method)
+                    if ray is None:  # each run is marked running when its task starts
+                        launched = _run_local(
+                            job, chunks, workers, threads, record, start_method, keep_going,
+                            started=lambda chunk: db.mark_running(config_hash(c)
+                                                                  for c in chunk))
                     else:
+                        db.mark_running(todo)
+                        launched = len(chunks)
                         run_ray(ray, run_chunk, job, chunks, threads, record, _chunk_error)
         finally:
             if bar is not None:
                 bar.close()
-    return SweepSummary(total=len(by_hash), skipped=len(by_hash) - len(todo), ran=len(todo),
+    ran = sum(len(c) for c in chunks[:launched])
+    return SweepSummary(total=len(by_hash), skipped=len(by_hash) - len(todo), ran=ran,
                         done=done, failed=failed, seconds=time.perf_counter() - t0,
                         backend=backend, workers=workers, group=group, errors=errors,
                         previously_failed=previously_failed)
@@ -365,10 +375,19 @@ def _chunk_error(chunk: list[dict[str, Any]], exc: BaseException) -> list[tuple[
 
 def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
                record: Callable[[list[tuple[str, dict]]], None],
-               start_method: str | None = None) -> None:
+               start_method: str | None = None,
+               keep_going: Callable[[], bool] | None = None,
+               started: Callable[[list[dict]], None] | None = None) -> int:
+    """Run ``chunks`` on a pool of ``workers``, at most ``workers`` in flight, a new one
+    launched while ``keep_going()`` (if given) is true and announced to ``started(chunk)``;
+    returns how many were launched."""
     if workers == 1 and len(chunks) == 1:
+        if keep_going is not None and not keep_going():
+            return 0
+        if started is not None:
+            started(chunks[0])
         record(run_chunk(job, chunks[0], threads))
-        return
+        return 1
     methods = mp.get_all_start_methods()
     if start_method is None:  # fork shares the driver's imports; safe with 1-thread workers
         start_method = "fork" if threads == 1 and "fork" in methods else (
@@ -383,8 +402,23 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
         ctx.set_forkserver_preload([*warm, "jacspec.zoo.sweep", module])
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx,
                                initializer=_init_worker, initargs=(threads, os.getpid()))
+    queue = iter(chunks)
+    pending: dict[Any, list[dict]] = {}
+    launched = 0
+
+    def launch() -> None:
+        nonlocal launched
+        while len(pending) < workers and (keep_going is None or keep_going()):
+            chunk = next(queue, None)
+            if chunk is None:
+                return
+            if started is not None:
+                started(chunk)
+            pending[pool.submit(run_chunk, job, chunk, threads)] = chunk
+            launched += 1
+
     try:
-        pending = {pool.submit(run_chunk, job, chunk, threads): chunk for chunk in chunks}
+        launch()
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -394,7 +428,9 @@ def _run_local(job: str, chunks: list[list[dict]], workers: int, threads: int,
                 except Exception as exc:  # noqa: BLE001 - a dead worker fails its chunk only
                     results = _chunk_error(chunk, exc)
                 record(results)
+            launch()
     except BaseException:  # interrupted: drop queued tasks; their runs stay "running"
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    return launched

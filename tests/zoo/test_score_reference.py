@@ -234,3 +234,83 @@ def test_score_table_columns_follow_the_references() -> None:
     frame = table.to_frame()
     assert {"kendall_tau", "kendall_tau_b", "psi", "cmi", "robust_sign_error",
             "worst_factor_sign_error"} <= set(frame.columns)
+
+
+# --- Seed replicates: PGDL's score per seed, and the bootstrap intervals ----------------------
+
+def test_cmi_with_seed_replicates_is_the_mean_of_each_seeds_pgdl_score() -> None:
+    from jacspec.zoo.pgdl import replicate_cmi
+
+    df = _grid(5, reps=3)
+    per_seed = [_pgdl_score(df[df["seed"] == s].reset_index(drop=True), "mu") for s in range(3)]
+    cmi, per = replicate_cmi(df, "mu", FACTORS)
+    assert cmi == pytest.approx(sum(per_seed) / 3, rel=1e-12, abs=1e-12)
+    assert [per[str(s)] for s in range(3)] == pytest.approx(per_seed, rel=1e-12, abs=1e-12)
+    table = score_metrics(df, ["mu"], FACTORS)
+    assert table.scores["mu"]["cmi"] == pytest.approx(cmi, rel=1e-12)
+    # a configuration missing from one seed: the seeds are not the same PGDL task
+    assert math.isnan(replicate_cmi(df.iloc[1:], "mu", FACTORS)[0])
+
+
+def test_bootstrap_intervals_follow_their_definitions() -> None:
+    """The intervals re-expressed draw by draw (the same generator, consumed in the order the
+    module documents: tau's draws, then Psi's, then CMI's)."""
+    from jacspec.zoo.intervals import score_intervals
+
+    df = _grid(6, reps=2)
+    reps, level = 40, 0.9
+    got = score_intervals(df, "mu", FACTORS, reps=reps, seed=11, level=level)
+    rng = np.random.default_rng(11)
+    rows = df.to_dict("records")
+    configs = sorted({tuple(str(r[f]) for f in FACTORS) for r in rows})
+    members = [[i for i, r in enumerate(rows) if tuple(str(r[f]) for f in FACTORS) == c]
+               for c in configs]
+
+    def interval(draws: list[float]) -> tuple[float, float]:
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
+
+    taus = []  # cluster bootstrap: configurations with all their seeds
+    for _ in range(reps):
+        pick = rng.integers(0, len(members), len(members))
+        taus.append(_jiang_tau([(rows[i]["mu"], rows[i]["gap"]) for c in pick
+                                for i in members[c]]))
+    assert got["kendall_tau"] == pytest.approx(interval(taus), abs=1e-12)
+
+    groups = {}  # Psi: each factor's groups (other factors and the seed fixed)
+    for f in FACTORS:
+        others = [o for o in FACTORS if o != f]
+        groups[f] = [_jiang_tau([(r["mu"], r["gap"]) for r in rows
+                                 if all(r[o] == v for o, v in zip(others, values[:-1],
+                                                                  strict=True))
+                                 and r["seed"] == values[-1]])
+                     for values in itertools.product(*(LEVELS[o] for o in others), [0, 1])]
+    psis = []
+    for _ in range(reps):
+        per = []
+        for f in FACTORS:
+            t = groups[f]
+            idx = rng.integers(0, len(t), len(t))
+            per.append(sum(t[i] for i in idx) / len(t))
+        psis.append(sum(per) / len(per))
+    assert got["psi"] == pytest.approx(interval(psis), abs=1e-12)
+
+    cmis = []  # one seed replicate per configuration: a PGDL task each draw
+    for _ in range(reps):
+        chosen = [m[rng.integers(0, len(m))] for m in members]
+        cmis.append(_pgdl_score(df.iloc[chosen].reset_index(drop=True), "mu"))
+    assert got["cmi"] == pytest.approx(interval(cmis), abs=1e-12)
+
+    # the robust sign error: a supremum over resampled environments is at most the supremum
+    point = robust_sign_error(df, "mu", FACTORS)[0]
+    lo, hi = got["robust_sign_error"]
+    assert 0.0 <= lo <= hi <= point + 1e-12
+
+
+def test_intervals_reach_the_score_table() -> None:
+    table = score_metrics(_grid(7, reps=2), ["mu", "same"], FACTORS, bootstrap=30, seed=1)
+    s = table.scores["same"]
+    assert s["kendall_tau_lo"] <= s["kendall_tau"] <= s["kendall_tau_hi"]
+    assert s["cmi_lo"] == pytest.approx(1.0) and s["cmi_hi"] == pytest.approx(1.0)
+    assert table.settings["bootstrap"] == 30
+    assert {"psi_lo", "psi_hi", "robust_sign_error_lo"} <= set(table.to_frame().columns)

@@ -179,3 +179,39 @@ def test_sigkill_then_rerun_finds_every_run_once(tmp_path: Path,
     assert scores["factors"] == ["a", "b"] and scores["num_models"] == 12
     assert any(p.suffix == ".png" for p in (tmp_path / "figs").iterdir())
     assert main(["zoo", "status", str(tmp_path / "missing.sqlite")]) == 2
+
+
+def test_zoo_score_selects_runs_and_bootstraps(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`zoo score --where K=V --converged --bootstrap N` scores exactly the selected runs:
+    the same numbers as scoring those rows, picked by hand, with the library."""
+    from jacspec.cli.main import main
+    from jacspec.zoo.score import score_metrics
+
+    rng = np.random.default_rng(3)
+    store = tmp_path / "z.sqlite"
+    configs = [{"width": w, "depth": d, "seed": s} for w in (8, 16) for d in (1, 2, 3)
+               for s in (1, 2)]
+    with Store(store) as st:
+        st.add(configs)
+        for c in configs:
+            h = config_hash(c)
+            st.mark_running([h])
+            gap = float(rng.integers(0, 5))
+            st.finish(h, {"metrics": {"gap": gap, "mu": gap + float(rng.normal()),
+                                      "converged": not (c["depth"] == 3 and c["seed"] == 2)}})
+    out = tmp_path / "s.json"
+    assert main(["zoo", "score", str(store), "--where", "width=16", "--converged",
+                 "--bootstrap", "25", "--json", str(out)]) == 0
+    assert "kendall_tau_lo" in capsys.readouterr().out
+    got = json.loads(out.read_text())
+    with Store(store, readonly=True) as st:
+        df = st.runs(status="done")
+    rows = df[(df["width"] == 16) & df["converged"].astype(bool)]
+    assert got["num_models"] == len(rows) == 5
+    ref = score_metrics(rows, ["mu"], ["depth"], bootstrap=25, seed=0).scores["mu"]
+    for key in ("kendall_tau", "kendall_tau_lo", "kendall_tau_hi", "psi", "psi_hi"):
+        assert got["metrics"]["mu"][key] == pytest.approx(ref[key], abs=1e-12)
+    assert got["settings"]["where"] == {"width": 16} and got["settings"]["converged"] is True
+    assert main(["zoo", "score", str(store), "--where", "widht=16"]) == 2
+    assert "where: 'widht' is not a configuration key" in capsys.readouterr().err

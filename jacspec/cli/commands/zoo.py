@@ -51,6 +51,16 @@ def register(subparsers: Any) -> None:
                    "zoo_gap_*.png, zoo_pairs_*.png, zoo_curves_*.png; each written path "
                    "is printed")
     p.add_argument("--gap", default="gap", help="column holding the gap (default: gap)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="score only the runs whose configuration has KEY=VALUE (repeatable; "
+                   "VALUE read as a number, true/false or text), e.g. --where width=128")
+    p.add_argument("--converged", action="store_true",
+                   help="score only the runs that reached their training criterion (the "
+                   "others are excluded, as Novak et al. do)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="add a 95%% percentile-bootstrap interval to every score from N "
+                   "resamples (default 0: none; see jacspec.zoo.intervals)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.set_defaults(zoo_func=_score)
 
 
@@ -59,6 +69,29 @@ def run(args: argparse.Namespace) -> int:
     if func is None:
         raise ValueError("zoo needs a sub-command: run, status, score or migrate")
     return int(func(args) or 0)
+
+
+def _where(items: list[str]) -> dict[str, Any]:
+    """``["width=128", "augment=false"]`` -> ``{"width": 128, "augment": False}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where takes KEY=VALUE (e.g. --where width=128); got {item!r}")
+        out[key.strip()] = _literal(text.strip())
+    return out
+
+
+def _literal(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
@@ -143,10 +176,16 @@ def _score(args: argparse.Namespace) -> int:
 
     if not Path(args.store).exists():
         raise OSError(f"store {args.store} does not exist")
-    table = score_store(args.store, gap=args.gap)
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be a number of resamples >= 0, got {args.bootstrap}")
+    table = score_store(args.store, gap=args.gap, where=_where(args.where),
+                        converged=args.converged, bootstrap=args.bootstrap, seed=args.seed)
     _write_json(args.json, table.to_dict())
     if args.json and args.json != "-":
-        frame = table.to_frame()[["kendall_tau", "psi", "cmi", "robust_sign_error"]]
+        cols = ["kendall_tau", "psi", "cmi", "robust_sign_error"]
+        if args.bootstrap:
+            cols = [f"{c}{end}" for c in cols for end in ("", "_lo", "_hi")]
+        frame = table.to_frame()[cols]
         sys.stdout.write(frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n")
         sys.stdout.write(f"best: {table.best}\n")
         sys.stdout.write(f"wrote {args.json}\n")
