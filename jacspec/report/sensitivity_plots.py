@@ -2,6 +2,8 @@
 
 * :func:`plot_profiles`: log Jacobian norm and transition density along
   trajectories, one curve per kind, anchor points marked.
+* :func:`plot_mean_profiles`: the same, averaged over the trajectories of each kind
+  (geometric mean of the norm, mean density), as the paper's profile figure.
 * :func:`plot_per_point`: ``||J||_F`` (and ``||J_y||_2``) against the test loss
   with the bounds of eqs. 5-7.
 * :func:`plot_region_slice`: linear-region boundaries of one activation layer on
@@ -22,7 +24,8 @@ from jacspec.sensitivity.norms import PerPointSensitivity, loss_bounds
 from jacspec.sensitivity.regions import activation_codes
 from jacspec.sensitivity.trajectories import TrajectoryProfile
 
-__all__ = ["plot_per_point", "plot_profiles", "plot_region_slice", "slice_codes"]
+__all__ = ["plot_mean_profiles", "plot_per_point", "plot_profiles", "plot_region_slice",
+           "slice_codes"]
 
 _COLORS = {"random": "tab:red", "different_class": "tab:orange", "same_class": "tab:blue",
            "translation": "tab:green"}
@@ -61,6 +64,43 @@ def plot_profiles(profiles: Sequence[TrajectoryProfile], *, smooth: int = 1,
     ax_j.set_ylabel(r"$\|J(z(t))\|_F$")
     ax_t.set_ylabel("transitions per unit length")
     ax_t.set_xlabel("t (anchors dotted)")
+    ax_j.legend(fontsize=8)
+    for ax in (ax_j, ax_t):
+        ensure_ticks(ax)
+    if title:
+        ax_j.set_title(title)
+    return fig
+
+
+def plot_mean_profiles(profiles: Sequence[TrajectoryProfile], *, title: str | None = None,
+                       smooth: int | None = None) -> Figure:
+    """Per kind of trajectory (profiles of one kind share ``t``): the geometric mean of
+    ``||J(z(t))||_F`` (log scale) and the mean transition density (circular moving average
+    over ``smooth`` segments, default ``len(t) // 24``), anchors dotted."""
+    if not profiles:
+        raise ValueError("profiles is empty; pass at least one TrajectoryProfile")
+    fig = Figure(figsize=(9, 6), constrained_layout=True)
+    ax_j, ax_t = fig.subplots(2, 1, sharex=True)
+    kinds = list(dict.fromkeys(p.kind for p in profiles))
+    for kind in kinds:
+        group = [p for p in profiles if p.kind == kind]
+        t = group[0].t
+        if any(len(p.t) != len(t) for p in group):
+            raise ValueError(f"the {kind!r} profiles have different numbers of points")
+        width = smooth if smooth is not None else max(1, len(t) // 24)
+        norm = np.exp(np.mean([np.log(p.jacobian_norm) for p in group], axis=0))
+        dens = _smooth(np.mean([p.transition_density for p in group], axis=0), 2 * width + 1)
+        color = _COLORS.get(kind)
+        label = f"{kind} (n={len(group)})"
+        ax_j.plot(t, norm, color=color, label=label)
+        ax_t.plot(t, dens, color=color, label=label)
+        for a in group[0].anchors:
+            ax_j.axvline(a, color=color, ls=":", lw=0.8)
+            ax_t.axvline(a, color=color, ls=":", lw=0.8)
+    ax_j.set_yscale("log")
+    ax_j.set_ylabel(r"geometric mean $\|J\|_F$")
+    ax_t.set_ylabel("transitions per unit length\n(mean, smoothed)")
+    ax_t.set_xlabel("t (anchors dotted: the training points of the ellipses)")
     ax_j.legend(fontsize=8)
     for ax in (ax_j, ax_t):
         ensure_ticks(ax)

@@ -1,8 +1,12 @@
-"""experiments/mnist_study.py in --smoke mode: the zoo stage resumes and the report is written."""
+"""experiments/mnist_study.py in --smoke mode: every stage runs, resumes, and the report's zoo
+numbers are the ones `jacspec zoo score` prints for the same store."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,47 +19,81 @@ SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "mnist_study.py"
 def _load():
     spec = importlib.util.spec_from_file_location("mnist_study", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["mnist_study"] = module
     spec.loader.exec_module(module)
     return module
 
 
-def test_design_has_two_seeds_per_configuration_and_300_networks() -> None:
+def test_design_is_two_complete_grids_with_two_seeds() -> None:
     study = _load()
-    configs = study.zoo_configs(study.read_design())
-    assert len(configs) >= 300
+    design = study.read_design()
+    configs = study.zoo_configs(design)
+    assert len(configs) == 384 >= 300
     by_config: dict[str, set[int]] = {}
     for c in configs:
         key = repr(sorted((k, v) for k, v in c.items() if k != "seed"))
         by_config.setdefault(key, set()).add(c["seed"])
     assert all(len(s) >= 2 for s in by_config.values())
-    assert {c["activation"] for c in configs} == {"relu", "relu6", "tanh", "hard_sigmoid",
-                                                  "hard_tanh"}
-    assert {c["depth"] for c in configs} == {1, 2, 3, 4}
+    core = [c for c in configs if study.part_of(c, design) == "core" and c["seed"] == 1]
+    factors = [c for c in configs if study.part_of(c, design) == "factors" and c["seed"] == 1]
+    cells = {(c["activation"], c["optimizer"], c["depth"], c["random_labels"]) for c in core}
+    assert len(core) == len(cells) == 5 * 4 * 4 * 2
+    assert {c["activation"] for c in core} == {"relu", "relu6", "tanh", "hard_sigmoid",
+                                               "hard_tanh"}
+    assert {c["optimizer"] for c in core} == {"sgd", "momentum", "adam", "rmsprop"}
+    assert {c["depth"] for c in core} == {1, 2, 3, 4}
+    cells = {(c["width"], c["init_scale"], c["batch_size"], c["augment"], c["random_labels"])
+             for c in factors}
+    assert len(factors) == len(cells) == 32
     assert {c["dataset"] for c in configs} == {"mnist5k"}
+    assert all(c["n_train"] == 4000 and c["target_accuracy"] == 1.0 for c in configs)
 
 
-def test_smoke_zoo_resumes_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _row(page: str, metric: str) -> list[str]:
+    line = next(ln for ln in page.splitlines() if ln.startswith(f"| `{metric}` |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_smoke_stages_resume_and_report(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     study = _load()
-    out, store = tmp_path / "out", tmp_path / "zoo.sqlite"
-    common = ["--smoke", "--out", str(out), "--store", str(store), "--workers", "1"]
-    assert study.main(["zoo", *common, "--max-runs", "2"]) == 0
-    assert "stopped: max_runs=2" in capsys.readouterr().out
+    out = tmp_path / "out"
+    common = ["--smoke", "--out", str(out), "--workers", "2"]
+    assert study.main(["zoo", *common, "--max-runs", "3"]) == 0
+    assert "stopped: max_runs=3" in capsys.readouterr().out
     from jacspec.zoo.store import Store
 
+    store = out / "mnist_study.sqlite"
     with Store(store, readonly=True) as db:
-        assert db.counts()["done"] == 2 and db.counts()["pending"] == 2
-    assert study.main(["zoo", *common]) == 0  # resumes: runs the other two only
-    assert "ran 2 (0 failed), stopped: finished" in capsys.readouterr().out
-    with Store(store, readonly=True) as db:
-        assert db.counts() == {"total": 4, "done": 4, "failed": 0, "pending": 0, "running": 0}
+        assert db.counts()["done"] == 3 and db.counts()["pending"] == 7
+    assert study.main(["zoo", *common]) == 0  # resumes: runs the other seven only
+    assert "ran 7 (0 failed), stopped: finished" in capsys.readouterr().out
+    for stage in ("study-a", "study-b", "study-d"):
+        assert study.main([stage, *common]) == 0
+    first = (out / "study_b" / "true_seed0.done.json").read_text()
+    assert study.main(["study-b", *common]) == 0  # finished runs are not redone
+    assert (out / "study_b" / "true_seed0.done.json").read_text() == first
+    capsys.readouterr()
     assert study.main(["report", *common, "--bootstrap", "20"]) == 0
     page = (out / "mnist_study.md").read_text()
-    assert "4 of 4 networks finished" in page and "| metric | tau | 95% CI |" in page
-    for stage in ("study-a", "study-b", "study-d"):
-        assert f"`{stage}` is not run yet" in page
+    assert "Pending" not in page
+    for heading in ("## A.", "## B.", "## C.", "## D.", "## Verdict"):
+        assert heading in page
+    assert "10 of 10 networks finished" in page and "| metric | tier | tau | 95% CI |" in page
+    for fig in ("study_b_flow.png", "study_b_esd.png", "study_d_profiles_seed0.png"):
+        assert (out / "mnist_study" / fig).stat().st_size > 1000
 
+    # the report's zoo numbers are the CLI's: jacspec zoo score --converged --bootstrap 20
+    from jacspec.cli.main import main
 
-def test_unwritten_stages_say_so() -> None:
-    study = _load()
-    with pytest.raises(NotImplementedError, match="not written yet"):
-        study.main(["study-a", "--smoke"])
+    scores = tmp_path / "scores.json"
+    assert main(["zoo", "score", str(store), "--converged", "--bootstrap", "20",
+                 "--json", str(scores)]) == 0
+    got = json.loads(scores.read_text())["metrics"]
+    overall = page.split("### Every converged network")[1].split("###")[0]
+    for metric in ("test_jacobian_norm", "ww_alpha", "jac_test_alpha"):
+        cells = _row(overall, metric)
+        assert cells[2] == f"{got[metric]['kendall_tau']:.3f}"
+        lo, hi = re.findall(r"-?\d+\.\d+", cells[3])
+        assert (lo, hi) == (f"{got[metric]['kendall_tau_lo']:.3f}",
+                            f"{got[metric]['kendall_tau_hi']:.3f}")

@@ -1,0 +1,162 @@
+"""Shared pieces of the mnist study's stages (experiments/mnist_study.py): running a store
+of networks within a time budget, bootstrap intervals, table formatting."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Training settings every stage shares: mnist5k (all 4,000 training digits, the 1,000 test
+#: digits), trained to 100% train accuracy within a 100,000-step budget.
+TRAIN = {"dataset": "mnist5k", "n_train": 4000, "n_test": 1000, "data_seed": 0,
+         "target_accuracy": 1.0, "target_loss": 0.0, "max_steps": 100000, "n_jacobian": 500,
+         "n_esd": 200, "checkpoints": 0, "save_checkpoint": False}
+
+#: What --smoke changes in TRAIN (a target of 1% makes every network count as converged, so
+#: the smoke run goes through every table).
+SMOKE_TRAIN = {"n_train": 200, "n_test": 200, "max_steps": 30, "n_jacobian": 50, "n_esd": 40,
+               "target_accuracy": 0.01}
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A number for a Markdown table ('–' for None/NaN)."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def ci(lo: Any, hi: Any, digits: int = 3) -> str:
+    return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def overlap_tiers(rows: Sequence[tuple[str, float, float, float]]) -> dict[str, int]:
+    """Tiers of metrics by a score's magnitude, never ranking two whose intervals overlap:
+    ``rows`` are ``(name, value, lo, hi)``; sorted by ``|value|``, a metric starts a new tier
+    only when its interval of ``|value|`` lies wholly below that of the current tier's
+    leader. Returns ``{name: tier}`` (1 = best)."""
+    def mag(lo: float, hi: float) -> tuple[float, float]:
+        if lo <= 0 <= hi:
+            return 0.0, max(-lo, hi)
+        return (min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+
+    ok = [r for r in rows if all(math.isfinite(x) for x in r[1:])]
+    ok.sort(key=lambda r: -abs(r[1]))
+    tiers: dict[str, int] = {}
+    tier, leader_lo = 0, math.inf
+    for name, _, lo, hi in ok:
+        m_lo, m_hi = mag(lo, hi)
+        if m_hi < leader_lo:
+            tier += 1
+            leader_lo = m_lo
+        tiers[name] = max(tier, 1)
+    return tiers
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """``P(X_pos > X_neg) + P(X_pos = X_neg) / 2`` over all pairs (the Mann-Whitney AUC)."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
+    if pos.size == 0 or neg.size == 0:
+        return math.nan
+    d = pos[:, None] - neg[None, :]
+    return float(np.mean(d > 0) + 0.5 * np.mean(d == 0))
+
+
+def auc_interval(pos: np.ndarray, neg: np.ndarray, *, reps: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`auc`: each group resampled with replacement."""
+    pos, neg = np.asarray(pos, float), np.asarray(neg, float)
+    pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
+    if pos.size == 0 or neg.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    draws = [auc(pos[rng.integers(0, pos.size, pos.size)], neg[rng.integers(0, neg.size,
+                                                                            neg.size)])
+             for _ in range(reps)]
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: int = 2,
+            max_minutes: float | None = None, max_runs: int | None = None,
+            log: Any = sys.stderr) -> dict[str, Any]:
+    """Run the zoo's unfinished networks in order on ``workers`` processes (one torch thread
+    each) until all are done, ``max_runs`` were started or the time left is under the 90th
+    percentile of the finished runs' durations (so the call ends within about
+    ``max_minutes``; a worker that frees up starts the next network at once). Resumes:
+    finished runs in ``store`` are skipped; runs an interrupted call left ``running`` are
+    redone."""
+    from jacspec.zoo.store import Store, config_hash
+    from jacspec.zoo.sweep import run_sweep, validate_configs
+    from jacspec.zoo.train import load_data, run_job
+
+    validate_configs(run_job, configs)
+    t0 = time.perf_counter()
+    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    with Store(store) as db:
+        db.add(configs)
+        status = db.statuses()
+    todo = [c for c in configs if status.get(config_hash(c)) in ("pending", "running")]
+    for key in {(c["dataset"], c["random_labels"]) for c in todo}:  # forked workers share it
+        load_data(next(c for c in todo if (c["dataset"], c["random_labels"]) == key))
+    capped = max_runs is not None and max_runs < len(todo)
+    if capped:
+        todo = todo[:max_runs]
+    budget = math.inf if max_minutes is None else 60.0 * max_minutes
+    state = {"stopped": False, "launched": 0}
+
+    def keep_going() -> bool:
+        with Store(store, readonly=True) as db:
+            runs = db.runs(status="done")
+        durations = [float(d) for d in runs.get("duration", []) if d == d]
+        typical = float(np.percentile(durations, 90)) if durations else 0.0
+        elapsed = time.perf_counter() - t0
+        if elapsed + typical > budget:
+            state["stopped"] = True
+            return False
+        if state["launched"] and state["launched"] % 10 == 0:
+            print(f"zoo: {state['launched']}/{len(todo)} launched this call, {len(runs)} "
+                  f"done in the store, {elapsed:.0f} s", file=log, flush=True)
+        state["launched"] += 1
+        return True
+
+    summary = run_sweep(todo, store, workers=min(workers, max(len(todo), 1)), threads=1,
+                        group=1, progress=False, keep_going=keep_going)
+    stopped = (f"time budget ({max_minutes:g} min)" if state["stopped"]
+               else f"max_runs={max_runs}" if capped else "finished")
+    with Store(store, readonly=True) as db:
+        counts = db.counts()
+    return {"ran": summary.ran, "done": summary.done, "failed": summary.failed,
+            "stopped": stopped, "seconds": time.perf_counter() - t0, "counts": counts}
+
+
+def bootstrap_tau(metric: np.ndarray, gap: np.ndarray, *, reps: int = 500, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float, float]:
+    """Jiang et al.'s Kendall tau of (metric, gap) and a percentile bootstrap interval:
+    networks resampled with replacement ``reps`` times (duplicated networks tie, counting 0)."""
+    from jacspec.zoo.score import kendall_tau_a
+
+    metric, gap = np.asarray(metric, float), np.asarray(gap, float)
+    keep = np.isfinite(metric) & np.isfinite(gap)
+    metric, gap = metric[keep], gap[keep]
+    if metric.size < 3:
+        return math.nan, math.nan, math.nan
+    tau = kendall_tau_a(metric, gap)
+    rng = np.random.default_rng(seed)
+    draws = [kendall_tau_a(metric[idx], gap[idx])
+             for idx in (rng.integers(0, metric.size, metric.size) for _ in range(reps))]
+    draws = np.asarray([d for d in draws if math.isfinite(d)])
+    if draws.size == 0:
+        return tau, math.nan, math.nan
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return tau, float(lo), float(hi)
