@@ -1,6 +1,7 @@
 """Study A of the mnist study: networks trained on true vs random labels (seed 000's claim).
 
-Three MLPs (ReLU 256x1, 512x2, 128x4) and a small CNN (ReLU conv 16-32, max-pooling), 5 seeds
+Three MLPs (ReLU 256x1, 512x2, 128x4) and a small CNN (one ReLU conv block of 32 3x3
+channels, 2x2 max-pooling, a linear read-out; the networks run in this order), 5 seeds
 each, trained with Adam (lr 1e-3, batch 64) to 100% train accuracy on the true labels and on
 uniformly random labels of the same 4,000 mnist5k digits: 40 networks, run as a zoo store
 (``mnist_study_a.sqlite``: resumable, re-scorable) with every zoo metric (the Jacobian-ESD
@@ -26,7 +27,7 @@ ARCHS = {
     "mlp 256x1": {"model": "mlp", "width": 256, "depth": 1},
     "mlp 512x2": {"model": "mlp", "width": 512, "depth": 2},
     "mlp 128x4": {"model": "mlp", "width": 128, "depth": 4},
-    "cnn 16-32": {"model": "cnn", "width": 16, "depth": 2},
+    "cnn 32": {"model": "cnn", "width": 32, "depth": 1},
 }
 SEEDS = (0, 1, 2, 3, 4)
 #: Columns that describe training or use the test labels: not metrics of the network.

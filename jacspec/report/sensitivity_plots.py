@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,10 +61,17 @@ def plot_profiles(profiles: Sequence[TrajectoryProfile], *, smooth: int = 1,
             ax_t.axvline(a, color=color, ls=":", lw=0.8)
             if i < len(prof.anchor_jacobian_norm):
                 ax_j.plot([a], [prof.anchor_jacobian_norm[i]], "o", color=color, ms=5)
+    return _label_profiles(fig, ax_j, ax_t, (r"$\|J(z(t))\|_F$", "transitions per unit length",
+                                             "t (anchors dotted)"), title)
+
+
+def _label_profiles(fig: Figure, ax_j: Any, ax_t: Any, labels: tuple[str, str, str],
+                    title: str | None) -> Figure:
+    """Log norm axis, the (norm, density, t) labels, a legend, >= 3 ticks, the title."""
     ax_j.set_yscale("log")
-    ax_j.set_ylabel(r"$\|J(z(t))\|_F$")
-    ax_t.set_ylabel("transitions per unit length")
-    ax_t.set_xlabel("t (anchors dotted)")
+    ax_j.set_ylabel(labels[0])
+    ax_t.set_ylabel(labels[1])
+    ax_t.set_xlabel(labels[2])
     ax_j.legend(fontsize=8)
     for ax in (ax_j, ax_t):
         ensure_ticks(ax)
@@ -97,16 +105,9 @@ def plot_mean_profiles(profiles: Sequence[TrajectoryProfile], *, title: str | No
         for a in group[0].anchors:
             ax_j.axvline(a, color=color, ls=":", lw=0.8)
             ax_t.axvline(a, color=color, ls=":", lw=0.8)
-    ax_j.set_yscale("log")
-    ax_j.set_ylabel(r"geometric mean $\|J\|_F$")
-    ax_t.set_ylabel("transitions per unit length\n(mean, smoothed)")
-    ax_t.set_xlabel("t (anchors dotted: the training points of the ellipses)")
-    ax_j.legend(fontsize=8)
-    for ax in (ax_j, ax_t):
-        ensure_ticks(ax)
-    if title:
-        ax_j.set_title(title)
-    return fig
+    return _label_profiles(fig, ax_j, ax_t, (
+        r"geometric mean $\|J\|_F$", "transitions per unit length\n(mean, smoothed)",
+        "t (anchors dotted: the training points of the ellipses)"), title)
 
 
 def plot_per_point(result: PerPointSensitivity, *, title: str | None = None) -> Figure:

@@ -148,3 +148,25 @@ def test_cli_writes_json_and_plots(tmp_path) -> None:
     assert 0.0 <= res["per_point"]["fraction_in_eq6"] <= 1.0
     assert (tmp_path / "figs" / "sensitivity_profiles.png").stat().st_size > 0
     assert main(["sensitivity", str(ckpt), "--data", "digits", "--kinds", "circle"]) == 2
+
+
+def test_mean_profile_figure_averages_each_kind() -> None:
+    """plot_mean_profiles draws, per kind, exp(mean log ||J||) and the mean density."""
+    from jacspec.report.sensitivity_plots import plot_mean_profiles
+
+    net = _net()
+    x, y = _data()
+    profs = [trajectory_profile(net, build((x, y), seed=s), num_points=24, refine=4)
+             for build in (same_class_ellipse, different_class_ellipse) for s in (0, 1)]
+    fig = plot_mean_profiles(profs, smooth=0)
+    ax_j, ax_t = fig.axes
+    by_label = {ln.get_label(): ln for ln in ax_j.get_lines() if not ln.get_label().startswith("_")}
+    same = [p for p in profs if p.kind == "same_class"]
+    geo = np.exp((np.log(same[0].jacobian_norm) + np.log(same[1].jacobian_norm)) / 2)
+    np.testing.assert_allclose(by_label["same_class (n=2)"].get_ydata(), geo, rtol=1e-12)
+    dens = {ln.get_label(): ln for ln in ax_t.get_lines() if not ln.get_label().startswith("_")}
+    mean = (same[0].transition_density + same[1].transition_density) / 2
+    np.testing.assert_allclose(dens["same_class (n=2)"].get_ydata(), mean, rtol=1e-12)
+    assert ax_j.get_yscale() == "log"
+    with pytest.raises(ValueError, match="profiles is empty"):
+        plot_mean_profiles([])
