@@ -5,11 +5,12 @@ stored as files). Metrics whose module or package is missing are skipped with a 
 Registered: ``accuracy`` (train/test accuracy and loss, ``gap = train_acc - test_acc``),
 ``jacobian_norm`` (mean ``||J(x)||_F`` of the softmax over test and train points),
 ``transitions`` (activation-code transitions along ellipses through three same-class test
-points), ``jacobian_esd`` (spectral metrics of the data-Jacobian ESD, ``jac_{train,test}_*``,
-plus heavy-tail metrics when available), ``weightwatcher`` (``ww_alpha``,
-``ww_alpha_weighted``, ``ww_log_norm`` from the weightwatcher package), ``margin`` (the output
-margin ``gamma(x) = f(x)_y - max_{j != y} f(x)_j`` of the logits on the training set: its 10th
-percentile, Jiang et al. 2020's choice, and median, each also as ``1 / gamma``), ``baselines``
+points), ``jacobian_esd`` (every column of :func:`jacspec.analyze`'s row for the
+data-Jacobian ESD, ``jac_{train,test}_*``: spectral, power-law, Marchenko-Pastur and
+randomized-null metrics), ``weightwatcher`` (``ww_alpha``, ``ww_alpha_weighted``,
+``ww_log_norm`` from the weightwatcher package), ``margin`` (the output margin
+``gamma(x) = f(x)_y - max_{j != y} f(x)_j`` of the logits on the training set: its 10th
+percentile, Jiang et al. 2020's choice, its median, and ``1 / gamma_p10``), ``baselines``
 (``num_params``, ``weight_norm_sum = sum_l ||W_l||_F``, ``log_prod_fro = sum_l log ||W_l||_F``,
 ``log_prod_spec = sum_l log ||W_l||_2``, ``dist_init = ||theta - theta_0||_2``).
 """
@@ -139,54 +140,34 @@ def transition_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     return {"test_transitions": mean, "test_transitions_per_unit": mean / units}
 
 
+#: Columns of analyze()'s row that describe the computation, not the spectrum.
+_SETTING_COLUMNS = ("n", "k", "d", "num_evals", "tol", "sketch_r")
+
+
 @register("jacobian_esd")
 def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
-    """Spectral metrics of the softmax data-Jacobian ESD on (up to 200) train and test
-    points, from float64 Jacobians (a saturated network's small eigenvalues are below what
-    float32 resolves: its rank and entropy would depend on the precision); eigenvalue arrays
-    ``esd_train``/``esd_test``; heavy-tail metrics when the heavy-tail module is available."""
-    from jacspec.spectra.exact import esd
-    from jacspec.spectra.metrics import spectral_metrics
+    """Every numeric column of :func:`jacspec.analyze`'s ``input->output`` row (spectral
+    metrics, the power-law fit with WeightWatcher's names, the Marchenko-Pastur fit and the
+    randomized null: ``rand_distance``, ``num_traps``, ...) of the softmax data-Jacobian ESD
+    on (up to ``n_esd``) train and test points, as ``jac_{train,test}_<column>``; float64
+    Jacobians (a saturated network's small eigenvalues are below what float32 resolves);
+    eigenvalue arrays ``esd_train``/``esd_test``."""
+    from jacspec.analysis import analyze
 
     n = int(data.config.get("n_esd", 200))
+    seed = int(data.config.get("seed", 0))
     out: dict[str, Any] = {}
     for split, ds in (("train", data.train), ("test", data.test)):
-        spec = esd(model, _take(ds, n).x, output="softmax", dtype=torch.float64)
-        ev = np.asarray(spec.eigenvalues, dtype=np.float64)
-        out[f"esd_{split}"] = ev
-        for k, v in spectral_metrics(ev).items():
-            out[f"jac_{split}_{k}"] = v
-        try:
-            tail = _tail_metrics(ev)
-        except (ValueError, RuntimeError) as exc:
-            logger.info("heavy-tail metrics failed on the %s ESD: %s", split, exc)
-            continue
-        for k, v in tail.items():
-            out[f"jac_{split}_{k}"] = v
+        result = analyze(model, _take(ds, n).x, output="softmax", dtype=torch.float64,
+                         randomize=True, seed=seed)
+        row = result.table.loc["input->output"]
+        out[f"esd_{split}"] = np.asarray(result.esds["input->output"].eigenvalues, np.float64)
+        for k, v in row.items():
+            if k in _SETTING_COLUMNS or isinstance(v, (str, bool, np.bool_)) or v is None:
+                continue
+            if isinstance(v, (int, float, np.integer, np.floating)):
+                out[f"jac_{split}_{k}"] = float(v)
     return out
-
-
-def _tail_metrics(ev: np.ndarray) -> dict[str, float]:
-    """Heavy-tail metrics of an ESD with WeightWatcher's names (alpha, alpha_weighted, D,
-    xmin, num_pl_spikes, ...): ``jacspec.heavytail.columns.heavy_tail_metrics`` when present,
-    else the
-    same power-law fit (:func:`jacspec.heavytail.powerlaw.fit_powerlaw`) with
-    ``alpha_weighted = alpha log10(lambda_max)``."""
-    try:
-        from jacspec.heavytail.columns import heavy_tail_metrics
-    except ImportError:
-        heavy_tail_metrics = None
-    if heavy_tail_metrics is not None:
-        return {k: float(v) for k, v in heavy_tail_metrics(ev, errors="nan").items()
-                if isinstance(v, (int, float, np.floating, np.integer))
-                and not isinstance(v, bool)}
-    from jacspec.heavytail.powerlaw import fit_powerlaw
-
-    fit = fit_powerlaw(ev[ev > 0])
-    lmax = float(np.max(ev))
-    return {"alpha": float(fit.alpha), "alpha_weighted": float(fit.alpha) * math.log10(lmax),
-            "D": float(fit.D), "xmin": float(fit.xmin), "xmax": float(fit.xmax),
-            "sigma": float(fit.sigma), "num_pl_spikes": float(fit.num_pl_spikes)}
 
 
 @register("weightwatcher")

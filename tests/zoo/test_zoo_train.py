@@ -220,3 +220,24 @@ def test_run_sweep_validates_before_opening_the_store(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"configuration 2 of 2: .*activation='rleu'"):
         run_sweep([{**BASE}, {**BASE, "activation": "rleu"}], store, progress=False)
     assert not store.exists()
+
+
+def test_jacobian_esd_metric_against_autograd_reference() -> None:
+    """The zoo's ESD is eigvalsh(J J^T / n) of float64 softmax Jacobians (autograd, one example
+    at a time), and its columns include the MP fit and the randomized null."""
+    cfg = resolve_config({**BASE, "width": 24, "depth": 1, "n_esd": 12})
+    tr, te = load_data(cfg)
+    model = make_model(cfg, tr)
+    values, arrays = measure(model, MetricData(train=tr, test=te, config=cfg), ["jacobian_esd"])
+    x = tr.subset(12, seed=0).x.double()
+    m64 = make_model(cfg, tr).double()
+    rows = [torch.autograd.functional.jacobian(
+        lambda z: torch.softmax(m64(z[None]), dim=1)[0], xi).reshape(tr.num_classes, -1)
+        for xi in x]
+    jmat = torch.stack(rows).reshape(len(rows), -1)
+    ref = np.sort(np.linalg.eigvalsh((jmat @ jmat.T).numpy() / len(rows)))[::-1]
+    got = np.sort(arrays["esd_train"])[::-1]
+    np.testing.assert_allclose(got[: ref.size], ref, rtol=1e-8, atol=1e-14 * ref[0])
+    assert values["jac_train_lambda_max"] == pytest.approx(ref[0], rel=1e-8)
+    for col in ("num_spikes", "mp_softrank", "rand_distance", "num_traps", "alpha"):
+        assert f"jac_train_{col}" in values and f"jac_test_{col}" in values
