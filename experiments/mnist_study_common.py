@@ -40,25 +40,27 @@ def ci(lo: Any, hi: Any, digits: int = 3) -> str:
 
 
 def overlap_tiers(rows: Sequence[tuple[str, float, float, float]]) -> dict[str, int]:
-    """Tiers of metrics by a score's magnitude, never ranking two whose intervals overlap:
-    ``rows`` are ``(name, value, lo, hi)``; sorted by ``|value|``, a metric starts a new tier
-    only when its interval of ``|value|`` lies wholly below that of the current tier's
-    leader. Returns ``{name: tier}`` (1 = best)."""
+    """Tiers of metrics by a score's magnitude that never rank two metrics whose intervals
+    overlap: ``rows`` are ``(name, value, lo, hi)``; sorted by ``|value|``, a tier ends
+    after position ``i`` only when every interval of ``|value|`` up to ``i`` lies wholly
+    above every one after it. Returns ``{name: tier}`` (1 = best; metrics with a non-finite
+    value or bound are left out)."""
     def mag(lo: float, hi: float) -> tuple[float, float]:
         if lo <= 0 <= hi:
             return 0.0, max(-lo, hi)
-        return (min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+        return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
 
-    ok = [r for r in rows if all(math.isfinite(x) for x in r[1:])]
-    ok.sort(key=lambda r: -abs(r[1]))
+    ok = sorted((r for r in rows if all(math.isfinite(x) for x in r[1:])),
+                key=lambda r: -abs(r[1]))
+    bounds = [mag(lo, hi) for _, _, lo, hi in ok]
     tiers: dict[str, int] = {}
-    tier, leader_lo = 0, math.inf
-    for name, _, lo, hi in ok:
-        m_lo, m_hi = mag(lo, hi)
-        if m_hi < leader_lo:
+    tier = 1
+    for i, (name, *_rest) in enumerate(ok):
+        tiers[name] = tier
+        above = min(b[0] for b in bounds[: i + 1])
+        below = max((b[1] for b in bounds[i + 1:]), default=-math.inf)
+        if above > below:
             tier += 1
-            leader_lo = m_lo
-        tiers[name] = max(tier, 1)
     return tiers
 
 
