@@ -402,15 +402,19 @@ def _cmi(df: pd.DataFrame, sub: pd.DataFrame, metric: str, factors: Sequence[str
 
 def default_paired(df: pd.DataFrame) -> list[tuple[str, Any, Any]]:
     """Novak et al.'s comparisons present in ``df``: true vs random labels, augmentation off
-    vs on, ReLU vs hard-sigmoid, smallest minibatch vs ``batch_size="full"`` (``a`` is the
-    setting the paper found to generalize better, except for the activations)."""
+    vs on, ReLU vs hard-sigmoid, smallest minibatch vs ``batch_size="full"`` (or, without
+    full-batch runs, vs the largest batch size); ``a`` is the setting the paper found to
+    generalize better, except for the activations."""
     wanted: list[tuple[str, Any, Any]] = [
         ("random_labels", False, True), ("augment", True, False),
         ("activation", "relu", "hard_sigmoid")]
     if "batch_size" in df:
-        sizes = sorted(int(v) for v in set(df["batch_size"].astype(str)) if v.isdigit())
-        if sizes:
+        values = set(df["batch_size"].astype(str))
+        sizes = sorted(int(v) for v in values if v.isdigit())
+        if sizes and "full" in values:
             wanted.append(("batch_size", sizes[0], "full"))
+        elif len(sizes) > 1:
+            wanted.append(("batch_size", sizes[0], sizes[-1]))
     out = []
     for f, a, b in wanted:
         if f in df:
