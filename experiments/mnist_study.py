@@ -131,13 +131,14 @@ def part_of(config: dict[str, Any], design: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- study C: the zoo
 
 
-def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int) -> Any:
+def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int,
+              converged: bool = True) -> Any:
     """The CLI's score table (`jacspec zoo score STORE --converged --bootstrap reps`, plus
     `--where K=V`) as a DataFrame with a tier column (by tau, intervals never overlapping
     within a ranking)."""
     from jacspec.zoo.score import score_store
 
-    table = score_store(str(store), where=where, converged=True, bootstrap=reps, seed=0)
+    table = score_store(str(store), where=where, converged=converged, bootstrap=reps, seed=0)
     frame = table.to_frame()
     tiers = overlap_tiers([(m, r["kendall_tau"], r["kendall_tau_lo"], r["kendall_tau_hi"])
                            for m, r in frame.iterrows()])
@@ -147,9 +148,10 @@ def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int) ->
     return frame, table
 
 
-def _cmd(where: dict[str, Any] | None, reps: int) -> str:
+def _cmd(where: dict[str, Any] | None, reps: int, converged: bool = True) -> str:
     flags = "".join(f" --where {k}={v}" for k, v in (where or {}).items())
-    return f"jacspec zoo score docs/results/{STORE} --converged --bootstrap {reps}{flags}"
+    conv = " --converged" if converged else ""
+    return f"jacspec zoo score docs/results/{STORE}{conv} --bootstrap {reps}{flags}"
 
 
 def score_lines(frame: Any, *, cmi: bool) -> list[str]:
@@ -234,6 +236,18 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
             "complete grid with one network per configuration), averaged over the seeds, with "
             "an interval over one seed drawn per configuration; NaN when an excluded network "
             "leaves a hole in the grid.", "", *score_lines(frame_c, cmi=True), ""]
+        n_core = int((runs["width"] == core).sum())
+        if frame_c["cmi"].isna().all() and n_core > len(runs_core):
+            frame_all, _ = zoo_table(store, where=core_where, reps=reps, converged=False)
+            facts["core_all"] = frame_all
+            lines += [
+                f"The excluded networks leave holes in the core grid, so the CMI above is "
+                f"undefined. PGDL's tasks keep every trained model; over all {n_core} core "
+                f"networks (`{_cmd(core_where, reps, converged=False)}`), PGDL's CMI:", "",
+                "| metric | CMI | 95% CI |", "|---|---:|---|"]
+            lines += [f"| `{m}` | {fmt(r['cmi'], 4)} | {ci(r['cmi_lo'], r['cmi_hi'], 4)} |"
+                      for m, r in frame_all.sort_values("cmi", ascending=False).iterrows()]
+            lines.append("")
         depth_rows, per_depth = [], {}
         depths = sorted(int(d) for d in runs_core["depth"].unique())
         for d in depths:
