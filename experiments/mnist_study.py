@@ -225,6 +225,18 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
         "in the core-grid table. Tier: metrics are ranked by |tau| only where their intervals "
         "do not overlap; metrics of one tier are not ranked against each other.", "",
         *score_lines(frame, cmi=False), ""]
+    true_where = {"random_labels": False}
+    n_true = int((~runs["random_labels"].astype(bool) & conv).sum())
+    if n_true >= 8:
+        frame_t, _ = zoo_table(store, where=true_where, reps=reps)
+        facts["true"] = frame_t
+        lines += [
+            f"### True labels only ({n_true} converged networks)", "",
+            "Random labels make the largest gaps (about 0.88 against at most a few percent), so "
+            "the table above is dominated by telling them apart. Among the networks trained "
+            f"on the true labels (`{_cmd(true_where, reps)}`), the ten metrics of largest "
+            "|tau| and the named baselines:", "",
+            *score_lines(_top(frame_t, 10), cmi=False), ""]
     core_where = {"width": core}
     runs_core = runs[(runs["width"] == core) & conv]
     if len(runs_core) >= 8:
@@ -293,6 +305,16 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
     return lines, facts
 
 
+def _top(frame: Any, count: int) -> Any:
+    """The ``count`` rows of largest |tau| and the rows of the named baselines."""
+    order = frame["kendall_tau"].abs().sort_values(ascending=False).index
+    keep = list(dict.fromkeys([*order[:count], *[m for m in (NORM, WW, "ww_alpha_weighted",
+                                                              "jac_train_alpha",
+                                                              "jac_test_alpha")
+                                                   if m in frame.index]]))
+    return frame.loc[keep]
+
+
 # --------------------------------------------------------------------------- verdict
 
 
@@ -345,6 +367,19 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
         if m in frame.index:
             t, lo, hi = _interval(frame, m)
             lines.append(f"- `{m}`: tau {fmt(t)} {ci(lo, hi)}.")
+    true = facts.get("true")
+    if true is not None:
+        jac_t = [m for m in true.index if m.startswith("jac_")]
+        best_t = true["kendall_tau"].abs().idxmax()
+        bj = max(jac_t, key=lambda m: abs(true.loc[m, "kendall_tau"])) if jac_t else None
+        text = (f"- **True labels only**: best `{best_t}`, tau "
+                f"{fmt(true.loc[best_t, 'kendall_tau'])} "
+                f"{ci(true.loc[best_t, 'kendall_tau_lo'], true.loc[best_t, 'kendall_tau_hi'])}")
+        if bj is not None:
+            text += (f"; best Jacobian-spectrum metric `{bj}` "
+                     f"({fmt(true.loc[bj, 'kendall_tau'])}), against `{NORM}`: "
+                     f"{_beats(true, bj, NORM)}, against `{WW}`: {_beats(true, bj, WW)}")
+        lines.append(text + ".")
     per_depth = facts.get("depth") or {}
     if per_depth and best_jac is not None:
         cells = [f"depth {d}: {fmt(f.loc[best_jac, 'kendall_tau'])}" for d, f in
