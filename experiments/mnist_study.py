@@ -400,6 +400,40 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
+#: The choices made where the study's brief was silent (the page's last section).
+CHOICES = [
+    "## Choices made for this study", "",
+    "- **Two complete grids, not a random sample.** PGDL's CMI needs a complete grid and "
+    "granulated Psi and the robust sign error need networks that differ in one factor at a "
+    "time; a random draw of 160 points from the 2,560-point product of all factors leaves "
+    "about one such neighbour per network. The core grid crosses the factors with the most "
+    "levels (activation, optimizer, depth, labels); the factor grid crosses the two-level "
+    "ones (width, init scale, batch size, augmentation, labels).",
+    "- **Trainable initial scales.** `hard_sigmoid` is torch's `relu6(x + 3) / 6`: with "
+    "sigma_w = 1 its backward gain is chi ~ 1/36 per layer and a 4-layer network stayed at "
+    "chance under SGD, with true labels too; jacspec's default for it is now sigma_w = 6 "
+    "(its linear-region gain 1). `init_scale` multiplies these defaults.",
+    "- **Learning rates per optimizer** (not a factor): SGD 0.1, momentum 0.01 (x 0.9 "
+    "momentum: the same effective step), Adam 1e-3, RMSProp 1e-4 (1e-3 left a 4-layer "
+    "hard_tanh network at chance: RMSProp has no bias correction, so its first steps are "
+    "about 10 lr per weight).",
+    "- **Criterion and budget.** 100% accuracy on the 4,000 (clean, unaugmented) training "
+    "digits, checked after every epoch, within 100,000 optimizer steps; networks that miss it "
+    "are listed and excluded from every score and AUC.",
+    "- **Intervals.** Every score's interval resamples what the score averages over: "
+    "configurations with their seeds (tau), the single-factor groups (Psi), one seed per "
+    "configuration (CMI: every draw is a PGDL task), the environments (robust sign error); "
+    "AUCs resample each label group. Percentile intervals, 95%.",
+    "- **CMI with two seeds.** PGDL's scoring program takes one model per configuration; "
+    "each seed's networks are one such task, and the score shown is the mean of PGDL's "
+    "number over the seeds (`jacspec.zoo.pgdl.replicate_cmi`).",
+    "- **Study A's CNN** is one block of 32 3x3 ReLU channels with 2x2 max-pooling and a "
+    "linear read-out: a 16-32 two-block CNN memorised random labels too slowly on CPU "
+    "(about 3 s per epoch and far from 100% after 60 epochs).",
+    "- **Jacobian-ESD metrics** are the columns of `jacspec.analyze`'s input->output row "
+    "(spectral, power-law, Marchenko-Pastur and randomized-null columns) for 200 train and 200 "
+    "test digits, from float64 Jacobians of the softmax.", ""]
+
 
 def write_report(out: Path, store: Path, design: dict[str, Any], *, reps: int = 500,
                  smoke: bool = False) -> Path:
@@ -419,6 +453,7 @@ def write_report(out: Path, store: Path, design: dict[str, Any], *, reps: int = 
         *study_b_mod.section(out),
         *zoo_lines,
         *study_d_mod.section(out),
+        *CHOICES,
     ]
     out.mkdir(parents=True, exist_ok=True)
     page = out / PAGE
