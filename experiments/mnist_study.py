@@ -428,9 +428,9 @@ CHOICES = [
     "each seed's networks are one such task, and the score shown is the mean of PGDL's "
     "number over the seeds (`jacspec.zoo.pgdl.replicate_cmi`).",
     "- **Study A's CNN** is one block of 32 3x3 ReLU channels with 2x2 max-pooling and a "
-    "linear read-out of its 6,272 features: a two-block 16-32 CNN (20,000 weights, 5 s per "
-    "epoch on this machine) would need hours per seed to memorise random labels on CPU; in "
-    "a pilot the one-block CNN reached 84% of the random labels after 52 epochs.",
+    "linear read-out of its 6,272 features, chosen for time: a two-block 16-32 CNN took 5 s "
+    "per epoch here and has 20,000 weights for 4,000 random labels to memorise; in a pilot "
+    "the one-block CNN reached 84% of the random labels after 52 epochs (about 4 s each).",
     "- **Jacobian-ESD metrics** are the columns of `jacspec.analyze`'s input->output row "
     "(spectral, power-law, Marchenko-Pastur and randomized-null columns) for 200 train and 200 "
     "test digits, from float64 Jacobians of the softmax.", ""]
