@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import time
@@ -142,6 +143,20 @@ class Store:
         wanted = ("pending", "running", "failed") if retry_failed else ("pending", "running")
         status = self.statuses()
         return [h for h in hashes if status.get(h) in wanted]
+
+    def discard(self, hashes: Iterable[str]) -> int:
+        """Remove runs (any status) with their curves and array files, e.g. after a design
+        change leaves them out; returns how many runs were removed."""
+        hashes = [str(h) for h in hashes]
+        present = [h for h in hashes if self._con.execute(
+            "SELECT 1 FROM runs WHERE config_hash=?", (h,)).fetchone()]
+        self._tx([(sql, (h,)) for h in present for sql in (
+            "DELETE FROM curves WHERE config_hash=?", "DELETE FROM runs WHERE config_hash=?")])
+        for h in present:
+            folder = self.files / h
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        return len(present)
 
     def mark_running(self, hashes: Iterable[str]) -> None:
         now, host = time.time(), socket.gethostname()

@@ -215,3 +215,20 @@ def test_zoo_score_selects_runs_and_bootstraps(tmp_path: Path,
     assert got["settings"]["where"] == {"width": 16} and got["settings"]["converged"] is True
     assert main(["zoo", "score", str(store), "--where", "widht=16"]) == 2
     assert "where: 'widht' is not a configuration key" in capsys.readouterr().err
+
+
+def test_discard_removes_runs_curves_and_files(tmp_path: Path) -> None:
+    store = tmp_path / "d.sqlite"
+    configs = [{"a": i} for i in range(3)]
+    with Store(store) as st:
+        hashes = st.add(configs)
+        for h in hashes:
+            st.mark_running([h])
+            st.finish(h, {"metrics": {"v": 1.0}, "curves": [{"step": 0, "v": 0.0}],
+                          "arrays": {"e": np.arange(3.0)}})
+        assert (st.files / hashes[0]).is_dir()
+        assert st.discard([hashes[0], "0" * 16]) == 1
+        assert not (st.files / hashes[0]).exists()
+        assert st.counts()["total"] == 2
+        assert set(st.curves()["config_hash"]) == set(hashes[1:])
+        assert st.integrity_ok()
