@@ -3,9 +3,10 @@
 A ReLU MLP 512x2 trained with Adam (lr 1e-3, batch 64) on the 4,000 mnist5k digits with the
 true labels and with random labels, seeds 0 and 1 (4 runs), until 100% train accuracy. A
 :class:`jacspec.track.Tracker` (200 training digits fixed once, float64 Jacobians, softmax
-output) records the ESD metrics at log-spaced steps (0, 1, 2, 3, 5, 8, ... up to the end) into
-``study_b/<run>.jsonl``, an append-only store; the ESD eigenvalues at four checkpoints (init,
-about 1% and 10% of the run, the end) go to ``study_b/<run>_esd.npz``. A run whose store
+output) records the ESD metrics at log-spaced steps (0, 1, 2, 3, 5, 8, ... up to the end)
+into ``mnist_study/study_b/<run>.jsonl``, an append-only store; the ESD eigenvalues at four
+checkpoints (init, about 1% and 10% of the run, the end) go to
+``mnist_study/study_b/<run>_esd.npz``. A run whose store
 holds its final row is skipped, so an interrupted stage resumes (a run cut short is redone:
 training is deterministic, so its rows are the same).
 """
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from mnist_study_common import TRAIN, fmt
 
-FOLDER = "study_b"
+FOLDER = "mnist_study/study_b"
 FIGURES = "mnist_study"
 RUNS = [("true", False, 0), ("true", False, 1), ("random", True, 0), ("random", True, 1)]
 METRICS = ("alpha", "lambda_max", "stable_rank", "entropy", "rank", "trace", "jacobian_norm")

@@ -10,7 +10,7 @@ the softmax and the density of linear-region transitions (activation-code change
 length). Per trajectory: the median norm over the norm at the anchors (> 1: the norm dips at
 the training points) and the transition density within 1/24 of an anchor over the density
 elsewhere (< 1: fewer transitions at the training points). Results per network in
-``study_d/seed<k>.json`` (a finished network is skipped on a rerun).
+``mnist_study/study_d/seed<k>.json`` (a finished network is skipped on a rerun).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from mnist_study_common import SMOKE_TRAIN, TRAIN, fmt
 
-FOLDER = "study_d"
+FOLDER = "mnist_study/study_d"
 FIGURES = "mnist_study"
 SEEDS = (0, 1, 2)
 KINDS = ("same_class", "different_class", "random", "translation")

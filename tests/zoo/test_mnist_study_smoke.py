@@ -70,9 +70,9 @@ def test_smoke_stages_resume_and_report(tmp_path: Path,
     assert "ran 7 (0 failed), stopped: finished" in capsys.readouterr().out
     for stage in ("study-a", "study-b", "study-d"):
         assert study.main([stage, *common]) == 0
-    first = (out / "study_b" / "true_seed0.done.json").read_text()
+    first = (out / "mnist_study" / "study_b" / "true_seed0.done.json").read_text()
     assert study.main(["study-b", *common]) == 0  # finished runs are not redone
-    assert (out / "study_b" / "true_seed0.done.json").read_text() == first
+    assert (out / "mnist_study" / "study_b" / "true_seed0.done.json").read_text() == first
     capsys.readouterr()
     assert study.main(["report", *common, "--bootstrap", "20"]) == 0
     page = (out / "mnist_study.md").read_text()
