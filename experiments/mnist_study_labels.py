@@ -110,8 +110,14 @@ def esd_figures(store: Path, runs: Any, folder: Path) -> list[Path]:
             if set(pair) != {False, True}:
                 continue
             eigs, fits = [], []
-            for rl in (False, True):
-                ev = np.asarray(db.array(pair[rl]["config_hash"], "esd_train"), float)
+            path = folder / f"study_a_esd_{arch.replace(' ', '_')}.png"
+            try:  # the arrays sit beside the store (not committed): a fresh clone keeps the
+                arrays = [db.array(pair[rl]["config_hash"], "esd_train")  # committed figure
+                          for rl in (False, True)]
+            except OSError:
+                continue
+            for raw in arrays:
+                ev = np.asarray(raw, float)
                 ev = ev[ev > 0]
                 eigs.append(ev)
                 try:
@@ -120,7 +126,6 @@ def esd_figures(store: Path, runs: Any, folder: Path) -> list[Path]:
                     fits.append(None)
             fig = plot_esd_pair(eigs[0], eigs[1], fits=(fits[0], fits[1]),
                                 title=f"{arch}: Jacobian ESD on 200 train digits (seed {first})")
-            path = folder / f"study_a_esd_{arch.replace(' ', '_')}.png"
             fig.savefig(path, dpi=100, bbox_inches="tight")
             paths.append(path)
     return paths
