@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stage modules be
 import mnist_study_flow as study_b_mod
 import mnist_study_labels as study_a_mod
 import mnist_study_manifold as study_d_mod
-from mnist_study_common import ci, fmt, overlap_tiers, run_zoo
+from mnist_study_common import ci, fmt, magnitude_interval, overlap_tiers, run_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "mnist_study.toml"
@@ -343,11 +343,9 @@ def _beats(frame: Any, a: str, b: str) -> str:
     """Whether metric ``a`` predicts the gap better than ``b`` (|tau|), by the overlap rule."""
     if a not in frame.index or b not in frame.index:
         return "cannot be compared (missing)"
-    ta, la, ha = _interval(frame, a)
-    tb, lb, hb = _interval(frame, b)
-    mag = lambda t, lo, hi: (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)),  # noqa: E731
-                             max(abs(lo), abs(hi)))
-    (a_lo, a_hi), (b_lo, b_hi) = mag(ta, la, ha), mag(tb, lb, hb)
+    _, la, ha = _interval(frame, a)
+    _, lb, hb = _interval(frame, b)
+    (a_lo, a_hi), (b_lo, b_hi) = magnitude_interval(la, ha), magnitude_interval(lb, hb)
     if a_lo > b_hi:
         return "better"
     if b_lo > a_hi:

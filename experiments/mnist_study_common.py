@@ -39,20 +39,22 @@ def ci(lo: Any, hi: Any, digits: int = 3) -> str:
     return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
+def magnitude_interval(lo: float, hi: float) -> tuple[float, float]:
+    """The interval of ``|x|`` for ``x`` in ``[lo, hi]``."""
+    if lo <= 0 <= hi:
+        return 0.0, max(-lo, hi)
+    return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+
+
 def overlap_tiers(rows: Sequence[tuple[str, float, float, float]]) -> dict[str, int]:
     """Tiers of metrics by a score's magnitude that never rank two metrics whose intervals
     overlap: ``rows`` are ``(name, value, lo, hi)``; sorted by ``|value|``, a tier ends
     after position ``i`` only when every interval of ``|value|`` up to ``i`` lies wholly
     above every one after it. Returns ``{name: tier}`` (1 = best; metrics with a non-finite
     value or bound are left out)."""
-    def mag(lo: float, hi: float) -> tuple[float, float]:
-        if lo <= 0 <= hi:
-            return 0.0, max(-lo, hi)
-        return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
-
     ok = sorted((r for r in rows if all(math.isfinite(x) for x in r[1:])),
                 key=lambda r: -abs(r[1]))
-    bounds = [mag(lo, hi) for _, _, lo, hi in ok]
+    bounds = [magnitude_interval(lo, hi) for _, _, lo, hi in ok]
     tiers: dict[str, int] = {}
     tier = 1
     for i, (name, *_rest) in enumerate(ok):
@@ -140,25 +142,3 @@ def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: in
         counts = db.counts()
     return {"ran": summary.ran, "done": summary.done, "failed": summary.failed,
             "stopped": stopped, "seconds": time.perf_counter() - t0, "counts": counts}
-
-
-def bootstrap_tau(metric: np.ndarray, gap: np.ndarray, *, reps: int = 500, seed: int = 0,
-                  level: float = 0.95) -> tuple[float, float, float]:
-    """Jiang et al.'s Kendall tau of (metric, gap) and a percentile bootstrap interval:
-    networks resampled with replacement ``reps`` times (duplicated networks tie, counting 0)."""
-    from jacspec.zoo.score import kendall_tau_a
-
-    metric, gap = np.asarray(metric, float), np.asarray(gap, float)
-    keep = np.isfinite(metric) & np.isfinite(gap)
-    metric, gap = metric[keep], gap[keep]
-    if metric.size < 3:
-        return math.nan, math.nan, math.nan
-    tau = kendall_tau_a(metric, gap)
-    rng = np.random.default_rng(seed)
-    draws = [kendall_tau_a(metric[idx], gap[idx])
-             for idx in (rng.integers(0, metric.size, metric.size) for _ in range(reps))]
-    draws = np.asarray([d for d in draws if math.isfinite(d)])
-    if draws.size == 0:
-        return tau, math.nan, math.nan
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return tau, float(lo), float(hi)

@@ -131,7 +131,7 @@ def esd_figures(store: Path, runs: Any, folder: Path) -> list[Path]:
     return paths
 
 
-def section(out: Path, *, reps: int = 1000, total: int | None = None) -> list[str]:
+def section(out: Path, *, reps: int = 1000) -> list[str]:
     """Study A's part of the report (pending while its store is missing)."""
     from jacspec.zoo.store import Store
 
