@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the stage modules be
 import mnist_study_flow as study_b_mod
 import mnist_study_labels as study_a_mod
 import mnist_study_manifold as study_d_mod
-from mnist_study_common import ci, fmt, magnitude_interval, overlap_tiers, run_zoo
+from mnist_study_common import ci, fmt, magnitude_interval, rank_cell, rank_ranges, run_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "mnist_study.toml"
@@ -148,17 +148,18 @@ def part_of(config: dict[str, Any], design: dict[str, Any]) -> str:
 def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int,
               converged: bool = True) -> Any:
     """The CLI's score table (`jacspec zoo score STORE --converged --bootstrap reps`, plus
-    `--where K=V`) as a DataFrame with a tier column (by tau, intervals never overlapping
-    within a ranking)."""
+    `--where K=V`) as a DataFrame sorted by |tau|, with the rank range by tau that the
+    intervals allow (``rank_first``, ``rank_last``; see ``rank_ranges``)."""
     from jacspec.zoo.score import score_store
 
     table = score_store(str(store), where=where, converged=converged, bootstrap=reps, seed=0)
     frame = table.to_frame()
-    tiers = overlap_tiers([(m, r["kendall_tau"], r["kendall_tau_lo"], r["kendall_tau_hi"])
-                           for m, r in frame.iterrows()])
-    frame["tier"] = [tiers.get(m, 0) for m in frame.index]
+    ranks = rank_ranges([(m, r["kendall_tau"], r["kendall_tau_lo"], r["kendall_tau_hi"])
+                         for m, r in frame.iterrows()])
+    frame["rank_first"] = [ranks.get(m, (0, 0))[0] for m in frame.index]
+    frame["rank_last"] = [ranks.get(m, (0, 0))[1] for m in frame.index]
     frame = frame.assign(order=frame["kendall_tau"].abs()).sort_values(
-        ["tier", "order"], ascending=[True, False]).drop(columns="order")
+        "order", ascending=False, na_position="last").drop(columns="order")
     return frame, table
 
 
@@ -169,12 +170,12 @@ def _cmd(where: dict[str, Any] | None, reps: int, converged: bool = True) -> str
 
 
 def score_lines(frame: Any, *, cmi: bool) -> list[str]:
-    head = "| metric | tier | tau | 95% CI | Psi | 95% CI |" + (
+    head = "| metric | rank | tau | 95% CI | Psi | 95% CI |" + (
         " CMI | 95% CI |" if cmi else "") + " robust sign error | 95% CI |"
     lines = [head, "|---|---:|---:|---|---:|---|" + ("---:|---|" if cmi else "") + "---:|---|"]
     for m, r in frame.iterrows():
-        cells = [f"`{m}`", str(int(r["tier"])), fmt(r["kendall_tau"]),
-                 ci(r["kendall_tau_lo"], r["kendall_tau_hi"]), fmt(r["psi"]),
+        cells = [f"`{m}`", rank_cell(int(r["rank_first"]), int(r["rank_last"])),
+                 fmt(r["kendall_tau"]), ci(r["kendall_tau_lo"], r["kendall_tau_hi"]), fmt(r["psi"]),
                  ci(r["psi_lo"], r["psi_hi"])]
         if cmi:
             cells += [fmt(r["cmi"], 4), ci(r["cmi_lo"], r["cmi_hi"], 4)]
@@ -238,8 +239,9 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
         "noise of the gap left out). 95% percentile-bootstrap intervals: configurations "
         "resampled with their seeds (tau), groups within each factor (Psi), environments "
         "(sign error); see `jacspec.zoo.intervals`. PGDL's CMI needs a complete grid: it is "
-        "in the core-grid table. Tier: metrics are ranked by |tau| only where their intervals "
-        "do not overlap; metrics of one tier are not ranked against each other.", "",
+        "in the core-grid table. Rank: the places by |tau| that the intervals allow (a metric "
+        "is placed below another only when its interval lies wholly below; metrics whose "
+        "intervals overlap have overlapping ranges and are not ranked against each other).", "",
         *score_lines(frame, cmi=False), ""]
     true_where = {"random_labels": False}
     n_true = int((~runs["random_labels"].astype(bool) & conv).sum())
@@ -287,13 +289,13 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
                 "### Within each depth (core grid, converged)", "",
                 "Martin & Mahoney found shape metrics rank well only at fixed depth. Kendall tau "
                 "[95% CI] within each depth (`" + _cmd({**core_where, "depth": "D"}, reps)
-                + "`); first the metrics in the overall tier 1, then the Jacobian norm, "
+                + "`); first the metrics that can rank first overall, then the Jacobian norm, "
                 "WeightWatcher's alpha and the Jacobian-spectrum metrics.", "",
                 "| metric | " + " | ".join(f"depth {d} (n={int((runs_core['depth'] == d).sum())})"
                                           for d in per_depth) + " |",
                 "|---|" + "---|" * len(per_depth)]
             shown = list(dict.fromkeys(
-                [*frame.index[frame["tier"] == 1], NORM, WW, "ww_alpha_weighted",
+                [*frame.index[frame["rank_first"] == 1], NORM, WW, "ww_alpha_weighted",
                  "ww_log_norm", *[m for m in frame.index if m.startswith("jac_")]]))
             for m in shown:
                 cells = []
@@ -362,15 +364,16 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
         lines += [f"*Provisional*: the zoo is in progress ({facts['done']} of "
                   f"{facts['total']} networks); the statements below are about the finished "
                   "part and are rewritten by each `report`.", ""]
-    tier1 = list(frame.index[frame["tier"] == 1])
     best = frame.index[0]
+    first = [m for m in frame.index[frame["rank_first"] == 1] if m != best]
     jac = [m for m in frame.index if m.startswith("jac_")]
     best_jac = max(jac, key=lambda m: abs(frame.loc[m, "kendall_tau"])) if jac else None
     lines.append(f"- **Best predictor of the gap** (overall, {facts['converged']} converged "
                  f"networks): `{best}`, tau {fmt(frame.loc[best, 'kendall_tau'])} "
                  f"{ci(frame.loc[best, 'kendall_tau_lo'], frame.loc[best, 'kendall_tau_hi'])}"
-                 + (f"; not told apart from {', '.join(f'`{m}`' for m in tier1[1:])}"
-                    if len(tier1) > 1 else "") + ".")
+                 + (f"; not told apart from the {len(first)} other metrics that can also "
+                    "rank first (no interval lies wholly above theirs): "
+                    + ", ".join(f"`{m}`" for m in first) if first else "") + ".")
     if best_jac is not None:
         t, lo, hi = _interval(frame, best_jac)
         lines.append(f"- **Best Jacobian-spectrum metric**: `{best_jac}`, tau {fmt(t)} "

@@ -46,24 +46,29 @@ def magnitude_interval(lo: float, hi: float) -> tuple[float, float]:
     return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
 
 
-def overlap_tiers(rows: Sequence[tuple[str, float, float, float]]) -> dict[str, int]:
-    """Tiers of metrics by a score's magnitude that never rank two metrics whose intervals
-    overlap: ``rows`` are ``(name, value, lo, hi)``; sorted by ``|value|``, a tier ends
-    after position ``i`` only when every interval of ``|value|`` up to ``i`` lies wholly
-    above every one after it. Returns ``{name: tier}`` (1 = best; metrics with a non-finite
-    value or bound are left out)."""
-    ok = sorted((r for r in rows if all(math.isfinite(x) for x in r[1:])),
-                key=lambda r: -abs(r[1]))
-    bounds = [magnitude_interval(lo, hi) for _, _, lo, hi in ok]
-    tiers: dict[str, int] = {}
-    tier = 1
-    for i, (name, *_rest) in enumerate(ok):
-        tiers[name] = tier
-        above = min(b[0] for b in bounds[: i + 1])
-        below = max((b[1] for b in bounds[i + 1:]), default=-math.inf)
-        if above > below:
-            tier += 1
-    return tiers
+def rank_ranges(rows: Sequence[tuple[str, float, float, float]]) -> dict[str, tuple[int, int]]:
+    """The ranks by magnitude each metric's interval allows: ``rows`` are
+    ``(name, value, lo, hi)``; with ``A > B`` when A's interval of ``|x|`` lies wholly above
+    B's, a metric's range is ``(1 + #{A > it}, n - #{it > B})``, the first and last place it
+    takes over the orderings consistent with ``>``. Metrics whose intervals overlap always get
+    overlapping ranges, so none is ranked above a metric it is not told apart from. Returns
+    ``{name: (first, last)}`` (metrics with a non-finite value or bound are left out)."""
+    ok = [r for r in rows if all(math.isfinite(x) for x in r[1:])]
+    bounds = {name: magnitude_interval(lo, hi) for name, _, lo, hi in ok}
+    n = len(bounds)
+    out: dict[str, tuple[int, int]] = {}
+    for name, (lo, hi) in bounds.items():
+        above = sum(b[0] > hi for b in bounds.values())
+        below = sum(b[1] < lo for b in bounds.values())
+        out[name] = (1 + above, n - below)
+    return out
+
+
+def rank_cell(first: int, last: int) -> str:
+    """A rank range for a table: ``'3'`` or ``'1-12'`` (``'–'`` for ``0``: no rank)."""
+    if not first:
+        return "–"
+    return str(first) if first == last else f"{first}-{last}"
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:

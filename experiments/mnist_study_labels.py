@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mnist_study_common import SMOKE_TRAIN, TRAIN, auc, auc_interval, ci, fmt, overlap_tiers
+from mnist_study_common import (
+    SMOKE_TRAIN,
+    TRAIN,
+    auc,
+    auc_interval,
+    ci,
+    fmt,
+    rank_cell,
+    rank_ranges,
+)
 
 STORE = "mnist_study_a.sqlite"
 FIGURES = "mnist_study"
@@ -165,23 +174,23 @@ def section(out: Path, *, reps: int = 1000) -> list[str]:
     lines += [f"| {a} | {'random' if rl else 'true'} | {fmt(r['test_accuracy'])} | "
               f"{r['epochs']:.0f} |" for (a, rl), r in means.iterrows()]
     table = auc_table(runs, reps=reps)
-    tiers = overlap_tiers([(m, r["auc"] - 0.5, r["lo"] - 0.5, r["hi"] - 0.5)
-                           for m, r in table.iterrows()])
-    table = table.assign(tier=[tiers.get(m, 0) for m in table.index]).sort_values(
-        ["tier", "separation"], ascending=[True, False])
-    archs = [c for c in table.columns if c not in ("auc", "lo", "hi", "separation", "tier")]
+    ranks = rank_ranges([(m, r["auc"] - 0.5, r["lo"] - 0.5, r["hi"] - 0.5)
+                         for m, r in table.iterrows()])
+    table = table.sort_values("separation", ascending=False)
+    archs = [c for c in table.columns if c not in ("auc", "lo", "hi", "separation")]
     lines += [
         "", f"AUC = P(metric of a random-label network > metric of a true-label network) over "
         f"all pairs of the {len(runs)} converged networks (0.5: no separation, 0 or 1: every "
         f"pair told apart), with a 95% bootstrap interval ({reps} resamples, each group "
-        "resampled). Tier: metrics are ranked by |AUC - 0.5| only where their intervals do "
-        "not overlap (tier 1 = best; metrics in one tier are not ranked against each "
-        "other). The last columns are the AUC within each architecture (5 vs 5 networks).",
-        "", "| metric | tier | AUC | 95% CI | " + " | ".join(archs) + " |",
+        "resampled). Rank: the places by |AUC - 0.5| that the intervals allow (a metric is "
+        "placed below another only when its interval lies wholly below; metrics whose "
+        "intervals overlap have overlapping ranges and are not ranked against each other). "
+        "The last columns are the AUC within each architecture (5 vs 5 networks).",
+        "", "| metric | rank | AUC | 95% CI | " + " | ".join(archs) + " |",
         "|---|---:|---:|---|" + "---:|" * len(archs)]
     for m, r in table.iterrows():
-        lines.append(f"| `{m}` | {int(r['tier'])} | {fmt(r['auc'])} | {ci(r['lo'], r['hi'])} | "
-                     + " | ".join(fmt(r[a], 2) for a in archs) + " |")
+        lines.append(f"| `{m}` | {rank_cell(*ranks.get(m, (0, 0)))} | {fmt(r['auc'])} | "
+                     f"{ci(r['lo'], r['hi'])} | " + " | ".join(fmt(r[a], 2) for a in archs) + " |")
     figs = sorted((out / FIGURES).glob("study_a_esd_*.png"))
     if figs:
         lines += ["", "Train-point Jacobian ESDs, true (blue) vs random (orange) labels, "

@@ -79,7 +79,7 @@ def test_smoke_stages_resume_and_report(tmp_path: Path,
     assert "Pending" not in page
     for heading in ("## A.", "## B.", "## C.", "## D.", "## Verdict"):
         assert heading in page
-    assert "10 of 10 networks finished" in page and "| metric | tier | tau | 95% CI |" in page
+    assert "10 of 10 networks finished" in page and "| metric | rank | tau | 95% CI |" in page
     for fig in ("study_b_flow.png", "study_b_esd.png", "study_d_profiles_seed0.png"):
         assert (out / "mnist_study" / fig).stat().st_size > 1000
 
