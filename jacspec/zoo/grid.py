@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["REPLICATE_KEYS", "group_codes", "is_complete_grid", "is_unique_grid",
-           "select_runs", "single_factor_pairs", "varying_columns"]
+__all__ = ["REPLICATE_KEYS", "distinct_factors", "group_codes", "is_complete_grid",
+           "is_unique_grid", "select_runs", "single_factor_pairs", "varying_columns"]
 
 #: Configuration keys that replicate a model (same configuration, another draw).
 REPLICATE_KEYS = ("seed",)
@@ -23,6 +23,39 @@ def varying_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """Columns among ``columns`` that take more than one value in ``df``."""
     return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
 
+
+
+def _determines(df: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether the value of column ``a`` fixes the value of column ``b`` (``b = f(a)``)."""
+    return bool((df[[a, b]].astype(str).groupby(a)[b].nunique() <= 1).all())
+
+
+def distinct_factors(df: pd.DataFrame, factors: Sequence[str]
+                     ) -> tuple[list[str], dict[str, str]]:
+    """The factors that vary on their own: a factor whose value is a function of another
+    kept factor's value (a learning rate set per optimizer) never varies alone, so it is the
+    same hyper-parameter and is dropped. Of two factors that fix each other the non-numeric
+    one is kept (``optimizer`` over ``lr``), else the first. Returns the kept factors, in
+    order, and ``{dropped: the factor that fixes it}``."""
+    def numeric(c: str) -> bool:
+        return pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+
+    kept = [f for f in factors if f in df]
+    aliases: dict[str, str] = {}
+    for b in list(kept):
+        if b not in kept:
+            continue
+        for a in kept:
+            if a == b or not _determines(df, a, b):
+                continue
+            drop, keep = b, a
+            if _determines(df, b, a) and (
+                    (numeric(a), factors.index(a)) > (numeric(b), factors.index(b))):
+                drop, keep = a, b
+            kept.remove(drop)
+            aliases[drop] = keep
+            break
+    return kept, aliases
 
 
 def group_codes(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:

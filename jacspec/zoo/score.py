@@ -36,6 +36,7 @@ import pandas as pd
 from jacspec._util.json import jsonable
 from jacspec.zoo.grid import (
     REPLICATE_KEYS,
+    distinct_factors,
     group_codes,
     is_complete_grid,
     is_unique_grid,
@@ -300,8 +301,10 @@ class ScoreTable:
         """What the scores were computed with: factors, gap column, noise level, pairs, which
         runs were scored (``where``, ``converged``) and the bootstrap."""
         return {"factors": list(self.factors), "gap": self.gap, "noise": self.noise,
-                "paired": [{k: p[k] for k in ("factor", "a", "b") if k in p}
-                           for p in self.paired], **self.selection}
+                "paired": list({str([p.get(k) for k in ("factor", "a", "b")]):
+                                {k: p[k] for k in ("factor", "a", "b") if k in p}
+                                for p in self.paired}.values()),
+                **self.selection}
 
     def summary(self) -> dict[str, Any]:
         """The best metric, the models scored, and each metric's Kendall tau and Psi."""
@@ -443,7 +446,9 @@ def score_store(path: str, *, metrics: Sequence[str] | None = None,
     ``where``: keep the runs whose configuration has these values (``{"width": 128}``);
     ``converged``: keep the runs that reached their training criterion (the ``converged``
     column; runs that missed it are excluded, as Novak et al. do). ``factors`` default:
-    configuration keys that vary among the kept runs, except replicate keys (seed).
+    configuration keys that vary among the kept runs, except replicate keys (seed), and
+    without a key fixed by another (``lr`` set per ``optimizer``: one factor, see
+    :func:`jacspec.zoo.grid.distinct_factors`; the settings' ``aliased`` names them).
     ``bootstrap``, ``seed``, ``level``: intervals, see :func:`score_metrics`.
     """
     from jacspec.zoo.store import Store
@@ -457,11 +462,14 @@ def score_store(path: str, *, metrics: Sequence[str] | None = None,
     if df.empty:
         raise ValueError(f"store {path}: no finished run matches where={dict(where or {})} "
                          f"converged={converged}")
+    aliased: dict[str, str] = {}
     if factors is None:
-        factors = [k for k in varying_columns(df, keys) if k not in REPLICATE_KEYS]
+        factors, aliased = distinct_factors(
+            df, [k for k in varying_columns(df, keys) if k not in REPLICATE_KEYS])
     if metrics is None:
         metrics = metric_columns(df, keys, exclude=[gap, *NON_PREDICTORS])
-    selection = {"where": jsonable(dict(where or {})), "converged": bool(converged)}
+    selection = {"where": jsonable(dict(where or {})), "converged": bool(converged),
+                 "aliased": aliased}
     return score_metrics(df, metrics, factors, gap=gap, noise=noise, paired=default_paired(df),
                          bootstrap=bootstrap, seed=seed, level=level, selection=selection)
 

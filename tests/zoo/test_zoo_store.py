@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from jacspec.zoo.store import Store, config_hash, load_results
@@ -232,3 +234,64 @@ def test_discard_removes_runs_curves_and_files(tmp_path: Path) -> None:
         assert st.counts()["total"] == 2
         assert set(st.curves()["config_hash"]) == set(hashes[1:])
         assert st.integrity_ok()
+
+
+def test_zoo_score_treats_a_learning_rate_set_per_optimizer_as_one_factor(
+        tmp_path: Path) -> None:
+    """A zoo that sets lr by optimizer never varies lr alone: scored with lr as a second
+    factor, optimizer would have no single-factor group (no Psi term, no sign-error
+    environment) and the grid would look incomplete (no CMI). `zoo score` keeps optimizer,
+    drops lr and says so; optimizer's psi is Jiang et al.'s mean over its groups (a loop)."""
+    from jacspec.cli.main import main
+
+    rng = np.random.default_rng(5)
+    lr = {"sgd": 0.1, "adam": 0.001, "rmsprop": 0.0001}
+    configs = [{"optimizer": o, "lr": lr[o], "depth": d, "width": w, "seed": s}
+               for o in lr for d in (1, 2) for w in (8, 16) for s in (1, 2)]
+    store = tmp_path / "z.sqlite"
+    rows = []
+    with Store(store) as st:
+        st.add(configs)
+        for c in configs:
+            h = config_hash(c)
+            st.mark_running([h])
+            gap = float(rng.integers(0, 4))
+            mu = gap + float(rng.integers(-1, 2))
+            rows.append({**c, "gap": gap, "mu": mu})
+            st.finish(h, {"metrics": {"gap": gap, "mu": mu}})
+    out = tmp_path / "s.json"
+    assert main(["zoo", "score", str(store), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["factors"] == ["depth", "optimizer", "width"]
+    assert got["settings"]["aliased"] == {"lr": "optimizer"}
+
+    def sign(v: float) -> int:
+        return (v > 0) - (v < 0)
+
+    taus = []
+    for d, w, s in itertools.product((1, 2), (8, 16), (1, 2)):
+        grp = [(r["mu"], r["gap"]) for r in rows
+               if (r["depth"], r["width"], r["seed"]) == (d, w, s)]
+        n = len(grp)
+        taus.append(sum(sign(a[0] - b[0]) * sign(a[1] - b[1]) for a in grp for b in grp
+                        if a is not b) / (n * (n - 1)))
+    assert got["metrics"]["mu"]["psi_per_factor"]["optimizer"] == pytest.approx(
+        sum(taus) / len(taus), abs=1e-12)
+    assert "lr" not in got["metrics"]["mu"]["psi_per_factor"]
+    assert got["complete_grid"] is True and got["metrics"]["mu"]["cmi"] is not None
+
+
+def test_distinct_factors_drops_a_factor_fixed_by_another() -> None:
+    from jacspec.zoo.grid import distinct_factors
+
+    df = pd.DataFrame({"optimizer": ["sgd", "momentum", "adam"] * 2,
+                       "lr": [0.1, 0.1, 0.001] * 2, "depth": [1, 1, 1, 2, 2, 2],
+                       "act": ["relu", "relu", "relu", "tanh", "tanh", "tanh"],
+                       "name": ["r", "r", "r", "t", "t", "t"]})
+    # lr is a function of optimizer (sgd and momentum share 0.1); act and depth fix each
+    # other: the non-numeric one stays; act and name fix each other: the first listed stays
+    assert distinct_factors(df, ["lr", "optimizer", "depth", "act"]) == (
+        ["optimizer", "act"], {"lr": "optimizer", "depth": "act"})
+    assert distinct_factors(df, ["depth", "act"]) == (["act"], {"depth": "act"})
+    assert distinct_factors(df, ["name", "act"]) == (["name"], {"act": "name"})
+    assert distinct_factors(df, ["optimizer", "depth"]) == (["optimizer", "depth"], {})
