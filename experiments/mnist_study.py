@@ -355,6 +355,37 @@ def _beats(frame: Any, a: str, b: str) -> str:
     return "not told apart (intervals overlap)"
 
 
+def _in_short(frame: Any, best_jac: str, true: Any) -> str:
+    """The verdict's answer: does a Jacobian-spectrum metric beat both the Jacobian norm and
+    WeightWatcher's alpha (overall; on the true labels alone when scored)?"""
+    verbs = {"better": "beats", "worse": "is beaten by"}
+
+    def rel(f: Any, m: str) -> tuple[str, str]:
+        return (verbs.get(_beats(f, m, NORM), "is not told apart from"),
+                verbs.get(_beats(f, m, WW), "is not told apart from"))
+
+    def winners(f: Any) -> list[str]:
+        return [m for m in f.index if m.startswith("jac_")
+                and _beats(f, m, NORM) == _beats(f, m, WW) == "better"]
+
+    vn, vw = rel(frame, best_jac)
+    text = (f"- **In short**: over all converged networks the best Jacobian-spectrum metric, "
+            f"`{best_jac}`, {vn} the test-point Jacobian norm and {vw} WeightWatcher's alpha")
+    won = winners(frame)
+    if true is not None:
+        jac_t = [m for m in true.index if m.startswith("jac_")]
+        if jac_t:
+            bj = max(jac_t, key=lambda m: abs(true.loc[m, "kendall_tau"]))
+            tn, tw = rel(true, bj)
+            text += (f"; among the networks trained on the true labels the best, `{bj}`, {tn} "
+                     f"the norm and {tw} alpha")
+            won = [m for m in won if m in winners(true)]
+    if won:
+        return text + ". Jacobian-spectrum metrics that beat both: " + ", ".join(
+            f"`{m}`" for m in won) + "."
+    return text + ". No Jacobian-spectrum metric beats both (by the intervals)."
+
+
 def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
     lines = ["## Verdict", ""]
     frame = facts.get("overall")
@@ -375,6 +406,7 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
                     "rank first (no interval lies wholly above theirs): "
                     + ", ".join(f"`{m}`" for m in first) if first else "") + ".")
     if best_jac is not None:
+        lines.append(_in_short(frame, best_jac, facts.get("true")))
         t, lo, hi = _interval(frame, best_jac)
         lines.append(f"- **Best Jacobian-spectrum metric**: `{best_jac}`, tau {fmt(t)} "
                      f"{ci(lo, hi)}. Against the Jacobian norm (`{NORM}`): "
