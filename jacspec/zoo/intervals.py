@@ -24,7 +24,7 @@ import pandas as pd
 
 from jacspec._util.random import numpy_generator
 from jacspec.zoo.grid import REPLICATE_KEYS, group_codes, is_complete_grid
-from jacspec.zoo.pgdl import conditional_mutual_information
+from jacspec.zoo.pgdl import pgdl_cmi_codes
 from jacspec.zoo.score import environment_errors, gap_noise, group_taus, kendall_tau_a
 
 __all__ = ["SCORES", "score_intervals"]
@@ -83,10 +83,11 @@ def score_intervals(df: pd.DataFrame, metric: str, factors: Sequence[str], *,
     # CMI: one replicate per configuration, on a complete grid of every model
     draws = []
     if len(d) == len(full) and len(d) and is_complete_grid(d, factors):
-        for _ in range(reps):
-            rows = [m[rng.integers(0, m.size)] for m in members]
-            draws.append(conditional_mutual_information(d.iloc[rows], metric, factors,
-                                                        gap=gap)[0])
+        codes = {f: group_codes(d, [f]) for f in factors}
+        for _ in range(reps):  # every draw is a complete grid, one model per configuration
+            rows = np.array([m[rng.integers(0, m.size)] for m in members])
+            draws.append(pgdl_cmi_codes(mu[rows], g[rows],
+                                        {f: c[rows] for f, c in codes.items()})[0])
     out["cmi"] = _quantiles(draws, level)
 
     # robust sign error: counted environments resampled, the supremum of each draw

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from jacspec.zoo.grid import group_codes, is_complete_grid, is_unique_grid
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conditional_mutual_information", "replicate_cmi"]
+__all__ = ["conditional_mutual_information", "pgdl_cmi_codes", "replicate_cmi"]
 
 
 # PGDL's scoring program takes log2(p + 1e-12) in the entropy of the gap sign.
@@ -72,15 +72,24 @@ def conditional_mutual_information(df: pd.DataFrame, metric: str, factors: Seque
         logger.info("CMI skipped: the grid over %s has more than one model per configuration "
                     "(PGDL's score needs exactly one)", factors)
         return float("nan"), {}
-    n = len(d)
-    if n < 2 or len(factors) < size:
+    if len(d) < 2 or len(factors) < size:
         return float("nan"), {}
-    mu, g = d[metric].to_numpy(float), d[gap].to_numpy(float)
+    return pgdl_cmi_codes(d[metric].to_numpy(float), d[gap].to_numpy(float),
+                          {f: group_codes(d, [f]) for f in factors}, size=size)
+
+
+def pgdl_cmi_codes(mu: np.ndarray, g: np.ndarray, codes: Mapping[str, np.ndarray], *,
+                   size: int = 2) -> tuple[float, dict[str, float]]:
+    """The arithmetic of :func:`conditional_mutual_information` on arrays, nothing checked:
+    ``mu``, ``g`` of shape ``(n,)`` and, per factor, integer codes ``(n,)`` of its value
+    (for a bootstrap that draws many grids of the same models)."""
+    n = mu.size
+    if n < 2 or len(codes) < size:
+        return float("nan"), {}
     a, b = (x.ravel() for x in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
     sign = 2 * (g[a] > g[b]).astype(np.int64) + (mu[a] > mu[b]).astype(np.int64)
-    codes = {f: group_codes(d, [f]) for f in factors}
     per: dict[str, float] = {}
-    for subset in itertools.combinations(factors, size):
+    for subset in itertools.combinations(codes, size):
         cell = np.zeros(a.size, dtype=np.int64)
         for f in subset:
             c = codes[f]
