@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -183,6 +184,21 @@ def test_sigkill_then_rerun_finds_every_run_once(tmp_path: Path,
     assert main(["zoo", "status", str(tmp_path / "missing.sqlite")]) == 2
 
 
+def _finished_store(store: Path, configs: list[dict], metrics: Any) -> list[dict]:
+    """A store whose runs are all done, with ``metrics(config)`` as each run's metrics;
+    returns each config merged with its metrics."""
+    rows = []
+    with Store(store) as st:
+        st.add(configs)
+        for c in configs:
+            h = config_hash(c)
+            st.mark_running([h])
+            m = metrics(c)
+            rows.append({**c, **m})
+            st.finish(h, {"metrics": m})
+    return rows
+
+
 def test_zoo_score_selects_runs_and_bootstraps(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """`zoo score --where K=V --converged --bootstrap N` scores exactly the selected runs:
@@ -194,14 +210,12 @@ def test_zoo_score_selects_runs_and_bootstraps(tmp_path: Path,
     store = tmp_path / "z.sqlite"
     configs = [{"width": w, "depth": d, "seed": s} for w in (8, 16) for d in (1, 2, 3)
                for s in (1, 2)]
-    with Store(store) as st:
-        st.add(configs)
-        for c in configs:
-            h = config_hash(c)
-            st.mark_running([h])
-            gap = float(rng.integers(0, 5))
-            st.finish(h, {"metrics": {"gap": gap, "mu": gap + float(rng.normal()),
-                                      "converged": not (c["depth"] == 3 and c["seed"] == 2)}})
+    def metrics(c: dict) -> dict:
+        gap = float(rng.integers(0, 5))
+        return {"gap": gap, "mu": gap + float(rng.normal()),
+                "converged": not (c["depth"] == 3 and c["seed"] == 2)}
+
+    _finished_store(store, configs, metrics)
     out = tmp_path / "s.json"
     assert main(["zoo", "score", str(store), "--where", "width=16", "--converged",
                  "--bootstrap", "25", "--json", str(out)]) == 0
@@ -249,16 +263,11 @@ def test_zoo_score_treats_a_learning_rate_set_per_optimizer_as_one_factor(
     configs = [{"optimizer": o, "lr": lr[o], "depth": d, "width": w, "seed": s}
                for o in lr for d in (1, 2) for w in (8, 16) for s in (1, 2)]
     store = tmp_path / "z.sqlite"
-    rows = []
-    with Store(store) as st:
-        st.add(configs)
-        for c in configs:
-            h = config_hash(c)
-            st.mark_running([h])
-            gap = float(rng.integers(0, 4))
-            mu = gap + float(rng.integers(-1, 2))
-            rows.append({**c, "gap": gap, "mu": mu})
-            st.finish(h, {"metrics": {"gap": gap, "mu": mu}})
+    def metrics(c: dict) -> dict:
+        gap = float(rng.integers(0, 4))
+        return {"gap": gap, "mu": gap + float(rng.integers(-1, 2))}
+
+    rows = _finished_store(store, configs, metrics)
     out = tmp_path / "s.json"
     assert main(["zoo", "score", str(store), "--json", str(out)]) == 0
     got = json.loads(out.read_text())
