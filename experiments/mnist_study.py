@@ -274,8 +274,11 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
                 f"The excluded networks leave holes in the core grid, so the CMI above is "
                 f"undefined. PGDL's tasks keep every trained model; over all {n_core} core "
                 f"networks (`{_cmd(core_where, reps, converged=False)}`), PGDL's CMI:", "",
-                "| metric | CMI | 95% CI |", "|---|---:|---|"]
-            lines += [f"| `{m}` | {fmt(r['cmi'], 4)} | {ci(r['cmi_lo'], r['cmi_hi'], 4)} |"
+                "| metric | rank | CMI | 95% CI |", "|---|---:|---:|---|"]
+            ranks = rank_ranges([(m, r["cmi"], r["cmi_lo"], r["cmi_hi"])
+                                 for m, r in frame_all.iterrows()])
+            lines += [f"| `{m}` | {rank_cell(*ranks.get(m, (0, 0)))} | {fmt(r['cmi'], 4)} | "
+                      f"{ci(r['cmi_lo'], r['cmi_hi'], 4)} |"
                       for m, r in frame_all.sort_values("cmi", ascending=False).iterrows()]
             lines.append("")
         depth_rows, per_depth = [], {}
@@ -386,6 +389,30 @@ def _in_short(frame: Any, best_jac: str, true: Any) -> str:
     return text + ". No Jacobian-spectrum metric beats both (by the intervals)."
 
 
+def _cmi_bullet(facts: dict[str, Any]) -> list[str]:
+    """PGDL's CMI on the core grid: the best metric and those not told apart from it."""
+    for key, what in (("core", "converged core grid"), ("core_all", "every core network")):
+        f = facts.get(key)
+        if f is None or not f["cmi"].notna().any():
+            continue
+        ranks = rank_ranges([(m, r["cmi"], r["cmi_lo"], r["cmi_hi"]) for m, r in f.iterrows()])
+        best = f["cmi"].idxmax()
+        tied = [m for m, (first, _) in ranks.items() if first == 1 and m != best]
+        jac = [m for m in f.index if m.startswith("jac_") and np.isfinite(f.loc[m, "cmi"])]
+        bj = max(jac, key=lambda m: f.loc[m, "cmi"]) if jac else None
+        text = (f"- **PGDL's CMI** ({what}): best `{best}`, {fmt(f.loc[best, 'cmi'], 4)} "
+                f"{ci(f.loc[best, 'cmi_lo'], f.loc[best, 'cmi_hi'], 4)}")
+        if tied:
+            text += "; not told apart from " + ", ".join(f"`{m}`" for m in tied)
+        for m in (NORM, WW):
+            if m in f.index and m != best:
+                text += f"; `{m}` {fmt(f.loc[m, 'cmi'], 4)}"
+        if bj is not None and bj != best:
+            text += f"; best Jacobian-spectrum metric `{bj}` {fmt(f.loc[bj, 'cmi'], 4)}"
+        return [text + "."]
+    return []
+
+
 def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
     lines = ["## Verdict", ""]
     frame = facts.get("overall")
@@ -429,6 +456,7 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
                      f"({fmt(true.loc[bj, 'kendall_tau'])}), against `{NORM}`: "
                      f"{_beats(true, bj, NORM)}, against `{WW}`: {_beats(true, bj, WW)}")
         lines.append(text + ".")
+    lines += _cmi_bullet(facts)
     per_depth = facts.get("depth") or {}
     if per_depth and best_jac is not None:
         cells = [f"depth {d}: {fmt(f.loc[best_jac, 'kendall_tau'])}" for d, f in
