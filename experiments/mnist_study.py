@@ -148,16 +148,18 @@ def part_of(config: dict[str, Any], design: dict[str, Any]) -> str:
 def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int,
               converged: bool = True) -> Any:
     """The CLI's score table (`jacspec zoo score STORE --converged --bootstrap reps`, plus
-    `--where K=V`) as a DataFrame sorted by |tau|, with the rank range by tau that the
-    intervals allow (``rank_first``, ``rank_last``; see ``rank_ranges``)."""
+    `--where K=V`) as a DataFrame sorted by |tau|, with the rank ranges by tau and by CMI
+    that the intervals allow (``rank_first``, ``rank_last``, ``cmi_rank_first``,
+    ``cmi_rank_last``; see ``rank_ranges``)."""
     from jacspec.zoo.score import score_store
 
     table = score_store(str(store), where=where, converged=converged, bootstrap=reps, seed=0)
     frame = table.to_frame()
-    ranks = rank_ranges([(m, r["kendall_tau"], r["kendall_tau_lo"], r["kendall_tau_hi"])
-                         for m, r in frame.iterrows()])
-    frame["rank_first"] = [ranks.get(m, (0, 0))[0] for m in frame.index]
-    frame["rank_last"] = [ranks.get(m, (0, 0))[1] for m in frame.index]
+    for score, prefix in (("kendall_tau", "rank"), ("cmi", "cmi_rank")):
+        ranks = rank_ranges([(m, r[score], r[f"{score}_lo"], r[f"{score}_hi"])
+                             for m, r in frame.iterrows()])
+        frame[f"{prefix}_first"] = [ranks.get(m, (0, 0))[0] for m in frame.index]
+        frame[f"{prefix}_last"] = [ranks.get(m, (0, 0))[1] for m in frame.index]
     frame = frame.assign(order=frame["kendall_tau"].abs()).sort_values(
         "order", ascending=False, na_position="last").drop(columns="order")
     return frame, table
@@ -275,9 +277,8 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
                 f"undefined. PGDL's tasks keep every trained model; over all {n_core} core "
                 f"networks (`{_cmd(core_where, reps, converged=False)}`), PGDL's CMI:", "",
                 "| metric | rank | CMI | 95% CI |", "|---|---:|---:|---|"]
-            ranks = rank_ranges([(m, r["cmi"], r["cmi_lo"], r["cmi_hi"])
-                                 for m, r in frame_all.iterrows()])
-            lines += [f"| `{m}` | {rank_cell(*ranks.get(m, (0, 0)))} | {fmt(r['cmi'], 4)} | "
+            lines += [f"| `{m}` | {rank_cell(int(r['cmi_rank_first']), int(r['cmi_rank_last']))}"
+                      f" | {fmt(r['cmi'], 4)} | "
                       f"{ci(r['cmi_lo'], r['cmi_hi'], 4)} |"
                       for m, r in frame_all.sort_values("cmi", ascending=False).iterrows()]
             lines.append("")
@@ -358,6 +359,12 @@ def _beats(frame: Any, a: str, b: str) -> str:
     return "not told apart (intervals overlap)"
 
 
+def _best_jac(frame: Any, score: str) -> str | None:
+    """The Jacobian-spectrum metric (``jac_*``) of largest finite ``|score|``, or None."""
+    jac = [m for m in frame.index if m.startswith("jac_") and np.isfinite(frame.loc[m, score])]
+    return max(jac, key=lambda m: abs(frame.loc[m, score])) if jac else None
+
+
 def _in_short(frame: Any, best_jac: str, true: Any) -> str:
     """The verdict's answer: does a Jacobian-spectrum metric beat both the Jacobian norm and
     WeightWatcher's alpha (overall; on the true labels alone when scored)?"""
@@ -375,14 +382,12 @@ def _in_short(frame: Any, best_jac: str, true: Any) -> str:
     text = (f"- **In short**: over all converged networks the best Jacobian-spectrum metric, "
             f"`{best_jac}`, {vn} the test-point Jacobian norm and {vw} WeightWatcher's alpha")
     won = winners(frame)
-    if true is not None:
-        jac_t = [m for m in true.index if m.startswith("jac_")]
-        if jac_t:
-            bj = max(jac_t, key=lambda m: abs(true.loc[m, "kendall_tau"]))
-            tn, tw = rel(true, bj)
-            text += (f"; among the networks trained on the true labels the best, `{bj}`, {tn} "
-                     f"the norm and {tw} alpha")
-            won = [m for m in won if m in winners(true)]
+    bj = _best_jac(true, "kendall_tau") if true is not None else None
+    if bj is not None:
+        tn, tw = rel(true, bj)
+        text += (f"; among the networks trained on the true labels the best, `{bj}`, {tn} "
+                 f"the norm and {tw} alpha")
+        won = [m for m in won if m in winners(true)]
     if won:
         return text + ". Jacobian-spectrum metrics that beat both: " + ", ".join(
             f"`{m}`" for m in won) + "."
@@ -395,11 +400,9 @@ def _cmi_bullet(facts: dict[str, Any]) -> list[str]:
         f = facts.get(key)
         if f is None or not f["cmi"].notna().any():
             continue
-        ranks = rank_ranges([(m, r["cmi"], r["cmi_lo"], r["cmi_hi"]) for m, r in f.iterrows()])
         best = f["cmi"].idxmax()
-        tied = [m for m, (first, _) in ranks.items() if first == 1 and m != best]
-        jac = [m for m in f.index if m.startswith("jac_") and np.isfinite(f.loc[m, "cmi"])]
-        bj = max(jac, key=lambda m: f.loc[m, "cmi"]) if jac else None
+        tied = [m for m in f.index[f["cmi_rank_first"] == 1] if m != best]
+        bj = _best_jac(f, "cmi")
         text = (f"- **PGDL's CMI** ({what}): best `{best}`, {fmt(f.loc[best, 'cmi'], 4)} "
                 f"{ci(f.loc[best, 'cmi_lo'], f.loc[best, 'cmi_hi'], 4)}")
         if tied:
@@ -424,8 +427,7 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
                   "part and are rewritten by each `report`.", ""]
     best = frame.index[0]
     first = [m for m in frame.index[frame["rank_first"] == 1] if m != best]
-    jac = [m for m in frame.index if m.startswith("jac_")]
-    best_jac = max(jac, key=lambda m: abs(frame.loc[m, "kendall_tau"])) if jac else None
+    best_jac = _best_jac(frame, "kendall_tau")
     lines.append(f"- **Best predictor of the gap** (overall, {facts['converged']} converged "
                  f"networks): `{best}`, tau {fmt(frame.loc[best, 'kendall_tau'])} "
                  f"{ci(frame.loc[best, 'kendall_tau_lo'], frame.loc[best, 'kendall_tau_hi'])}"
@@ -445,9 +447,8 @@ def verdict(facts: dict[str, Any], a_summary: dict[str, Any]) -> list[str]:
             lines.append(f"- `{m}`: tau {fmt(t)} {ci(lo, hi)}.")
     true = facts.get("true")
     if true is not None:
-        jac_t = [m for m in true.index if m.startswith("jac_")]
         best_t = true["kendall_tau"].abs().idxmax()
-        bj = max(jac_t, key=lambda m: abs(true.loc[m, "kendall_tau"])) if jac_t else None
+        bj = _best_jac(true, "kendall_tau")
         text = (f"- **True labels only**: best `{best_t}`, tau "
                 f"{fmt(true.loc[best_t, 'kendall_tau'])} "
                 f"{ci(true.loc[best_t, 'kendall_tau_lo'], true.loc[best_t, 'kendall_tau_hi'])}")

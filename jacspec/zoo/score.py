@@ -301,9 +301,8 @@ class ScoreTable:
         """What the scores were computed with: factors, gap column, noise level, pairs, which
         runs were scored (``where``, ``converged``) and the bootstrap."""
         return {"factors": list(self.factors), "gap": self.gap, "noise": self.noise,
-                "paired": list({str([p.get(k) for k in ("factor", "a", "b")]):
-                                {k: p[k] for k in ("factor", "a", "b") if k in p}
-                                for p in self.paired}.values()),
+                "paired": [dict(zip(("factor", "a", "b"), t, strict=True)) for t in
+                           dict.fromkeys((p["factor"], p["a"], p["b"]) for p in self.paired)],
                 **self.selection}
 
     def summary(self) -> dict[str, Any]:
