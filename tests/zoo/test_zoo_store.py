@@ -251,7 +251,7 @@ def test_discard_removes_runs_curves_and_files(tmp_path: Path) -> None:
 
 
 def test_zoo_score_treats_a_learning_rate_set_per_optimizer_as_one_factor(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A zoo that sets lr by optimizer never varies lr alone: scored with lr as a second
     factor, optimizer would have no single-factor group (no Psi term, no sign-error
     environment) and the grid would look incomplete (no CMI). `zoo score` keeps optimizer,
@@ -273,6 +273,7 @@ def test_zoo_score_treats_a_learning_rate_set_per_optimizer_as_one_factor(
     got = json.loads(out.read_text())
     assert got["factors"] == ["depth", "optimizer", "width"]
     assert got["settings"]["aliased"] == {"lr": "optimizer"}
+    assert "factors: depth, optimizer, width (lr follows optimizer)" in capsys.readouterr().out
 
     def sign(v: float) -> int:
         return (v > 0) - (v < 0)

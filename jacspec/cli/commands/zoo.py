@@ -187,6 +187,9 @@ def _score(args: argparse.Namespace) -> int:
             cols = [f"{c}{end}" for c in cols for end in ("", "_lo", "_hi")]
         frame = table.to_frame()[cols]
         sys.stdout.write(frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n")
+        aliased = table.settings.get("aliased") or {}
+        sys.stdout.write(f"factors: {', '.join(table.factors)}" + "".join(
+            f" ({k} follows {v})" for k, v in aliased.items()) + "\n")
         sys.stdout.write(f"best: {table.best}\n")
         sys.stdout.write(f"wrote {args.json}\n")
     if args.plot:
