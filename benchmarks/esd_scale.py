@@ -9,10 +9,15 @@ One script, each stage in a subprocess of it (so peak RSS is per stage):
 2. the torch.func recipe a user would write on the same case: ``vmap(jacrev)`` per batch,
    the dual Gram ``sum_i J_i^T J_i`` (7,840 x 7,840, float64) accumulated, then
    ``torch.linalg.eigvalsh``;
-3. CIFAR scale: n = 50,000 inputs 3x32x32, MLP 3072-512-512-10, factored route, exact.
+3. CIFAR scale: n = 50,000 inputs 3x32x32, MLP 3072-512-512-10, factored route, exact;
+4. the Gram stage alone at n = 60,000: the same float32 rows (seeded normal, 4,608 wide as
+   the factored dual) folded into a float64 dual Gram by a full ``addmm_`` per chunk (the
+   update jacspec used before) and by jacspec's one-triangle update (``dsyrk``), chunk by
+   chunk in alternation, so both see the same machine load.
 
-Last line: ``n=50000 seconds=<t> peak_rss_gib=<m> route=factored speedup_vs_direct=<x>``
-(CIFAR stage's time and RSS, speed-up of factored over direct at n = 60,000).
+Last line: ``n=50000 seconds=<t> peak_rss_gib=<m> route=factored speedup_vs_direct=<x>
+gram_speedup_vs_addmm=<y>`` (CIFAR stage's time and RSS, speed-up of factored over direct at
+n = 60,000, speed-up of the triangular Gram update over ``addmm_``).
 
     python benchmarks/esd_scale.py            # the full run (several minutes on 2 cores)
     python benchmarks/esd_scale.py --quick    # n = 3,000 / 2,500 smoke run
@@ -45,7 +50,7 @@ if str(ROOT) not in sys.path:
 from jacspec.jacobian.source import JacobianSource  # noqa: E402
 from jacspec.models.builders import mlp  # noqa: E402
 from jacspec.spectra.exact import esd_from_gram  # noqa: E402
-from jacspec.spectra.gram import gram_from_source  # noqa: E402
+from jacspec.spectra.gram import DUAL_CHUNK_ROWS, _DualAccumulator, gram_from_source  # noqa: E402
 
 MNIST, CIFAR = (784,), (3, 32, 32)
 
@@ -125,6 +130,31 @@ STAGES = {
 }
 
 
+def gram_update(n: int, dim: int = 4_608) -> dict[str, float]:
+    """Seconds to fold ``n`` float32 rows of width ``dim`` into a float64 dual Gram: a full
+    ``addmm_`` per chunk vs the one-triangle update; max |difference| / max |entry|."""
+    full = torch.zeros(dim, dim, dtype=torch.float64)
+    tri = _DualAccumulator(dim, torch.float32, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    t_full = t_tri = 0.0
+    for start in range(0, n, DUAL_CHUNK_ROWS):
+        rows = torch.randn(min(DUAL_CHUNK_ROWS, n - start), dim, generator=gen)
+        t0 = time.perf_counter()
+        c = rows.to(torch.float64)
+        full.addmm_(c.T, c)
+        t1 = time.perf_counter()
+        tri.add(rows)
+        tri.flush()
+        t2 = time.perf_counter()
+        t_full, t_tri = t_full + (t1 - t0), t_tri + (t2 - t1)
+    t0 = time.perf_counter()
+    mat = tri.result()
+    t_tri += time.perf_counter() - t0
+    ref = full.numpy()
+    err = float(np.abs(mat - ref).max() / np.abs(ref).max())
+    return {"addmm": t_full, "triangular": t_tri, "rel_diff": err}
+
+
 def run_stage(name: str, n: int, out: Path) -> None:
     """One stage in this process: eigenvalues to ``out.npy``, the rest to ``out.json``."""
     res = STAGES[name](n, 5_000)
@@ -173,6 +203,10 @@ def main() -> None:
         fac, ev_f = _stage("factored", n_mnist, work)
         user, ev_u = _stage("torch_func", n_mnist, work)
         cifar, _ = _stage("cifar", n_cifar, work)
+    upd = gram_update(n_mnist)
+    gram_speedup = upd["addmm"] / upd["triangular"]
+    print(f"gram_update n={n_mnist} dim=4608 addmm={upd['addmm']:.1f} s "
+          f"triangular={upd['triangular']:.1f} s max|diff|/max={upd['rel_diff']:.1e}", flush=True)
     m = min(len(ev_d), len(ev_f))
     diff = float(np.max(np.abs(ev_d[:m] - ev_f[:m])) / ev_d[0])
     diff_u = float(np.max(np.abs(ev_u[:m] - ev_f[:m])) / ev_d[0])
@@ -183,7 +217,8 @@ def main() -> None:
           f"torch.func recipe / jacspec factored = {user['seconds'] / fac['seconds']:.2f}x")
     print(f"load average after {os.getloadavg()[0]:.2f}")
     print(f"n={cifar['n']} seconds={cifar['seconds']:.1f} peak_rss_gib={cifar['peak_rss_gib']:.2f} "
-          f"route={cifar['route']} speedup_vs_direct={speedup:.2f}")
+          f"route={cifar['route']} speedup_vs_direct={speedup:.2f} "
+          f"gram_speedup_vs_addmm={gram_speedup:.2f}")
 
 
 if __name__ == "__main__":

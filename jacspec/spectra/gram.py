@@ -216,11 +216,40 @@ def gram_side(side: str, n: int | None, cols: int) -> str:
     return "dual" if cols <= n else "primal"
 
 
-class _DualAccumulator:
-    """Accumulates ``sum_i J_i^T J_i`` in float64 from chunks cast to float64."""
+#: Column block of the triangular update on an accelerator (blocks on and above the diagonal).
+TRIANGLE_BLOCK = 768
 
-    def __init__(self, kd: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.acc = torch.zeros(kd, kd, dtype=torch.float64, device=device)
+
+def symmetrize_upper(upper: np.ndarray, block: int = 256) -> np.ndarray:
+    """Fill the strict lower triangle of ``upper`` (n x n, float64) from its upper one, in
+    place and block by block (no n x n temporary); returns the same array."""
+    n = upper.shape[0]
+    for i in range(0, n, block):
+        upper[i : i + block, :i] = upper[:i, i : i + block].T
+        blk = upper[i : i + block, i : i + block]
+        blk[...] = np.triu(blk) + np.triu(blk, 1).T
+    return upper
+
+
+class _DualAccumulator:
+    """Accumulates ``sum_i J_i^T J_i`` in float64 from chunks cast to float64, one triangle.
+
+    Each flush is the symmetric rank-m update ``C += X^T X`` of the upper triangle only (half
+    the products of a full ``addmm``): BLAS ``dsyrk`` on the CPU, blocked ``addmm`` of the
+    column blocks on and above the diagonal elsewhere; :meth:`result` mirrors it once.
+    """
+
+    def __init__(self, kd: int, dtype: torch.dtype, device: torch.device,
+                 blas: bool | None = None) -> None:
+        self.kd = kd
+        self.device = torch.device(device)
+        # blas: dsyrk on the host (default for CPU rows); False: the blocked torch update
+        self.cpu = self.device.type == "cpu" if blas is None else bool(blas)
+        if self.cpu:
+            # Fortran order: dsyrk updates it in place (overwrite_c) without a copy
+            self.acc: Any = np.zeros((kd, kd), dtype=np.float64, order="F")
+        else:
+            self.acc = torch.zeros(kd, kd, dtype=torch.float64, device=self.device)
         self.dtype = dtype
         self.pending: list[torch.Tensor] = []
         self.pending_rows = 0
@@ -238,12 +267,25 @@ class _DualAccumulator:
         self.pending, self.pending_rows = [], 0
         # float32 entries multiply exactly in float64: the Gram adds no float32 rounding, so
         # its eigenvalues carry only the Jacobian's own error (jacspec.spectra.exact's rank rule)
-        chunk = chunk.to(torch.float64)
-        self.acc.addmm_(chunk.T, chunk)
+        chunk = chunk.detach().to(torch.float64)
+        if self.cpu:
+            from scipy.linalg import blas
+
+            # chunk (m, kd) row-major is chunk^T (kd, m) column-major: C += (X^T)(X^T)^T
+            x_t = chunk.contiguous().numpy().T
+            self.acc = blas.dsyrk(1.0, x_t, beta=1.0, c=self.acc, trans=0, lower=0,
+                                  overwrite_c=1)
+            return
+        b = TRIANGLE_BLOCK
+        for i in range(0, self.kd, b):
+            self.acc[i : i + b, i:].addmm_(chunk[:, i : i + b].T, chunk[:, i:])
 
     def result(self) -> np.ndarray:
         self.flush()
-        return self.acc.cpu().numpy()
+        if not self.cpu:
+            return symmetrize_upper(self.acc.cpu().numpy())
+        # a symmetric Fortran-order matrix is its own C-order transpose (a view, no copy)
+        return np.ascontiguousarray(symmetrize_upper(self.acc).T)
 
 
 def primal_from_rows(rows: torch.Tensor, block: int = 4096) -> np.ndarray:
