@@ -27,6 +27,7 @@ _FACADE: dict[str, str] = {
     "load_model": "jacspec.models.loading",
     "mlp": "jacspec.models.builders",
     "small_cnn": "jacspec.models.builders",
+    "resnet": "jacspec.models.resnet",
     "build_model": "jacspec.models.builders",
     "save_checkpoint": "jacspec.models.builders",
     "load_checkpoint": "jacspec.models.builders",
@@ -150,6 +151,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (re-exported 
         small_cnn,
     )
     from jacspec.models.loading import load_model
+    from jacspec.models.resnet import resnet
     from jacspec.sensitivity.norms import (
         jacobian_norms,
         mean_jacobian_norm,

@@ -25,6 +25,7 @@ from torch.nn.utils import skip_init
 from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice
 from jacspec.models.activations import REGISTRY, Erf, canonical_name
+from jacspec.models.resnet import resnet
 
 __all__ = [
     "ACTIVATIONS",
@@ -176,16 +177,17 @@ def small_cnn(
         return nn.Sequential(*layers)
 
 
-_BUILDERS = {"mlp": mlp, "cnn": small_cnn}
+_BUILDERS = {"mlp": mlp, "cnn": small_cnn, "resnet": resnet}
 _SPEC_KEYS = {
     "mlp": {"width", "depth", "activation", "init", "sigma_w", "sigma_b", "bias", "seed"},
     "cnn": {"channels", "activation", "seed"},
+    "resnet": {"depth", "width", "shortcut", "seed"},
 }
 
 
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
-    """Build from ``{"kind": "mlp"|"cnn", "input_shape": [...], "num_classes": k, **kwargs}``
-    where kwargs are those of ``mlp`` / ``small_cnn``."""
+    """Build from ``{"kind": "mlp"|"cnn"|"resnet", "input_shape": [...], "num_classes": k,
+    **kwargs}`` where kwargs are those of ``mlp`` / ``small_cnn`` / ``resnet``."""
     if not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a dict; got {type(spec).__name__}")
     kind = spec.get("kind")

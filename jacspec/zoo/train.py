@@ -4,8 +4,10 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
 
 - data: ``dataset`` (a :func:`jacspec.data.datasets.load_dataset` name), ``n_train``, ``n_test``,
   ``data_seed``, ``random_labels`` (bool);
-- model: ``model`` ("mlp" or "cnn"), ``width``, ``depth``, ``activation`` (relu, relu6, tanh,
-  hard_sigmoid, hard_tanh, ...), ``init_scale`` (multiplier of the default weight std);
+- model: ``model`` ("mlp", "cnn" or "resnet"), ``width``, ``depth``, ``activation`` (relu,
+  relu6, tanh, hard_sigmoid, hard_tanh, ...; "relu" for a ResNet), ``init_scale``
+  (multiplier of the default weight std); a ResNet is :func:`jacspec.models.resnet.resnet`
+  with ``depth`` = 6m + 2 layers and ``width`` stem channels (16 in He et al.);
 - training: ``optimizer`` (sgd, momentum, adam, rmsprop, lbfgs), ``lr``, ``batch_size``
   (an int or "full"), ``augment`` (random translations by up to ``shift`` pixels),
   ``flip`` (random horizontal flips; images only), ``max_epochs`` (the budget) or
@@ -50,7 +52,7 @@ from jacspec.train import TrainResult, train
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "lbfgs")
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "resnet")
 
 DEFAULTS: dict[str, Any] = {
     "dataset": "mnist1d", "n_train": 1000, "n_test": 1000, "data_seed": 0,
@@ -173,6 +175,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if cfg["model"] == "cnn" and cfg["depth"] < 1:
         raise ValueError(f"configuration key depth={cfg['depth']!r} is not accepted with "
                          "model='cnn'; expected an integer >= 1 (conv blocks)")
+    if cfg["model"] == "resnet":
+        if cfg["depth"] < 8 or (cfg["depth"] - 2) % 6:
+            raise ValueError(f"configuration key depth={cfg['depth']!r} is not accepted with "
+                             "model='resnet'; expected 6m + 2 layers (20, 32, 44, 56, 110)")
+        if cfg["activation"] != "relu":
+            raise ValueError(f"configuration key activation={cfg['activation']!r} is not "
+                             "accepted with model='resnet'; expected 'relu' (He et al.'s blocks)")
     return cfg
 
 
@@ -214,7 +223,8 @@ def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
     """The :func:`jacspec.models.builders.build_model` spec of a configuration's network (what its
     checkpoint records). MLP: ``sigma_w = init_scale * default_sigma_w(activation)``. CNN:
     ``depth`` conv blocks of ``width, 2 width, ...`` channels (``init_scale`` multiplies the
-    weights after the build, see :func:`make_model`)."""
+    weights after the build, see :func:`make_model`). ResNet: ``depth`` layers, ``width`` stem
+    channels, ReLU."""
     cfg = resolve_config(config)
     shape = list(data.input_shape)
     if cfg["model"] == "mlp":
@@ -224,8 +234,11 @@ def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
                 "sigma_w": float(cfg["init_scale"]) * default_sigma_w(cfg["activation"]),
                 "seed": int(cfg["seed"])}
     if len(shape) != 3:
-        raise ValueError(f"model='cnn' needs image inputs (C, H, W); dataset "
+        raise ValueError(f"model={cfg['model']!r} needs image inputs (C, H, W); dataset "
                          f"{cfg['dataset']!r} has inputs of shape {tuple(shape)}")
+    if cfg["model"] == "resnet":
+        return {"kind": "resnet", "input_shape": shape, "num_classes": data.num_classes,
+                "depth": int(cfg["depth"]), "width": int(cfg["width"]), "seed": int(cfg["seed"])}
     channels = [int(cfg["width"]) * 2 ** i for i in range(int(cfg["depth"]))]
     return {"kind": "cnn", "input_shape": shape, "num_classes": data.num_classes,
             "channels": channels, "activation": cfg["activation"], "seed": int(cfg["seed"])}
@@ -233,11 +246,11 @@ def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
 
 def make_model(config: Mapping[str, Any], data: DataSet) -> nn.Module:
     """The network of a configuration: ``build_model(model_spec(config, data))``; for a CNN
-    PyTorch's default init with conv/linear weights times ``init_scale``."""
+    or ResNet its default init with conv/linear weights times ``init_scale``."""
     cfg = resolve_config(config)
     spec = model_spec(cfg, data)
     model = build_model(spec)
-    if spec["kind"] == "cnn" and cfg["init_scale"] != 1.0:
+    if spec["kind"] in ("cnn", "resnet") and cfg["init_scale"] != 1.0:
         with torch.no_grad():
             for m in model.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -138,7 +138,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="unknown keys"):
         build_model({"kind": "mlp", "input_shape": [4], "num_classes": 2, "wdith": 3})
     with pytest.raises(ValueError, match="kind"):
-        build_model({"kind": "resnet", "input_shape": [4], "num_classes": 2})
+        build_model({"kind": "vit", "input_shape": [4], "num_classes": 2})
     with pytest.raises(ValueError, match="num_classes"):
         build_model({"kind": "mlp", "input_shape": [4]})
 

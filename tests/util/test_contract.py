@@ -253,6 +253,7 @@ CASES: dict[str, tuple[Callable[[], Any], bool, tuple[pytest.MarkDecorator, ...]
 #: Classes the façade exposes that are not results, and why.
 NOT_RESULTS: dict[str, str] = {
     "DataSet": "input data (tensors and labels), not a measurement",
+    "CifarResNet": "a model (nn.Module, jacspec.resnet), the input of every measurement",
     "JacobianBatch": "one streamed batch of Jacobian rows (iter_jacobians), not a result",
     "JacobianOptions": "the options of a Jacobian computation (an input)",
     "JacobianSource": "re-iterable rows of the data Jacobian (an input of the spectra)",

@@ -187,7 +187,7 @@ def test_weightwatcher_metrics_when_installed() -> None:
 
 BAD_VALUES = {
     "dataset": "digitz", "n_train": -1, "n_test": 2.5, "data_seed": "0", "random_labels": 1,
-    "model": "resnet", "width": 0, "depth": -1, "activation": "gelu", "init_scale": 0.0,
+    "model": "vit", "width": 0, "depth": -1, "activation": "gelu", "init_scale": 0.0,
     "optimizer": "adamw", "lr": "1e-3", "batch_size": 0, "augment": "yes", "flip": None,
     "shift": -2, "max_epochs": 0, "max_steps": 0, "target_accuracy": 1.5, "target_loss": -1.0,
     "seed": 1.0, "metrics": ["acuracy"], "curve_metrics": "accuracy", "checkpoints": -1,
