@@ -289,16 +289,19 @@ class _DualAccumulator:
 
 
 def primal_from_rows(rows: torch.Tensor, block: int = 4096) -> np.ndarray:
-    """``𝒥𝒥^T`` in float64 from rows ``(n, kd)``, block by block, each block cast to float64
-    first (exact products of float32 entries; blocks shrink to ~256 MiB per operand)."""
+    """``𝒥𝒥^T`` in float64 from rows ``(n, kd)``: only the blocks on and above the diagonal
+    are multiplied (half the products), each block cast to float64 once per row block (exact
+    products of float32 entries; blocks shrink to ~256 MiB per operand); the lower triangle
+    is their mirror."""
     n = rows.shape[0]
     if rows.dtype != torch.float64:
         block = max(1, min(block, (1 << 25) // max(int(rows.shape[1]), 1)))
     out = np.empty((n, n), dtype=np.float64)
     for i in range(0, n, block):
+        a = rows[i : i + block].to(torch.float64)
         for j in range(i, n, block):
-            a = rows[i : i + block].to(torch.float64)
-            blk = (a @ rows[j : j + block].to(torch.float64).T).cpu().numpy()
+            b = a if j == i else rows[j : j + block].to(torch.float64)
+            blk = (a @ b.T).cpu().numpy()
             out[i : i + block, j : j + block] = blk
             if j != i:
                 out[j : j + block, i : i + block] = blk.T
@@ -323,6 +326,7 @@ def _gram_from_iter(
     check_choice("side", side, SIDES)
     chosen = side
     held: list[torch.Tensor] = []
+    buffer: torch.Tensor | None = None
     dual: _DualAccumulator | None = None
     count = 0
     k = kd = 0
@@ -348,10 +352,18 @@ def _gram_from_iter(
                 check_fits(chosen, n or kd, kd, rows.element_size(), max_memory)
             if chosen == "dual":
                 dual = _DualAccumulator(kd, rows.dtype, rows.device)
+            elif chosen == "primal" and n is not None:
+                # 𝒥 held once: filled in place, never concatenated from a list (no doubling)
+                buffer = torch.empty(n, kd, dtype=rows.dtype, device=rows.device)
         count += rows.shape[0]
         if dual is not None:
             dual.add(rows)
             continue
+        if buffer is not None and count <= buffer.shape[0]:
+            buffer[count - rows.shape[0] : count] = rows
+            continue
+        if buffer is not None:  # more rows than the source said: hold them as they come
+            held, buffer = [buffer[: count - rows.shape[0]]], None
         held.append(rows)
         if chosen == "primal" and n is None:
             check_fits("primal", count, kd, rows.element_size(), max_memory)
@@ -372,6 +384,8 @@ def _gram_from_iter(
         held = []
     if dual is not None:
         matrix, final_side = dual.result(), "dual"
+    elif buffer is not None:
+        matrix, final_side = primal_from_rows(buffer[:count]), "primal"
     else:
         matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
     logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, deflate)
