@@ -254,6 +254,21 @@ def _analyse_matrix(
     return row, e, fit, null
 
 
+def _sketch_options(opts: JacobianOptions, k: int, seed: Any) -> JacobianOptions:
+    """The input->output row's options with its sketch resolved for ``k`` outputs: ``r`` (or
+    None: exact) and, when it sketches and ``options.sketch_seed`` is None, ``seed`` as the
+    projections' seed (exact rows keep the options as given)."""
+    from jacspec.jacobian.sketch import resolve_sketch
+
+    r = resolve_sketch(opts.sketch, k, rows_sum_to_zero=opts.output == "softmax")
+    if r is None:
+        return opts.replace(sketch=None)
+    if opts.sketch_seed is None and isinstance(seed, (int, np.integer)) and not isinstance(
+            seed, bool) and seed >= 0:
+        return opts.replace(sketch=r, sketch_seed=int(seed))
+    return opts.replace(sketch=r)
+
+
 def _exact_error_bars(row: dict[str, Any]) -> dict[str, Any]:
     """An exact row's error bars: zero width (no sampling error; round-off aside)."""
     lam, tr = row.get("lambda_max", math.nan), row.get("trace", math.nan)
@@ -398,9 +413,6 @@ def analyze(
     if sketch != "auto" or opts.sketch is None:
         opts = opts.replace(sketch=sketch)
     seed_from = "options.sketch_seed" if opts.sketch_seed is not None else "seed"
-    if opts.sketch_seed is None and isinstance(seed, (int, np.integer)) and not isinstance(
-            seed, bool) and seed >= 0:
-        opts = opts.replace(sketch_seed=int(seed))  # analyze's seed reaches the projections
     if layers is not None and not isinstance(layers, str):
         layers = list(layers)
     settings: dict[str, Any] = {
@@ -468,6 +480,8 @@ def analyze(
                     # as planned: the null needs 𝒥 and it fits (plan_rows sized this row for
                     # the route it takes; without the null, auto decides by itself)
                     src_opts = row_opts.replace(route="direct")
+                if p.label == MAIN and src_opts.sketch is not None:
+                    src_opts = _sketch_options(src_opts, p.k, seed)
                 source = JacobianSource.from_model(model, data, src_opts, target=p.label)
                 settings["rows"][p.label]["route"] = source.route
                 sketched = source.info.get("sketch")
