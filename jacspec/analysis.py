@@ -10,7 +10,7 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
   sigma, num_pl_spikes, alpha_weighted = alpha log10 lambda_max, log_alpha_norm =
   log10 sum lambda^alpha, warning (:mod:`jacspec.heavytail.powerlaw`);
 - Marchenko-Pastur bulk fit with Q = n / cols (cols = kd, or (k-1)d for softmax rows, which
-  sum to zero over classes): num_spikes, mp_softrank, mp_lambda_plus
+  sum to zero over classes): num_spikes, mp_softrank, lambda_plus, mp_sigma2
   (:mod:`jacspec.heavytail.nulls`);
 - randomized null (entries of 𝒥 shuffled with ``seed``, when 𝒥 fits in
   ``randomize_max_bytes``), WeightWatcher's columns: rand_distance (Jensen-Shannon distance
@@ -20,7 +20,17 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
   (:mod:`jacspec.heavytail.nulls`);
 - precision: ``tol`` (the rank rule of :func:`jacspec.spectra.eigen.rank_tolerance`) and
   ``unresolved`` (quantities a float32 Jacobian could not resolve, "" if none; rerun with
-  ``dtype=torch.float64`` to resolve them).
+  ``dtype=torch.float64`` to resolve them);
+- sketch: ``sketch_r`` (0: exact) and the error bars of lambda_max and the trace,
+  ``lambda_max_se``, ``lambda_max_low``, ``lambda_max_high``, ``trace_se``, ``trace_low``,
+  ``trace_high``: for a ``method="sketched"`` row the delete-one-group jackknife of
+  :func:`jacspec.jacobian.sketch.sketch_error_bars` (standard error, and the 95% band, which
+  holds the row's value); zero width for an exact row; NaN for an estimated or skipped row.
+
+Every row has every column of :data:`~jacspec.analysis_columns.ROW_METRICS` (NaN where it
+was not computed) and of :data:`~jacspec.analysis_columns.ROW_INFO` (declared in
+:mod:`jacspec.analysis_columns`); the :class:`~jacspec.track.tracker.Tracker` records any of
+the former.
 
 The power law is fitted to the eigenvalues above ``tol``; the MP bulk to all min(n, cols)
 eigenvalues (zeros included; structural softmax zeros left out).
@@ -44,9 +54,10 @@ from torch import nn
 
 from jacspec._util.json import jsonable
 from jacspec._util.validation import check_choice
+from jacspec.analysis_columns import ROW_INFO, ROW_METRICS, SKETCH_COLUMNS, SKETCHED
 from jacspec.analysis_plan import MAIN, RowPlan, plan_rows
 from jacspec.data.batches import require_reiterable
-from jacspec.heavytail.columns import heavy_tail_metrics
+from jacspec.heavytail.columns import NULL_COLUMNS, heavy_tail_metrics
 from jacspec.heavytail.nulls import RandomizedNull, fit_mp, randomized_null
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 from jacspec.jacobian.options import JacobianOptions, resolve_options
@@ -60,7 +71,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("exact", "auto", "slq")
 #: Largest data Jacobian (float64 bytes) held for the randomized null.
 RANDOMIZE_MAX_BYTES = 512 * 2**20
-__all__ = ["MAIN", "Analysis", "RowPlan", "analyze", "heavy_tail_columns", "plan_rows"]
+__all__ = ["MAIN", "ROW_INFO", "ROW_METRICS", "SKETCHED", "Analysis", "RowPlan", "analyze",
+           "heavy_tail_columns", "plan_rows"]
 
 
 @dataclass(frozen=True)
@@ -80,11 +92,15 @@ class Analysis:
     estimates: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """Headline numbers of the input-output matrix plus layer means of alpha (JSON-able)."""
+        """Headline numbers of the input-output matrix plus layer means of alpha (JSON-able);
+        ``method`` says how the row was computed, and a sketched row adds ``sketch_r`` and its
+        error bars (``lambda_max_se``, ``lambda_max_low``, ``lambda_max_high``, ``trace``,
+        ``trace_se``, ``trace_low``, ``trace_high``)."""
         main = self.table.loc[MAIN].to_dict()
         out = {
             k: main.get(k)
             for k in (
+                "method",
                 "alpha",
                 "alpha_weighted",
                 "log_norm",
@@ -95,6 +111,8 @@ class Analysis:
                 "warning",
             )
         }
+        if main.get("method") == SKETCHED:
+            out.update({k: main.get(k) for k in ("trace", *SKETCH_COLUMNS)})
         if len(self.table) > 1:
             layers = self.table.drop(index=MAIN)
             out["layers_alpha_mean"] = float(layers["alpha"].mean())
@@ -201,14 +219,17 @@ def _analyse_matrix(
             "the entries of 𝒥 (the null shuffles them); pass route='direct' for the null",
             UserWarning, stacklevel=3,
         )
-    direct = randomize and source.route == "direct"
-    cached = source.cached(max_bytes=randomize_max_bytes) if direct else None
+    sketched = source.info.get("sketch")
+    # the null shuffles the entries of 𝒥, which sketched rows are not (said in the sketch's line)
+    direct = randomize and source.route == "direct" and not sketched
+    # a sketch's error bars read its rows again: held once (up to randomize_max_bytes)
+    cached = source.cached(max_bytes=randomize_max_bytes) if direct or sketched else None
     g = gram_from_source(cached or source, side=side, max_memory=max_memory, deflate=deflate)
     e = esd_from_gram(g, scale=scale, jac_error2=g.class_sum_residual2)
     row: dict[str, Any] = spectral_metrics(e.eigenvalues, rank=e.rank)
     null: RandomizedNull | None = None
-    J = cached.array() if cached is not None else None
-    if cached is not None and J is None:
+    J = cached.array() if cached is not None and direct else None
+    if direct and J is None:
         logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
     if J is not None:
         null = randomized_null(J, seed=seed, scale=scale, eigenvalues=e.eigenvalues)
@@ -217,15 +238,13 @@ def _analyse_matrix(
         e.eigenvalues, rank=e.rank, n=g.n, cols=cols, null=null, **fit_kwargs
     )
     row.update(ht)
-    if null is None:
-        row.update(
-            rand_distance=math.nan,
-            rand_lambda_max=math.nan,
-            num_traps=-1,
-            num_above_rand_max=-1,
-            rand_hist_jsd=math.nan,
-        )
+    if null is None:  # counts -1, values NaN
+        row.update({c: -1 if c.startswith("num_") else math.nan for c in NULL_COLUMNS})
     row.update(n=g.n, k=g.k, d=g.d, side=g.side, dtype=g.dtype, tol=e.tol)
+    if sketched:
+        row.update(_sketch_columns(name, cached or source, row, sketched, scale, randomize))
+    else:
+        row.update(_exact_error_bars(row))
     row["unresolved"] = e.unresolved
     if e.unresolved:
         note = f"float32 could not resolve {e.unresolved}"
@@ -233,6 +252,59 @@ def _analyse_matrix(
         logger.warning("%s: %s (rerun with dtype=torch.float64)", name, note)
     logger.info("%s: %d eigenvalues, alpha %.3g", name, len(e.eigenvalues), row["alpha"])
     return row, e, fit, null
+
+
+def _sketch_options(opts: JacobianOptions, k: int, seed: Any) -> JacobianOptions:
+    """The input->output row's options with its sketch resolved for ``k`` outputs: ``r`` (or
+    None: exact) and, when it sketches and ``options.sketch_seed`` is None, ``seed`` as the
+    projections' seed (exact rows keep the options as given)."""
+    from jacspec.jacobian.sketch import resolve_sketch
+
+    r = resolve_sketch(opts.sketch, k, rows_sum_to_zero=opts.output == "softmax")
+    if r is None:
+        return opts.replace(sketch=None)
+    if opts.sketch_seed is None and isinstance(seed, (int, np.integer)) and not isinstance(
+            seed, bool) and seed >= 0:
+        return opts.replace(sketch=r, sketch_seed=int(seed))
+    return opts.replace(sketch=r)
+
+
+def _exact_error_bars(row: dict[str, Any]) -> dict[str, Any]:
+    """An exact row's error bars: zero width (no sampling error; round-off aside)."""
+    lam, tr = row.get("lambda_max", math.nan), row.get("trace", math.nan)
+    return {"sketch_r": 0, "lambda_max_se": 0.0, "lambda_max_low": lam, "lambda_max_high": lam,
+            "trace_se": 0.0, "trace_low": tr, "trace_high": tr}
+
+
+def _sketch_columns(
+    name: str, source: JacobianSource, row: dict[str, Any], info: dict[str, Any], scale: str,
+    randomize: bool,
+) -> dict[str, Any]:
+    """A sketched row's ``k`` (the model's outputs), ``sketch_r`` and jackknife error bars
+    (:func:`jacspec.jacobian.sketch.sketch_error_bars`; their settings go to
+    ``info["error_bars"]``), logged in one line with how to get the exact row."""
+    from jacspec.jacobian.sketch import sketch_error_bars
+
+    r = int(info["r"])
+    cols: dict[str, Any] = {"k": int(info["k_full"]), "sketch_r": r}
+    if r >= 2:
+        bars = sketch_error_bars(source, scale=scale)
+        cols.update({c: bars[c] for c in SKETCH_COLUMNS[1:]})
+        info["error_bars"] = {k: bars[k] for k in ("groups", "level", "fpc",
+                                                   "lambda_max_jackknife", "trace_jackknife")}
+        spread = (f"lambda_max {row['lambda_max']:.4g} (se {bars['lambda_max_se']:.2g}), "
+                  f"trace {row['trace']:.4g} (se {bars['trace_se']:.2g})")
+    else:
+        cols.update({c: math.nan for c in SKETCH_COLUMNS[1:]})
+        spread = "no error bars (they need r >= 2)"
+    null = "; randomized null skipped (sketched rows are not the entries of 𝒥)" if (
+        randomize) else ""
+    logger.warning(
+        "analyze: %s sketched from r=%d of k=%d outputs (%s projections, seed %d): %s%s; "
+        "pass sketch=0 for the exact row", name, r, info["k_full"], info["kind"],
+        info["seed"], spread, null,
+    )
+    return cols
 
 
 def check_fit_kwargs(fit_kwargs: dict[str, Any], where: str = "analyze") -> None:
@@ -322,8 +394,11 @@ def analyze(
     shared random output projections (an unbiased estimate of ``M`` at ``r/k`` of the
     backward passes, :mod:`jacspec.jacobian.sketch`); ``"auto"`` (default): ``r = 64`` when
     the model has ``k >= 200`` outputs (logged), else exact (or ``options.sketch`` when
-    set); 0 or None: exact. Applies to exact rows; recorded in ``settings["sketch"]`` and
-    the ``sketch_r`` column.
+    set); 0 or None: exact. Applies to exact rows; a sketched row has ``method="sketched"``,
+    its ``sketch_r`` and its error bars in the table and in :meth:`Analysis.summary`, and one
+    logged warning line. The projections are drawn with ``seed`` unless
+    ``options.sketch_seed`` is set; ``settings["sketch"]`` records ``r``, the seed used and
+    ``seed_from`` (``"seed"`` or ``"options.sketch_seed"``).
     """
     require_reiterable(data, "analyze")
     check_fit_kwargs(fit_kwargs)
@@ -337,6 +412,7 @@ def analyze(
     )
     if sketch != "auto" or opts.sketch is None:
         opts = opts.replace(sketch=sketch)
+    seed_from = "options.sketch_seed" if opts.sketch_seed is not None else "seed"
     if layers is not None and not isinstance(layers, str):
         layers = list(layers)
     settings: dict[str, Any] = {
@@ -404,6 +480,8 @@ def analyze(
                     # as planned: the null needs 𝒥 and it fits (plan_rows sized this row for
                     # the route it takes; without the null, auto decides by itself)
                     src_opts = row_opts.replace(route="direct")
+                if p.label == MAIN and src_opts.sketch is not None:
+                    src_opts = _sketch_options(src_opts, p.k, seed)
                 source = JacobianSource.from_model(model, data, src_opts, target=p.label)
                 settings["rows"][p.label]["route"] = source.route
                 sketched = source.info.get("sketch")
@@ -411,9 +489,14 @@ def analyze(
                 row, esds[p.label], fits[p.label], nulls[p.label] = _analyse_matrix(
                     p.label, source, side=row_side, **exact_kw
                 )
-                if p.label == MAIN:
-                    settings["sketch"] = sketched
-                    row["sketch_r"] = sketched["r"] if sketched else 0
+                if p.label == MAIN and sketched:
+                    settings["sketch"] = {**sketched, "seed_from": seed_from}
+                    settings["rows"][p.label].update(
+                        method=SKETCHED,
+                        reason=f"sketched: r={sketched['r']} {sketched['kind']} projections of "
+                        f"k={sketched['k_full']} outputs (seed {sketched['seed']}); sketch=0 "
+                        "for the exact row",
+                    )
             elif p.method == "slq":
                 from jacspec.spectra.estimate import estimate_from_batches
 
@@ -437,7 +520,7 @@ def analyze(
                 fits[p.label], nulls[p.label] = None, None
             row.setdefault("k", p.k)
             row.setdefault("d", p.d)
-            row["method"] = p.method
+            row["method"] = settings["rows"][p.label]["method"]
             rows[p.label] = row
             if bar is not None:
                 bar.update(1)
@@ -445,6 +528,9 @@ def analyze(
         if bar is not None:
             bar.close()
     table = pd.DataFrame.from_dict(rows, orient="index")
+    for col in ROW_METRICS + ROW_INFO:  # every declared column, NaN where not computed
+        if col not in table.columns:
+            table[col] = "" if col in ("warning", "unresolved") else math.nan
     table.index.name = "matrix"
     return Analysis(
         table=table,

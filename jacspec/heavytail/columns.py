@@ -24,7 +24,7 @@ from jacspec.heavytail.mp import MPFit, fit_mp
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 from jacspec.heavytail.randomized import RandomizedNull
 
-__all__ = ["HEAVY_TAIL_COLUMNS", "heavy_tail_metrics"]
+__all__ = ["HEAVY_TAIL_COLUMNS", "MP_COLUMNS", "NULL_COLUMNS", "heavy_tail_metrics"]
 
 #: Columns always present in :func:`heavy_tail_metrics`' result, in order.
 HEAVY_TAIL_COLUMNS = (
@@ -39,6 +39,11 @@ HEAVY_TAIL_COLUMNS = (
     "warning",
     "lambda_max",
 )
+#: Columns added by a Marchenko-Pastur fit (``Q`` given or ``mp=``), in order.
+MP_COLUMNS = ("mp_softrank", "num_spikes", "lambda_plus", "mp_sigma2")
+#: Columns added by a randomized null (``null=``), in order.
+NULL_COLUMNS = ("rand_distance", "rand_lambda_max", "num_traps", "num_above_rand_max",
+                "rand_hist_jsd")
 
 
 def _log10_sum_pow(ev: np.ndarray, alpha: float) -> float:

@@ -83,9 +83,12 @@ def _check_sketch(name: str, value: Any) -> int | str | None:
     return None if value == 0 else int(value)
 
 
-def _check_seed(name: str, value: Any) -> int:
+def _check_seed(name: str, value: Any) -> int | None:
+    """None (the caller's ``seed``, 0 where it has none) or a non-negative integer."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+        raise ValueError(f"{name} must be a non-negative integer or None; got {value!r}")
     return int(value)
 
 
@@ -129,7 +132,9 @@ class JacobianOptions:
     - ``sketch``: input->output rows sketched with ``r`` shared random output projections
       (an unbiased estimate of ``M`` at ``r/k`` of the backward passes,
       :mod:`jacspec.jacobian.sketch`); ``"auto"``: ``r = 64`` when ``k >= 200``; None/0:
-      exact; ``sketch_kind`` (``"rademacher"``, default, or ``"orthonormal"``), ``sketch_seed``.
+      exact; ``sketch_kind`` (``"rademacher"``, default, or ``"orthonormal"``), ``sketch_seed``
+      (the projections' seed; None: the entry point's ``seed`` where it has one, e.g.
+      :func:`jacspec.analyze`'s, else 0).
     """
 
     output: str = "softmax"
@@ -142,7 +147,7 @@ class JacobianOptions:
     route: str = "auto"
     sketch: int | str | None = None
     sketch_kind: str = "rademacher"
-    sketch_seed: int = 0
+    sketch_seed: int | None = None
 
     def __post_init__(self) -> None:
         values = _validated({f: getattr(self, f) for f in FIELDS}, {})

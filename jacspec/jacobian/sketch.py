@@ -94,6 +94,7 @@ __all__ = [
     "iter_sketched_jacobians",
     "resolve_sketch",
     "sketch_dim",
+    "sketch_error_bars",
     "sketch_estimate",
     "sketch_projections",
     "sketch_source",
@@ -278,10 +279,12 @@ def sketch_source(
     **fields: Any,
 ) -> SketchSource:
     """The sketched input->output rows of ``model`` on ``data`` with ``r`` shared projections
-    (``kind``/``seed`` default to ``options.sketch_kind``/``options.sketch_seed``)."""
+    (``kind``/``seed`` default to ``options.sketch_kind``/``options.sketch_seed``; a seed
+    left None is 0)."""
     opts = resolve_options(options, **fields)
     kind = opts.sketch_kind if kind is None else kind
     seed = opts.sketch_seed if seed is None else seed
+    seed = 0 if seed is None else seed
     require_reiterable(data, "a sketched JacobianSource")
     opts = opts.replace(sketch=r, sketch_kind=kind, sketch_seed=seed)
     direct = {"route": "direct"} if "route" in FIELDS else {}
@@ -307,8 +310,9 @@ class SketchEstimate:
 
     ``eigenvalues``: the plain sketch's (descending, padded with zeros to ``min(n, k d)``,
     the exact ESD's count); ``loo_eigenvalues``: one row per left-out group. ``lambda_max``
-    and ``trace`` are the jackknife bias-corrected values; ``grid``/``cdf``/``cdf_low``/
-    ``cdf_high``: the CDF band on a grid (any point: :meth:`cdf_band`).
+    and ``trace`` are the jackknife bias-corrected values, ``lambda_max_se``/``trace_se``
+    their jackknife standard errors; ``grid``/``cdf``/``cdf_low``/``cdf_high``: the CDF band
+    on a grid (any point: :meth:`cdf_band`).
     """
 
     lambda_max: float
@@ -330,6 +334,8 @@ class SketchEstimate:
     scale: str
     level: float
     settings: dict[str, Any] = field(default_factory=dict)
+    lambda_max_se: float = math.nan
+    trace_se: float = math.nan
 
     @property
     def method(self) -> str:
@@ -352,7 +358,8 @@ class SketchEstimate:
         return {
             "method": "sketch", "r": self.r, "groups": self.groups, "level": self.level,
             "lambda_max": self.lambda_max, "lambda_max_low": self.lambda_max_low,
-            "lambda_max_high": self.lambda_max_high, "trace": self.trace,
+            "lambda_max_high": self.lambda_max_high, "lambda_max_se": self.lambda_max_se,
+            "trace": self.trace, "trace_se": self.trace_se,
             "trace_low": self.trace_low, "trace_high": self.trace_high, "n": self.n,
             "k": self.k, "scale": self.scale,
         }
@@ -369,18 +376,19 @@ class SketchEstimate:
 
 
 def _jackknife(full: np.ndarray, loo: np.ndarray, t: float, fpc: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bias-corrected value and interval from the full and leave-one-group-out values:
-    ``est ± (t se + |est - full|)`` (the correction's own size widens the band: it is a
-    first-order extrapolation, measured to over-correct the ESD's lower quantiles). ``fpc``:
-    ``1 - r/k'`` for orthonormal projections, whose bias and variance scale as
-    ``1/r - 1/k'`` (no direction drawn twice; exact at ``r = k'``), else 1."""
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bias-corrected value, interval and standard error from the full and
+    leave-one-group-out values: ``est ± (t se + |est - full|)`` (the correction's own size
+    widens the band: it is a first-order extrapolation, measured to over-correct the ESD's
+    lower quantiles), so the band holds both ``est`` and ``full``. ``fpc``: ``1 - r/k'`` for
+    orthonormal projections, whose bias and variance scale as ``1/r - 1/k'`` (no direction
+    drawn twice; exact at ``r = k'``), else 1."""
     b = loo.shape[0]
     mean = loo.mean(axis=0)
     est = full - fpc * (b - 1) * (mean - full)
     se = np.sqrt(fpc * (b - 1) / b * ((loo - mean) ** 2).sum(axis=0))
     half = t * se + np.abs(est - full)
-    return est, est - half, est + half
+    return est, est - half, est + half, se
 
 
 def _cdf(ev: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -392,7 +400,7 @@ def _cdf_band(ev: np.ndarray, loo: np.ndarray, pts: np.ndarray, t: float, fpc: f
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     full = _cdf(ev, pts)
     each = np.stack([_cdf(e, pts) for e in loo])
-    est, lo, hi = _jackknife(full, each, t, fpc)
+    est, lo, hi, _ = _jackknife(full, each, t, fpc)
     return np.clip(est, 0, 1), np.clip(lo, 0, 1), np.clip(hi, 0, 1)
 
 
@@ -401,6 +409,133 @@ def _eig_desc(mat: np.ndarray, m: int) -> np.ndarray:
     out = np.zeros(m)
     out[: min(m, ev.size)] = ev[:m]
     return out
+
+
+def _eig_top(mat: np.ndarray, m: int) -> np.ndarray:
+    """``[lambda_max, trace]`` of a symmetric PSD matrix (the largest eigenvalue alone)."""
+    from scipy.linalg import eigh
+
+    s = mat.shape[0]
+    top = float(eigh(mat, eigvals_only=True, subset_by_index=[s - 1, s - 1])[0])
+    return np.array([max(top, 0.0), float(np.trace(mat))])
+
+
+def _sketch_info(src: JacobianSource) -> dict[str, Any]:
+    info = src.info.get("sketch") if isinstance(src, JacobianSource) else None
+    if not info:
+        raise TypeError("expected a sketched JacobianSource (sketch_source(...) or its "
+                        f"cached()); got {type(src).__name__}")
+    return info
+
+
+def _check_groups(r: int, groups: int | None) -> int:
+    if r < 2:
+        raise ValueError(f"error bars need at least 2 projections (2 groups); got r={r}")
+    b = min(r, 8) if groups is None else groups
+    if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= r:
+        raise ValueError(f"groups must be an integer between 2 and r={r}; got {groups!r}")
+    return b
+
+
+def _loo_values(
+    src: JacobianSource, b: int, scale: str, top: bool
+) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """The sketch's eigenvalues and one row per left-out group (one pass over ``src``).
+
+    Each group's Gram scaled by ``r/(r - |group|)`` once it is left out: on the dual side
+    (``r d <= n``) a principal submatrix of the streamed ``r d x r d`` Gram; on the primal
+    side ``total - G_b`` with the rows held (as the primal Gram holds them), one group Gram
+    at a time. ``top``: ``[lambda_max, trace]`` only (one eigenvalue per solve), else all
+    ``min(n, k d)`` eigenvalues, descending, zero-padded."""
+    r, d = src.k, src.d
+    info = _sketch_info(src)
+    parts = np.array_split(np.arange(r), b)
+    dual_side = src.n is not None and r * d <= src.n
+    dual = np.zeros((r * d, r * d)) if dual_side else None
+    held: list[np.ndarray] = []
+    n = 0
+    for bt in src:
+        flat = bt.jac.detach().to("cpu", torch.float64).reshape(bt.jac.shape[0], r * d).numpy()
+        n += flat.shape[0]
+        if dual is not None:
+            dual += flat.T @ flat
+        else:
+            held.append(flat)
+    c = 1.0 / n if scale == "n" else 1.0
+    m = min(n, int(info["k_full"]) * d)
+
+    def solve(mat: np.ndarray) -> np.ndarray:
+        return _eig_top(mat, m) if top else _eig_desc(mat, m)
+
+    loo = []
+    if dual is not None:  # leave-one-group-out = principal submatrix
+        full = solve(c * dual)
+        for p in parts:
+            keep = np.ones(r, dtype=bool)
+            keep[p] = False
+            idx = np.flatnonzero(np.repeat(keep, d))
+            loo.append(solve(c * r / (r - len(p)) * dual[np.ix_(idx, idx)]))
+        side = "dual"
+    else:
+        rows = np.concatenate(held).reshape(n, r, d)
+        del held
+        flat = rows.reshape(n, r * d)
+        total = flat @ flat.T
+        full = solve(c * total)
+        for p in parts:
+            part = rows[:, p, :].reshape(n, -1)
+            loo.append(solve(c * r / (r - len(p)) * (total - part @ part.T)))
+        side = "primal"
+    return full, np.stack(loo), n, side
+
+
+def _fpc(src: JacobianSource) -> float:
+    info = _sketch_info(src)
+    kk = sketch_dim(int(info["k_full"]), bool(info["deflated"]))
+    return 1.0 - src.k / kk if info["kind"] == "orthonormal" else 1.0
+
+
+def _t_quantile(level: float, b: int) -> float:
+    from scipy.stats import t as student
+
+    return float(student.ppf(0.5 + level / 2, b - 1))
+
+
+def _check_level(level: Any) -> None:
+    if not (isinstance(level, float) and 0.0 < level < 1.0):
+        raise ValueError(f"level must be a float strictly between 0 and 1; got {level!r}")
+
+
+def sketch_error_bars(
+    src: JacobianSource,
+    *,
+    groups: int | None = None,
+    level: float = 0.95,
+    scale: str = "n",
+) -> dict[str, Any]:
+    """The jackknife error bars of :func:`sketch_estimate` for ``lambda_max`` and the trace
+    of a sketched source's ``M/n`` (or ``M``), without the ESD's CDF (one eigenvalue per
+    solve): ``lambda_max_se``, ``lambda_max_low``, ``lambda_max_high``, ``trace_se``,
+    ``trace_low``, ``trace_high`` (the band holds the plain sketch's value and the
+    bias-corrected one, ``lambda_max_jackknife``/``trace_jackknife``), with ``groups``,
+    ``level``, ``fpc`` and ``side``. ``src``: a :class:`SketchSource` or its ``cached()``
+    (then its held rows are read, not recomputed)."""
+    if scale not in ("n", "none"):
+        raise ValueError(f"scale must be 'n' or 'none'; got {scale!r}")
+    _check_level(level)
+    _sketch_info(src)
+    b = _check_groups(src.k, groups)
+    full, loo, _, side = _loo_values(src, b, scale, top=True)
+    fpc = _fpc(src)
+    est, lo, hi, se = _jackknife(full, loo, _t_quantile(level, b), fpc)
+    return {
+        "lambda_max_se": float(se[0]), "lambda_max_low": max(float(lo[0]), 0.0),
+        "lambda_max_high": float(hi[0]), "trace_se": float(se[1]),
+        "trace_low": max(float(lo[1]), 0.0), "trace_high": float(hi[1]),
+        "lambda_max_jackknife": float(est[0]), "trace_jackknife": float(est[1]),
+        "lambda_max_plain": float(full[0]), "trace_plain": float(full[1]),
+        "groups": b, "level": level, "fpc": fpc, "side": side,
+    }
 
 
 def sketch_estimate(
@@ -419,56 +554,23 @@ def sketch_estimate(
     shared sketched projections split into ``groups`` (default ``min(r, 8)``; at least 2).
 
     ``model`` is a model (with ``data``; ``options`` or its fields, ``sketch_kind``,
-    ``sketch_seed`` ..., as keywords) or a :class:`SketchSource`. The sketched rows are held
-    in float64 (``n r d`` numbers); the eigensolves use the smaller side (``r d`` or ``n``).
+    ``sketch_seed`` ..., as keywords) or a sketched source (:class:`SketchSource` or its
+    ``cached()``). The Gram is streamed on the dual side (``r d <= n``); the primal side
+    holds the sketched rows (``n r d`` float64 numbers), as the primal Gram does.
     """
     if scale not in ("n", "none"):
         raise ValueError(f"scale must be 'n' or 'none'; got {scale!r}")
-    if not (isinstance(level, float) and 0.0 < level < 1.0):
-        raise ValueError(f"level must be a float strictly between 0 and 1; got {level!r}")
-    src = model if isinstance(model, SketchSource) else sketch_source(
-        model, data, r, options, **fields)
+    _check_level(level)
+    is_source = isinstance(model, JacobianSource) and model.info.get("sketch")
+    src = model if is_source else sketch_source(model, data, r, options, **fields)
     r = src.k
-    if r < 2:
-        raise ValueError(f"error bars need at least 2 projections (2 groups); got r={r}")
-    b = min(r, 8) if groups is None else groups
-    if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= r:
-        raise ValueError(f"groups must be an integer between 2 and r={r}; got {groups!r}")
-    rows = torch.cat([bt.jac.detach().to("cpu", torch.float64).reshape(bt.jac.shape[0], r, -1)
-                      for bt in src], dim=0).numpy()
-    n, _, d = rows.shape
-    c = 1.0 / n if scale == "n" else 1.0
-    m = min(n, src.k_full * d)
-    parts = np.array_split(np.arange(r), b)
-    sizes = np.array([len(p) for p in parts], dtype=np.float64)
-    if r * d <= n:  # dual side: leave-one-group-out = principal submatrix
-        flat = rows.reshape(n, r * d)
-        dual = flat.T @ flat
-        full = _eig_desc(c * dual, m)
-        loo = []
-        for p, g in zip(parts, sizes, strict=True):
-            keep = np.ones(r, dtype=bool)
-            keep[p] = False
-            idx = np.flatnonzero(np.repeat(keep, d))
-            loo.append(_eig_desc(c * r / (r - g) * dual[np.ix_(idx, idx)], m))
-        side = "dual"
-    else:
-        grams = [rows[:, p, :].reshape(n, -1) @ rows[:, p, :].reshape(n, -1).T for p in parts]
-        total = sum(grams)
-        full = _eig_desc(c * total, m)
-        loo = [_eig_desc(c * r / (r - g) * (total - gb), m)
-               for gb, g in zip(grams, sizes, strict=True)]
-        side = "primal"
-    loo_arr = np.stack(loo)
-    kind = src.info["sketch"]["kind"]
-    kk = sketch_dim(src.k_full, src.info["sketch"]["deflated"])
-    fpc = 1.0 - r / kk if kind == "orthonormal" else 1.0
-    from scipy.stats import t as student
-
-    tq = float(student.ppf(0.5 + level / 2, b - 1))
-    lam, lam_lo, lam_hi = _jackknife(full[:1], loo_arr[:, :1], tq, fpc)
-    tr, tr_lo, tr_hi = _jackknife(full.sum(keepdims=True), loo_arr.sum(axis=1, keepdims=True),
-                                  tq, fpc)
+    b = _check_groups(r, groups)
+    full, loo_arr, n, side = _loo_values(src, b, scale, top=False)
+    fpc = _fpc(src)
+    tq = _t_quantile(level, b)
+    lam, lam_lo, lam_hi, lam_se = _jackknife(full[:1], loo_arr[:, :1], tq, fpc)
+    tr, tr_lo, tr_hi, tr_se = _jackknife(full.sum(keepdims=True),
+                                         loo_arr.sum(axis=1, keepdims=True), tq, fpc)
     top = max(float(lam_hi[0]), float(full[0]))
     grid = np.linspace(0.0, top, grid_points)
     cdf, lo, hi = _cdf_band(full, loo_arr, grid, tq, fpc)
@@ -480,5 +582,6 @@ def sketch_estimate(
         lambda_max_high=float(lam_hi[0]), trace=float(tr[0]),
         trace_low=max(float(tr_lo[0]), 0.0), trace_high=float(tr_hi[0]), eigenvalues=full,
         loo_eigenvalues=loo_arr, grid=grid, cdf=cdf, cdf_low=lo, cdf_high=hi, n=n,
-        k=src.k_full, r=r, groups=b, scale=scale, level=level, settings=settings,
+        k=int(_sketch_info(src)["k_full"]), r=r, groups=b, scale=scale, level=level,
+        settings=settings, lambda_max_se=float(lam_se[0]), trace_se=float(tr_se[0]),
     )

@@ -41,6 +41,32 @@ def _settings_title(kind: str, settings: Mapping[str, Any], fallback: str) -> st
     return fallback
 
 
+def _sketch_notes(table: Any, settings: Mapping[str, Any]) -> list[str]:
+    """One sentence per sketched row (``method`` "sketched"): r, the seed, its error bars and
+    how to get the exact row."""
+    cols = getattr(table, "columns", ())
+    if "method" not in cols:
+        return []
+    sk = settings.get("sketch") if isinstance(settings.get("sketch"), Mapping) else {}
+    out = []
+    for row in table.index:
+        if table.at[row, "method"] != "sketched":
+            continue
+
+        def num(c: str, row: Any = row) -> str:
+            v = table.at[row, c] if c in cols else None
+            return f"{v:.4g}" if _is_number(v) else "n/a"
+
+        out.append(
+            f"{row}: sketched from r={num('sketch_r')} random output projections of "
+            f"k={num('k')} outputs (seed {sk.get('seed', 'n/a')}), an unbiased estimate with "
+            f"jackknife error bars: lambda_max {num('lambda_max')} (se {num('lambda_max_se')}), "
+            f"trace {num('trace')} (se {num('trace_se')}); sketch=0 (--sketch 0) gives the "
+            "exact row"
+        )
+    return out
+
+
 def _analysis_object(a: Any, title: str | None) -> Section:
     from jacspec.report.analysis import analysis_figures
 
@@ -52,7 +78,8 @@ def _analysis_object(a: Any, title: str | None) -> Section:
     sec.tables.append(Table("Metrics, one row per matrix", table, "metrics"))
     if d.get("estimate"):
         sec.tables.append(Table("Estimated ESD (SLQ)", _frame([d["estimate"]]), "estimate"))
-    sec.warnings += _warnings_of(table) + _explicit_warnings(settings)
+    sec.warnings += (_sketch_notes(table, settings) + _warnings_of(table)
+                     + _explicit_warnings(settings))
     if MAIN in getattr(a, "esds", {}) or getattr(a, "estimate", None) is not None:
         for name, fig in analysis_figures(a).items():
             sec.add_figure(_CAPTIONS.get(name, name), fig)
@@ -76,7 +103,8 @@ def _analysis_payload(d: Mapping[str, Any], title: str | None) -> Section:
     if d.get("estimate"):
         sec.tables.append(Table("Estimated ESD (SLQ)", _frame([_scalars(d["estimate"])]),
                                 "estimate"))
-    sec.warnings += _warnings_of(table) + _explicit_warnings(settings)
+    sec.warnings += (_sketch_notes(table, settings) + _warnings_of(table)
+                     + _explicit_warnings(settings))
     ev = np.asarray([v for v in (d.get("eigenvalues") or []) if v is not None], dtype=float)
     if ev.size and (ev > 0).any():
         rank = metrics.get("rank")

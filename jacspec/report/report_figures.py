@@ -20,7 +20,7 @@ TRACK_GROUPS = ("matrix", "layer", "name", "row")
 #: Panels a tracker draws by default, in this order, when tracked.
 DEFAULT_PANELS = ("alpha", "lambda_max", "stable_rank", "entropy")
 #: Metrics drawn on a logarithmic y axis (positive scales of the spectrum) when all positive.
-LOG_METRICS = ("lambda_max", "trace", "mp_lambda_plus", "rand_lambda_max")
+LOG_METRICS = ("lambda_max", "trace", "lambda_plus", "mp_sigma2", "rand_lambda_max")
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:

@@ -4,9 +4,11 @@
 with ``seed``); ``tracker.step(model, step)`` then computes, when ``step % every == 0``, the
 chosen metrics of ``model`` on that probe:
 
-- ESD metrics of the input-output data Jacobian, exactly the columns of
+- ESD metrics of the input-output data Jacobian: any numeric column of
   :func:`jacspec.analyze`'s ``"input->output"`` row (rank, trace, lambda_max, stable_rank,
-  entropy, alpha, ...), and of each layer row when ``layers=`` is given;
+  entropy, alpha, lambda_plus, ...; the list is analyze's own,
+  :data:`jacspec.analysis_columns.ROW_METRICS`), and of each layer row when ``layers=`` is
+  given;
 - ``jacobian_norm``: ``mean_i ||J(x_i)||_F`` of the softmax (or logits) Jacobian over the probe
   (Novak et al.'s sensitivity, from :func:`jacspec.jacobian_norms`).
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import copy as _copy
 import inspect
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from jacspec._util.validation import positive_int
+from jacspec.analysis_columns import NULL_COLUMNS, ROW_METRICS
 from jacspec.spectra.metrics import METRIC_COLUMNS
 from jacspec.track.checkpoints import (
     CHECKPOINT_SUFFIXES,
@@ -52,20 +54,18 @@ from jacspec.track.untouched import untouched
 
 MAIN = "input->output"
 
-#: Columns of :func:`jacspec.analyze`'s table that a tracker can record, by what they need:
-#: the spectral metrics (:data:`jacspec.spectra.metrics.METRIC_COLUMNS`), ...
+#: Columns of :func:`jacspec.analyze`'s table that a tracker can record: every numeric column
+#: of a row, as analyze declares them (:data:`jacspec.analysis_columns.ROW_METRICS`).
+ESD_METRICS = ROW_METRICS
+#: The spectral metrics (:data:`jacspec.spectra.metrics.METRIC_COLUMNS`).
 SPECTRAL_METRICS = METRIC_COLUMNS
-#: ... the power-law and Marchenko-Pastur columns, ...
-HEAVY_TAIL_METRICS = (
-    "alpha", "alpha_weighted", "log_alpha_norm", "xmin", "xmax", "D", "sigma",
-    "num_pl_spikes", "num_spikes", "mp_softrank", "mp_lambda_plus", "tol",
-)
 #: Need the randomized null (an extra shuffled ESD per call): computed only when asked for.
-NULL_METRICS = ("rand_distance", "rand_lambda_max", "num_traps", "num_above_rand_max",
-                "rand_hist_jsd")
+NULL_METRICS = NULL_COLUMNS
 NORM_METRICS = ("jacobian_norm",)
-ESD_METRICS = SPECTRAL_METRICS + HEAVY_TAIL_METRICS + NULL_METRICS
 METRICS = ESD_METRICS + NORM_METRICS
+#: Names offered before that are not analyze's columns, refused naming the column to use
+#: (``mp_lambda_plus`` was always NaN: analyze's column is ``lambda_plus``).
+RENAMED = {"mp_lambda_plus": "lambda_plus"}
 DEFAULT_METRICS = ("rank", "trace", "lambda_max", "stable_rank", "entropy", "alpha",
                    "jacobian_norm")
 NORM_OUTPUTS = ("softmax", "logits")
@@ -85,6 +85,9 @@ def _check_metrics(metrics: Any) -> tuple[str, ...]:
     if not chosen:
         raise ValueError(f"metrics is empty; choose from {', '.join(METRICS)}")
     for m in chosen:
+        if isinstance(m, str) and m in RENAMED:
+            raise ValueError(f"metrics has {m!r}, which is not a column of analyze; its column "
+                             f"is {RENAMED[m]!r}: track {RENAMED[m]!r} instead")
         if not isinstance(m, str) or m not in METRICS:
             import difflib
 
@@ -303,15 +306,14 @@ class Tracker:
             )
             table = result.table
             main = table.loc[MAIN]
-            for m in esd_wanted:
-                out[m] = _value(main[m]) if m in table.columns else math.nan
+            for m in esd_wanted:  # analyze's every row has every column of ROW_METRICS
+                out[m] = _value(main[m])
             w = main.get("warning", "")
             warning = w if isinstance(w, str) else ""
             if self._layers is not None:
                 layer_metrics = esd_wanted or list(SPECTRAL_METRICS[:4])
                 out["layers"] = {
-                    str(label): {m: (_value(r[m]) if m in table.columns else math.nan)
-                                 for m in layer_metrics}
+                    str(label): {m: _value(r[m]) for m in layer_metrics}
                     for label, r in table.drop(index=MAIN).iterrows()
                 }
         if "jacobian_norm" in self.metrics:

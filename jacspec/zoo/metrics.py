@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jacspec.analysis_columns import SKETCH_COLUMNS
 from jacspec.data.datasets import DataSet
 from jacspec.zoo.score import NON_PREDICTORS  # noqa: F401 - re-exported
 
@@ -140,8 +141,9 @@ def transition_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     return {"test_transitions": mean, "test_transitions_per_unit": mean / units}
 
 
-#: Columns of analyze()'s row that describe the computation, not the spectrum.
-_SETTING_COLUMNS = ("n", "k", "d", "num_evals", "tol", "sketch_r")
+#: Columns of analyze()'s row that describe the computation, not the spectrum (the sketch's
+#: r and error bars, zero width for the exact rows measured here, included).
+_SETTING_COLUMNS = ("n", "k", "d", "num_evals", "tol") + SKETCH_COLUMNS
 
 
 @register("jacobian_esd")

@@ -33,8 +33,10 @@ def register(subparsers: Any) -> None:
                    "(default 1: all)")
     p.add_argument("--metrics", default=None, metavar="M1,M2,...",
                    help="comma-separated metrics (default: rank, trace, lambda_max, "
-                   "stable_rank, entropy, alpha, jacobian_norm); any column of jacspec "
-                   "analyze, or jacobian_norm (mean softmax Jacobian Frobenius norm)")
+                   "stable_rank, entropy, alpha, jacobian_norm); any numeric column of "
+                   "jacspec analyze's table (lambda_plus, mp_sigma2, rand_distance, "
+                   "lambda_max_se, ...: jacspec.analysis_columns.ROW_METRICS), or "
+                   "jacobian_norm (mean softmax Jacobian Frobenius norm)")
     p.add_argument("--layers", default=None,
                    help="'all' or comma-separated module names: add layer-wise rows")
     p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax",
