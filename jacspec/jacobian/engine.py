@@ -225,8 +225,8 @@ def jacobian_loop(
     batch's Jacobians, ``entries(k, d)`` the numbers in one example's Jacobian (``k`` outputs
     of ``g``, ``d`` input entries), from which the batch size follows
     (:func:`batch_size_for`) unless ``options.batch_size`` is set. Training-mode layers are
-    refused first; the first batch is probed for examples mixing
-    (``options.check_independence``); inputs are checked (float, finite) and moved to
+    refused first; the first batch, at the size it is run, is probed for examples
+    mixing through any position (``options.check_independence``); inputs are checked (float, finite) and moved to
     ``dtype``/``device``; ``options.progress`` shows a bar named ``desc``.
     """
     fn = output_map(options.output)
@@ -248,13 +248,13 @@ def jacobian_loop(
                 x_all = x_raw.to(device=device, dtype=dtype)
                 if k is None:
                     probe = x_all[: min(8, x_all.shape[0])]
-                    if options.check_independence:
-                        check_batch_independence(run_model, fn, probe)
                     with preserved_state(run_model), torch.no_grad():
                         k = int(_forward(run_model, fn, probe).shape[1])
                     if chosen is None:
                         per = entries(k, int(x_all[0].numel()))
                         chosen = batch_size_for(per, x_all.element_size())
+                    if options.check_independence:  # the first batch as it will be run
+                        check_batch_independence(run_model, fn, x_all[:chosen])
                     logger.info("%s: k=%d, batch size %d", desc, k, chosen)
                 assert chosen is not None
                 for s in range(0, x_all.shape[0], chosen):
