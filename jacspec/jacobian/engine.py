@@ -42,10 +42,12 @@ from jacspec.jacobian.model_prep import (
     _forward,
     _guard_error,
     _model_dtype_device,
+    check_model,
     frozen_parameters,
     is_exported_program,
     output_map,
     prepare_model,
+    refuse_inference_mode,
     unwrap_compiled,
 )
 from jacspec.jacobian.options import (
@@ -75,6 +77,7 @@ __all__ = [
     "auto_batch_size",
     "batch_size_for",
     "check_batch_independence",
+    "check_model",
     "data_jacobian",
     "frozen_parameters",
     "is_activation",
@@ -86,6 +89,7 @@ __all__ = [
     "output_map",
     "prepare_model",
     "preserved_state",
+    "refuse_inference_mode",
     "refuse_training_layers",
     "resolve_method",
     "training_mode_layers",
@@ -226,10 +230,12 @@ def jacobian_loop(
     of ``g``, ``d`` input entries), from which the batch size follows
     (:func:`batch_size_for`) unless ``options.batch_size`` is set. Training-mode layers are
     refused first; the first batch, at the size it is run, is probed for examples
-    mixing through any position (``options.check_independence``); inputs are checked (float, finite) and moved to
-    ``dtype``/``device``; ``options.progress`` shows a bar named ``desc``.
+    mixing through any position (``options.check_independence``); inputs are checked
+    (float, finite) and moved to ``dtype``/``device``; ``options.progress`` shows a bar
+    named ``desc``.
     """
     fn = output_map(options.output)
+    refuse_inference_mode()
     refuse_training_layers(run_model)
     bar = None
     if options.progress:
@@ -246,6 +252,8 @@ def jacobian_loop(
                     continue
                 _check_inputs(x_raw)
                 x_all = x_raw.to(device=device, dtype=dtype)
+                if x_all.is_inference():  # made under inference_mode: autograd needs a copy
+                    x_all = x_all.clone()
                 if k is None:
                     probe = x_all[: min(8, x_all.shape[0])]
                     with preserved_state(run_model), torch.no_grad():

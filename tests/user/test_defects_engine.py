@@ -91,3 +91,85 @@ def test_eval_batchnorm_and_dropout_still_accepted_and_exact(kind):
     ref = torch.stack([torch.autograd.functional.jacobian(lambda v: model(v[None])[0], xi)
                        for xi in x])
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------- defects 6 and 7: the model and the mode
+
+
+def _model_entry_points() -> dict[str, object]:
+    """Every façade function whose first parameter is ``model``, and every method of a
+    façade class taking ``model`` first (``Tracker.step``): derived from ``_FACADE``, so a
+    new entry point is covered (and needs its sample arguments in ``_call`` below)."""
+    import inspect
+
+    found: dict[str, object] = {}
+    for name in jacspec._FACADE:
+        obj = getattr(jacspec, name)
+        members = ([(f"{name}.{m}", f) for m, f in vars(obj).items()
+                    if inspect.isfunction(f) and not m.startswith("_")]
+                   if inspect.isclass(obj) else [(name, obj)])
+        for label, f in members:
+            params = [p for p in inspect.signature(f).parameters if p != "self"]
+            if params[:1] == ["model"] and name != "load_model":  # load_model: a path
+                found[label] = f
+    return found
+
+
+ENTRY_POINTS = _model_entry_points()
+
+
+def _call(label: str, model: object) -> object:
+    from jacspec.sensitivity.trajectories import random_ellipse
+
+    x, y = torch.randn(6, 4), torch.arange(6) % 3
+    args = {
+        "activation_codes": (x,),
+        "count_transitions": (random_ellipse((x, y)),),
+        "trajectory_profile": (random_ellipse((x, y)),),
+    }
+    kwargs = {
+        "count_transitions": {"num_points": 8},
+        "trajectory_profile": {"num_points": 4, "refine": 2},
+        "compare_trajectories": {"num_points": 4, "refine": 2, "kinds": ("random",)},
+        "estimate_esd": {"method": "exact"},
+    }
+    if label == "Tracker.step":
+        return jacspec.Tracker((x, y)).step(model, 0)
+    fn = ENTRY_POINTS[label]
+    out = fn(model, *args.get(label, ((x, y),)), **kwargs.get(label, {}))
+    return list(out) if label == "iter_jacobians" else out
+
+
+def test_entry_points_are_found_from_the_facade():
+    assert {"jacobians", "iter_jacobians", "gram", "esd", "estimate_esd", "analyze",
+            "jacobian_norms", "mean_jacobian_norm", "trajectory_profile", "count_transitions",
+            "Tracker.step"} <= set(ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("bad", [lambda z: z[:, :3], None, "model.pt"], ids=["lambda", "None", "str"])
+@pytest.mark.parametrize("label", sorted(ENTRY_POINTS))
+def test_not_a_module_gives_one_type_error_everywhere(label, bad):
+    with pytest.raises(TypeError, match=r"^model must be a torch\.nn\.Module; got "):
+        _call(label, bad)
+
+
+GRADIENT_ENTRIES = [e for e in sorted(ENTRY_POINTS)
+                    if e not in ("activation_codes", "count_transitions")]  # forward only
+
+
+@pytest.mark.parametrize("label", GRADIENT_ENTRIES)
+def test_inference_mode_gets_one_sentence(label):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.inference_mode(), pytest.raises(ValueError, match="outside the inference_mode"):
+        _call(label, model)
+    _call(label, model)  # and it works outside
+    with torch.no_grad():
+        _call(label, model)  # no_grad works too
+
+
+def test_data_made_under_inference_mode_is_accepted_outside():
+    model = nn.Sequential(nn.Linear(4, 3)).double().eval()
+    with torch.inference_mode():
+        x = torch.randn(5, 4, dtype=torch.float64)
+    got = jacspec.jacobians(model, x, output="logits")
+    torch.testing.assert_close(got, model[0].weight.detach().expand(5, 3, 4))
