@@ -146,7 +146,8 @@ def test_entry_points_are_found_from_the_facade():
             "Tracker.step"} <= set(ENTRY_POINTS)
 
 
-@pytest.mark.parametrize("bad", [lambda z: z[:, :3], None, "model.pt"], ids=["lambda", "None", "str"])
+@pytest.mark.parametrize("bad", [lambda z: z[:, :3], None, "model.pt"],
+                         ids=["lambda", "None", "str"])
 @pytest.mark.parametrize("label", sorted(ENTRY_POINTS))
 def test_not_a_module_gives_one_type_error_everywhere(label, bad):
     with pytest.raises(TypeError, match=r"^model must be a torch\.nn\.Module; got "):
