@@ -320,18 +320,108 @@ def iter_jacobians(
     )
 
 
+def _stacked(
+    model: nn.Module, data: Any, opts: JacobianOptions, max_memory: int | None, what: str
+) -> torch.Tensor:
+    """Every batch's ``jac`` written into one preallocated ``(n, k, *input_shape)`` tensor.
+
+    The size ``n k d`` x itemsize is checked against the memory budget
+    (:func:`jacspec._util.memory.memory_limit`) before any Jacobian, from ``n`` (the data's
+    length), ``k`` (one forward of two examples) and ``d``; over it, one ValueError names the
+    size and the streaming alternatives. Data of unknown length is checked as it arrives
+    and each batch is freed once copied, so no step holds the result twice.
+    """
+    from jacspec._util.memory import format_bytes, memory_limit
+    from jacspec.data.batches import OneShot, first_batch
+
+    if max_memory is not None and (isinstance(max_memory, bool) or not max_memory > 0):
+        raise ValueError(f"max_memory must be a positive number of bytes; got {max_memory!r}")
+    model = check_model(model)
+    refuse_inference_mode()
+    limit = memory_limit(max_memory)
+    if isinstance(data, Iterator):  # a generator: its first batch kept for the pass
+        data = OneShot(data, f"{what}()")
+        x0, _ = first_batch([data.peek()])
+    else:
+        x0, _ = first_batch(data)
+    _check_inputs(x0)
+    run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
+    itemsize = torch.empty((), dtype=run_dtype).element_size()
+    k = num_outputs(model, x0[:2])
+    shape = tuple(int(s) for s in x0.shape[1:])
+    per = k * int(x0[0].numel()) * itemsize
+    n = data_length(data)
+
+    def refuse(count: int) -> ValueError:
+        return ValueError(
+            f"{what}() would hold the Jacobians of n={count} examples (k={k} x {shape}), "
+            f"about {format_bytes(count * per)}, but only {format_bytes(limit)} may be used "
+            "(max_memory); stream them batch by batch with jacspec.iter_jacobians(...), or "
+            "use jacspec.gram/esd/estimate_esd, which never hold them all"
+        )
+
+    if n is not None and n * per > limit:
+        raise refuse(n)
+    out: torch.Tensor | None = None
+    held: list[torch.Tensor] = []
+    count = 0
+    for b in iter_jacobians(model, data, options=opts):
+        m = int(b.jac.shape[0])
+        if n is not None and count + m <= n:
+            if out is None:
+                out = torch.empty((n, *b.jac.shape[1:]), dtype=b.jac.dtype, device=b.jac.device)
+            out[count : count + m] = b.jac
+        else:  # length unknown (or exceeded): checked as the batches arrive
+            if (count + m) * per > limit:
+                raise refuse(count + m)
+            held.append(b.jac)
+        count += m
+    if not held:
+        assert out is not None
+        return out if count == out.shape[0] else out[:count]
+    first = 0 if out is None else out.shape[0]
+    full = torch.empty((count, *held[0].shape[1:]), dtype=held[0].dtype, device=held[0].device)
+    if out is not None:
+        full[:first] = out
+        del out
+    pos = first
+    while held:  # each batch freed once copied: never the result twice
+        jac = held.pop(0)
+        full[pos : pos + jac.shape[0]] = jac
+        pos += jac.shape[0]
+        del jac
+    return full
+
+
 def jacobians(
-    model: nn.Module, data: Any, *, options: JacobianOptions | None = None, **fields: Any
+    model: nn.Module,
+    data: Any,
+    *,
+    options: JacobianOptions | None = None,
+    max_memory: int | None = None,
+    **fields: Any,
 ) -> torch.Tensor:
     """All per-example Jacobians stacked: ``(n, k, *input_shape)``; ``options`` or its fields
-    as keywords (``output=``, ``dtype=``, ...), as in :func:`iter_jacobians`."""
+    as keywords (``output=``, ``dtype=``, ...), as in :func:`iter_jacobians`.
+
+    Refuses (ValueError, before any Jacobian) a result over ``max_memory`` bytes (default
+    80% of the available memory), naming ``iter_jacobians`` and ``gram``/``esd``; the result
+    is filled batch by batch into one preallocated tensor.
+    """
     opts = resolve_options(options, **fields)
-    return torch.cat([b.jac for b in iter_jacobians(model, data, options=opts)], dim=0)
+    return _stacked(model, data, opts, max_memory, "jacobians")
 
 
 def data_jacobian(
-    model: nn.Module, data: Any, *, options: JacobianOptions | None = None, **fields: Any
+    model: nn.Module,
+    data: Any,
+    *,
+    options: JacobianOptions | None = None,
+    max_memory: int | None = None,
+    **fields: Any,
 ) -> torch.Tensor:
-    """The data Jacobian ``𝒥``, ``(n, k*d)``: row i is ``J(x_i)`` flattened, class-major."""
+    """The data Jacobian ``𝒥``, ``(n, k*d)``: row i is ``J(x_i)`` flattened, class-major
+    (memory checked and filled as in :func:`jacobians`)."""
     opts = resolve_options(options, **fields)
-    return torch.cat([b.rows for b in iter_jacobians(model, data, options=opts)], dim=0)
+    J = _stacked(model, data, opts, max_memory, "data_jacobian")
+    return J.reshape(J.shape[0], -1)

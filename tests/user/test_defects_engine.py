@@ -174,3 +174,53 @@ def test_data_made_under_inference_mode_is_accepted_outside():
         x = torch.randn(5, 4, dtype=torch.float64)
     got = jacspec.jacobians(model, x, output="logits")
     torch.testing.assert_close(got, model[0].weight.detach().expand(5, 3, 4))
+
+
+# ----------------------------------------------------------- defect 8: jacobians() memory
+
+
+class Counting(nn.Module):
+    """Records whether each forward pass was asked for input gradients (a Jacobian)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.f = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        self.calls: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(bool(x.requires_grad))
+        return self.f(x)
+
+
+@pytest.mark.parametrize("entry", ["jacobians", "data_jacobian"])
+def test_jacobians_over_max_memory_refused_before_any_jacobian(entry):
+    model = Counting().eval()
+    x = torch.randn(50, 6)
+    need = 50 * 3 * 6 * 4  # bytes of the float32 result
+    with pytest.raises(ValueError, match=r"n=50 .*iter_jacobians.*gram/esd"):
+        getattr(jacspec, entry)(model, x, max_memory=need - 1)
+    assert not any(model.calls)  # at most a no-grad shape probe ran, no Jacobian
+    assert getattr(jacspec, entry)(model, x, max_memory=need).shape[0] == 50
+
+
+def test_jacobians_of_a_generator_checked_as_they_arrive():
+    model = Counting().eval()
+    gen = (torch.randn(10, 6) for _ in range(5))
+    with pytest.raises(ValueError, match=r"n=30 .*iter_jacobians"):
+        jacspec.jacobians(model, gen, max_memory=25 * 3 * 6 * 4, batch_size=10)
+
+
+@pytest.mark.parametrize("data", ["tensor", "loader", "generator"])
+def test_filled_jacobians_equal_autograd(data):
+    model = Counting().double().eval()
+    x = torch.randn(23, 6, dtype=torch.float64)
+    source = {
+        "tensor": x,
+        "loader": torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=5),
+        "generator": (x[i : i + 7] for i in range(0, 23, 7)),
+    }[data]
+    got = jacspec.jacobians(model, source, output="logits", batch_size=4)
+    ref = torch.stack([torch.autograd.functional.jacobian(lambda v: model.f(v[None])[0], xi)
+                       for xi in x])
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
