@@ -132,30 +132,57 @@ def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 
+def _probe_masks(b: int) -> list[torch.Tensor]:
+    """Sets of batch positions to perturb, in complementary pairs: odd/even positions, then a
+    seeded random half and its complement. Every pair of positions of different parity lands
+    on opposite sides of the first split (so any shift by an odd offset is caught), and any
+    other pair with probability 1/2 in the second."""
+    idx = torch.arange(b)
+    splits = [idx % 2 == 1]
+    if b > 2:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        half = torch.randperm(b, generator=gen)[: b // 2]
+        rand = torch.zeros(b, dtype=torch.bool)
+        rand[half] = True
+        splits.append(rand)
+    return [m for split in splits for m in (split, ~split)]
+
+
 def check_batch_independence(model: nn.Module, fn: Callable, x: torch.Tensor) -> None:
     """Refuse models whose output for one example depends on the other examples of a batch.
 
-    First the layers :func:`training_mode_layers` finds (any batch size); then a probe
-    perturbs example 0 and checks that outputs 1..b-1 are unchanged (batch-mean layers and
-    programs recorded in training mode fail it). A batch of one is probed as two copies of
-    its example. The probe restores the model's buffers and torch's random state exactly.
+    First the layers :func:`training_mode_layers` finds (any batch size); then a probe on the
+    batch ``x`` as the engine will run it: for each set ``S`` of :func:`_probe_masks` (odd and
+    even positions, a random half and its complement) the examples in ``S`` are perturbed
+    and the outputs outside ``S`` must stay unchanged, so mixing through any batch position
+    (batch statistics, a shifted or reversed copy of the batch, a reference to one example,
+    a statistic over some positions only) is caught: ``1 + 4`` forwards of one batch. A
+    batch of one is probed as two copies of its example. The probe restores the model's
+    buffers and torch's random state exactly.
     """
     refuse_training_layers(model)
     if x.shape[0] == 0:
         return
     if x.shape[0] < 2:
         x = torch.cat([x, x])
+    masks = _probe_masks(int(x.shape[0]))
+    scale = float(x.abs().max()) + 1.0
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    moved, where = 0.0, (0, 0)
     with preserved_state(model), torch.no_grad():
         a = _forward(model, fn, x)
-        x2 = x.clone()
-        scale = float(x.abs().max()) + 1.0
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        noise = torch.randn(x2[0].shape, generator=gen, dtype=x.dtype).to(x.device)
-        x2[0] = x2[0] + 3.0 * scale * noise
-        b = _forward(model, fn, x2)
+        for mask in masks:
+            m = mask.to(x.device)
+            x2 = x.clone()
+            x2[m] = x2[m] + 3.0 * scale * noise[m]
+            diff = (a[~m] - _forward(model, fn, x2)[~m]).abs().amax(dim=1)
+            if diff.numel() and float(diff.max()) > moved:
+                kept = torch.nonzero(~m).flatten()
+                moved = float(diff.max())
+                where = (int(kept[int(diff.argmax())]), int(m.sum()))
     tol = (1e-4 if x.dtype == torch.float32 else 1e-9) * (1.0 + float(a.abs().max()))
-    moved = (a[1:] - b[1:]).abs().max()
-    if float(moved) > tol:
+    if moved > tol:
         if is_exported_program(model) or isinstance(model, torch.jit.ScriptModule):
             mode = (" (exported and traced programs keep the mode they were recorded in: "
                     "export or trace the model after model.eval())")
@@ -164,7 +191,8 @@ def check_batch_independence(model: nn.Module, fn: Callable, x: torch.Tensor) ->
         else:
             mode = ""
         raise ValueError(
-            "the model mixes examples within a batch: changing example 0 moved the output of "
-            f"other examples by {float(moved):.3g}{mode}; per-example Jacobians would be wrong. "
-            "Use eval-mode BatchNorm and remove layers that combine examples."
+            f"the model mixes examples within a batch: changing {where[1]} other examples of "
+            f"a batch of {x.shape[0]} moved the output of example {where[0]} by {moved:.3g}"
+            f"{mode}; per-example Jacobians would be wrong. Use eval-mode BatchNorm and "
+            "remove layers that combine examples."
         )

@@ -42,10 +42,12 @@ from jacspec.jacobian.model_prep import (
     _forward,
     _guard_error,
     _model_dtype_device,
+    check_model,
     frozen_parameters,
     is_exported_program,
     output_map,
     prepare_model,
+    refuse_inference_mode,
     unwrap_compiled,
 )
 from jacspec.jacobian.options import (
@@ -75,6 +77,7 @@ __all__ = [
     "auto_batch_size",
     "batch_size_for",
     "check_batch_independence",
+    "check_model",
     "data_jacobian",
     "frozen_parameters",
     "is_activation",
@@ -86,6 +89,7 @@ __all__ = [
     "output_map",
     "prepare_model",
     "preserved_state",
+    "refuse_inference_mode",
     "refuse_training_layers",
     "resolve_method",
     "training_mode_layers",
@@ -225,11 +229,13 @@ def jacobian_loop(
     batch's Jacobians, ``entries(k, d)`` the numbers in one example's Jacobian (``k`` outputs
     of ``g``, ``d`` input entries), from which the batch size follows
     (:func:`batch_size_for`) unless ``options.batch_size`` is set. Training-mode layers are
-    refused first; the first batch is probed for examples mixing
-    (``options.check_independence``); inputs are checked (float, finite) and moved to
-    ``dtype``/``device``; ``options.progress`` shows a bar named ``desc``.
+    refused first; the first batch, at the size it is run, is probed for examples
+    mixing through any position (``options.check_independence``); inputs are checked
+    (float, finite) and moved to ``dtype``/``device``; ``options.progress`` shows a bar
+    named ``desc``.
     """
     fn = output_map(options.output)
+    refuse_inference_mode()
     refuse_training_layers(run_model)
     bar = None
     if options.progress:
@@ -246,15 +252,17 @@ def jacobian_loop(
                     continue
                 _check_inputs(x_raw)
                 x_all = x_raw.to(device=device, dtype=dtype)
+                if x_all.is_inference():  # made under inference_mode: autograd needs a copy
+                    x_all = x_all.clone()
                 if k is None:
                     probe = x_all[: min(8, x_all.shape[0])]
-                    if options.check_independence:
-                        check_batch_independence(run_model, fn, probe)
                     with preserved_state(run_model), torch.no_grad():
                         k = int(_forward(run_model, fn, probe).shape[1])
                     if chosen is None:
                         per = entries(k, int(x_all[0].numel()))
                         chosen = batch_size_for(per, x_all.element_size())
+                    if options.check_independence:  # the first batch as it will be run
+                        check_batch_independence(run_model, fn, x_all[:chosen])
                     logger.info("%s: k=%d, batch size %d", desc, k, chosen)
                 assert chosen is not None
                 for s in range(0, x_all.shape[0], chosen):
@@ -312,18 +320,108 @@ def iter_jacobians(
     )
 
 
+def _stacked(
+    model: nn.Module, data: Any, opts: JacobianOptions, max_memory: int | None, what: str
+) -> torch.Tensor:
+    """Every batch's ``jac`` written into one preallocated ``(n, k, *input_shape)`` tensor.
+
+    The size ``n k d`` x itemsize is checked against the memory budget
+    (:func:`jacspec._util.memory.memory_limit`) before any Jacobian, from ``n`` (the data's
+    length), ``k`` (one forward of two examples) and ``d``; over it, one ValueError names the
+    size and the streaming alternatives. Data of unknown length is checked as it arrives
+    and each batch is freed once copied, so no step holds the result twice.
+    """
+    from jacspec._util.memory import format_bytes, memory_limit
+    from jacspec.data.batches import OneShot, first_batch
+
+    if max_memory is not None and (isinstance(max_memory, bool) or not max_memory > 0):
+        raise ValueError(f"max_memory must be a positive number of bytes; got {max_memory!r}")
+    model = check_model(model)
+    refuse_inference_mode()
+    limit = memory_limit(max_memory)
+    if isinstance(data, Iterator):  # a generator: its first batch kept for the pass
+        data = OneShot(data, f"{what}()")
+        x0, _ = first_batch([data.peek()])
+    else:
+        x0, _ = first_batch(data)
+    _check_inputs(x0)
+    run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
+    itemsize = torch.empty((), dtype=run_dtype).element_size()
+    k = num_outputs(model, x0[:2])
+    shape = tuple(int(s) for s in x0.shape[1:])
+    per = k * int(x0[0].numel()) * itemsize
+    n = data_length(data)
+
+    def refuse(count: int) -> ValueError:
+        return ValueError(
+            f"{what}() would hold the Jacobians of n={count} examples (k={k} x {shape}), "
+            f"about {format_bytes(count * per)}, but only {format_bytes(limit)} may be used "
+            "(max_memory); stream them batch by batch with jacspec.iter_jacobians(...), or "
+            "use jacspec.gram/esd/estimate_esd, which never hold them all"
+        )
+
+    if n is not None and n * per > limit:
+        raise refuse(n)
+    out: torch.Tensor | None = None
+    held: list[torch.Tensor] = []
+    count = 0
+    for b in iter_jacobians(model, data, options=opts):
+        m = int(b.jac.shape[0])
+        if n is not None and count + m <= n:
+            if out is None:
+                out = torch.empty((n, *b.jac.shape[1:]), dtype=b.jac.dtype, device=b.jac.device)
+            out[count : count + m] = b.jac
+        else:  # length unknown (or exceeded): checked as the batches arrive
+            if (count + m) * per > limit:
+                raise refuse(count + m)
+            held.append(b.jac)
+        count += m
+    if not held:
+        assert out is not None
+        return out if count == out.shape[0] else out[:count]
+    first = 0 if out is None else out.shape[0]
+    full = torch.empty((count, *held[0].shape[1:]), dtype=held[0].dtype, device=held[0].device)
+    if out is not None:
+        full[:first] = out
+        del out
+    pos = first
+    while held:  # each batch freed once copied: never the result twice
+        jac = held.pop(0)
+        full[pos : pos + jac.shape[0]] = jac
+        pos += jac.shape[0]
+        del jac
+    return full
+
+
 def jacobians(
-    model: nn.Module, data: Any, *, options: JacobianOptions | None = None, **fields: Any
+    model: nn.Module,
+    data: Any,
+    *,
+    options: JacobianOptions | None = None,
+    max_memory: int | None = None,
+    **fields: Any,
 ) -> torch.Tensor:
     """All per-example Jacobians stacked: ``(n, k, *input_shape)``; ``options`` or its fields
-    as keywords (``output=``, ``dtype=``, ...), as in :func:`iter_jacobians`."""
+    as keywords (``output=``, ``dtype=``, ...), as in :func:`iter_jacobians`.
+
+    Refuses (ValueError, before any Jacobian) a result over ``max_memory`` bytes (default
+    80% of the available memory), naming ``iter_jacobians`` and ``gram``/``esd``; the result
+    is filled batch by batch into one preallocated tensor.
+    """
     opts = resolve_options(options, **fields)
-    return torch.cat([b.jac for b in iter_jacobians(model, data, options=opts)], dim=0)
+    return _stacked(model, data, opts, max_memory, "jacobians")
 
 
 def data_jacobian(
-    model: nn.Module, data: Any, *, options: JacobianOptions | None = None, **fields: Any
+    model: nn.Module,
+    data: Any,
+    *,
+    options: JacobianOptions | None = None,
+    max_memory: int | None = None,
+    **fields: Any,
 ) -> torch.Tensor:
-    """The data Jacobian ``𝒥``, ``(n, k*d)``: row i is ``J(x_i)`` flattened, class-major."""
+    """The data Jacobian ``𝒥``, ``(n, k*d)``: row i is ``J(x_i)`` flattened, class-major
+    (memory checked and filled as in :func:`jacobians`)."""
     opts = resolve_options(options, **fields)
-    return torch.cat([b.rows for b in iter_jacobians(model, data, options=opts)], dim=0)
+    J = _stacked(model, data, opts, max_memory, "data_jacobian")
+    return J.reshape(J.shape[0], -1)

@@ -80,9 +80,7 @@ def eager_model(model: nn.Module) -> nn.Module:
     TorchScript modules and ``torch.export`` programs (``torch.fx.GraphModule``) are refused
     with one ValueError: their forward pass does not call Python submodules.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    model = unwrap_compiled(model)
+    model = unwrap_compiled(model)  # refuses anything but an nn.Module
     if isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
         kind = "TorchScript" if isinstance(model, torch.jit.ScriptModule) else "torch.export/fx"
         raise ValueError(

@@ -42,12 +42,35 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.dev
     return None, None
 
 
+def check_model(model: object, name: str = "model") -> nn.Module:
+    """``model`` itself if it is a ``torch.nn.Module``; else the one TypeError every entry
+    point gives (a function, a lambda or None is refused: wrap a function in a Module)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{name} must be a torch.nn.Module; got {type(model).__name__} (wrap a function "
+            "in an nn.Module whose forward calls it)"
+        )
+    return model
+
+
+def refuse_inference_mode() -> None:
+    """One sentence when called inside ``torch.inference_mode()``, where no gradient, hence
+    no Jacobian, can be computed (``torch.no_grad()`` is fine: jacspec turns gradients on)."""
+    if torch.is_inference_mode_enabled():
+        raise ValueError(
+            "jacspec computes Jacobians with autograd, which torch.inference_mode() turns "
+            "off; call it outside the inference_mode block (inside torch.no_grad() works)"
+        )
+
+
 def unwrap_compiled(model: nn.Module) -> nn.Module:
     """The eager module behind a ``torch.compile``d one (``OptimizedModule._orig_mod``).
 
     Compiled graphs do not support the batched and repeated backward passes jacspec needs,
-    and the eager module computes the same function.
+    and the eager module computes the same function. Anything but an ``nn.Module`` is
+    refused (:func:`check_model`).
     """
+    check_model(model)
     while type(model).__name__ == "OptimizedModule" and isinstance(
         getattr(model, "_orig_mod", None), nn.Module
     ):
@@ -69,8 +92,7 @@ def prepare_model(
     A ``torch.compile``d model is replaced by its eager module; if dtype/device differ from
     the model's, a converted deep copy is returned (the user's model is never changed).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    refuse_inference_mode()
     model = unwrap_compiled(model)
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")

@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from jacspec._util.json import jsonable
 from jacspec._util.validation import positive_int
+from jacspec.jacobian.model_prep import check_model
 from jacspec.models.activations import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -256,8 +257,7 @@ def _check_model(model: object) -> None:
             "model is a TorchScript module; activation codes need an eager nn.Module "
             "(load the checkpoint or the python factory instead)"
         )
-    if not callable(model):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 from torch import nn
 
+from jacspec._util.memory import GIB, available_bytes, format_bytes, memory_limit  # noqa: F401
 from jacspec._util.validation import check_choice
 from jacspec.jacobian.engine import JacobianBatch
 from jacspec.jacobian.options import JacobianOptions, resolve_options
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 SIDES = ("auto", "dual", "primal")
 #: Rows multiplied at once into the dual Gram (flushes to the float64 accumulator).
 DUAL_CHUNK_ROWS = 4096
-GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -122,19 +121,6 @@ def gram_bytes(side: str, n: int, kd: int, itemsize: int = 4) -> int:
     return int(n * kd * itemsize + 16 * n * n)
 
 
-def format_bytes(num: float) -> str:
-    """Human-readable size: ``1.50 GiB``, ``12.0 MiB``, ``512 B``."""
-    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
-        if num >= size:
-            return f"{num / size:.2f} {unit}"
-    return f"{int(num)} B"
-
-
-def available_bytes() -> int:
-    """Memory this process may still take (psutil's ``available``)."""
-    return int(psutil.virtual_memory().available)
-
-
 def check_fits(
     side: str,
     n: int,
@@ -149,7 +135,7 @@ def check_fits(
     ``estimate``: the call suggested for an estimate instead.
     """
     need = gram_bytes(side, n, kd, itemsize)
-    limit = int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
+    limit = memory_limit(max_memory)
     if need <= limit:
         return
     other = "primal" if side == "dual" else "dual"

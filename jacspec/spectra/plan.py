@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from jacspec._util.json import jsonable
-from jacspec.spectra.gram import available_bytes, gram_bytes, gram_side
+from jacspec._util.memory import memory_limit
+from jacspec.spectra.gram import gram_bytes, gram_side
 
 __all__ = ["MAX_EXACT_DIM", "EsdPlan", "engine_dtype", "plan_esd", "problem_shape"]
 
@@ -100,7 +101,7 @@ def plan_esd(
         raise ValueError(f"cols must be in [1, kd={kd}], got {cols}.")
     side = gram_side(side, n, cols)
     dim = cols if side == "dual" else n
-    limit = int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
+    limit = memory_limit(max_memory)
     exact_bytes = gram_bytes(side, n, cols, itemsize)
     jac_bytes = int(n) * int(kd) * int(itemsize)
     if method == "auto":

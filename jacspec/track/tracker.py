@@ -261,16 +261,15 @@ class Tracker:
         {metric: value}} when layers are tracked), else None. The row is also appended to the
         store. ``model`` is left exactly as it was (see the module docstring)."""
         import torch
-        from torch import nn
 
         import jacspec
+        from jacspec.jacobian.model_prep import check_model
 
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or \
                 int(step) < 0:
             raise ValueError(f"step must be a non-negative integer; got {step!r}")
         step = int(step)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        check_model(model)
         if self._probe is None:
             raise ValueError("this tracker was loaded from a store and has no probe data; "
                              "create Tracker(probe_data, ..., store=PATH) to continue the store")
