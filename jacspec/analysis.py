@@ -11,16 +11,18 @@ layer -> output), then for every matrix one row of metrics with WeightWatcher's 
   log10 sum lambda^alpha, warning (:mod:`jacspec.heavytail.powerlaw`);
 - Marchenko-Pastur bulk fit with Q = n / cols (cols = kd, or (k-1)d for softmax rows, which
   sum to zero over classes): num_spikes, mp_softrank, lambda_plus, mp_sigma2
-  (:mod:`jacspec.heavytail.nulls`);
+  (:mod:`jacspec.heavytail.nulls`); NaN, with the warning "no MP bulk above the rank
+  tolerance (R of M eigenvalues above tol)", when at most half of the min(n, cols)
+  eigenvalues (or fewer than 3) are above ``tol``;
 - randomized null (entries of 𝒥 shuffled with ``seed``, when 𝒥 fits in
   ``randomize_max_bytes``), WeightWatcher's columns: rand_distance (Jensen-Shannon distance
   of the sorted, normalised eigenvalue vectors), rand_lambda_max, num_traps (MP spikes
-  of
-  the randomized ESD); jacspec's: num_above_rand_max, rand_hist_jsd
+  of the randomized ESD); jacspec's: num_above_rand_max, rand_hist_jsd
   (:mod:`jacspec.heavytail.nulls`);
 - precision: ``tol`` (the rank rule of :func:`jacspec.spectra.eigen.rank_tolerance`) and
   ``unresolved`` (quantities a float32 Jacobian could not resolve, "" if none; rerun with
-  ``dtype=torch.float64`` to resolve them);
+  ``dtype=torch.float64`` to resolve them; the MP columns are named when ``rank`` is and
+  the fit took eigenvalues below ``tol`` as zeros).
 - sketch: ``sketch_r`` (0: exact) and the error bars of lambda_max and the trace,
   ``lambda_max_se``, ``lambda_max_low``, ``lambda_max_high``, ``trace_se``, ``trace_low``,
   ``trace_high``: for a ``method="sketched"`` row the delete-one-group jackknife of
@@ -32,8 +34,14 @@ was not computed) and of :data:`~jacspec.analysis_columns.ROW_INFO` (declared in
 :mod:`jacspec.analysis_columns`); the :class:`~jacspec.track.tracker.Tracker` records any of
 the former.
 
-The power law is fitted to the eigenvalues above ``tol``; the MP bulk to all min(n, cols)
-eigenvalues (zeros included; structural softmax zeros left out).
+Eigenvalues at or below ``tol`` are zeros for every fit (power law, MP, the null's MP fit),
+so ``num_spikes <= rank`` and the direct and factored routes give the same columns. The
+power law is fitted to the eigenvalues above ``tol``; the MP bulk to all min(n, cols)
+eigenvalues (zeros included; structural softmax zeros left out). ``warning``: jacspec's own
+warnings, joined by "; " ("no power-law fit: ...", "no MP bulk above the rank tolerance
+(...)", "float32 could not resolve ...", "skipped: ...", "estimated density"); no
+WeightWatcher "over-trained"/"under-trained" label (alpha thresholds calibrated on weight
+matrices, not on Jacobian ESDs).
 """
 
 from __future__ import annotations
@@ -57,8 +65,8 @@ from jacspec._util.validation import check_choice
 from jacspec.analysis_columns import ROW_INFO, ROW_METRICS, SKETCH_COLUMNS, SKETCHED
 from jacspec.analysis_plan import MAIN, RowPlan, plan_rows
 from jacspec.data.batches import require_reiterable
-from jacspec.heavytail.columns import NULL_COLUMNS, heavy_tail_metrics
-from jacspec.heavytail.nulls import RandomizedNull, fit_mp, randomized_null
+from jacspec.heavytail.columns import MP_COLUMNS, NULL_COLUMNS, heavy_tail_metrics
+from jacspec.heavytail.nulls import RandomizedNull, randomized_null
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 from jacspec.jacobian.source import JacobianSource
@@ -165,15 +173,22 @@ def heavy_tail_columns(
     n: int,
     cols: int,
     null: RandomizedNull | None = None,
+    tol: float | None = None,
     **fit_kwargs: Any,
 ) -> tuple[dict[str, Any], PowerLawFit | None]:
     """Power-law, MP and null columns for one ESD (eigenvalues descending, ``rank`` above tol).
 
-    The power law is fitted to the ``rank`` eigenvalues above the rank tolerance; the MP
-    bulk to all ``min(n, cols)`` eigenvalues (the ESD's tail beyond them holds the structural
-    zeros of softmax rows). A fit that cannot be made gives NaN columns and is logged.
+    Eigenvalues <= ``tol`` (the ESD's rank tolerance) are zeros for every fit. The power law
+    is fitted to the ``rank`` eigenvalues above it; the MP bulk to all ``min(n, cols)``
+    eigenvalues (the ESD's tail beyond them holds the structural zeros of softmax rows),
+    those below tol as zeros. A power-law fit that cannot be made gives NaN columns and the
+    warning "no power-law fit: ..."; no bulk above tol gives NaN MP columns and the warning
+    "no MP bulk above the rank tolerance (R of M eigenvalues above tol)".
     """
-    vals = np.asarray(eigenvalues[: max(rank, 1)], dtype=np.float64)
+    from jacspec.spectra.eigen import zero_below_tolerance
+
+    every, tol = zero_below_tolerance(eigenvalues, tol)
+    vals = every[: max(rank, 1)]
     fit: PowerLawFit | None = None
     why = ""
     try:
@@ -181,17 +196,14 @@ def heavy_tail_columns(
     except ValueError as exc:
         why = str(exc)
         logger.warning("power-law fit skipped: %s", exc)
-    mp = None
-    try:
-        every = np.asarray(eigenvalues[: min(n, cols)], dtype=np.float64)
-        mp = fit_mp(every, n / cols, rows=n)
-    except ValueError as exc:
-        logger.warning("Marchenko-Pastur fit skipped: %s", exc)
     row = heavy_tail_metrics(
-        vals, fit=fit, mp=mp, null=null, errors="nan", **({} if fit is not None else fit_kwargs)
+        every[: min(n, cols)], fit=fit, null=null, Q=n / cols, rows=n, tol=tol, errors="nan",
+        **({} if fit is not None else fit_kwargs),
     )
     if fit is None and why:  # say why instead of a bare "failed" (e.g. a rank-1 layer row)
-        row["warning"] = f"no power-law fit: {why}"
+        row["warning"] = row["warning"].replace("failed", f"no power-law fit: {why}", 1)
+    if math.isnan(row.get("lambda_plus", math.nan)):
+        logger.warning("Marchenko-Pastur fit skipped: %s", row["warning"])
     return row, fit
 
 
@@ -232,10 +244,11 @@ def _analyse_matrix(
     if direct and J is None:
         logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
     if J is not None:
-        null = randomized_null(J, seed=seed, scale=scale, eigenvalues=e.eigenvalues)
+        null = randomized_null(J, seed=seed, scale=scale, eigenvalues=e.eigenvalues,
+                               eig_tol=e.tol)
     cols = (g.k - 1) * g.d if source.rows_sum_to_zero else g.k * g.d
     ht, fit = heavy_tail_columns(
-        e.eigenvalues, rank=e.rank, n=g.n, cols=cols, null=null, **fit_kwargs
+        e.eigenvalues, rank=e.rank, n=g.n, cols=cols, null=null, tol=e.tol, **fit_kwargs
     )
     row.update(ht)
     if null is None:  # counts -1, values NaN
@@ -245,9 +258,13 @@ def _analyse_matrix(
         row.update(_sketch_columns(name, cached or source, row, sketched, scale, randomize))
     else:
         row.update(_exact_error_bars(row))
-    row["unresolved"] = e.unresolved
-    if e.unresolved:
-        note = f"float32 could not resolve {e.unresolved}"
+    unresolved = e.unresolved
+    if "rank" in unresolved.split(",") and e.rank < min(g.n, cols):
+        # the MP fit takes the eigenvalues below tol as zeros: float32 leaves it unresolved too
+        unresolved = ",".join([unresolved, *MP_COLUMNS])
+    row["unresolved"] = unresolved
+    if unresolved:
+        note = f"float32 could not resolve {unresolved}"
         row["warning"] = f"{row['warning']}; {note}" if row.get("warning") else note
         logger.warning("%s: %s (rerun with dtype=torch.float64)", name, note)
     logger.info("%s: %d eigenvalues, alpha %.3g", name, len(e.eigenvalues), row["alpha"])

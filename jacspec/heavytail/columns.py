@@ -11,6 +11,15 @@ WeightWatcher's sense: ``rand_distance`` (Jensen-Shannon distance of the sorted,
 eigenvalue vectors), ``rand_lambda_max``, ``num_traps`` (MP spikes of the randomized ESD);
 and jacspec's own ``num_above_rand_max`` (real eigenvalues above rand_lambda_max) and
 ``rand_hist_jsd`` (histogram JSD, :func:`jacspec.heavytail.randomized.esd_distance`).
+
+Eigenvalues at or below the rank tolerance (:func:`jacspec.spectra.eigen.rank_tolerance`,
+``tol=``) are zeros for every fit. ``warning`` carries jacspec's own warnings only, joined
+by "; " (WeightWatcher's alpha < 2 "over-trained" / alpha > 6 "under-trained" labels are
+calibrated on weight matrices, not on Jacobian ESDs, and are not given):
+``"failed"`` (no power-law fit, ``errors="nan"``) and, when an MP fit was asked for
+(``Q``) and none can be made, ``"no MP bulk above the rank tolerance (R of M eigenvalues
+above tol)"`` (:data:`jacspec.heavytail.mp.NO_BULK`; fewer than 3 of the min(rows, cols)
+eigenvalues, or at most half of them, above tol); the MP columns are NaN then.
 """
 
 from __future__ import annotations
@@ -20,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from jacspec.heavytail.mp import MPFit, fit_mp
+from jacspec.heavytail.mp import NO_BULK, MPFit, fit_mp
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 from jacspec.heavytail.randomized import RandomizedNull
 
-__all__ = ["HEAVY_TAIL_COLUMNS", "MP_COLUMNS", "NULL_COLUMNS", "heavy_tail_metrics"]
+__all__ = ["HEAVY_TAIL_COLUMNS", "MP_COLUMNS", "NULL_COLUMNS", "heavy_tail_metrics",
+           "join_warnings", "no_bulk_warning"]
 
 #: Columns always present in :func:`heavy_tail_metrics`' result, in order.
 HEAVY_TAIL_COLUMNS = (
@@ -46,6 +56,22 @@ NULL_COLUMNS = ("rand_distance", "rand_lambda_max", "num_traps", "num_above_rand
                 "rand_hist_jsd")
 
 
+def join_warnings(*parts: str) -> str:
+    """The non-empty warnings, joined by "; " ("" when none)."""
+    return "; ".join(p for p in parts if p)
+
+
+def no_bulk_warning(eigenvalues: np.ndarray, Q: float, rows: int | None = None) -> str:
+    """``"no MP bulk above the rank tolerance (R of M eigenvalues above tol)"``: R positive
+    among the M = min(rows, cols) largest of ``eigenvalues`` (already zeroed below tol)."""
+    ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    m = ev.size
+    if rows is not None:
+        m = min(m, int(rows), max(1, int(round(int(rows) / float(Q)))))
+    above = int(np.sum(np.sort(ev)[::-1][:m] > 0))
+    return f"{NO_BULK} ({above} of {m} eigenvalues above tol)"
+
+
 def _log10_sum_pow(ev: np.ndarray, alpha: float) -> float:
     """log10 sum_i ev_i^alpha for positive ev, without overflow."""
     from scipy.special import logsumexp
@@ -61,6 +87,7 @@ def heavy_tail_metrics(
     null: RandomizedNull | None = None,
     Q: float | None = None,
     rows: int | None = None,
+    tol: float | None = None,
     errors: str = "raise",
     **fit_kwargs: Any,
 ) -> dict[str, Any]:
@@ -70,11 +97,15 @@ def heavy_tail_metrics(
     log_alpha_norm). fit: a precomputed :class:`PowerLawFit` (else ``fit_powerlaw(eigenvalues,
     **fit_kwargs)``). mp: a precomputed :class:`MPFit`, or give ``Q`` (= rows/cols of the
     matrix whose Gram has these eigenvalues; n/(k d) for the data Jacobian) and optionally
-    ``rows`` to fit one. null: a :class:`RandomizedNull` of the same matrix.
-    errors: "raise" (default) re-raises a failed power-law fit (too few eigenvalues);
-    "nan" returns NaN fit columns and warning "failed" instead.
+    ``rows`` to fit one. null: a :class:`RandomizedNull` of the same matrix. tol: the rank
+    tolerance (the ESD's ``tol``; None: :func:`jacspec.spectra.eigen.rank_tolerance` of these
+    eigenvalues, float64 rule): eigenvalues <= tol are zeros for the power law,
+    log_alpha_norm and the MP fit. errors: "raise" (default) re-raises a failed power-law
+    fit (too few eigenvalues) or MP fit (no bulk above tol); "nan" returns NaN columns and
+    the warnings of the module docstring instead.
     """
     from jacspec._util.validation import check_choice
+    from jacspec.spectra.eigen import zero_below_tolerance
 
     check_choice("errors", errors, ("raise", "nan"))
     if hasattr(eigenvalues, "detach"):
@@ -85,6 +116,7 @@ def heavy_tail_metrics(
     if np.isnan(ev).any():
         raise ValueError("eigenvalues contain NaN")
     lam_max = float(ev.max())
+    ev, tol = zero_below_tolerance(ev, tol)
     out: dict[str, Any] = {}
     if fit is None:
         try:
@@ -120,7 +152,13 @@ def heavy_tail_metrics(
     out["lambda_max"] = lam_max
 
     if mp is None and Q is not None:
-        mp = fit_mp(ev, Q, rows=rows)
+        try:
+            mp = fit_mp(ev, Q, rows=rows, tol=tol)
+        except ValueError as exc:
+            if errors == "raise" or not str(exc).startswith(NO_BULK):
+                raise
+            out.update(dict.fromkeys(MP_COLUMNS, float("nan")))
+            out["warning"] = join_warnings(out["warning"], no_bulk_warning(ev, Q, rows))
     if mp is not None:
         out.update(
             mp_softrank=mp.mp_softrank,

@@ -24,7 +24,7 @@ import numpy as np
 from jacspec._util.json import jsonable
 from jacspec._util.validation import positive_int
 
-__all__ = ["MPFit", "fit_mp", "mp_density", "mp_edges", "mp_quantile"]
+__all__ = ["NO_BULK", "MPFit", "fit_mp", "mp_density", "mp_edges", "mp_quantile"]
 
 
 def _check_q(Q: float) -> float:
@@ -89,7 +89,8 @@ class MPFit:
     ``num_spikes``/``spikes``: eigenvalues above the threshold; ``mp_softrank =
     lambda_plus / lambda_max`` (WeightWatcher's calc_mp_soft_rank); ``rows``, ``cols``:
     the matrix shape assumed; ``num_evals``: eigenvalues fitted (the largest min(rows, cols)
-    given); ``num_zeros``: those <= zero_tol * lambda_max (kept in the bulk's median).
+    given); ``num_zeros``: those <= ``tol`` (the rank tolerance: zeros, kept in the bulk's
+    median); ``tol``: that tolerance.
     """
 
     Q: float
@@ -108,11 +109,14 @@ class MPFit:
     num_evals: int
     num_zeros: int
     method: str
+    tol: float = 0.0
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What the fit assumed: Q = rows / cols, the shape, the Tracy-Widom tolerance, method."""
-        return {k: getattr(self, k) for k in ("Q", "rows", "cols", "tw_tolerance", "method")}
+        """What the fit assumed: Q = rows / cols, the shape, the Tracy-Widom tolerance, method
+        and the rank tolerance below which eigenvalues were zeros."""
+        keys = ("Q", "rows", "cols", "tw_tolerance", "method", "tol")
+        return {k: getattr(self, k) for k in keys}
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers: entry variance, bulk edge, spikes, soft rank."""
@@ -144,6 +148,10 @@ def _tw_scale(rows: int, cols: int, sigma2: float) -> float:
     return sigma2 * (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0) / rows
 
 
+#: Start of the warning (and of fit_mp's ValueError) when no bulk is above the rank tolerance.
+NO_BULK = "no MP bulk above the rank tolerance"
+
+
 def fit_mp(
     eigenvalues: Any,
     Q: float,
@@ -151,21 +159,24 @@ def fit_mp(
     rows: int | None = None,
     sigma2: float | None = None,
     tw_tolerance: float = 3.0,
-    zero_tol: float = 1e-10,
+    tol: float | None = None,
     max_iter: int = 20,
 ) -> MPFit:
     """Fit the Marchenko-Pastur bulk to ``eigenvalues`` of ``A A^T / rows`` with Q = rows/cols.
 
     ``eigenvalues``: all min(rows, cols) eigenvalues of the matrix (as WeightWatcher fits MP
-    to the ESD of the full matrix), zeros included where they are eigenvalues of it; never
-    only those above a rank tolerance, which for spiked spectra keeps just the top of the
-    bulk. sigma^2 (unless given) is fitted robustly by median matching on the bulk: sigma^2 =
-    median(bulk) / median(MP with sigma^2 = 1), where the bulk starts as every eigenvalue
-    and is refined by dropping the eigenvalues above the spike threshold and re-matching (at
-    most ``max_iter`` times, until the spike count is stable). The median is insensitive to
-    a few spikes, unlike the mean or lambda_max. ``num_zeros`` counts the eigenvalues
-    <= zero_tol * lambda_max (kept in the median); ValueError when the median is not
-    positive (half the spectrum zero: no MP bulk to fit).
+    to the ESD of the full matrix), zeros included where they are eigenvalues of it. Every
+    eigenvalue ``<= tol`` is a zero (round-off, not bulk): ``tol`` is the rank rule's
+    tolerance (:func:`jacspec.spectra.eigen.rank_tolerance`; pass the ESD's ``tol``, which
+    knows a float32 Jacobian; None: the float64 rule on these eigenvalues), so
+    ``num_spikes <= rank``. sigma^2 (unless given) is fitted robustly by median matching on
+    the bulk: sigma^2 = median(bulk) / median(MP with sigma^2 = 1), where the bulk starts as
+    every eigenvalue and is refined by dropping the eigenvalues above the spike threshold and
+    re-matching (at most ``max_iter`` times, until the spike count is stable). The median is
+    insensitive to a few spikes, unlike the mean or lambda_max. ``num_zeros`` counts the
+    eigenvalues <= tol (kept in the median as zeros); ValueError starting with
+    :data:`NO_BULK` when fewer than 3 eigenvalues are above ``tol`` or the median is 0
+    (half the spectrum zero: no MP bulk to fit).
 
     Spikes: eigenvalues above ``lambda_plus + tw_tolerance * s_TW`` with s_TW the
     Tracy-Widom scale (Johnstone 2001; the largest null eigenvalue fluctuates by O(s_TW)
@@ -173,6 +184,8 @@ def fit_mp(
     3.0 leaves room for the sigma^2 estimate. ``rows``: the matrix's row count (n for the
     data Jacobian); if None, ``len(eigenvalues)`` is taken as min(rows, cols).
     """
+    from jacspec.spectra.eigen import zero_below_tolerance
+
     q = _check_q(Q)
     ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
     if ev.size == 0:
@@ -181,9 +194,12 @@ def fit_mp(
         raise ValueError("eigenvalues contain NaN or inf")
     if not (tw_tolerance >= 0):
         raise ValueError(f"tw_tolerance={tw_tolerance!r} must be >= 0")
+    if tol is not None and not (math.isfinite(float(tol)) and float(tol) >= 0):
+        raise ValueError(f"tol={tol!r} must be None or a finite number >= 0")
     lmax = float(ev.max())
     if not lmax > 0:
-        raise ValueError("eigenvalues has no positive entry; cannot fit an MP bulk")
+        raise ValueError(f"{NO_BULK}: eigenvalues has no positive entry")
+    ev, tol = zero_below_tolerance(ev, tol)
     if rows is None:
         small = ev.size
         r = int(round(small * q)) if q >= 1 else small
@@ -192,15 +208,17 @@ def fit_mp(
     c = max(1, int(round(r / q)))
     if ev.size > min(r, c):  # the larger side's extra zeros are not part of the MP law
         ev = np.sort(ev)[::-1][: min(r, c)]
-    num_zeros = int(np.sum(ev <= zero_tol * lmax))
+    num_zeros = int(np.sum(ev <= 0))
     if ev.size - num_zeros < 3:
         raise ValueError(
-            f"eigenvalues has {ev.size - num_zeros} positive entries; need at least 3"
+            f"{NO_BULK}: {ev.size - num_zeros} of {ev.size} eigenvalues above tol {tol:.3g}; "
+            "need at least 3"
         )
-    pos = np.sort(np.clip(ev, 0.0, None))  # every eigenvalue: the bulk's median needs them all
+    pos = np.sort(ev)  # every eigenvalue: the bulk's median needs them all
     if not float(np.median(pos)) > 0:
         raise ValueError(
-            f"{num_zeros} of {ev.size} eigenvalues are zero: the median is 0, no MP bulk to fit"
+            f"{NO_BULK}: {ev.size - num_zeros} of {ev.size} eigenvalues above tol {tol:.3g}, "
+            "the median is 0"
         )
     med1 = float(mp_quantile(0.5, q))
 
@@ -243,4 +261,5 @@ def fit_mp(
         num_evals=int(ev.size),
         num_zeros=num_zeros,
         method=method,
+        tol=float(tol),
     )

@@ -35,33 +35,14 @@ from jacspec.heavytail.ks import candidates, ks_distances, peak_window, scan
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "OVER_TRAINED",
-    "UNDER_TRAINED",
     "PowerLawFit",
     "fit_powerlaw",
     "ks_distances",
-    "powerlaw_warning",
 ]
 
-#: WeightWatcher's warning strings and thresholds: alpha < 2 -> "over-trained",
-#: alpha > 6 -> "under-trained" (weightwatcher.constants OVER_TRAINED / UNDER_TRAINED).
-OVER_TRAINED = "over-trained"
-UNDER_TRAINED = "under-trained"
-OVER_TRAINED_ALPHA = 2.0
-UNDER_TRAINED_ALPHA = 6.0
-
-
-
-def powerlaw_warning(alpha: float) -> str:
-    """WeightWatcher's warning for an exponent: "over-trained" if alpha < 2,
-    "under-trained" if alpha > 6, else ""."""
-    if not math.isfinite(alpha):
-        return ""
-    if alpha < OVER_TRAINED_ALPHA:
-        return OVER_TRAINED
-    if alpha > UNDER_TRAINED_ALPHA:
-        return UNDER_TRAINED
-    return ""
+#: The ``fingers="clip"`` search stops, accepting nothing, once a refit's alpha is at or
+#: below this (WeightWatcher's clip_xmax rule).
+FINGERS_STOP_ALPHA = 2.0
 
 
 #: Fields of :class:`PowerLawFit` that are options of the fit, not results.
@@ -79,7 +60,9 @@ class PowerLawFit:
     pure power law), ``num_fingers`` (largest values dropped by the ``fingers`` guard),
     ``raw_alpha`` (alpha before the guard), ``num_values`` (positive values considered),
     ``num_zeros`` (exact zeros excluded), ``num_candidates`` (xmin candidates scanned),
-    ``warning`` ("over-trained" | "under-trained" | "").
+    ``warning`` ("": kept for WeightWatcher's column layout; WeightWatcher's alpha < 2
+    "over-trained" / alpha > 6 "under-trained" labels are calibrated on weight matrices, and
+    jacspec, whose spectra are Jacobian ESDs, does not give them).
     """
 
     alpha: float
@@ -388,7 +371,7 @@ def fit_powerlaw(
                 num_fingers = k
                 data = x[:-k]
                 break
-            if ak <= OVER_TRAINED_ALPHA:
+            if ak <= FINGERS_STOP_ALPHA:
                 break
 
     fitted_xmin = float(xmin) if xmin is not None else float(data[i])
@@ -406,7 +389,7 @@ def fit_powerlaw(
         sigma=float(sigma),
         num_pl_spikes=m,
         lambda_=float(lam),
-        warning=powerlaw_warning(float(alpha)),
+        warning="",
         num_fingers=int(num_fingers),
         raw_alpha=float(raw_alpha),
         num_values=int(x.size),

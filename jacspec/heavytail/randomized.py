@@ -46,6 +46,18 @@ def _as_float64_matrix(A: Any, name: str = "A") -> np.ndarray:
     return arr
 
 
+def _matrix_eigen(a: np.ndarray, scale: str, dtype: str = "float64") -> Any:
+    """:class:`~jacspec.spectra.eigen.ExactEigenvalues` of ``a a^T / rows`` (smaller side)."""
+    from jacspec._util.validation import check_choice
+    from jacspec.spectra.eigen import SCALES, exact_eigenvalues
+    from jacspec.spectra.gram import gram_side
+
+    check_choice("scale", scale, SCALES)
+    rows, cols = a.shape
+    g = a.T @ a if gram_side("auto", rows, cols) == "dual" else a @ a.T
+    return exact_eigenvalues(g, n=rows, scale=scale, dtype=dtype)
+
+
 def matrix_esd(A: Any, *, scale: str = "n") -> np.ndarray:
     """Eigenvalues (descending, float64) of A A^T / rows via the smaller Gram side.
 
@@ -55,15 +67,13 @@ def matrix_esd(A: Any, *, scale: str = "n") -> np.ndarray:
     negatives are set to 0 (the one exact eigensolve,
     :func:`jacspec.spectra.eigen.exact_eigenvalues`, float64 rule).
     """
-    from jacspec._util.validation import check_choice
-    from jacspec.spectra.eigen import SCALES, exact_eigenvalues
-    from jacspec.spectra.gram import gram_side
+    return _matrix_eigen(_as_float64_matrix(A), scale).values
 
-    check_choice("scale", scale, SCALES)
-    a = _as_float64_matrix(A)
-    rows, cols = a.shape
-    g = a.T @ a if gram_side("auto", rows, cols) == "dual" else a @ a.T
-    return exact_eigenvalues(g, n=rows, scale=scale, dtype="float64").values
+
+def _entry_dtype(A: Any) -> str:
+    """"float32" when ``A`` (numpy or torch) holds float32 entries (a float32 Jacobian's
+    round-off sets the rank tolerance), else "float64"."""
+    return "float32" if "float32" in str(getattr(A, "dtype", "")) else "float64"
 
 
 def _auto_bins(n: int) -> int:
@@ -238,26 +248,37 @@ def randomized_null(
     bins: int | None = None,
     log_bins: bool = True,
     eigenvalues: Any | None = None,
+    eig_tol: float | None = None,
 ) -> RandomizedNull:
     """Compare the ESD of ``A`` (rows x cols, numpy or torch; e.g. the data Jacobian) with
     the ESD of A with its entries shuffled by ``np.random.default_rng(seed).permutation``.
 
     Both spectra are the eigenvalues of R R^T / rows (scale="n") computed on the smaller
-    side (:func:`matrix_esd`), in float64. The same seed gives the same numbers; ``seed``
-    may be an int or a numpy Generator (then ``seed`` is reported as None).
+    side (:func:`matrix_esd`), in float64. Eigenvalues below the rank tolerance
+    (:func:`jacspec.spectra.eigen.rank_tolerance`; float32 entries of ``A`` use the float32
+    rule, the shuffled matrix, exact in float64, the float64 one) are zeros in both spectra
+    and in the randomized MP fit (``num_traps``). ``eigenvalues``/``eig_tol``: the caller's
+    exact ESD of ``A`` at this scale and its rank tolerance (None: the rule on them). The
+    same seed gives the same numbers; ``seed`` may be an int or a numpy Generator (then
+    ``seed`` is reported as None).
     """
+    from jacspec.spectra.eigen import zero_below_tolerance
+
     a = _as_float64_matrix(A)
     if eigenvalues is None:
-        ev = matrix_esd(a, scale=scale)
+        real = _matrix_eigen(a, scale, _entry_dtype(A))
+        ev, eig_tol = real.values, real.tol
     else:  # the caller's exact ESD of the same matrix and scale (saves one eigensolve)
         ev = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())[::-1]
+    ev = zero_below_tolerance(ev, eig_tol, dtype=_entry_dtype(A))[0]
     r = shuffle_entries(a, seed)
-    rev = matrix_esd(r, scale=scale)
+    shuffled = _matrix_eigen(r, scale)  # exact in float64: the shuffle is its own matrix
+    rev = zero_below_tolerance(shuffled.values, shuffled.tol)[0]
     rmax = float(rev[0])
     above = ev[ev > rmax]
     rows, cols = a.shape
     try:
-        rand_spikes = fit_mp(rev, rows / cols, rows=rows).num_spikes
+        rand_spikes = fit_mp(rev, rows / cols, rows=rows, tol=shuffled.tol).num_spikes
     except ValueError:
         rand_spikes = -1
     try:

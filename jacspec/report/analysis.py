@@ -26,8 +26,9 @@ def row_mp_fit(analysis: Any, matrix: str = MAIN) -> MPFit | None:
     """The Marchenko-Pastur bulk of ``matrix``'s row, rebuilt from its columns: ``mp_sigma2``
     and ``lambda_plus`` = sigma^2 (1 + Q^{-1/2})^2 give Q, and
     :func:`jacspec.heavytail.mp.fit_mp`
-    with that sigma^2 on the ESD's eigenvalues (rows = the row's ``n``) gives edges and spikes.
-    None when the row has no MP fit."""
+    with that sigma^2 on the ESD's eigenvalues (rows = the row's ``n``; those below the ESD's
+    rank tolerance as zeros, as the row's fit) gives edges and spikes. None when the row has
+    no MP fit (NaN columns: no bulk above the rank tolerance)."""
     table = analysis.table
     if matrix not in table.index or matrix not in analysis.esds:
         return None
@@ -41,7 +42,8 @@ def row_mp_fit(analysis: Any, matrix: str = MAIN) -> MPFit | None:
         return None
     q = 1.0 / (math.sqrt(plus / s2) - 1.0) ** 2
     try:
-        return fit_mp(analysis.esds[matrix].eigenvalues, q, rows=n, sigma2=s2)
+        e = analysis.esds[matrix]
+        return fit_mp(e.eigenvalues, q, rows=n, sigma2=s2, tol=e.tol)
     except ValueError:
         return None
 

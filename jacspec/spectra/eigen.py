@@ -36,6 +36,7 @@ __all__ = [
     "rank_tolerance",
     "symmetric_eigenvalues",
     "unresolved_quantities",
+    "zero_below_tolerance",
 ]
 
 SCALES = ("n", "none")
@@ -89,6 +90,24 @@ def rank_tolerance(
     if jac_error2 is not None and jac_error2 > floor:
         floor = float(jac_error2)
     return floor + lam * dim * _EPS["float64"]
+
+
+def zero_below_tolerance(
+    eigenvalues: np.ndarray, tol: float | None = None, *, dtype: str = "float64"
+) -> tuple[np.ndarray, float]:
+    """``(values, tol)``: float64 ``eigenvalues`` with every value ``<= tol`` set to 0.
+
+    The rank rule's other half: an eigenvalue a true zero can show (:func:`rank_tolerance`)
+    is a zero for every fit, so the positives left are exactly the ``rank`` counted above
+    ``tol``. ``tol``: the ESD's (``ESD.tol``); None: :func:`rank_tolerance` of these values
+    (``lambda_max`` = their largest, ``dim`` = their count, Jacobian ``dtype``).
+    """
+    vals = np.array(eigenvalues, dtype=np.float64).ravel()
+    if tol is None:
+        lam = float(vals.max()) if vals.size else 0.0
+        tol = rank_tolerance(lam, vals.size, dtype)
+    vals[vals <= tol] = 0.0
+    return vals, float(tol)
 
 
 def unresolved_quantities(

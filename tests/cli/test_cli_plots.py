@@ -197,7 +197,7 @@ def test_demo_plot_and_json_options(
 
 
 def test_table_values_keep_significant_digits() -> None:
-    frame = pd.DataFrame({"m": [1.234e-7, 0.5, 12345.678, 3, "over-trained"]},
+    frame = pd.DataFrame({"m": [1.234e-7, 0.5, 12345.678, 3, "failed"]},
                          index=["small", "half", "big", "int", "text"]).T
     text = format_table(frame)
     assert "1.234e-07" in text and "0.5" in text and "1.235e+04" in text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.integrate import trapezoid
 
-from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw, powerlaw_warning
+from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 
 
 def pareto(alpha: float, n: int, seed: int, xmin: float = 1.0) -> np.ndarray:
@@ -197,14 +197,12 @@ def test_pure_power_law_pdf_integrates_to_one() -> None:
     assert trapezoid(fit.pdf(grid), grid) == pytest.approx(1.0, abs=2e-3)
 
 
-def test_warnings_match_weightwatcher() -> None:
-    assert powerlaw_warning(1.9) == "over-trained"
-    assert powerlaw_warning(6.1) == "under-trained"
-    assert powerlaw_warning(2.0) == ""
-    assert powerlaw_warning(6.0) == ""
-    assert fit_powerlaw(pareto(1.5, 3000, 0)).warning == "over-trained"
-    assert fit_powerlaw(pareto(9.0, 3000, 0)).warning == "under-trained"
-    assert fit_powerlaw(pareto(3.0, 3000, 0)).warning == ""
+def test_no_weightwatcher_training_label() -> None:
+    # WeightWatcher's alpha < 2 / > 6 labels are calibrated on weight matrices; jacspec's
+    # spectra are Jacobian ESDs, so no exponent gives a label (issue 22, defect 17)
+    for a in (1.5, 3.0, 9.0):
+        fit = fit_powerlaw(pareto(a, 3000, 0))
+        assert fit.warning == "" and abs(fit.alpha - a) < 0.35 * a
 
 
 def test_result_is_frozen_and_json_able() -> None:

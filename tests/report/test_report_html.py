@@ -300,13 +300,14 @@ def test_tracking_frame_tracker_store_and_json(work: dict[str, Path], tmp_path: 
 
     frame = pd.DataFrame({"step": [0, 100, 200, 300], "alpha": [2.5, 2.25, 2.125, 2.0625],
                           "lambda_max": [1e-3, 2e-3, 4.5e-3, 1.0000000001e-2],
-                          "warning": ["", "", "", "over-trained"]})
+                          "warning": ["", "", "", "no MP bulk above the rank tolerance "
+                                      "(3 of 40 eigenvalues above tol)"]})
     text, page = read_page(write_report(frame, tmp_path / "f.html"))
     check_self_contained(text, page)
     assert page.sections[0]["data-kind"] == "tracking"
     for rec in frame.to_dict(orient="records"):
         compare_row(page, f"step {rec['step']}", rec, min_numbers=3)
-    assert any(w.startswith("step 300: over-trained") for w in page.warnings)
+    assert any(w.startswith("step 300: no MP bulk above") for w in page.warnings)
 
     data = load_dataset("digits", "train", n=40, seed=0)
     model = build_model(SPEC)
@@ -341,7 +342,7 @@ def test_cli_report_of_every_json_and_the_demo_json(work: dict[str, Path], tmp_p
         "metrics": {"true labels": {"train_accuracy": 1.0, "alpha": 2.123456789,
                                     "warning": ""},
                     "random labels": {"train_accuracy": 0.99, "alpha": None,
-                                      "warning": "under-trained"}}}))
+                                      "warning": "no power-law fit: too few"}}}))
     inputs = [work[k] for k in ("analysis", "sensitivity", "spectrum", "meanfield")] + [demo]
     out = tmp_path / "sub" / "all.html"
     assert main(["report", *map(str, inputs), "--out", str(out), "--title", "All"]) == 0
@@ -353,7 +354,7 @@ def test_cli_report_of_every_json_and_the_demo_json(work: dict[str, Path], tmp_p
     compare_row(page, "true labels", {"train_accuracy": 1.0, "alpha": 2.123456789},
                 min_numbers=2)
     compare_row(page, "random labels", {"alpha": None}, min_numbers=1)
-    assert "random labels: under-trained" in page.warnings
+    assert "random labels: no power-law fit: too few" in page.warnings
     assert "<h1>All</h1>" in text
 
 
@@ -366,7 +367,7 @@ def test_cells_show_four_significant_digits_and_keep_the_exact_value() -> None:
     assert _cell(np.float32(0.1)) == ("0.1", repr(float(np.float32(0.1))))
     assert _cell(np.int64(7)) == ("7", "7")
     assert _cell(None) == ("nan", "nan") and _cell(float("inf")) == ("inf", "inf")
-    assert _cell(True) == ("True", None) and _cell("over-trained") == ("over-trained", None)
+    assert _cell(True) == ("True", None) and _cell("failed") == ("failed", None)
 
 
 def test_kinds_detected_from_the_json_keys(work: dict[str, Path]) -> None:

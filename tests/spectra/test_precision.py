@@ -53,7 +53,11 @@ def test_float32_and_float64_tables_agree_on_a_saturated_network(saturated) -> N
         assert abs(t32["rank"] - t64["rank"]) <= 0.05 * t64["rank"]
     else:
         assert "float32 could not resolve" in t32["warning"]
-    assert abs(t32["num_spikes"] - t64["num_spikes"]) <= 0.10 * t64["num_spikes"]
+    if "num_spikes" not in flagged:
+        assert abs(t32["num_spikes"] - t64["num_spikes"]) <= 0.10 * t64["num_spikes"]
+    else:  # the MP fit takes eigenvalues below tol as zeros: unresolved with the rank
+        assert "rank" in flagged and t32["num_spikes"] <= t32["rank"]
+        assert "num_spikes" in t32["warning"]
     assert abs(t32["alpha"] - t64["alpha"]) <= 0.05 * t64["alpha"]
     # the old rule (dim * eps32 * lambda_max) kept a fraction of the accurate eigenvalues
     e = analyze(model, x, seed=0, randomize=False).esds["input->output"]
