@@ -26,6 +26,32 @@ SMOKE_TRAIN = {"n_train": 200, "n_test": 200, "max_steps": 30, "n_jacobian": 50,
                "target_accuracy": 0.01}
 
 
+#: Metrics withdrawn from every table of the page: the Marchenko-Pastur fit of the real ESD
+#: took the eigenvalues below the rank tolerance as a bulk (a fit of round-off; num_spikes
+#: exceeded rank in 254 of the 784 ESDs of the two stores), and the stores hold no
+#: eigenvalues to refit them (``jacspec.heavytail.mp.fit_mp`` now takes them as zeros).
+WITHDRAWN = tuple(f"jac_{split}_{col}" for split in ("train", "test")
+                  for col in ("num_spikes", "lambda_plus", "mp_softrank", "mp_sigma2"))
+
+#: The note the page opens with, saying what was withdrawn and why.
+CORRECTION = (
+    "**Correction (issue 22): the Marchenko-Pastur columns are withdrawn.** `num_spikes`, "
+    "`lambda_plus`, `mp_softrank` and `mp_sigma2` (train and test points) were fits that "
+    "took the eigenvalues below the rank tolerance (round-off of true zeros) as a bulk: "
+    "`num_spikes` exceeded `rank` for {over} of {esds} ESDs ({nets} networks in the two "
+    "stores), and {deficient} of the {esds} ESDs were rank-deficient, so their fits ran "
+    "partly on round-off. jacspec now takes those eigenvalues as zeros for every fit; the "
+    "stores keep no eigenvalues to refit them and retraining the {nets} networks is out of "
+    "budget, so these metrics are dropped from every table and ranking below (the page is "
+    "otherwise re-rendered from the same stores: every other metric's score and interval "
+    "is unchanged; rank ranges count {n_withdrawn} fewer metrics, and lists that named the "
+    "withdrawn ones no longer do). `num_traps` (the randomized null's MP fit of a 200 x "
+    "7,056 entry-shuffled matrix, which is full rank unless rows vanish; the stores cannot "
+    "show it) and the other columns (power law on the eigenvalues above the tolerance, "
+    "spectral metrics) did not depend on the round-off."
+)
+
+
 def fmt(v: Any, digits: int = 3) -> str:
     """A number for a Markdown table ('–' for None/NaN)."""
     try:

@@ -22,6 +22,7 @@ import numpy as np
 from mnist_study_common import (
     SMOKE_TRAIN,
     TRAIN,
+    WITHDRAWN,
     auc,
     auc_interval,
     ci,
@@ -69,8 +70,8 @@ def metric_names(runs: Any) -> list[str]:
     """Numeric columns that are metrics of a trained network (not settings or outcomes)."""
     from jacspec.zoo.train import DEFAULTS
 
-    skip = set(NOT_METRICS) | set(DEFAULTS) | {"config_hash", "status", "error", "started",
-                                               "finished", "host"}
+    skip = set(NOT_METRICS) | set(DEFAULTS) | set(WITHDRAWN) | {
+        "config_hash", "status", "error", "started", "finished", "host"}
     cols = []
     for c in runs.columns:
         if c in skip or c.startswith("jac_") and c.endswith("_num_evals"):
