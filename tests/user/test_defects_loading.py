@@ -214,6 +214,8 @@ def test_every_hint_names_an_option_of_its_command(user_dir, tmp_path, capsys):
         # A factory with no folder of weights, a folder given --weights.
         ("track", ["track", f"{MODULE}:make", *data], "--weights"),
         ("track", ["track", "sd", "--weights", "sd", *data], "--weights"),
+        ("track", ["track", f"{MODULE}:make", "--weights", "sd/step_000000.pt", *data],
+         "--weights"),
     ]
     for command, argv, flag in cases_:
         assert main(argv) == 2, argv
