@@ -111,9 +111,22 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
 
 
 def load_model_from_args(args: argparse.Namespace) -> nn.Module:
-    from jacspec.models.loading import load_model
+    """:func:`jacspec.load_model` of MODEL/--weights/--trust; its warning that a factory's
+    weights are random is printed as one line on stderr (``jacspec CMD: warning: ...``)."""
+    import warnings
 
-    return load_model(args.model, weights=args.weights, trust=args.trust)
+    from jacspec.models.loading import RandomWeightsWarning, load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        model = load_model(args.model, weights=args.weights, trust=args.trust)
+    for w in caught:
+        if issubclass(w.category, RandomWeightsWarning):
+            print(f"jacspec {getattr(args, 'command', '')}: warning: {w.message}",
+                  file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model
 
 
 def load_data_from_args(

@@ -38,6 +38,7 @@ __all__ = [
     "mlp",
     "save_checkpoint",
     "small_cnn",
+    "state_dict_mismatch",
 ]
 
 #: The activations the builders take (canonical names of :mod:`jacspec.models.activations`;
@@ -46,6 +47,11 @@ ACTIVATIONS = ("relu", "relu6", "tanh", "hard_tanh", "hard_sigmoid", "erf", "lin
 INITS = ("gaussian", "orthogonal")
 CHECKPOINT_FORMAT = "jacspec-checkpoint"
 CHECKPOINT_VERSION = 1
+#: What to do with weights that come without their architecture (a state_dict, a Lightning
+#: checkpoint): :func:`save_checkpoint` stores jacspec's own mlp/cnn architectures only.
+WEIGHTS_HINT = ("load it into its architecture with package.module:factory --weights FILE "
+                "(jacspec track: --weights DIR for a folder of them; Python: "
+                "load_model('package.module:factory', weights=FILE))")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -239,16 +245,40 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, spec: Mapping[str
     return path
 
 
-def _check_match(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: spec {tuple(own[k].shape)} vs {what} {tuple(state[k].shape)}"
+def _listed(names: Sequence[str], shown: int = 4) -> str:
+    """``"a, b, c, d (+8 more)"``: the first ``shown`` names and how many are left out."""
+    head = ", ".join(names[:shown])
+    return head + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *,
+                        own_name: str = "model", state_name: str = "weights") -> str | None:
+    """What keeps ``state`` from loading into a module whose state_dict is ``own``: the
+    missing keys, the unexpected keys and the shape mismatches (``name: model (16, 64) vs
+    weights (8, 64)``), each listed by its first four entries and a count; None when they fit.
+    """
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {own_name} {tuple(own[k].shape)} vs {state_name} {tuple(state[k].shape)}"
               for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = ([f"missing {missing[:4]}"] if missing else []) + \
-                ([f"unexpected {unexpected[:4]}"] if unexpected else []) + shapes[:4]
-        raise ValueError(f"spec does not match the {what}'s weights: {'; '.join(parts)}")
+
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 'es' if what.endswith('h') else 's'}"
+
+    parts = []
+    if missing:
+        parts.append(f"{count(len(missing), 'missing key')} ({_listed(missing)})")
+    if unexpected:
+        parts.append(f"{count(len(unexpected), 'unexpected key')} ({_listed(unexpected)})")
+    if shapes:
+        parts.append(f"{count(len(shapes), 'shape mismatch')} ({_listed(shapes)})")
+    return "; ".join(parts) if parts else None
+
+
+def _check_match(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    problem = state_dict_mismatch(model.state_dict(), state, own_name="spec", state_name=what)
+    if problem is not None:
+        raise ValueError(f"spec does not match the {what}'s weights: {problem}")
 
 
 def _missing_class(exc: BaseException) -> str | None:
@@ -297,7 +327,7 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False,
             raise ValueError(f"checkpoint {str(path)!r} pickles a whole model whose {missing}; "
                              "make it importable (run jacspec from the folder that holds the "
                              "module, or add that folder to PYTHONPATH), or save a state_dict "
-                             "and load it with MODULE:FACTORY --weights") from None
+                             "and load it with package.module:factory --weights FILE") from None
         raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch file ({first})"
                          ) from None
     if trust and isinstance(obj, nn.Module):
@@ -306,7 +336,9 @@ def load_checkpoint(path: str | os.PathLike, *, trust: bool = False,
         hint = ""
         if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor)
                                                      for v in obj.values()):
-            hint = " (it looks like a bare state_dict; save it with jacspec.save_checkpoint)"
+            hint = f" (it looks like a bare state_dict; {WEIGHTS_HINT})"
+        elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+            hint = f" (it looks like a PyTorch Lightning checkpoint; {WEIGHTS_HINT})"
         raise ValueError(f"{str(path)!r} is not a jacspec checkpoint: expected a dict with "
                          f"format={CHECKPOINT_FORMAT!r}, 'spec' and 'state_dict'{hint}")
     version = obj.get("version")

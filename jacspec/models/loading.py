@@ -11,6 +11,14 @@ never evaluated as code) with optional weights (a state_dict file, also read wit
 ``weights_only=True``). The factory's module is imported with the working folder first on
 ``sys.path``, as ``python -m`` does. Eager models are returned in eval mode; exported
 programs as stored (they have no train/eval switch).
+
+A factory is called under ``torch.manual_seed(0)`` (the CPU generator, and the CUDA ones when
+CUDA is initialised), with the caller's random states put back afterwards: without weights
+its random initialisation is the same on every run (and a :class:`RandomWeightsWarning` says
+so). Weights may carry a prefix (a PyTorch Lightning checkpoint's ``state_dict`` holds
+``model.<name>`` for a LightningModule's ``self.model``): when the keys under exactly one
+prefix are the model's keys, that prefix is dropped. Weights that do not fit are refused
+with the missing and unexpected keys and the shape mismatches (:func:`state_dict_mismatch`).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import importlib
 import os
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from jacspec.models.builders import load_checkpoint
+from jacspec.models.builders import load_checkpoint, state_dict_mismatch
+
+#: The seed a factory is called with (its random initialisation is the same on every run).
+FACTORY_SEED = 0
+
+
+class RandomWeightsWarning(UserWarning):
+    """A factory model loaded without weights: its parameters are its seeded random init."""
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -83,6 +99,38 @@ def working_folder_importable() -> Iterator[None]:
             del sys.path[0]
         elif cwd in sys.path:
             sys.path.remove(cwd)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int = FACTORY_SEED) -> Iterator[None]:
+    """``torch.manual_seed(seed)`` for the block, the caller's generator states put back after
+    it (CPU always; CUDA devices when CUDA is already initialised, so nothing is queued)."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for device in devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def strip_key_prefix(state: dict[str, torch.Tensor], keys: list[str]) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix dropped under which its keys are exactly ``keys`` (a Lightning
+    checkpoint's ``model.``, DDP's ``module.``); ``state`` itself when it fits as it is or when
+    no single prefix (or more than one) makes it fit."""
+    own = set(keys)
+    if set(state) == own:
+        return state
+    candidates = set()
+    for key in state:
+        for i, char in enumerate(key):
+            if char == "." and key[i + 1:] in own:
+                candidates.add(key[: i + 1])
+    fits = [p for p in sorted(candidates)
+            if {k[len(p):] for k in state if k.startswith(p)} == own]
+    if len(fits) != 1:
+        return state
+    return {k[len(fits[0]):]: v for k, v in state.items() if k.startswith(fits[0])}
 
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -153,7 +201,8 @@ def _from_factory(target: str, weights: str | os.PathLike | None, trust: bool) -
         if factory is None or not callable(factory):
             raise ValueError(f"model {target!r}: {module_name!r} has no callable {attr!r}")
         try:
-            model = factory(*args, **kwargs)
+            with seeded_torch():
+                model = factory(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the user's factory failed
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ValueError(f"model {target!r}: calling {attr} failed "
@@ -161,13 +210,25 @@ def _from_factory(target: str, weights: str | os.PathLike | None, trust: bool) -
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {target!r}: the factory returned {type(model).__name__}, "
                          "not a torch.nn.Module")
-    if weights is not None:
-        state = _load_state_dict(weights, trust)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(f"weights do not fit model {target!r}: {first}") from None
+    if weights is None:
+        warnings.warn(
+            f"model {target!r} has no weights: its parameters are the factory's random "
+            f"initialisation (seeded with torch.manual_seed({FACTORY_SEED}), the same on every "
+            "run); pass the trained ones with weights=FILE (CLI: --weights FILE)",
+            RandomWeightsWarning, stacklevel=3,
+        )
+        return model
+    own = model.state_dict()
+    state = strip_key_prefix(_load_state_dict(weights, trust), list(own))
+    problem = state_dict_mismatch(own, state, own_name="model", state_name="weights")
+    if problem is not None:
+        raise ValueError(f"weights {str(weights)!r} do not fit model {target!r}: {problem}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"weights {str(weights)!r} do not fit model {target!r}: {first}"
+                         ) from None
     return model
 
 

@@ -1,21 +1,28 @@
 """A tracker over a folder of saved checkpoints: step numbers from the file names
-(:func:`checkpoint_step`), the checkpoints in step order (:func:`find_checkpoints`) and one
-tracked row per checkpoint (:func:`track_checkpoints`)."""
+(:func:`checkpoint_step`), the checkpoints in step order (:func:`scan_checkpoints`,
+:func:`find_checkpoints`) and one tracked row per checkpoint (:func:`track_checkpoints`).
+
+The files are whole models (jacspec checkpoints, TorchScript, exported programs) or, with
+a ``factory`` (``package.module:factory``), weights for it: state_dicts or PyTorch Lightning
+``.ckpt`` files (their ``state_dict``, with its ``model.`` prefix dropped).
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover
     from jacspec.track.tracker import Tracker
 
-__all__ = ["CHECKPOINT_SUFFIXES", "checkpoint_step", "find_checkpoints", "track_checkpoints"]
+__all__ = ["CHECKPOINT_SUFFIXES", "CheckpointFolder", "UnnumberedCheckpointsWarning",
+           "checkpoint_step", "find_checkpoints", "scan_checkpoints", "track_checkpoints"]
 
-#: Checkpoint file suffixes :func:`find_checkpoints` picks up.
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
+#: Checkpoint file suffixes :func:`find_checkpoints` picks up (.ckpt: PyTorch Lightning).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _STEP_WORD = re.compile(r"(?:global_step|step|iteration|iter|it)[=_-]?(\d+)", re.IGNORECASE)
 _NUMBER = re.compile(r"(\d+)")
 
@@ -32,12 +39,27 @@ def checkpoint_step(path: str | os.PathLike) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
-def find_checkpoints(folder: str | os.PathLike) -> tuple[list[tuple[int, Path]], str]:
-    """``([(step, path), ...] ascending, how)`` for the ``*.pt``/``*.pth`` files of ``folder``.
+class UnnumberedCheckpointsWarning(UserWarning):
+    """Some checkpoints of a folder have no step number in their names and are left out."""
 
-    Steps come from the file names (:func:`checkpoint_step`, ``how="name"``); when some name
-    has no number, the files are ordered by modification time and numbered 0, 1, ...
-    (``how="mtime"``). Two files with one step number are refused.
+
+class CheckpointFolder(NamedTuple):
+    """The checkpoints of a folder: ``found`` ``[(step, path), ...]`` ascending, ``how`` the
+    steps came (``"name"`` or ``"mtime"``) and the ``unnumbered`` files left out."""
+
+    found: list[tuple[int, Path]]
+    how: str
+    unnumbered: list[Path]
+
+
+def scan_checkpoints(folder: str | os.PathLike) -> CheckpointFolder:
+    """The ``*.pt``/``*.pth``/``*.ckpt`` files of ``folder`` in step order.
+
+    Steps come from the file names (:func:`checkpoint_step`, ``how="name"``); files whose
+    names have no number (``best.pt``, ``last.ckpt``) beside numbered ones cannot be placed
+    on the step axis and are returned as ``unnumbered``. When no name has a number, the
+    files are ordered by modification time and numbered 0, 1, ... (``how="mtime"``). Two
+    files with one step number are refused.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -46,33 +68,61 @@ def find_checkpoints(folder: str | os.PathLike) -> tuple[list[tuple[int, Path]],
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
     if not files:
         raise ValueError(f"checkpoint folder {str(root)!r} holds no {'/'.join(CHECKPOINT_SUFFIXES)}"
-                         " files (jacspec.save_checkpoint writes them, e.g. step_000100.pt)")
+                         " files (e.g. step_000100.pt: jacspec.save_checkpoint, TorchScript, "
+                         "torch.export, or state_dicts/Lightning .ckpt files for "
+                         "package.module:factory --weights DIR)")
     steps = [checkpoint_step(p) for p in files]
-    if any(s is None for s in steps):
+    if all(s is None for s in steps):
         by_time = sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
-        return list(enumerate(by_time)), "mtime"
+        return CheckpointFolder(list(enumerate(by_time)), "mtime", [])
     seen: dict[int, Path] = {}
+    unnumbered = []
     for s, p in zip(steps, files, strict=True):
-        assert s is not None
+        if s is None:
+            unnumbered.append(p)
+            continue
         if s in seen:
             raise ValueError(f"checkpoints {seen[s].name!r} and {p.name!r} in {str(root)!r} both "
                              f"name step {s}; keep one checkpoint per step")
         seen[s] = p
-    return sorted(seen.items()), "name"
+    return CheckpointFolder(sorted(seen.items()), "name", unnumbered)
+
+
+def unnumbered_message(unnumbered: list[Path]) -> str:
+    """One line naming the checkpoints left out for want of a step number."""
+    names = ", ".join(p.name for p in unnumbered)
+    many = len(unnumbered) != 1
+    return (f"{len(unnumbered)} checkpoint{'s' if many else ''} without a step number in "
+            f"{'their names' if many else 'its name'} left out: {names} (rename "
+            f"{'them' if many else 'it'} with the step, e.g. step_000120.pt, to track "
+            f"{'them' if many else 'it'})")
+
+
+def find_checkpoints(folder: str | os.PathLike) -> tuple[list[tuple[int, Path]], str]:
+    """``([(step, path), ...] ascending, how)`` of :func:`scan_checkpoints`; files left out
+    for want of a step number are named in one :class:`UnnumberedCheckpointsWarning`."""
+    found, how, unnumbered = scan_checkpoints(folder)
+    if unnumbered:
+        warnings.warn(unnumbered_message(unnumbered), UnnumberedCheckpointsWarning,
+                      stacklevel=2)
+    return found, how
 
 
 def track_checkpoints(
     tracker: Tracker,
     folder: str | os.PathLike,
     *,
+    factory: str | None = None,
     trust: bool = False,
     skip_tracked: bool = True,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``tracker`` over the checkpoints of ``folder`` (:func:`find_checkpoints`), loading
-    each with :func:`jacspec.load_model` (``trust`` as there); steps not divisible by
-    ``tracker.every`` are passed over, and (``skip_tracked``) so are steps already in the
-    tracker (a store continued after an interruption). Returns the new rows."""
+    each with :func:`jacspec.load_model` (``trust`` as there): as a model, or with ``factory``
+    (``"package.module:factory"``) as its weights (a state_dict or a Lightning ``.ckpt``).
+    Steps not divisible by ``tracker.every`` are passed over, and (``skip_tracked``) so are
+    steps already in the tracker (a store continued after an interruption). Returns the new
+    rows, each with its ``checkpoint`` path."""
     import jacspec
 
     found, _ = find_checkpoints(folder)
@@ -86,7 +136,8 @@ def track_checkpoints(
     rows = []
     try:
         for s, p in todo:
-            model = jacspec.load_model(p, trust=trust)
+            model = (jacspec.load_model(p, trust=trust) if factory is None else
+                     jacspec.load_model(factory, weights=p, trust=trust))
             row = tracker.step(model, s)
             if row is not None:
                 row["checkpoint"] = str(p)

@@ -193,6 +193,7 @@ def user_folder(tmp_path, monkeypatch):
     sys.modules.pop(name, None)
 
 
+@pytest.mark.filterwarnings("ignore::jacspec.models.loading.RandomWeightsWarning")
 def test_factory_from_working_folder_with_arguments(user_folder):
     name, folder = user_folder
     path_before = list(sys.path)

@@ -439,7 +439,7 @@ def test_cli_missing_folder(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["track", str(tmp_path / "empty"), "--data", "digits"]) == 2
-    assert "holds no .pt/.pth files" in capsys.readouterr().err
+    assert "holds no .pt/.pth/.ckpt files" in capsys.readouterr().err
 
 
 def test_nan_metric_round_trips_as_null(digits, tmp_path):
