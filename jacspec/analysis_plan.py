@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from jacspec._util.memory import memory_limit
 from jacspec.data.batches import first_batch
 from jacspec.jacobian.engine import _check_inputs, prepare_model
 from jacspec.jacobian.layers import eager_model, select_layers
 from jacspec.spectra.gram import (
-    available_bytes,
     check_fits,
     format_bytes,
     gram_bytes,
@@ -56,10 +56,6 @@ class RowPlan:
     route: str = "direct"
 
 
-def _limit(max_memory: int | None) -> int:
-    return int(max_memory) if max_memory is not None else int(0.8 * available_bytes())
-
-
 def plan_rows(
     model: nn.Module,
     data: Any,
@@ -92,7 +88,7 @@ def plan_rows(
 
     n, k, d = problem_shape(model, data, dtype)
     itemsize = torch.empty((), dtype=engine_dtype(model, dtype)).element_size()
-    limit = _limit(max_memory)
+    limit = memory_limit(max_memory)
     main_d, main_route = d, "direct"
     if route != "direct" and not (route == "auto" and n and n * k * d * 8 <= null_bytes):
         from jacspec.jacobian.factored import find_first_linear

@@ -230,8 +230,8 @@ class _DualAccumulator:
         self.kd = kd
         self.device = torch.device(device)
         # blas: dsyrk on the host (default for CPU rows); False: the blocked torch update
-        self.cpu = self.device.type == "cpu" if blas is None else bool(blas)
-        if self.cpu:
+        self.blas = self.device.type == "cpu" if blas is None else bool(blas)
+        if self.blas:
             # Fortran order: dsyrk updates it in place (overwrite_c) without a copy
             self.acc: Any = np.zeros((kd, kd), dtype=np.float64, order="F")
         else:
@@ -254,7 +254,7 @@ class _DualAccumulator:
         # float32 entries multiply exactly in float64: the Gram adds no float32 rounding, so
         # its eigenvalues carry only the Jacobian's own error (jacspec.spectra.exact's rank rule)
         chunk = chunk.detach().to(torch.float64)
-        if self.cpu:
+        if self.blas:
             from scipy.linalg import blas
 
             # chunk (m, kd) row-major is chunk^T (kd, m) column-major: C += (X^T)(X^T)^T
@@ -268,7 +268,7 @@ class _DualAccumulator:
 
     def result(self) -> np.ndarray:
         self.flush()
-        if not self.cpu:
+        if not self.blas:
             return symmetrize_upper(self.acc.cpu().numpy())
         # a symmetric Fortran-order matrix is its own C-order transpose (a view, no copy)
         return np.ascontiguousarray(symmetrize_upper(self.acc).T)
