@@ -195,15 +195,12 @@ def heavy_tail_columns(
         fit = fit_powerlaw(vals, **fit_kwargs)
     except ValueError as exc:
         why = str(exc)
-        logger.warning("power-law fit skipped: %s", exc)
     row = heavy_tail_metrics(
         every[: min(n, cols)], fit=fit, null=null, Q=n / cols, rows=n, tol=tol, errors="nan",
         **({} if fit is not None else fit_kwargs),
     )
     if fit is None and why:  # say why instead of a bare "failed" (e.g. a rank-1 layer row)
         row["warning"] = row["warning"].replace("failed", f"no power-law fit: {why}", 1)
-    if math.isnan(row.get("lambda_plus", math.nan)):
-        logger.warning("Marchenko-Pastur fit skipped: %s", row["warning"])
     return row, fit
 
 
@@ -224,7 +221,7 @@ def _analyse_matrix(
     when the randomized null needs the entries of 𝒥), its ESD and every column."""
     explicit = source.options is not None and source.options.route != "auto"
     if randomize and source.route != "direct" and not explicit:  # auto: 𝒥 did not fit
-        logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
+        logger.warning("%s: randomized null skipped: 𝒥 exceeds randomize_max_bytes", name)
     elif randomize and source.route != "direct":
         warnings.warn(
             f"analyze: randomized null skipped for {name}: route={source.route!r} rows are not "
@@ -242,7 +239,7 @@ def _analyse_matrix(
     null: RandomizedNull | None = None
     J = cached.array() if cached is not None and direct else None
     if direct and J is None:
-        logger.warning("randomized null skipped: 𝒥 exceeds randomize_max_bytes")
+        logger.warning("%s: randomized null skipped: 𝒥 exceeds randomize_max_bytes", name)
     if J is not None:
         null = randomized_null(J, seed=seed, scale=scale, eigenvalues=e.eigenvalues,
                                eig_tol=e.tol)
@@ -251,6 +248,8 @@ def _analyse_matrix(
         e.eigenvalues, rank=e.rank, n=g.n, cols=cols, null=null, tol=e.tol, **fit_kwargs
     )
     row.update(ht)
+    if ht.get("warning"):  # one line per row, naming it (the table's warning column)
+        logger.warning("%s: %s", name, ht["warning"])
     if null is None:  # counts -1, values NaN
         row.update({c: -1 if c.startswith("num_") else math.nan for c in NULL_COLUMNS})
     row.update(n=g.n, k=g.k, d=g.d, side=g.side, dtype=g.dtype, tol=e.tol)

@@ -4,6 +4,8 @@ plan and :func:`jacspec.jacobian.engine.jacobians`."""
 
 from __future__ import annotations
 
+import numbers
+
 import psutil
 
 GIB = 2**30
@@ -17,8 +19,18 @@ def available_bytes() -> int:
 
 
 def memory_limit(max_memory: int | None) -> int:
-    """Bytes a computation may take: ``max_memory``, else 80% of the available memory."""
-    return int(max_memory) if max_memory is not None else int(DEFAULT_SHARE * available_bytes())
+    """Bytes a computation may take: ``max_memory``, else 80% of the available memory.
+
+    ``max_memory`` must be a positive number of bytes (ValueError otherwise: a budget of 0 or
+    less would refuse every computation, or worse, look like "no limit").
+    """
+    if max_memory is None:
+        return int(DEFAULT_SHARE * available_bytes())
+    if isinstance(max_memory, bool) or not isinstance(max_memory, numbers.Real) or not (
+        max_memory > 0 and max_memory != float("inf")
+    ):
+        raise ValueError(f"max_memory must be a positive number of bytes; got {max_memory!r}")
+    return int(max_memory)
 
 
 def format_bytes(num: float) -> str:

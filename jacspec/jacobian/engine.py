@@ -334,11 +334,9 @@ def _stacked(
     from jacspec._util.memory import format_bytes, memory_limit
     from jacspec.data.batches import OneShot, first_batch
 
-    if max_memory is not None and (isinstance(max_memory, bool) or not max_memory > 0):
-        raise ValueError(f"max_memory must be a positive number of bytes; got {max_memory!r}")
+    limit = memory_limit(max_memory)
     model = check_model(model)
     refuse_inference_mode()
-    limit = memory_limit(max_memory)
     if isinstance(data, Iterator):  # a generator: its first batch kept for the pass
         data = OneShot(data, f"{what}()")
         x0, _ = first_batch([data.peek()])

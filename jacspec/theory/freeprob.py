@@ -225,8 +225,9 @@ class DensityOnGrid:
                          "atoms": [dict(a) for a in self.atoms]})
 
     def to_dict(self) -> dict:
-        """:meth:`summary` plus ``grid`` and ``density``."""
-        return {**self.summary(), "grid": jsonable(self.grid), "density": jsonable(self.density)}
+        """:meth:`summary` plus ``settings``, ``grid`` and ``density``."""
+        return {**self.summary(), "settings": jsonable(self.settings),  # type: ignore[attr-defined]
+                "grid": jsonable(self.grid), "density": jsonable(self.density)}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per grid point: columns lambda, density."""

@@ -224,8 +224,8 @@ class MeanField:
         return jsonable({k: getattr(self, k) for k in keys})
 
     def to_dict(self) -> dict:
-        """Every field, JSON-able (an infinite depth scale is written as None)."""
-        return jsonable(asdict(self))
+        """Every field and ``settings``, JSON-able (an infinite depth scale is written as None)."""
+        return jsonable({**asdict(self), "settings": self.settings})
 
     def to_frame(self) -> pd.DataFrame:
         """One row of every field (floats kept, Inf included)."""
@@ -302,8 +302,8 @@ class CriticalPoint:
         return jsonable({k: getattr(self, k) for k in ("sigma_w2", "q_star", "q_free")})
 
     def to_dict(self) -> dict:
-        """Every field, JSON-able."""
-        return jsonable(asdict(self))
+        """Every field and ``settings``, JSON-able."""
+        return jsonable({**asdict(self), "settings": self.settings})
 
     def to_frame(self) -> pd.DataFrame:
         """One row of every field."""

@@ -133,8 +133,8 @@ class SimulatedSpectrum:
         return jsonable({**self.settings, **{k: getattr(self, k) for k in keys}})
 
     def to_dict(self) -> dict:
-        """:meth:`summary` (the pooled eigenvalues are in :meth:`to_frame`)."""
-        return self.summary()
+        """:meth:`summary` and ``settings`` (the pooled eigenvalues are in :meth:`to_frame`)."""
+        return {**self.summary(), "settings": jsonable(self.settings)}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per pooled eigenvalue."""
@@ -237,8 +237,8 @@ class Comparison:
         return jsonable(dict(self.__dict__))
 
     def to_dict(self) -> dict:
-        """Every field, JSON-able."""
-        return self.summary()
+        """Every field and ``settings``, JSON-able."""
+        return {**self.summary(), "settings": jsonable(self.settings)}
 
     def to_frame(self) -> pd.DataFrame:
         """One row of every field."""

@@ -93,8 +93,14 @@ class SweepSummary:
         """True when no run of the sweep is failed (in this call or left from before)."""
         return self.failed == 0 and self.previously_failed == 0
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """How the sweep ran: backend, workers, jobs per task."""
+        return {"backend": self.backend, "workers": self.workers, "group": self.group}
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "errors": dict(self.errors)}
+        """Every field and ``settings``."""
+        return {**self.__dict__, "errors": dict(self.errors), "settings": self.settings}
 
 
 def expand(spec: Mapping[str, Any]) -> Sweep:

@@ -24,6 +24,7 @@ from jacspec.cli._common import (
     to_json,
     write_json,
 )
+from jacspec.cli._wording import cli_wording
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "M at R/k of the backward passes); auto: R=64 when k >= 200; 0: exact",
     )
     p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
-    p.add_argument("--max-memory-gib", type=float, default=None, metavar="GIB",
+    p.add_argument("--max-memory-gib", type=_positive_gib, default=None, metavar="GIB",
                    help="refuse a Gram matrix larger than GIB gibibytes")
     p.add_argument("--json", metavar="PATH", help=f"{JSON_HELP}: settings, eigenvalues, metrics")
     p.add_argument(
@@ -94,16 +95,53 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jacspec.analysis import analyze
-
     plot_dir = check_plot_dir(args.plot)
     model = load_model_from_args(args)
     data = load_data_from_args(args)
     layers = None
     if args.layers:
         layers = "all" if args.layers == "all" else [s for s in args.layers.split(",") if s]
-    max_memory = None if args.max_memory_gib is None else int(args.max_memory_gib * 2**30)
-    result = analyze(
+    max_memory = None if args.max_memory_gib is None else max(1, int(args.max_memory_gib * 2**30))
+    try:
+        result = _analyze(args, model, data, layers, max_memory)
+    except ValueError as exc:
+        raise ValueError(cli_wording(str(exc))) from None
+    rows = result.table
+    if "method" in rows and (rows["method"] == "skipped").all():
+        reasons = "; ".join(f"{m}: {w}" for m, w in zip(rows.index, rows["warning"], strict=True))
+        hint = ("raise --max-memory-gib" if "one example's Jacobian" in reasons
+                else "pass --method auto for an estimate, or raise --max-memory-gib")
+        raise ValueError(f"nothing could be computed ({cli_wording(reasons)}); {hint}")
+    if args.json != "-":
+        with _pandas_wide():
+            print(format_table(result.table.T))
+    payload = result.to_dict()
+    payload["settings"]["data"] = data.settings if hasattr(data, "settings") else str(args.data)
+    payload["settings"]["model"] = str(args.model)
+    write_json(payload, args.json)
+    if plot_dir is not None:
+        from jacspec.report.analysis import save_analysis_figures
+
+        announce(save_analysis_figures(result, plot_dir), args.json)
+    return 0
+
+
+def _positive_gib(text: str) -> float:
+    """``--max-memory-gib``: a positive number of gibibytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of GiB; got {text!r}")
+    return value
+
+
+def _analyze(args: argparse.Namespace, model: object, data: object, layers: object,
+             max_memory: int | None) -> object:
+    from jacspec.analysis import analyze
+
+    return analyze(
         model,
         data,
         output=args.output,
@@ -121,18 +159,6 @@ def run(args: argparse.Namespace) -> int:
         max_memory=max_memory,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    if args.json != "-":
-        with _pandas_wide():
-            print(format_table(result.table.T))
-    payload = result.to_dict()
-    payload["settings"]["data"] = data.settings if hasattr(data, "settings") else str(args.data)
-    payload["settings"]["model"] = str(args.model)
-    write_json(payload, args.json)
-    if plot_dir is not None:
-        from jacspec.report.analysis import save_analysis_figures
-
-        announce(save_analysis_figures(result, plot_dir), args.json)
-    return 0
 
 
 def _sketch_arg(text: str) -> int | str:

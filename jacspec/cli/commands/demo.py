@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="train MLPs on digits with true and random labels and compare their Jacobian ESDs",
         description="Train an MLP on scikit-learn's digits with true labels and one with "
-        "random labels (both to 100%% training accuracy), compute both data-Jacobian ESDs on "
+        "random labels (both to 100% training accuracy), compute both data-Jacobian ESDs on "
         "the training set, print the metric tables side by side and write figures.",
     )
     p.add_argument("--out", default="demo_out", metavar="DIR",

@@ -105,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
             for p in profiles
         ],
         "per_point": summary,
+        "settings": {
+            "model": str(args.model),
+            "data": data.settings if hasattr(data, "settings") else str(args.data),
+            "split": args.split, "kinds": kinds, "points": args.points,
+            "refine": args.refine, "seed": args.seed, "batch_size": args.batch_size,
+            "per_point": per_point.settings,
+        },
     }
     if args.json != "-":
         line = ", ".join(f"{p.kind}: norm {p.summary()['jacobian_norm_mean']:.4g}, "

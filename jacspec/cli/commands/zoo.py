@@ -145,7 +145,8 @@ def _status(args: argparse.Namespace) -> int:
     with Store(args.store, readonly=True) as store:
         counts = store.counts()
         failures = store.failures()
-    _write_json(args.json, {**counts, "failures": failures})
+    _write_json(args.json, {**counts, "failures": failures,
+                            "settings": {"store": str(args.store)}})
     if args.json and args.json != "-":
         sys.stdout.write(" ".join(f"{k}={v}" for k, v in counts.items()) + "\n")
         for f in failures:
