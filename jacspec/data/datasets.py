@@ -23,8 +23,9 @@ Built-in names (``load_dataset``):
 - a path to a ``.npz`` file with arrays ``x`` and ``y`` (or Keras' ``x_train`` and
   ``y_train``), and optionally ``x_test``, ``y_test`` for ``split="test"``; ``x`` is kept
   in the shape it was stored in (``(n, d)`` stays ``(n, d)``, ``(n, H, W)`` stays
-  ``(n, H, W)``: ``flatten=False`` adds the channel axis a CNN wants), ``y`` holds integer
-  labels in [0, k).
+  ``(n, H, W)``: ``flatten=False`` adds the channel axis a CNN wants; ``channels_last=True``
+  reads ``(n, H, W, C)`` images as ``(n, C, H, W)``), ``y`` holds integer labels in [0, k)
+  (a float array of whole numbers is read as those integers).
 
 One pixel rule for every source: ``uint8`` inputs (IDX, CIFAR, a ``.npz``) are pixel values
 0..255 and are divided by 255 into [0, 1]; inputs of any other numeric dtype are cast to
