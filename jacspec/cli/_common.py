@@ -106,6 +106,12 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
         help="add a size-1 channel axis to examples of one or two dims, for a CNN: "
         "(n, H, W) -> (n, 1, H, W), (n, d) -> (n, 1, d); (C, H, W) images are kept",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="read a .npz of channels-last images (n, H, W, C) as (n, C, H, W), the layout "
+        "of torch's Conv2d (the last axis moved to position 1, before --crop/--flatten)",
+    )
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of the --n subset and of estimates (default 0)")
 
@@ -133,7 +139,8 @@ def load_data_from_args(
     args: argparse.Namespace, *, split: str | None = None, subset: bool = True
 ) -> Any:
     """The data set of :func:`add_data_args`'s options (``split`` overrides ``--split``;
-    ``subset=False`` ignores ``--n``), shaped by ``--flatten``/``--channel``."""
+    ``subset=False`` ignores ``--n``), shaped by ``--channels-last`` and
+    ``--flatten``/``--channel``."""
     from jacspec.data.datasets import load_dataset
 
     return load_dataset(
@@ -144,23 +151,40 @@ def load_data_from_args(
         n=args.n if subset else None,
         seed=args.seed,
         flatten=getattr(args, "flatten", None),
+        channels_last=getattr(args, "channels_last", False),
     )
 
 
+def looks_channels_last(shape: tuple[int, ...]) -> bool:
+    """True for an example shape (H, W, C) with C in {1, 3, 4} smaller than H and W."""
+    return len(shape) == 3 and shape[2] in (1, 3, 4) and shape[2] < min(shape[:2])
+
+
 def data_shape_hint(args: argparse.Namespace, message: str) -> str:
-    """``message`` plus what ``--flatten``/``--channel`` would change, when it is the engine's
-    refusal of the data's input shape (``"the model rejected inputs of shape (...)"``) on a
-    command that took :func:`add_data_args`; otherwise ``message`` unchanged."""
+    """``message`` plus what ``--flatten``/``--channel``/``--channels-last`` would change, when
+    it is the engine's refusal of the data's input shape (``"the model rejected inputs of
+    shape (...)"``) on a command that took :func:`add_data_args`; otherwise ``message``
+    unchanged."""
     import re
 
     found = re.search(r"rejected inputs of shape \(([\d, ]*)\)", message)
     if found is None or not hasattr(args, "data"):
         return message
-    ndim = len([s for s in found.group(1).split(",") if s.strip()])
+    shape = tuple(int(s) for s in found.group(1).split(",") if s.strip())
+    ndim = len(shape)
     flatten = getattr(args, "flatten", None)
+    channels_last = getattr(args, "channels_last", False)
     if flatten:
         hint = ("--flatten made each example a flat vector: drop it to keep the stored shape, "
                 "or pass --channel for a channel axis")
+    elif not channels_last and looks_channels_last(shape):
+        h, w, c = shape
+        hint = (f"the examples look channels-last (H, W, C) = {shape}: pass --channels-last to "
+                f"read them as (C, H, W) = {(c, h, w)} for a Conv2d, or --flatten for a model "
+                "that takes flat vectors")
+    elif channels_last:
+        hint = ("--channels-last moved the last axis first ((H, W, C) -> (C, H, W)): drop it "
+                "to keep the stored shape, or pass --flatten for flat vectors")
     elif flatten is not None:
         hint = ("--channel added a channel axis: drop it to keep the stored shape, or pass "
                 "--flatten for flat vectors")

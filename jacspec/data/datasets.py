@@ -23,8 +23,9 @@ Built-in names (``load_dataset``):
 - a path to a ``.npz`` file with arrays ``x`` and ``y`` (or Keras' ``x_train`` and
   ``y_train``), and optionally ``x_test``, ``y_test`` for ``split="test"``; ``x`` is kept
   in the shape it was stored in (``(n, d)`` stays ``(n, d)``, ``(n, H, W)`` stays
-  ``(n, H, W)``: ``flatten=False`` adds the channel axis a CNN wants), ``y`` holds integer
-  labels in [0, k).
+  ``(n, H, W)``: ``flatten=False`` adds the channel axis a CNN wants; ``channels_last=True``
+  reads ``(n, H, W, C)`` images as ``(n, C, H, W)``), ``y`` holds integer labels in [0, k)
+  (a float array of whole numbers is read as those integers).
 
 One pixel rule for every source: ``uint8`` inputs (IDX, CIFAR, a ``.npz``) are pixel values
 0..255 and are divided by 255 into [0, 1]; inputs of any other numeric dtype are cast to
@@ -48,6 +49,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice, positive_int
+from jacspec.data.batches import check_labels
 from jacspec.data.formats import (
     atomic_savez,
     find_files,
@@ -90,6 +92,8 @@ SPLITS = ("train", "test")
 class DataSet:
     """Examples ``x`` float32 (n, *shape) with integer labels ``y`` int64 (n,) in [0, num_classes).
 
+    ``y`` goes through :func:`jacspec.data.batches.check_labels`: float labels holding whole
+    numbers are stored as int64, NaN, Inf, fractions, negative and (n, k) labels are refused.
     ``settings`` records how the set was made (name, split, crop, random labels, seed, ...).
     """
 
@@ -102,9 +106,8 @@ class DataSet:
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
             raise TypeError("DataSet x and y must be torch tensors")
-        if self.y.dtype != torch.int64 or self.y.ndim != 1:
-            raise ValueError(f"DataSet y must be int64 of shape (n,); got {self.y.dtype} "
-                             f"{tuple(self.y.shape)}")
+        # the one label rule (check_labels): whole-number floats become int64, the rest refused
+        object.__setattr__(self, "y", check_labels(self.y, "DataSet y (labels)"))
         if self.x.ndim < 2 or self.x.shape[0] != self.y.shape[0]:
             raise ValueError(f"DataSet x must have shape (n, *shape) with n = len(y) = "
                              f"{self.y.shape[0]}; got {tuple(self.x.shape)}")
@@ -180,6 +183,7 @@ def load_dataset(
     seed: int = 0,
     n: int | None = None,
     flatten: bool | None = None,
+    channels_last: bool = False,
 ) -> DataSet:
     """Load a named data set (see module docstring) or a ``.npz`` file.
 
@@ -191,11 +195,15 @@ def load_dataset(
     axis: a size-1 axis is put in front of examples of one or two dims ((L,) -> (1, L),
     (H, W) -> (1, H, W): mnist1d (1, 40), a .npz of (n, H, W) images (1, H, W)), and
     examples of three or more dims are taken to have one already (images (C, H, W), digits
-    (1, 8, 8)). CLI: ``--flatten`` is True, ``--channel`` False.
+    (1, 8, 8)). CLI: ``--flatten`` is True, ``--channel`` False. ``channels_last``: a .npz
+    of channels-last images (n, H, W, C) is read as (n, C, H, W) (the last axis moved to
+    position 1, before ``crop`` and ``flatten``); CLI ``--channels-last``.
     """
     check_choice("split", split, SPLITS)
     if flatten is not None and not isinstance(flatten, bool):
         raise TypeError(f"flatten must be True, False or None; got {flatten!r}")
+    if not isinstance(channels_last, bool):
+        raise TypeError(f"channels_last must be True or False; got {channels_last!r}")
     positive_int("crop", crop, allow_none=True)
     key, options = _parse_name(name)
     if key == "npz":
@@ -221,6 +229,8 @@ def load_dataset(
         local = key in ("digits", "mnist5k")  # bundled with a package: no root
         x, y, k, natural_flat = _LOADERS[key](split, None if local else _root(root, key))
         label = key
+    if channels_last:
+        x = _channels_first(x, key, label)
     if crop is not None:
         if x.ndim not in (3, 4):
             raise ValueError(f"crop={crop} needs image inputs of shape (H, W) or (C, H, W); "
@@ -241,13 +251,25 @@ def load_dataset(
         num_classes=int(k),
         name=label,
         settings={"name": label, "split": split, "crop": crop, "flatten": flat,
-                  "random_labels": False, "seed": int(seed)},
+                  "channels_last": channels_last, "random_labels": False, "seed": int(seed)},
     )
     if n is not None:
         data = data.subset(n, seed=seed)
     if random_labels:
         data = data.with_random_labels(seed)
     return data
+
+
+def _channels_first(x: np.ndarray, key: str, label: str) -> np.ndarray:
+    """Channels-last images (n, H, W, C) of a .npz as (n, C, H, W): ``moveaxis(x, -1, 1)``."""
+    if key != "npz":
+        raise ValueError(f"channels_last=True (CLI --channels-last) applies to a .npz of "
+                         f"(n, H, W, C) images; dataset {label!r} is already read as (C, H, W)")
+    if x.ndim != 4:
+        raise ValueError(f"channels_last=True (CLI --channels-last) needs examples of shape "
+                         f"(H, W, C); dataset {label!r} has examples of shape "
+                         f"{tuple(x.shape[1:])}")
+    return np.moveaxis(x, -1, 1)
 
 
 def _parse_name(name: str | os.PathLike) -> tuple[str, dict[str, str]]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jacspec.data.batches import check_labels
+
 __all__ = ["atomic_savez", "find_files", "idx_names", "read_bytes", "read_cifar_bin",
            "read_idx", "read_npz"]
 
@@ -131,7 +133,7 @@ def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool]
             keys = set(f.files)
             xk, yk = _npz_keys(path, keys, split)
             x, y = f[xk], f[yk]
-            y_all = [f[k] for k in ("y", "y_train", "y_test") if k in keys]
+            y_all = {k: f[k] for k in ("y", "y_train", "y_test") if k in keys}
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise ValueError(f"dataset file {str(path)!r} holds object arrays, which would "
@@ -142,28 +144,22 @@ def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, int, bool]
     if x.dtype.kind not in "fiub" or x.ndim < 2 or x.size == 0:
         raise ValueError(f"dataset file {str(path)!r}: {xk} must be a numeric array of shape "
                          f"(n, ...) with n >= 1; got dtype {x.dtype}, shape {x.shape}")
+    labels = {}
+    for name, arr in y_all.items():  # every split's labels: k is counted over all of them
+        try:
+            labels[name] = check_labels(arr, f"dataset file {str(path)!r}: labels {name}")
+        except TypeError as exc:  # a dtype that is no number: one ValueError for the file
+            raise ValueError(str(exc)) from None
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"dataset file {str(path)!r}: {yk} must have shape ({len(x)},); got "
                          f"{y.shape}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise ValueError(f"dataset file {str(path)!r}: {xk} contains NaN or Inf")
-    labels = []
-    for arr in y_all:
-        if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-                raise ValueError(f"dataset file {str(path)!r}: labels must be integers "
-                                 "(found NaN, Inf or fractions)")
-        elif arr.dtype.kind not in "iub":
-            raise ValueError(f"dataset file {str(path)!r}: labels must be integers; got "
-                             f"{arr.dtype}")
-        labels.append(arr.astype(np.int64))
-    if min(int(a.min()) for a in labels if a.size) < 0:
-        raise ValueError(f"dataset file {str(path)!r}: labels must be >= 0")
-    k = max(int(a.max()) for a in labels if a.size) + 1
+    k = max((int(a.max()) for a in labels.values() if a.size), default=-1) + 1
     xf = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
     if not np.isfinite(xf).all():
         raise ValueError(f"dataset file {str(path)!r}: {xk} overflows float32")
-    return xf, y.astype(np.int64), k, False
+    return xf, labels[yk], k, False
 
 
 def atomic_savez(path: Path, **arrays: np.ndarray) -> None:

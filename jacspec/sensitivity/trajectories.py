@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from jacspec._util.json import jsonable
 from jacspec._util.random import numpy_generator, torch_generator
 from jacspec._util.validation import check_choice, positive_int
+from jacspec.data.batches import check_labels
 from jacspec.jacobian.engine import iter_jacobians
 from jacspec.sensitivity.norms import softmax_jacobian
 from jacspec.sensitivity.regions import count_transitions
@@ -135,9 +136,10 @@ def ellipse(x1: Tensor, x2: Tensor, x3: Tensor, *, kind: str = "ellipse") -> Tra
 
 def _xy(data: Any) -> tuple[Tensor, Tensor | None]:
     if hasattr(data, "x") and hasattr(data, "y") and not isinstance(data, tuple):
-        return torch.as_tensor(data.x), torch.as_tensor(data.y)
+        return torch.as_tensor(data.x), check_labels(torch.as_tensor(data.y), "data.y (labels)")
     if isinstance(data, tuple) and len(data) == 2:
-        return torch.as_tensor(data[0]), None if data[1] is None else torch.as_tensor(data[1])
+        y = None if data[1] is None else check_labels(torch.as_tensor(data[1]), "data labels y")
+        return torch.as_tensor(data[0]), y
     if isinstance(data, (Tensor, np.ndarray)):
         return torch.as_tensor(data), None
     raise TypeError(
