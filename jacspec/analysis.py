@@ -68,6 +68,7 @@ from jacspec.data.batches import require_reiterable
 from jacspec.heavytail.columns import MP_COLUMNS, NULL_COLUMNS, heavy_tail_metrics
 from jacspec.heavytail.nulls import RandomizedNull, randomized_null
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
+from jacspec.jacobian.options import FIELDS as OPTION_FIELDS
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.exact import ESD, SCALES, esd_from_gram
@@ -332,7 +333,7 @@ def check_fit_kwargs(fit_kwargs: dict[str, Any], where: str = "analyze") -> None
         return
     own = [
         p for p in inspect.signature(analyze).parameters if p not in ("model", "data", "fit_kwargs")
-    ]
+    ] + [f for f in OPTION_FIELDS if f not in inspect.signature(analyze).parameters]
     close = difflib.get_close_matches(bad[0], own + accepted, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(
@@ -397,8 +398,9 @@ def analyze(
     ``"batched_grad"``, ``"loop"``) apply to every method. ``options``
     (:class:`~jacspec.jacobian.options.JacobianOptions`) or its fields as keywords
     (``output``, default softmax, ``dtype``, ``device``, ``batch_size``,
-    ``jacobian_method``, ``progress``) reach every row's engine whole (a keyword given wins
-    over ``options``). ``route`` (input->output row): ``"auto"`` takes the factored route
+    ``jacobian_method``, ``progress``, ``check_independence``, ``sketch_kind``,
+    ``sketch_seed``, ``route``, ``sketch``) reach every row's engine whole (a keyword given
+    wins over ``options``). ``route`` (input->output row): ``"auto"`` takes the factored route
     (:mod:`jacspec.jacobian.factored`) when it applies, except when the randomized null needs
     the entries of 𝒥 and they fit ``randomize_max_bytes`` (then ``"direct"``); an explicit
     ``"factored"`` skips the null with a warning. ``progress``: one bar over the rows when
@@ -417,6 +419,9 @@ def analyze(
     ``seed_from`` (``"seed"`` or ``"options.sketch_seed"``).
     """
     require_reiterable(data, "analyze")
+    # the other JacobianOptions fields as keywords (method is analyze's own: exact/auto/slq)
+    jac_fields = {key: fit_kwargs.pop(key) for key in list(fit_kwargs)
+                  if key in OPTION_FIELDS and key != "method"}
     check_fit_kwargs(fit_kwargs)
     check_choice("method", method, METHODS)
     check_choice("scale", scale, SCALES)
@@ -424,7 +429,7 @@ def analyze(
     opts = resolve_options(
         options, labels={"method": "jacobian_method"}, output=output, dtype=dtype,
         device=device, batch_size=batch_size, method=jacobian_method, progress=progress,
-        route=route,
+        route=route, **jac_fields,
     )
     if sketch != "auto" or opts.sketch is None:
         opts = opts.replace(sketch=sketch)

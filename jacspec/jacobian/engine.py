@@ -285,13 +285,7 @@ def iter_jacobians(
     data: Any,
     *,
     options: JacobianOptions | None = None,
-    output: str | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    batch_size: int | None = None,
-    method: str | None = None,
-    progress: bool | None = None,
-    check_independence: bool | None = None,
+    **fields: Any,
 ) -> Iterator[JacobianBatch]:
     """Yield the per-example Jacobians of ``output(model(x))`` batch by batch.
 
@@ -302,12 +296,19 @@ def iter_jacobians(
     copy, a ``torch.compile``d model its eager module), ``batch_size``, ``method`` (the
     batched backward; ``benchmarks/jacobian_throughput.py`` compares them), ``progress`` and
     ``check_independence`` (probe the first batch for layers that mix examples; layers left
-    in training mode, BatchNorm, Dropout, ..., are refused at any batch size).
+    in training mode, BatchNorm, Dropout, ..., are refused at any batch size). These are the
+    Jacobians themselves: ``route="factored"`` and ``sketch`` (other rows with the same or an
+    estimated Gram) are refused, naming :meth:`JacobianSource.from_model` which gives them.
     """
-    opts = resolve_options(
-        options, output=output, dtype=dtype, device=device, batch_size=batch_size,
-        method=method, progress=progress, check_independence=check_independence,
-    )
+    opts = exact_jacobian_options(resolve_options(options, **fields), "iter_jacobians")
+    return jacobian_batches(model, data, opts)
+
+
+def jacobian_batches(model: nn.Module, data: Any, opts: JacobianOptions
+                     ) -> Iterator[JacobianBatch]:
+    """:func:`iter_jacobians` of resolved ``opts`` (its ``route`` and ``sketch`` are for the
+    caller: :meth:`jacspec.jacobian.source.JacobianSource.from_model` passes here the
+    options of rows that are ``J`` itself)."""
     run_model, dt, dev = prepare_model(model, opts.dtype, opts.device)
     refuse_training_layers(run_model)
     chosen = resolve_method(run_model, opts.method)
@@ -318,6 +319,20 @@ def iter_jacobians(
         run_model, data, lambda x, k: jac_fn(run_model, fn, x, k), options=opts, dtype=dt,
         device=dev, entries=lambda k, d: k * d,
     )
+
+
+def exact_jacobian_options(opts: JacobianOptions, what: str) -> JacobianOptions:
+    """``opts`` for functions that return the Jacobians themselves: ``route`` ``"factored"``
+    and a ``sketch`` change the rows, not how ``J`` is computed, so they are refused (ValueError
+    naming where they apply)."""
+    if opts.route == "factored" or opts.sketch not in (None, 0):
+        given = "route='factored'" if opts.route == "factored" else f"sketch={opts.sketch!r}"
+        raise ValueError(
+            f"{given} changes the rows of the data Jacobian, not J itself, which {what} "
+            "returns: use jacspec.JacobianSource.from_model(model, data, ...), jacspec.esd or "
+            "jacspec.analyze for those rows"
+        )
+    return opts.replace(sketch=None)
 
 
 def _stacked(
@@ -363,7 +378,7 @@ def _stacked(
     out: torch.Tensor | None = None
     held: list[torch.Tensor] = []
     count = 0
-    for b in iter_jacobians(model, data, options=opts):
+    for b in jacobian_batches(model, data, opts):
         m = int(b.jac.shape[0])
         if n is not None and count + m <= n:
             if out is None:
@@ -406,7 +421,7 @@ def jacobians(
     80% of the available memory), naming ``iter_jacobians`` and ``gram``/``esd``; the result
     is filled batch by batch into one preallocated tensor.
     """
-    opts = resolve_options(options, **fields)
+    opts = exact_jacobian_options(resolve_options(options, **fields), "jacobians")
     return _stacked(model, data, opts, max_memory, "jacobians")
 
 
@@ -420,6 +435,6 @@ def data_jacobian(
 ) -> torch.Tensor:
     """The data Jacobian ``𝒥``, ``(n, k*d)``: row i is ``J(x_i)`` flattened, class-major
     (memory checked and filled as in :func:`jacobians`)."""
-    opts = resolve_options(options, **fields)
+    opts = exact_jacobian_options(resolve_options(options, **fields), "data_jacobian")
     J = _stacked(model, data, opts, max_memory, "data_jacobian")
     return J.reshape(J.shape[0], -1)

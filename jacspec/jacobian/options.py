@@ -181,12 +181,21 @@ def resolve_options(
     with every field given here and not None put in.
 
     ``labels`` maps a field to the keyword the caller's users typed, so errors name it
-    (``{"method": "jacobian_method"}``).
+    (``{"method": "jacobian_method"}``). ``jacobian_method`` is accepted everywhere as the
+    spelling of the field ``method`` (the batched backward), since :func:`jacspec.analyze`
+    and :func:`jacspec.estimate_esd` have a ``method`` of their own (exact, auto, slq).
     """
     if options is not None and not isinstance(options, JacobianOptions):
         raise TypeError(
             f"options must be a JacobianOptions or None; got {type(options).__name__}"
         )
+    if "jacobian_method" in fields:
+        alias = fields.pop("jacobian_method")
+        if fields.get("method") is not None and alias is not None:
+            raise TypeError("give the batched backward once: jacobian_method= or method=")
+        if alias is not None:
+            fields["method"] = alias
+            labels = {"method": "jacobian_method", **(labels or {})}
     unknown = [k for k in fields if k not in FIELDS]
     if unknown:
         raise TypeError(

@@ -35,7 +35,7 @@ from jacspec.jacobian.engine import (
     JacobianBatch,
     _check_inputs,
     _model_dtype_device,
-    iter_jacobians,
+    jacobian_batches,
     num_outputs,
     prepare_model,
     unwrap_compiled,
@@ -230,7 +230,7 @@ class JacobianSource:
                     return fac
 
             def make() -> Iterable[JacobianBatch]:
-                return iter_jacobians(model, data, options=opts)
+                return jacobian_batches(model, data, opts)
 
             return cls(make, n=n, k=k, input_shape=shape, dtype=run_dtype,
                        rows_sum_to_zero=opts.output == "softmax", target=target,

@@ -95,12 +95,25 @@ class _NormBatch:
     softmax_row_norms: Tensor  # (b, k): ||J_c||_2 of the softmax Jacobian
 
 
+def norm_options(options: JacobianOptions | None, **fields: Any) -> JacobianOptions:
+    """``options`` with its ``fields`` as keywords, resolved once, for Jacobian norms: the
+    engine runs on the logits (``output="logits"``; the softmax Jacobian is formed from
+    them). Any route gives the same norms (factored rows ``A_i L`` have ``||A_i L||_F =
+    ||A_i W||_F`` since ``L L^T = W W^T``); a sketch is refused: norms use every output."""
+    opts = resolve_options(options, **fields)
+    if opts.sketch not in (None, 0):
+        raise ValueError(
+            f"sketch={opts.sketch!r} applies to the ESD (jacspec.esd, jacspec.analyze); "
+            "Jacobian norms are computed from every output: pass sketch=None"
+        )
+    return opts.replace(output="logits", sketch=None)
+
+
 def _norm_source(
     model: nn.Module, data: Any, options: JacobianOptions | None, **fields: Any
 ) -> JacobianSource:
     """The logit Jacobian's rows (``options`` or its fields whole, ``output="logits"``)."""
-    opts = resolve_options(options, **fields).replace(output="logits")
-    return JacobianSource.from_model(model, data, opts)
+    return JacobianSource.from_model(model, data, norm_options(options, **fields))
 
 
 def _iter_norms(
@@ -131,20 +144,19 @@ def jacobian_norms(
     data: Any,
     *,
     output: str = "softmax",
-    dtype: torch.dtype | None = None,
-    batch_size: int | None = None,
-    progress: bool | None = None,
     options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> Tensor:
     """Per-point ``||J(x_i)||_F`` of the softmax (or ``output="logits"``) -> Tensor (n,).
 
     Computed batch by batch; the result has the computation dtype (float32 unless
     ``dtype=torch.float64``). ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`)
-    or its fields as keywords; the engine runs on the logits whatever ``options.output``.
+    or its fields as keywords (``dtype``, ``device``, ``batch_size``, ``jacobian_method``,
+    ``check_independence``, ``progress``, ``route``; :func:`norm_options`); the engine runs
+    on the logits whatever ``options.output``.
     """
     check_choice("output", output, NORM_OUTPUTS)
     parts = []
-    fields = dict(dtype=dtype, batch_size=batch_size, progress=progress)
     for nb in _iter_norms(model, data, options, **fields):
         parts.append(nb.softmax_fro if output == "softmax" else nb.logit_fro_sq.sqrt())
     return torch.cat(parts)
@@ -155,14 +167,12 @@ def mean_jacobian_norm(
     data: Any,
     *,
     output: str = "softmax",
-    dtype: torch.dtype | None = None,
-    batch_size: int | None = None,
-    progress: bool = False,
+    options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> float:
-    """``E_x ||J(x)||_F`` over ``data`` (Novak et al.'s reported metric)."""
-    norms = jacobian_norms(
-        model, data, output=output, dtype=dtype, batch_size=batch_size, progress=progress
-    )
+    """``E_x ||J(x)||_F`` over ``data`` (Novak et al.'s reported metric); keywords as in
+    :func:`jacobian_norms`."""
+    norms = jacobian_norms(model, data, output=output, options=options, **fields)
     return float(norms.double().mean())
 
 
@@ -294,24 +304,23 @@ def per_point_generalization(
     data: Any,
     *,
     M: float | None = None,
-    dtype: torch.dtype | None = None,
-    batch_size: int | None = None,
-    progress: bool | None = None,
     options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> PerPointSensitivity:
     """Jacobian norm, cross-entropy and correctness per labelled point, with eqs. 5-7.
 
     ``M`` defaults to ``mean_x ||d f/d x||_F^2 / n`` over ``data`` itself (logits ``f``).
     A point is inside eq. 5 when ``lower <= ||J_y||_2 <= upper``, inside eq. 6 when
-    ``||J||_F >= lower``; ``below_eq7`` marks ``||J||_F <= eq7``.
+    ``||J||_F >= lower``; ``below_eq7`` marks ``||J||_F <= eq7``. ``options`` or its
+    fields as keywords as in :func:`jacobian_norms`.
     """
     cols: dict[str, list[np.ndarray]] = {
         k: [] for k in ("label", "prediction", "loss", "fro", "target", "logit_sq")
     }
     num_classes = None
     run_dtype = None
-    fields = dict(dtype=dtype, batch_size=batch_size, progress=progress)
-    source = _norm_source(model, data, options, **fields)
+    opts = norm_options(options, **fields)
+    source = JacobianSource.from_model(model, data, opts)
     for nb in _iter_norms(model, data, options, source=source):
         if nb.y is None:
             raise ValueError("data has no labels; per-point generalization needs (x, y) data")
@@ -355,7 +364,7 @@ def per_point_generalization(
         "dtype": str(run_dtype).replace("torch.", ""),
         "M_source": "data" if M is None else "given",
         "output": "softmax",
-        "jacobian": resolve_options(options, **fields).replace(output="logits").to_dict(),
+        "jacobian": opts.to_dict(),
         "route": source.route,
     }
     return PerPointSensitivity(

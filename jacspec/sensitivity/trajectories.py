@@ -34,8 +34,9 @@ from jacspec._util.json import jsonable
 from jacspec._util.random import numpy_generator, torch_generator
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.batches import check_labels
-from jacspec.jacobian.engine import iter_jacobians
-from jacspec.sensitivity.norms import softmax_jacobian
+from jacspec.jacobian.options import JacobianOptions
+from jacspec.jacobian.source import JacobianSource
+from jacspec.sensitivity.norms import norm_options, softmax_jacobian
 from jacspec.sensitivity.regions import count_transitions
 
 log = logging.getLogger(__name__)
@@ -375,29 +376,32 @@ def trajectory_profile(
     refine: int = 16,
     output: str = "softmax",
     curvature_output: str = "logits",
-    dtype: torch.dtype | None = None,
-    batch_size: int = 256,
     code_batch_size: int = 4096,
-    progress: bool = False,
+    options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> TrajectoryProfile:
     """Jacobian norm, transitions, density and curvature along ``trajectory``.
 
     Jacobians at ``num_points`` points ``t_j = j/num_points`` (one batch at a time,
     the last one carried over for the curvature); activation codes at
     ``num_points * refine`` points, counted with :func:`jacspec.count_transitions`.
+    ``options`` or its fields as keywords (``dtype``, ``device``, ``batch_size``, default
+    256 here, ``jacobian_method``, ``check_independence``, ``progress``, ``route``) as in
+    :func:`jacspec.sensitivity.norms.jacobian_norms`; a sketch is refused.
     """
     check_choice("output", output, ("softmax", "logits"))
     check_choice("curvature_output", curvature_output, ("softmax", "logits"))
     for name, v in (("num_points", num_points), ("refine", refine)):
         positive_int(name, v)
+    opts = norm_options(options, **fields)
+    if opts.batch_size is None:
+        opts = opts.replace(batch_size=256)
+    batch_size, progress = opts.batch_size, opts.progress
     m = num_points
     norms: list[Tensor] = []
     curv: list[Tensor] = []
     first = last = None
-    for jb in iter_jacobians(
-        model, trajectory.batches(m, batch_size), output="logits", dtype=dtype,
-        batch_size=batch_size, progress=progress,
-    ):
+    for jb in JacobianSource.from_model(model, trajectory.batches(m, batch_size), opts):
         jl = jb.jac.reshape(jb.jac.shape[0], jb.jac.shape[1], -1)
         js = softmax_jacobian(jl, jb.out)
         norms.append((js if output == "softmax" else jl).pow(2).sum(dim=(1, 2)).sqrt())
@@ -423,7 +427,7 @@ def trajectory_profile(
         anchor_norm = torch.cat([
             softmax_jacobian(jb.jac, jb.out).pow(2).flatten(1).sum(1).sqrt()
             if output == "softmax" else jb.jac.pow(2).flatten(1).sum(1).sqrt()
-            for jb in iter_jacobians(model, anchor_pts, output="logits", dtype=dtype)
+            for jb in JacobianSource.from_model(model, anchor_pts, opts.replace(progress=False))
         ]).double().cpu().numpy()
     else:
         anchor_norm = np.zeros(0)
@@ -440,7 +444,7 @@ def trajectory_profile(
         settings={
             "num_points": m, "refine": refine, "output": output,
             "curvature_output": curvature_output, "closed": trajectory.closed,
-            **trajectory.settings,
+            "jacobian": opts.to_dict(), **trajectory.settings,
         },
     )
 
@@ -455,14 +459,16 @@ def compare_trajectories(
     num_points: int = 256,
     refine: int = 16,
     seed: int = 0,
-    dtype: torch.dtype | None = None,
-    progress: bool = False,
+    options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> list[TrajectoryProfile]:
     """One profile per kind: ellipses through ``data`` points, translation of a test point.
 
     The translation trajectory shifts a random point of ``test_data`` (default
-    ``data``) along its last axis (or ``image_shape``'s last axis).
+    ``data``) along its last axis (or ``image_shape``'s last axis). ``options`` or its
+    fields as keywords reach every :func:`trajectory_profile`.
     """
+    opts = norm_options(options, **fields)
     out = []
     for kind in kinds:
         check_choice("kind", kind, KINDS)
@@ -478,7 +484,7 @@ def compare_trajectories(
             tr = _with_settings(translation_trajectory(xt[i], image_shape=image_shape),
                                 {"index": i, "seed": seed})
         out.append(trajectory_profile(model, tr, num_points=num_points, refine=refine,
-                                      dtype=dtype, progress=progress))
+                                      options=opts))
     return out
 
 

@@ -70,6 +70,7 @@ def estimate_from_operator(
     log_scale: bool = False,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    **fields: Any,
 ) -> ESDEstimate:
     """SLQ density, block-Lanczos top eigenvalues and the trace of a Gram operator.
 
@@ -175,6 +176,7 @@ def estimate_from_batches(
     log_scale: bool = False,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    **fields: Any,
 ) -> ESDEstimate:
     """SLQ estimate of the Gram of the rows that ``make_batches()`` yields (a fresh pass each call).
 
@@ -261,14 +263,9 @@ def estimate_esd(
     data: Any,
     *,
     method: str = "auto",
-    output: str | None = None,
     scale: str = "n",
     side: str = "auto",
     options: JacobianOptions | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    batch_size: int | None = None,
-    jacobian_method: str | None = None,
     num_steps: int = 80,
     num_vectors: int = 10,
     seed: int = 0,
@@ -288,6 +285,7 @@ def estimate_esd(
     log_scale: bool = False,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    **fields: Any,
 ) -> ESDEstimate:
     """ESD of M/n (``scale="n"``) or M = 𝒥𝒥^T (``scale="none"``): exact or SLQ estimate.
 
@@ -302,22 +300,26 @@ def estimate_esd(
     softmax outputs the exact Gram is built in the class-sum-zero basis, and on the dual
     side SLQ skips the known d-dim null space of class-constant vectors and adds its exact
     atom 1/k at 0 (:func:`jacspec.spectra.operators.softmax_null_projector`).
-    ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`) or its fields as
-    keywords (``output``, default softmax, ``dtype``, ``device``, ``batch_size``,
-    ``jacobian_method``: the engine's batched backward) reach the engine whole.
+    ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`) or any of its fields
+    as keywords (``output``, default softmax, ``dtype``, ``device``, ``batch_size``,
+    ``jacobian_method``: the engine's batched backward, ``check_independence``, ``route``,
+    ``sketch``, ...) are resolved once and reach the rows whole: both the exact path
+    (:func:`jacspec.esd`) and SLQ read them from one
+    :class:`~jacspec.jacobian.source.JacobianSource` (factored rows have ``d`` = the first
+    layer's width, sketched rows ``k = r`` and no class-sum-zero deflation).
     """
     from jacspec.data.batches import require_reiterable
     require_reiterable(data, "estimate_esd")
-    from jacspec.jacobian.engine import iter_jacobians
     from jacspec.jacobian.options import resolve_options
+    from jacspec.jacobian.source import JacobianSource
 
-    opts = resolve_options(
-        options, labels={"method": "jacobian_method"}, output=output, dtype=dtype,
-        device=device, batch_size=batch_size, method=jacobian_method,
-    )
+    opts = resolve_options(options, **fields)
     output, jacobian_method = opts.output, opts.method
     t0 = time.perf_counter()
-    n, k, d = problem_shape(model, data, opts.dtype)
+    n = problem_shape(model, data, opts.dtype)[0]
+    source = JacobianSource.from_model(model, data, opts.replace(progress=False))
+    k, d = source.k, source.d
+    deflate = bool(deflate) and source.rows_sum_to_zero
     run_dtype = engine_dtype(model, opts.dtype)
     itemsize = torch.empty((), dtype=run_dtype).element_size()
     plan = plan_esd(
@@ -343,12 +345,13 @@ def estimate_esd(
             deflate=deflate, options=opts,
         )
         est = estimate_from_esd(e, top_k=top_k, reason=plan.reason, **density_kw)
-        params = est.params | {"deflate": bool(deflate), "jacobian_method": jacobian_method}
+        params = est.params | {"deflate": deflate, "jacobian_method": jacobian_method,
+                               "jacobian": opts.to_dict()}
         return replace(est, seconds=time.perf_counter() - t0, params=params)
+    if progress and plan.storage != "stream":  # one bar per pass that computes the rows
+        source = JacobianSource.from_model(model, data, opts.replace(progress=True))
     est = estimate_from_batches(
-        lambda: iter_jacobians(
-            model, data, options=opts.replace(progress=progress and plan.storage != "stream")
-        ),
+        lambda: iter(source),
         n=n,
         k=k,
         d=d,
@@ -369,5 +372,6 @@ def estimate_esd(
         progress=progress,
         **density_kw,
     )
-    params = est.params | {"jacobian_method": jacobian_method}
+    params = est.params | {"jacobian_method": jacobian_method, "jacobian": opts.to_dict(),
+                           "route": source.route, **source.info}
     return replace(est, seconds=time.perf_counter() - t0, params=params)

@@ -127,6 +127,12 @@ class ESD(Spectrum):
         return plot_esd_loglog(self.eigenvalues[: max(self.rank, 1)], **kwargs)
 
 
+def _method(g: Gram) -> str:
+    """``"sketched"`` when the Gram's rows are a sketch (an unbiased estimate of M from
+    ``r`` random output projections: :mod:`jacspec.jacobian.sketch`), else ``"exact"``."""
+    return "sketched" if "sketch" in g.settings.get("source", {}) else "exact"
+
+
 def esd_from_gram(g: Gram, *, scale: str = "n", jac_error2: float | None = None) -> ESD:
     """The ESD of a :class:`~jacspec.spectra.gram.Gram` (exact, float64); ``jac_error2``: a measured
     bound on ``||d𝒥||^2`` for the rank rule (:func:`rank_tolerance`)."""
@@ -145,8 +151,10 @@ def esd_from_gram(g: Gram, *, scale: str = "n", jac_error2: float | None = None)
         rank=ev.rank,
         tol=ev.tol,
         num_negative_clipped=ev.clipped,
-        settings={"method": "exact", "deflated": g.deflated,
-                  **({"route": g.settings["route"]} if "route" in g.settings else {})},
+        settings={"method": _method(g), "deflated": g.deflated,
+                  **({"route": g.settings["route"]} if "route" in g.settings else {}),
+                  **({"sketch": g.settings["source"]["sketch"]} if _method(g) == "sketched"
+                     else {})},
         unresolved=ev.unresolved,
     )
 
@@ -175,40 +183,24 @@ def esd(
     model: nn.Module,
     data: Any,
     *,
-    output: str | None = None,
     scale: str = "n",
     side: str = "auto",
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    batch_size: int | None = None,
     max_memory: int | None = None,
     deflate: bool = True,
-    jacobian_method: str | None = None,
-    progress: bool | None = None,
     options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> ESD:
-    """Exact ESD of the data Jacobian of ``model`` on ``data``.
+    """Exact ESD of the data Jacobian's correlation matrix M = 𝒥𝒥^T of ``model`` on ``data``.
 
     Eigenvalues of ``M/n`` (``scale="n"``) or ``M = 𝒥𝒥^T`` (``scale="none"``), computed from
-    the smaller Gram side in float64. See :func:`jacspec.spectra.gram.gram` for the other arguments
-    (``options`` or its fields as keywords: ``output``, ``dtype``, ``device``,
-    ``batch_size``, ``jacobian_method`` (the engine's batched backward), ``progress``).
+    the smaller Gram side in float64. ``side``, ``max_memory``, ``deflate`` and ``options``
+    or its fields as keywords (``output``, ``dtype``, ``device``, ``batch_size``,
+    ``jacobian_method``, ``check_independence``, ``progress``, ``route``, ``sketch``, ...)
+    as in :func:`jacspec.spectra.gram.gram`.
     """
     check_choice("scale", scale, SCALES)
-    g = gram(
-        model,
-        data,
-        side=side,
-        output=output,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        max_memory=max_memory,
-        deflate=deflate,
-        jacobian_method=jacobian_method,
-        progress=progress,
-        options=options,
-    )
+    g = gram(model, data, side=side, max_memory=max_memory, deflate=deflate, options=options,
+             **fields)
     e = esd_from_gram(g, scale=scale)
     jac = {key: g.settings[key] for key in ("jacobian_method", "jacobian")}
     return replace(e, settings={**e.settings, **jac})

@@ -481,33 +481,27 @@ def gram(
     data: Any,
     *,
     side: str = "auto",
-    options: JacobianOptions | None = None,
-    output: str | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    batch_size: int | None = None,
     max_memory: int | None = None,
     deflate: bool = True,
-    jacobian_method: str | None = None,
-    progress: bool | None = None,
+    options: JacobianOptions | None = None,
+    **fields: Any,
 ) -> Gram:
-    """The unscaled Gram of the data Jacobian of ``model`` on ``data``.
+    """Exact Gram of the data Jacobian 𝒥 of ``model`` on ``data``.
 
     ``side="auto"`` follows :func:`gram_side`: the dual ``𝒥^T𝒥`` (cols x cols) when
     ``cols <= n`` and the primal ``𝒥𝒥^T`` (n x n) otherwise, ``cols = (k-1)d`` for softmax
     outputs (built in the class-sum-zero basis unless ``deflate=False``: same nonzero
     eigenvalues, ``d`` fewer dual dimensions) and ``kd`` otherwise. Refuses (ValueError)
     before allocating more than ``max_memory`` bytes (default: 80% of the available memory).
-    ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`) or its fields as
-    keywords: ``output`` (default softmax), ``dtype``, ``device``, ``batch_size``,
-    ``jacobian_method`` (the engine's batched backward: ``"auto"``, ``"replicate"``,
-    ``"batched_grad"``, ``"loop"``), ``progress``.
+    ``options`` (:class:`~jacspec.jacobian.options.JacobianOptions`) or any of its fields as
+    keywords (``output``, ``dtype``, ``device``, ``batch_size``, ``jacobian_method`` or
+    ``method`` for the batched backward, ``check_independence``, ``progress``, ``route``,
+    ``sketch``, ``sketch_kind``, ``sketch_seed``), resolved once
+    (:func:`~jacspec.jacobian.options.resolve_options`) and passed whole to the rows'
+    :class:`~jacspec.jacobian.source.JacobianSource`.
     """
     check_choice("side", side, SIDES)
-    opts = resolve_options(
-        options, labels={"method": "jacobian_method"}, output=output, dtype=dtype,
-        device=device, batch_size=batch_size, method=jacobian_method, progress=progress,
-    )
+    opts = resolve_options(options, **fields)
     source = JacobianSource.from_model(model, data, opts)
     g = gram_from_source(source, side=side, max_memory=max_memory, deflate=deflate)
     return replace(
