@@ -18,6 +18,7 @@ and the mode (train/eval) is left as the user set it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,6 +115,11 @@ _DENSE_LEAVES: tuple[type[nn.Module], ...] = (
 BATCH_BYTES = 64 * 2**20
 #: Most examples in one batch, whatever the budget allows.
 MAX_BATCH = 4096
+#: Bytes the forward pass of one batch may save for its backward passes (activations,
+#: masks). Past a few hundred MiB the backward slows down per example on a CPU: a CIFAR
+#: ResNet-20 (2.3 MiB saved per example, k = 10, 2 threads) ran 1.4-1.5x slower per example
+#: at batch 192 than at 48-96 (``benchmarks/esd_resnet.py`` prints both rules side by side).
+ACTIVATION_BYTES = 192 * 2**20
 
 
 @dataclass(frozen=True)
@@ -195,12 +201,61 @@ _METHODS: dict[str, JacFn] = {
 }
 
 
-def batch_size_for(entries: int, itemsize: int, budget: int | None = None) -> int:
+#: The float32 precision flags of torch set to ``"ieee"`` while Jacobians are computed on
+#: an accelerator: cuDNN convolutions default to TF32 (10-bit mantissa, an error of ~1e-3
+#: relative in every Jacobian entry, far above the rank rule's float32 assumption).
+FP32_PRECISION_FLAGS = ("cuda.matmul", "cudnn.conv", "cudnn.rnn")
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device | str) -> Iterator[None]:
+    """Full float32 precision (no TF32) for the computations on ``device`` inside the
+    block, the flags of :data:`FP32_PRECISION_FLAGS` restored after; on the CPU (no TF32)
+    nothing changes."""
+    if torch.device(device).type == "cpu":
+        yield
+        return
+    saved = []
+    for name in FP32_PRECISION_FLAGS:
+        owner = torch.backends
+        for part in name.split("."):
+            owner = getattr(owner, part, None)
+        if owner is not None and hasattr(owner, "fp32_precision"):
+            saved.append((owner, owner.fp32_precision))
+            owner.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for owner, value in saved:
+            owner.fp32_precision = value
+
+
+def batch_size_for(entries: int, itemsize: int, budget: int | None = None,
+                   saved: int = 0) -> int:
     """Examples per batch so ``b`` Jacobians of ``entries`` numbers each (x3 for work space)
-    fit ``budget`` bytes (default :data:`BATCH_BYTES`), at most :data:`MAX_BATCH` (the one
-    rule of :func:`jacobian_loop`)."""
+    fit ``budget`` bytes (default :data:`BATCH_BYTES`) and the ``saved`` bytes one example's
+    forward pass keeps for the backward fit :data:`ACTIVATION_BYTES`, at most
+    :data:`MAX_BATCH` (the one rule of :func:`jacobian_loop`)."""
     budget = BATCH_BYTES if budget is None else budget
-    return int(max(1, min(MAX_BATCH, budget // max(1, 3 * entries * itemsize))))
+    b = min(MAX_BATCH, budget // max(1, 3 * entries * itemsize))
+    if saved > 0:
+        b = min(b, ACTIVATION_BYTES // saved)
+    return int(max(1, b))
+
+
+def saved_bytes_per_example(model: nn.Module, fn: Callable, x: torch.Tensor) -> int:
+    """Bytes the forward pass of ``fn(model(x))`` saves for backward, per example of ``x``
+    (counted with ``torch.autograd.graph.saved_tensors_hooks`` on one probe forward)."""
+    total = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _forward(model, fn, xg)
+    return int(total[0] // max(1, x.shape[0]))
 
 
 def auto_batch_size(k: int, d: int, itemsize: int, budget: int | None = None) -> int:
@@ -246,7 +301,7 @@ def jacobian_loop(
     k: int | None = None
     chosen: int | None = options.batch_size
     try:
-        with frozen_parameters(run_model), torch.enable_grad():
+        with frozen_parameters(run_model), torch.enable_grad(), full_precision(device):
             for x_raw, y in iter_batches(data, None):
                 if x_raw.shape[0] == 0:
                     continue
@@ -260,7 +315,9 @@ def jacobian_loop(
                         k = int(_forward(run_model, fn, probe).shape[1])
                     if chosen is None:
                         per = entries(k, int(x_all[0].numel()))
-                        chosen = batch_size_for(per, x_all.element_size())
+                        with preserved_state(run_model):
+                            saved = saved_bytes_per_example(run_model, fn, probe)
+                        chosen = batch_size_for(per, x_all.element_size(), saved=saved)
                     if options.check_independence:  # the first batch as it will be run
                         check_batch_independence(run_model, fn, x_all[:chosen])
                     logger.info("%s: k=%d, batch size %d", desc, k, chosen)

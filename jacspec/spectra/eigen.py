@@ -54,8 +54,11 @@ RANK_RULE = "lambda > lambda_max * ((64 eps_J)^2 + dim eps_64)"
 FLOAT32_UNDERFLOW_LAMBDA = float(np.sqrt(np.finfo(np.float32).tiny))
 
 
-def symmetric_eigenvalues(matrix: np.ndarray) -> np.ndarray:
-    """Eigenvalues of a symmetric float64 matrix, ascending (LAPACK ``syevd`` via torch)."""
+def symmetric_eigenvalues(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Eigenvalues of a symmetric float64 matrix, ascending: ``syevd`` via torch, on the
+    device of a tensor (cuSOLVER on a GPU; only the eigenvalues come to the host)."""
+    if isinstance(matrix, torch.Tensor):
+        return torch.linalg.eigvalsh(matrix.to(torch.float64)).cpu().numpy()
     t = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float64))
     return torch.linalg.eigvalsh(t).numpy()
 
@@ -188,7 +191,7 @@ class ExactEigenvalues(NamedTuple):
 
 
 def exact_eigenvalues(
-    matrix: np.ndarray,
+    matrix: np.ndarray | torch.Tensor,
     *,
     n: int,
     scale: str = "n",

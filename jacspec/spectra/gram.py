@@ -10,6 +10,9 @@ streams batch by batch and never holds ``𝒥``. Matrices are returned in float6
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -99,7 +102,7 @@ class Gram:
             "k": self.k,
             "d": self.d,
             "deflated": self.deflated,
-            "trace": float(np.trace(self.matrix)),
+            "trace": float(self.matrix.trace()),  # numpy or a device tensor
             "class_sum_residual2": self.class_sum_residual2,
         })
 
@@ -138,6 +141,8 @@ def check_fits(
     limit = memory_limit(max_memory)
     if need <= limit:
         return
+    if side == "primal" and primal_storage(n, kd, itemsize, max_memory) == "file":
+        return
     other = "primal" if side == "dual" else "dual"
     other_need = gram_bytes(other, n, kd, itemsize)
     hints = []
@@ -151,10 +156,41 @@ def check_fits(
     else:
         hints.append("smaller inputs (for example a 24x24 crop)")
     hints.append(f"an estimate: {estimate}")
+    disk = ""
+    if side == "primal":
+        disk = (f" (𝒥 alone {format_bytes(n * kd * itemsize)}, which may also be a float32 file "
+                f"in {tempfile.gettempdir()}: {format_bytes(free_disk_bytes())} free, and "
+                f"the n x n Gram {format_bytes(16 * n * n)} in memory)")
     raise ValueError(
-        f"the {side} Gram for n={n}, kd={kd} needs about {format_bytes(need)} but only "
+        f"the {side} Gram for n={n}, kd={kd} needs about {format_bytes(need)}{disk} but only "
         f"{format_bytes(limit)} may be used (max_memory); use " + ", or ".join(hints)
     )
+
+
+def free_disk_bytes(folder: str | None = None) -> int:
+    """Free bytes in ``folder`` (default: the temporary directory, where 𝒥 is kept as a
+    file when it does not fit in memory)."""
+    return int(shutil.disk_usage(folder or tempfile.gettempdir()).free)
+
+
+#: Share of the free disk space 𝒥's file may take.
+DISK_SHARE = 0.9
+
+
+def primal_storage(n: int, kd: int, itemsize: int, max_memory: int | None) -> str:
+    """Where the primal route keeps 𝒥 (``n x kd``): ``"memory"`` when 𝒥 and the ``n x n``
+    float64 Gram (x2, with the eigensolver's copy) fit the memory budget; ``"file"`` (a
+    ``.npy`` memmap in the temporary directory, read back block by block) when only the
+    Gram fits and 𝒥 fits :data:`DISK_SHARE` of the free disk; ``"none"`` otherwise."""
+    limit = memory_limit(max_memory)
+    held, square = n * kd * itemsize, 16 * n * n
+    if held + square <= limit:
+        return "memory"
+    rows = primal_block_rows(n, kd, itemsize)
+    blocks = 2 * rows * kd * 8 + rows * rows * 8  # primal_from_rows' two blocks, one product
+    if square + blocks <= limit and held <= DISK_SHARE * free_disk_bytes():
+        return "file"
+    return "none"
 
 
 def class_sum_complement(k: int) -> torch.Tensor:
@@ -206,14 +242,16 @@ def gram_side(side: str, n: int | None, cols: int) -> str:
 TRIANGLE_BLOCK = 768
 
 
-def symmetrize_upper(upper: np.ndarray, block: int = 256) -> np.ndarray:
-    """Fill the strict lower triangle of ``upper`` (n x n, float64) from its upper one, in
-    place and block by block (no n x n temporary); returns the same array."""
+def symmetrize_upper(upper: Any, block: int = 256) -> Any:
+    """Fill the strict lower triangle of ``upper`` (n x n, float64: a numpy array or a torch
+    tensor on its device) from its upper one, in place and block by block (no n x n
+    temporary); returns the same array."""
     n = upper.shape[0]
+    triu = torch.triu if isinstance(upper, torch.Tensor) else np.triu
     for i in range(0, n, block):
         upper[i : i + block, :i] = upper[:i, i : i + block].T
         blk = upper[i : i + block, i : i + block]
-        blk[...] = np.triu(blk) + np.triu(blk, 1).T
+        blk[...] = triu(blk) + triu(blk, 1).T
     return upper
 
 
@@ -266,28 +304,64 @@ class _DualAccumulator:
         for i in range(0, self.kd, b):
             self.acc[i : i + b, i:].addmm_(chunk[:, i : i + b].T, chunk[:, i:])
 
-    def result(self) -> np.ndarray:
+    def result(self) -> Any:
+        """The symmetric ``kd x kd`` float64 Gram: numpy for rows on the CPU, else a tensor
+        on their device (the eigenvalues are computed there: no host round trip)."""
         self.flush()
         if not self.blas:
+            if self.device.type != "cpu":
+                return symmetrize_upper(self.acc)
             return symmetrize_upper(self.acc.cpu().numpy())
         # a symmetric Fortran-order matrix is its own C-order transpose (a view, no copy)
         return np.ascontiguousarray(symmetrize_upper(self.acc).T)
 
 
-def primal_from_rows(rows: torch.Tensor, block: int = 4096) -> np.ndarray:
+def primal_block_rows(n: int, kd: int, itemsize: int, block: int = 4096) -> int:
+    """Rows per block of :func:`primal_from_rows`: ``block``, and for float32 rows at most
+    ``2^25 / kd`` (each float64 operand ~256 MiB), at most ``n``."""
+    if itemsize < 8:
+        block = min(block, (1 << 25) // max(kd, 1))
+    return max(1, min(block, n))
+
+
+class _RowsFile:
+    """𝒥's rows ``(n, kd)`` in a float ``.npy`` memmap in the temporary directory, as a torch
+    tensor sharing its memory. The file is unlinked as soon as it is mapped, so its disk
+    space returns when the mapping is dropped, whatever ends the computation."""
+
+    def __init__(self, n: int, kd: int, dtype: torch.dtype) -> None:
+        fd, path = tempfile.mkstemp(prefix="jacspec-rows-", suffix=".npy")
+        os.close(fd)
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        try:
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=(n, kd))
+        finally:
+            os.unlink(path)
+        self.rows = torch.from_numpy(array)
+        logger.info("gram: 𝒥 (%d x %d) kept in a file of the temporary directory", n, kd)
+
+    def close(self) -> None:
+        """Drop the mapping (the tensor views of it held elsewhere keep it alive)."""
+        del self.rows
+
+
+def primal_from_rows(rows: torch.Tensor, block: int = 4096, *,
+                     on_device: bool | None = None) -> Any:
     """``𝒥𝒥^T`` in float64 from rows ``(n, kd)``: only the blocks on and above the diagonal
     are multiplied (half the products), each block cast to float64 once per row block (exact
     products of float32 entries; blocks shrink to ~256 MiB per operand); the lower triangle
-    is their mirror."""
+    is their mirror. A numpy array, or with ``on_device`` (default: rows off the CPU) a
+    float64 tensor on the rows' device, every product kept there (no host round trip)."""
     n = rows.shape[0]
-    if rows.dtype != torch.float64:
-        block = max(1, min(block, (1 << 25) // max(int(rows.shape[1]), 1)))
-    out = np.empty((n, n), dtype=np.float64)
+    block = primal_block_rows(n, int(rows.shape[1]), rows.element_size(), block)
+    keep = rows.device.type != "cpu" if on_device is None else bool(on_device)
+    out: Any = (torch.empty(n, n, dtype=torch.float64, device=rows.device) if keep
+                else np.empty((n, n), dtype=np.float64))
     for i in range(0, n, block):
         a = rows[i : i + block].to(torch.float64)
         for j in range(i, n, block):
             b = a if j == i else rows[j : j + block].to(torch.float64)
-            blk = (a @ b.T).cpu().numpy()
+            blk = a @ b.T if keep else (a @ b.T).cpu().numpy()
             out[i : i + block, j : j + block] = blk
             if j != i:
                 out[j : j + block, i : i + block] = blk.T
@@ -313,6 +387,7 @@ def _gram_from_iter(
     chosen = side
     held: list[torch.Tensor] = []
     buffer: torch.Tensor | None = None
+    spill: _RowsFile | None = None
     dual: _DualAccumulator | None = None
     count = 0
     k = kd = 0
@@ -340,7 +415,12 @@ def _gram_from_iter(
                 dual = _DualAccumulator(kd, rows.dtype, rows.device)
             elif chosen == "primal" and n is not None:
                 # 𝒥 held once: filled in place, never concatenated from a list (no doubling)
-                buffer = torch.empty(n, kd, dtype=rows.dtype, device=rows.device)
+                where = primal_storage(n, kd, rows.element_size(), max_memory)
+                if where == "file" and rows.device.type == "cpu":
+                    spill = _RowsFile(n, kd, rows.dtype)
+                    buffer = spill.rows
+                else:
+                    buffer = torch.empty(n, kd, dtype=rows.dtype, device=rows.device)
         count += rows.shape[0]
         if dual is not None:
             dual.add(rows)
@@ -372,6 +452,8 @@ def _gram_from_iter(
         matrix, final_side = dual.result(), "dual"
     elif buffer is not None:
         matrix, final_side = primal_from_rows(buffer[:count]), "primal"
+        if spill is not None:
+            spill.close()
     else:
         matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
     logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, deflate)
@@ -405,6 +487,12 @@ def gram_from_source(
     """
     if not isinstance(source, JacobianSource):
         raise TypeError(f"source must be a JacobianSource; got {type(source).__name__}")
+    check_choice("side", side, SIDES)
+    if source.n is not None:  # refused before any Jacobian is computed
+        cols = gram_cols(source.k, source.d, "softmax" if source.rows_sum_to_zero else "logits",
+                         bool(deflate) and source.rows_sum_to_zero)
+        itemsize = torch.empty((), dtype=source.dtype).element_size()
+        check_fits(gram_side(side, source.n, cols), source.n, cols, itemsize, max_memory)
     g = _gram_from_iter(
         source, side=side, n=source.n, max_memory=max_memory, output=source.output,
         deflate=bool(deflate) and source.rows_sum_to_zero, sum_to_zero=source.rows_sum_to_zero,

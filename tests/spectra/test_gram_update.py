@@ -6,6 +6,8 @@ References: ``X^T X`` by numpy in float64, and ``𝒥^T𝒥`` from per-example J
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cases
 import numpy as np
 import pytest
@@ -76,3 +78,78 @@ def test_primal_gram_of_a_resnet_equals_autograd_rows() -> None:
     assert g.side == "primal"
     np.testing.assert_allclose(g.matrix, ref @ ref.T, rtol=1e-10,
                                atol=1e-12 * np.abs(ref @ ref.T).max())
+
+
+def test_primal_on_the_device_path_equals_the_dense_product() -> None:
+    """The accelerator path (products kept on the rows' device, a float64 tensor back), run
+    here on the CPU; its eigenvalues are computed on that device too."""
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.randn(23, 40, generator=gen)
+    x = rows.double().numpy()
+    got = gram_mod.primal_from_rows(rows, block=5, on_device=True)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), x @ x.T, rtol=1e-14,
+                               atol=1e-13 * np.abs(x @ x.T).max())
+    from jacspec.spectra.eigen import symmetric_eigenvalues
+
+    np.testing.assert_allclose(symmetric_eigenvalues(got), np.linalg.eigvalsh(x @ x.T),
+                               rtol=1e-10, atol=1e-12 * np.abs(x @ x.T).max())
+    acc = gram_mod._DualAccumulator(40, torch.float32, torch.device("cpu"), blas=False)
+    acc.add(rows)
+    acc.device = torch.device("meta")  # as on an accelerator: the result stays a tensor
+    dual = acc.result()
+    assert isinstance(dual, torch.Tensor)
+    np.testing.assert_allclose(dual.numpy(), x.T @ x, rtol=1e-12, atol=1e-12 * np.abs(x).max())
+
+
+def test_primal_rows_kept_in_a_file_give_the_same_gram(monkeypatch) -> None:
+    """𝒥 in a memmap (the route when it does not fit in memory but the n x n Gram does):
+    the ResNet's primal Gram equals autograd's, and the file is gone afterwards."""
+    made: list[str] = []
+    mkstemp = gram_mod.tempfile.mkstemp
+
+    def record(**kw):
+        fd, path = mkstemp(**kw)
+        made.append(path)
+        return fd, path
+
+    monkeypatch.setattr(gram_mod.tempfile, "mkstemp", record)
+    monkeypatch.setattr(gram_mod, "primal_storage", lambda *a, **k: "file")
+    model = jacspec.resnet((3, 8, 8), 10, depth=8, width=4, shortcut="B", seed=0).double()
+    x = torch.from_numpy(np.random.default_rng(6).standard_normal((13, 3, 8, 8)))
+    g = jacspec.gram(model, x, side="primal", dtype=torch.float64, batch_size=4,
+                     deflate=False)
+    ref = cases.reference_jacobians(model, x, "softmax").reshape(13, -1).numpy()
+    np.testing.assert_allclose(g.matrix, ref @ ref.T, rtol=1e-10,
+                               atol=1e-12 * np.abs(ref @ ref.T).max())
+    assert len(made) == 1 and not Path(made[0]).exists()
+
+
+def test_primal_storage_rule() -> None:
+    n, kd = 20_000, 30_720  # a ResNet-20 on CIFAR: 𝒥 2.5 GB, the Gram 6.4 GB (x2)
+    held, square = n * kd * 4, 16 * n * n
+    assert gram_mod.primal_storage(n, kd, 4, held + square) == "memory"
+    assert gram_mod.primal_storage(n, kd, 4, held + square - 1) != "memory"
+    rows = gram_mod.primal_block_rows(n, kd, 4)
+    blocks = 2 * rows * kd * 8 + rows * rows * 8
+    fits_gram_only = square + blocks
+    expect = "file" if held <= gram_mod.DISK_SHARE * gram_mod.free_disk_bytes() else "none"
+    assert gram_mod.primal_storage(n, kd, 4, fits_gram_only) == expect
+    assert gram_mod.primal_storage(n, kd, 4, fits_gram_only - 1) == "none"
+
+
+def test_a_primal_gram_that_fits_neither_memory_nor_disk_is_refused_first(monkeypatch) -> None:
+    import jacspec.jacobian.source as source_mod
+
+    def no_jacobians(*a, **k):
+        raise AssertionError("Jacobians computed before the size check")
+
+    monkeypatch.setattr(source_mod, "jacobian_batches", no_jacobians)
+    monkeypatch.setattr(gram_mod, "free_disk_bytes", lambda folder=None: 0)
+    model = jacspec.resnet((3, 8, 8), 10, depth=8, width=4, seed=0)
+    x = torch.randn(40, 3, 8, 8)
+    with pytest.raises(ValueError) as err:
+        jacspec.gram(model, x, side="primal", max_memory=30_000)
+    msg = str(err.value)
+    assert "n=40" in msg and "float32 file" in msg and "0 B free" in msg
+    assert "method='slq'" in msg
