@@ -44,3 +44,45 @@ def test_full_precision_on_an_accelerator_restores_the_flags() -> None:
     assert conv.fp32_precision == before
     with engine.full_precision("cpu"):
         assert conv.fp32_precision == before
+
+
+def test_pieces_in_threads_equal_autograd_and_restore_the_thread_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CNN's batch of 37 cut into pieces run by 3 threads (one intra-op thread each):
+    the Jacobians equal autograd's in float64, and torch's thread count is restored."""
+    import cases
+
+    monkeypatch.setattr(engine, "loop_threads", lambda device, method: 3)
+    model = jacspec.resnet((3, 8, 8), 10, depth=8, width=4, seed=0).double()
+    x = torch.randn(37, 3, 8, 8, dtype=torch.float64)
+    before = torch.get_num_threads()
+    got = jacspec.jacobians(model, x, jacobian_method="loop", batch_size=37)
+    assert torch.get_num_threads() == before
+    ref = cases.reference_jacobians(model, x, "softmax")
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-13)
+
+
+def test_an_error_in_a_piece_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "loop_threads", lambda device, method: 2)
+
+    class Fails(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] == 10:  # a piece: 40 = 4 pieces of 10 (the probes take 8)
+                raise RuntimeError("boom in a piece")
+            return self.conv(x).flatten(1)
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="boom in a piece"):  # as for a whole batch
+        jacspec.jacobians(Fails(), torch.randn(40, 1, 5, 5), check_independence=False,
+                          jacobian_method="loop", batch_size=40)
+    assert torch.get_num_threads() == before
+
+
+def test_threads_only_for_the_per_class_loop_on_the_cpu() -> None:
+    assert engine.loop_threads(torch.device("cpu"), "batched_grad") == 1
+    assert engine.loop_threads(torch.device("meta"), "loop") == 1
+    assert engine.loop_threads(torch.device("cpu"), "loop") == max(1, torch.get_num_threads())
