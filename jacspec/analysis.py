@@ -61,9 +61,10 @@ import torch
 from torch import nn
 
 from jacspec._util.json import jsonable
+from jacspec._util.names import MAIN
 from jacspec._util.validation import check_choice
 from jacspec.analysis_columns import ROW_INFO, ROW_METRICS, SKETCH_COLUMNS, SKETCHED
-from jacspec.analysis_plan import MAIN, RowPlan, plan_rows
+from jacspec.analysis_plan import RowPlan, plan_rows
 from jacspec.data.batches import require_reiterable
 from jacspec.heavytail.columns import MP_COLUMNS, NULL_COLUMNS, heavy_tail_metrics
 from jacspec.heavytail.nulls import RandomizedNull, randomized_null

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from jacspec._util.memory import memory_limit
+from jacspec._util.names import MAIN
 from jacspec.data.batches import first_batch
 from jacspec.jacobian.engine import _check_inputs, prepare_model
 from jacspec.jacobian.layers import eager_model, select_layers
@@ -26,8 +27,6 @@ from jacspec.spectra.gram import (
     gram_cols,
     gram_side,
 )
-
-MAIN = "input->output"
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from jacspec._util.json import dumps
 from jacspec._util.json import write_json as _write_json_file
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from jacspec.jacobian.options import DTYPES as DTYPES  # its one home, used by commands
 
 #: Help texts of options that several commands share, so each reads the same everywhere.
 SEED_HELP = "random seed (default 0)"

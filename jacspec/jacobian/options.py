@@ -29,7 +29,8 @@ SKETCH_KINDS = ("orthonormal", "rademacher")
 AUTO_SKETCH_MIN_K = 200
 AUTO_SKETCH_R = 64
 DEFAULT_METHOD = "auto"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: The computation dtypes jacspec takes, by name (the CLI's --dtype choices too).
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: The option fields, in declaration order.
 FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independence", "progress",
@@ -39,8 +40,8 @@ FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independen
 def _check_dtype(name: str, value: Any) -> torch.dtype | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.replace("torch.", "") in _DTYPES:
-        return _DTYPES[value.replace("torch.", "")]
+    if isinstance(value, str) and value.replace("torch.", "") in DTYPES:
+        return DTYPES[value.replace("torch.", "")]
     if value in (torch.float32, torch.float64):
         return value
     raise ValueError(f"{name} must be torch.float32, torch.float64 or None; got {value!r}")

@@ -63,6 +63,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from jacspec._util.names import MAIN
 from jacspec.data.batches import require_reiterable
 from jacspec.jacobian.engine import (
     JacobianBatch,
@@ -82,7 +83,7 @@ from jacspec.jacobian.options import (
     JacobianOptions,
     resolve_options,
 )
-from jacspec.jacobian.source import MAIN, JacobianSource
+from jacspec.jacobian.source import JacobianSource
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jacspec._util.names import MAIN
 from jacspec.data.batches import OneShot, data_length, first_batch
 from jacspec.jacobian.engine import (
     JacobianBatch,
@@ -45,7 +46,6 @@ from jacspec.jacobian.options import JacobianOptions, resolve_options
 
 logger = logging.getLogger(__name__)
 
-MAIN = "input->output"
 _FLOATS = (torch.float32, torch.float64)
 
 

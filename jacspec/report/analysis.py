@@ -8,6 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from jacspec._util.names import MAIN
 from jacspec.heavytail.mp import MPFit, fit_mp
 from jacspec.report.esd_plots import (
     plot_esd_estimate,
@@ -17,7 +18,6 @@ from jacspec.report.esd_plots import (
     plot_randomized_esd,
 )
 
-MAIN = "input->output"
 #: File names of :func:`analysis_figures` (exact ESD; ``esd_slq.png`` for an estimate).
 FIGURE_NAMES = ("esd_loglog.png", "esd_linear.png", "esd_randomized.png", "esd_slq.png")
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jacspec._util.names import MAIN
 from jacspec.report.html_inputs import _records_with_step, _ZooStore, detect_kind, load_input
 from jacspec.report.html_render import (
     Section,
@@ -23,7 +24,6 @@ from jacspec.report.html_render import (
 
 __all__ = ["build_section"]
 
-MAIN = "input->output"
 _CAPTIONS = {
     "esd_loglog.png": "ESD on log-log axes with the power-law fit (xmin, xmax marked)",
     "esd_linear.png": "ESD on linear axes with the Marchenko-Pastur bulk of the row's fit",

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from jacspec._util.names import MAIN
 from jacspec._util.validation import positive_int
 from jacspec.analysis_columns import NULL_COLUMNS, ROW_METRICS
 from jacspec.spectra.metrics import METRIC_COLUMNS
@@ -51,8 +52,6 @@ from jacspec.track.checkpoints import (
 )
 from jacspec.track.probe import fingerprint, fix_probe
 from jacspec.track.untouched import untouched
-
-MAIN = "input->output"
 
 #: Columns of :func:`jacspec.analyze`'s table that a tracker can record: every numeric column
 #: of a row, as analyze declares them (:data:`jacspec.analysis_columns.ROW_METRICS`).
