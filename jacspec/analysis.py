@@ -62,6 +62,7 @@ from torch import nn
 
 from jacspec._util.json import jsonable
 from jacspec._util.names import MAIN
+from jacspec._util.progress import progress_bar
 from jacspec._util.validation import check_choice
 from jacspec.analysis_columns import ROW_INFO, ROW_METRICS, SKETCH_COLUMNS, SKETCHED
 from jacspec.analysis_plan import RowPlan, plan_rows
@@ -479,11 +480,8 @@ def analyze(
         deflate=deflate,
     )
     show = opts.progress
-    bar = None
-    if show and layers is not None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(plans), desc="analyze", unit="row")
+    bar = progress_bar(bool(show and layers is not None), total=len(plans), desc="analyze",
+                       unit="row")
     row_opts = opts.replace(progress=show and bar is None)
 
     rows: dict[str, dict[str, Any]] = {}

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from jacspec._util.json import jsonable
+from jacspec._util.progress import progress_bar
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.datasets import DataSet
 
@@ -227,14 +228,10 @@ def train(
     history: list[tuple[int, float, float]] = []
     steps, epoch, reached = 0, 0, "budget"
     start = time.perf_counter()
-    bar = None
     threads_before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epoch_budget, desc="train", unit="epoch")
+    bar = progress_bar(progress, total=epoch_budget, desc="train", unit="epoch")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))

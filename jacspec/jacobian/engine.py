@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from jacspec._util.progress import progress_bar
 from jacspec._util.validation import check_choice
 from jacspec.data.batches import data_length, iter_batches
 from jacspec.jacobian.checks import (
@@ -328,11 +329,7 @@ def jacobian_loop(
     fn = output_map(options.output)
     refuse_inference_mode()
     refuse_training_layers(run_model)
-    bar = None
-    if options.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=data_length(data), desc=desc, unit="ex")
+    bar = progress_bar(options.progress, total=data_length(data), desc=desc, unit="ex")
     start = 0
     k: int | None = None
     chosen: int | None = options.batch_size

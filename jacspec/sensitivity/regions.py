@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from jacspec._util.json import jsonable
+from jacspec._util.progress import progress_bar
 from jacspec._util.validation import positive_int
 from jacspec.jacobian.model_prep import check_model
 from jacspec.models.activations import REGISTRY
@@ -363,8 +364,6 @@ def count_transitions(
     the next, so working memory does not grow with the number of points (only
     ``distances``, int32 per point, when ``keep_distances``).
     """
-    from tqdm.auto import tqdm
-
     _check_model(model)
     first: Tensor | None = None
     last: Tensor | None = None
@@ -373,7 +372,7 @@ def count_transitions(
     approx = False
     units = -1
     chunks: list[np.ndarray] = []
-    bar = tqdm(total=num_points, disable=not progress, desc="transitions", unit="pt")
+    bar = progress_bar(progress, total=num_points, desc="transitions", unit="pt")
     for batch in iter_point_batches(points, num_points=num_points, batch_size=batch_size):
         if batch.shape[0] == 0:
             continue
@@ -393,8 +392,10 @@ def count_transitions(
             first = codes[:1].clone()
         last = codes[-1:].clone()
         count += codes.shape[0]
-        bar.update(codes.shape[0])
-    bar.close()
+        if bar is not None:
+            bar.update(codes.shape[0])
+    if bar is not None:
+        bar.close()
     if count == 0:
         raise ValueError("points is empty; need at least one point to count transitions")
     if closed:

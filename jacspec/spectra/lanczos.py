@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg
 
 from jacspec._util.json import jsonable
+from jacspec._util.progress import progress_bar
 from jacspec._util.random import numpy_generator
 from jacspec._util.validation import positive_int
 from jacspec.spectra.operators import LinearOperator, as_operator
@@ -66,11 +67,7 @@ def _apply(op: LinearOperator, V: np.ndarray) -> np.ndarray:
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pass")
+    return progress_bar(enabled, total=total, desc=desc, unit="pass")
 
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from jacspec._util.progress import progress_bar
 from jacspec.jacobian.source import JacobianSource, write_rows
 from jacspec.jacobian.source import _numpy_rows as _to_numpy_rows
 
@@ -267,11 +268,8 @@ def write_jacobian_memmap(
     """
     dt = _check_float_dtype(dtype, "dtype")
     path = Path(path)
-    it: Iterable[Any] = batches
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(batches, desc="writing 𝒥", unit="batch")
+    it: Iterable[Any] = progress_bar(progress, iterable=batches, desc="writing 𝒥",
+                                     unit="batch") or batches
     n, kd = write_rows((_to_numpy_rows(b) for b in it), path, dtype=dt)
     logger.info("wrote 𝒥 of shape (%d, %d) %s to %s", n, kd, dt, path)
     return path, (n, kd)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from jacspec._util.json import jsonable
+from jacspec._util.progress import progress_bar
 from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.theory.activations import Activation, get_activation
@@ -166,7 +166,8 @@ def simulate_spectrum(
     q, _ = q_star(act, sigma_w2, sigma_b2, q0=q0)
     eigs = []
     total = num_instances * num_inputs
-    with tqdm(total=total, disable=not progress, desc="jacobians") as bar:
+    bar = progress_bar(progress, total=total, desc="jacobians")
+    try:
         for _ in range(num_instances):
             net = random_network(act, weights, depth, sigma_w2, sigma_b2, width, gen)
             for _ in range(num_inputs):
@@ -174,7 +175,11 @@ def simulate_spectrum(
                 jac = net.jacobian(act.phi(h0))
                 sv = torch.linalg.svdvals(jac)
                 eigs.append((sv * sv).numpy())
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     ev = np.sort(np.concatenate(eigs))
     lam_max = float(ev[-1])
     floor = (width * depth * _EPS) ** 2 * lam_max

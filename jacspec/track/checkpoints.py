@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from jacspec._util.progress import progress_bar
+
 if TYPE_CHECKING:  # pragma: no cover
     from jacspec.track.tracker import Tracker
 
@@ -128,11 +130,7 @@ def track_checkpoints(
     found, _ = find_checkpoints(folder)
     todo = [(s, p) for s, p in found if s % tracker.every == 0 and
             not (skip_tracked and s in tracker._rows)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="track", unit="ckpt")
+    bar = progress_bar(progress, total=len(todo), desc="track", unit="ckpt")
     rows = []
     try:
         for s, p in todo:

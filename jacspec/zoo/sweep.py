@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jacspec._util.progress import progress_bar
 from jacspec._util.random import numpy_generator
 from jacspec._util.validation import positive_int
 from jacspec.zoo.ray_backend import RAY_START_TIMEOUT, ray_session, run_ray
@@ -331,11 +332,7 @@ def run_sweep(
         done = failed = 0
         launched = 0
         errors: dict[str, str] = {}
-        bar = None
-        if progress and todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), desc="zoo", unit="run")
+        bar = progress_bar(bool(progress and todo), total=len(todo), desc="zoo", unit="run")
 
         def record(results: list[tuple[str, dict[str, Any]]]) -> None:
             nonlocal done, failed

@@ -23,3 +23,10 @@ def test_defined_once(what: str, pattern: str, home: str) -> None:
     found = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
              if re.search(pattern, p.read_text(), re.M)]
     assert found == [home], f"{what} is defined in {found}; its one home is {home}"
+
+
+def test_one_progress_bar() -> None:
+    """Every progress bar comes from jacspec._util.progress (tqdm imported there only)."""
+    users = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
+             if re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
+    assert users == ["_util/progress.py"], users
