@@ -119,8 +119,9 @@ BATCH_BYTES = 64 * 2**20
 MAX_BATCH = 4096
 #: Bytes the forward pass of one batch may save for its backward passes (activations,
 #: masks). Past a few hundred MiB the backward slows down per example on a CPU: a CIFAR
-#: ResNet-20 (2.3 MiB saved per example, k = 10, 2 threads) ran 1.4-1.5x slower per example
-#: at batch 192 than at 48-96 (``benchmarks/esd_resnet.py`` prints both rules side by side).
+#: ResNet-20 (2.3 MiB saved per example, k = 10, 2 threads) ran 1.16-1.17x faster at this
+#: cap's batch of 79 than at the Jacobian-only rule's 182 (``benchmarks/esd_resnet.py``,
+#: row ``jacspec_old_batch_rule``).
 ACTIVATION_BYTES = 192 * 2**20
 
 
@@ -271,9 +272,10 @@ PIECE_EXAMPLES = 16
 
 def loop_threads(device: torch.device, method: str) -> int:
     """Threads for the per-class backward passes (``method="loop"``) on the CPU: torch's
-    intra-op thread count when it is 2 or more, else 1. Convolutions of a few channels
-    (CIFAR ResNets) keep two cores busier as two batches of 16 examples on one thread each
-    than as one batch on two threads (``benchmarks/esd_resnet.py`` measures both)."""
+    intra-op thread count when it is 2 or more, else 1. For a CIFAR ResNet-20 on 2 cores,
+    pieces of 16 examples on one thread each ran 1.07x faster than one batch on two threads:
+    a gain at the noise level (``benchmarks/esd_resnet.py``, row
+    ``jacspec_without_pieces``)."""
     if torch.device(device).type != "cpu" or method != "loop":
         return 1
     return max(1, torch.get_num_threads())

@@ -324,25 +324,20 @@ def primal_block_rows(n: int, kd: int, itemsize: int, block: int = 4096) -> int:
     return max(1, min(block, n))
 
 
-class _RowsFile:
-    """𝒥's rows ``(n, kd)`` in a float ``.npy`` memmap in the temporary directory, as a torch
-    tensor sharing its memory. The file is unlinked as soon as it is mapped, so its disk
-    space returns when the mapping is dropped, whatever ends the computation."""
-
-    def __init__(self, n: int, kd: int, dtype: torch.dtype) -> None:
-        fd, path = tempfile.mkstemp(prefix="jacspec-rows-", suffix=".npy")
-        os.close(fd)
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        try:
-            array = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=(n, kd))
-        finally:
-            os.unlink(path)
-        self.rows = torch.from_numpy(array)
-        logger.info("gram: 𝒥 (%d x %d) kept in a file of the temporary directory", n, kd)
-
-    def close(self) -> None:
-        """Drop the mapping (the tensor views of it held elsewhere keep it alive)."""
-        del self.rows
+def rows_file(n: int, kd: int, dtype: torch.dtype) -> torch.Tensor:
+    """An ``(n, kd)`` tensor of ``dtype`` backed by a ``.npy`` memmap in the temporary
+    directory (𝒥's rows when they do not fit in memory). The file is unlinked as soon as it
+    is mapped, so its disk space returns when the tensor is dropped, whatever ends the
+    computation."""
+    fd, path = tempfile.mkstemp(prefix="jacspec-rows-", suffix=".npy")
+    os.close(fd)
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np_dtype, shape=(n, kd))
+    finally:
+        os.unlink(path)
+    logger.info("gram: 𝒥 (%d x %d) kept in a file of the temporary directory", n, kd)
+    return torch.from_numpy(array)
 
 
 def primal_from_rows(rows: torch.Tensor, block: int = 4096, *,
@@ -387,7 +382,6 @@ def _gram_from_iter(
     chosen = side
     held: list[torch.Tensor] = []
     buffer: torch.Tensor | None = None
-    spill: _RowsFile | None = None
     dual: _DualAccumulator | None = None
     count = 0
     k = kd = 0
@@ -417,8 +411,7 @@ def _gram_from_iter(
                 # 𝒥 held once: filled in place, never concatenated from a list (no doubling)
                 where = primal_storage(n, kd, rows.element_size(), max_memory)
                 if where == "file" and rows.device.type == "cpu":
-                    spill = _RowsFile(n, kd, rows.dtype)
-                    buffer = spill.rows
+                    buffer = rows_file(n, kd, rows.dtype)
                 else:
                     buffer = torch.empty(n, kd, dtype=rows.dtype, device=rows.device)
         count += rows.shape[0]
@@ -452,8 +445,6 @@ def _gram_from_iter(
         matrix, final_side = dual.result(), "dual"
     elif buffer is not None:
         matrix, final_side = primal_from_rows(buffer[:count]), "primal"
-        if spill is not None:
-            spill.close()
     else:
         matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
     logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, deflate)
