@@ -12,7 +12,6 @@ One script, each stage in a subprocess of it (so peak RSS is per stage):
    same machine load (best round kept):
    - jacspec (``jacspec.iter_jacobians``, its default batch rule);
    - jacspec with the batch rule before the saved-activation cap (Jacobian memory only);
-   - jacspec without the pieces in threads (each batch one call on torch's threads);
    - the per-class recipe of the prior art: one forward over a batch of 128, then one
      backward pass per class over the whole batch;
    - ``vmap(jacrev(f))`` per batch and ``vmap(jacrev(f, chunk_size=2))`` (torch.func).
@@ -141,18 +140,10 @@ def vmap_jacrev(model: torch.nn.Module, x: torch.Tensor, batch: int = 32,
         jac(x[s : s + batch])
 
 
-def jacspec_rate(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None,
-                 pieces: bool = True) -> None:
-    """``pieces=False``: each batch as one call on torch's intra-op threads (the schedule
-    before ``engine.loop_threads``), everything else equal."""
-    saved = engine.loop_threads
-    if not pieces:
-        engine.loop_threads = lambda device, method: 1
-    try:
-        for _ in jacspec.iter_jacobians(model, x, batch_size=batch_size):
-            pass
-    finally:
-        engine.loop_threads = saved
+def jacspec_rate(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None
+                 ) -> None:
+    for _ in jacspec.iter_jacobians(model, x, batch_size=batch_size):
+        pass
 
 
 def stage_rates(n: int) -> dict[str, Any]:
@@ -165,7 +156,6 @@ def stage_rates(n: int) -> dict[str, Any]:
         methods: dict[str, tuple[Callable[[], None], int]] = {
             "jacspec": (partial(jacspec_rate, model, x), count),
             "jacspec_old_batch_rule": (partial(jacspec_rate, model, x, old_rule), count),
-            "jacspec_without_pieces": (partial(jacspec_rate, model, x, pieces=False), count),
             "per_class_recipe": (partial(per_class_recipe, model, x), count),
             "vmap_jacrev": (partial(vmap_jacrev, model, x[:slow]), slow),
             "vmap_jacrev_chunk2": (partial(vmap_jacrev, model, x[:slow], chunk_size=2), slow),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,39 +265,6 @@ def auto_batch_size(k: int, d: int, itemsize: int, budget: int | None = None) ->
     return batch_size_for(k * d, itemsize, budget)
 
 
-#: Examples per piece when a batch is split over threads (:func:`loop_threads`).
-PIECE_EXAMPLES = 16
-
-
-def loop_threads(device: torch.device, method: str) -> int:
-    """Threads for the per-class backward passes (``method="loop"``) on the CPU: torch's
-    intra-op thread count when it is 2 or more, else 1. For a CIFAR ResNet-20 on 2 cores,
-    pieces of 16 examples on one thread each ran 1.07x faster than one batch on two threads:
-    a gain at the noise level (``benchmarks/esd_resnet.py``, row
-    ``jacspec_without_pieces``)."""
-    if torch.device(device).type != "cpu" or method != "loop":
-        return 1
-    return max(1, torch.get_num_threads())
-
-
-def _in_pieces(pool: ThreadPoolExecutor, threads: int, step: Step, x: torch.Tensor, k: int
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``step(x, k)`` on pieces of at most :data:`PIECE_EXAMPLES` examples, as many for each
-    of the ``threads`` threads of ``pool``, each piece on one intra-op thread (restored
-    after), concatenated in order."""
-    rounds = -(-x.shape[0] // (threads * PIECE_EXAMPLES))
-    pieces = x.split(-(-x.shape[0] // (threads * rounds)))  # balanced: every thread busy
-    if len(pieces) == 1:
-        return step(x, k)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        parts = list(pool.map(lambda piece: step(piece, k), pieces))
-    finally:
-        torch.set_num_threads(saved)
-    return torch.cat([j for j, _ in parts]), torch.cat([o for _, o in parts])
-
-
 #: One step of the loop: a batch ``x`` and the number of outputs ``k`` -> (``jac``, ``out``).
 Step = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -313,7 +279,6 @@ def jacobian_loop(
     device: torch.device,
     entries: Callable[[int, int], int],
     desc: str = "jacobians",
-    threads: int = 1,
 ) -> Iterator[JacobianBatch]:
     """The one batch loop of jacspec: every Jacobian target runs through it.
 
@@ -324,9 +289,7 @@ def jacobian_loop(
     refused first; the first batch, at the size it is run, is probed for examples
     mixing through any position (``options.check_independence``); inputs are checked
     (float, finite) and moved to ``dtype``/``device``; ``options.progress`` shows a bar
-    named ``desc``. ``threads > 1`` (:func:`loop_threads`): each batch is cut into pieces
-    of :data:`PIECE_EXAMPLES` run by that many threads with one intra-op thread each
-    (``step`` must not share state between calls).
+    named ``desc``.
     """
     fn = output_map(options.output)
     refuse_inference_mode()
@@ -335,7 +298,6 @@ def jacobian_loop(
     start = 0
     k: int | None = None
     chosen: int | None = options.batch_size
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         with frozen_parameters(run_model), torch.enable_grad(), full_precision(device):
             for x_raw, y in iter_batches(data, None):
@@ -360,7 +322,7 @@ def jacobian_loop(
                 assert chosen is not None
                 for s in range(0, x_all.shape[0], chosen):
                     x = x_all[s : s + chosen]
-                    jac, out = step(x, k) if pool is None else _in_pieces(pool, threads, step, x, k)
+                    jac, out = step(x, k)
                     yb = None if y is None else y[s : s + chosen]
                     yield JacobianBatch(jac=jac.detach(), x=x, y=yb, out=out, start=start)
                     start += x.shape[0]
@@ -369,8 +331,6 @@ def jacobian_loop(
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.shutdown()
     if start == 0:
         raise ValueError("data is empty; expected at least one example")
 
@@ -412,7 +372,7 @@ def jacobian_batches(model: nn.Module, data: Any, opts: JacobianOptions
     logger.info("jacobians: method %s", chosen)
     return jacobian_loop(
         run_model, data, lambda x, k: jac_fn(run_model, fn, x, k), options=opts, dtype=dt,
-        device=dev, entries=lambda k, d: k * d, threads=loop_threads(dev, chosen),
+        device=dev, entries=lambda k, d: k * d,
     )
 
 

@@ -69,7 +69,6 @@ from jacspec.jacobian.engine import (
     JacobianBatch,
     _forward,
     jacobian_loop,
-    loop_threads,
     output_map,
     prepare_model,
     refuse_training_layers,
@@ -250,8 +249,7 @@ def iter_sketched_jacobians(
 
     logger.info("sketched jacobians: r=%d, method %s", r, chosen)
     return jacobian_loop(run_model, data, step, options=options, dtype=dt, device=dev,
-                         entries=lambda k, d: r * d, desc="sketched jacobians",
-                         threads=loop_threads(dev, chosen))
+                         entries=lambda k, d: r * d, desc="sketched jacobians")
 
 
 class SketchSource(JacobianSource):
