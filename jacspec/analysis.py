@@ -71,6 +71,7 @@ from jacspec.heavytail.columns import MP_COLUMNS, NULL_COLUMNS, heavy_tail_metri
 from jacspec.heavytail.nulls import RandomizedNull, randomized_null
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
 from jacspec.jacobian.options import FIELDS as OPTION_FIELDS
+from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.exact import ESD, SCALES, esd_from_gram
@@ -436,6 +437,11 @@ def analyze(
     if sketch != "auto" or opts.sketch is None:
         opts = opts.replace(sketch=sketch)
     seed_from = "options.sketch_seed" if opts.sketch_seed is not None else "seed"
+    if opts.input_module is not None and layers is not None:
+        raise ValueError(f"layers= is not supported with input_module={opts.input_module!r}; "
+                         "drop layers to analyse the Jacobian at the input module")
+    given_opts = opts
+    model, data, opts = at_input_module(model, data, opts)
     if layers is not None and not isinstance(layers, str):
         layers = list(layers)
     settings: dict[str, Any] = {
@@ -445,7 +451,7 @@ def analyze(
         "side": side,
         "deflate": bool(deflate),
         "jacobian_method": opts.method,
-        "jacobian": opts.to_dict(),
+        "jacobian": given_opts.to_dict(),
         "seed": seed,
         "randomize": randomize,
         "layers": layers,

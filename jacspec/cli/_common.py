@@ -114,6 +114,28 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
                         help="random seed of the --n subset and of estimates (default 0)")
 
 
+def add_input_module_args(parser: argparse.ArgumentParser) -> None:
+    """``--input-module``, ``--output-key``, ``--position``: the Jacobian at a submodule's
+    output (text and sequence models) and where the logits are in the model's output."""
+    parser.add_argument(
+        "--input-module", metavar="NAME", default=None,
+        help="differentiate with respect to this submodule's output (e.g. bert.embeddings, "
+        "transformer.wte, embed) instead of the input; needed for token ids",
+    )
+    parser.add_argument("--output-key", metavar="KEY", default=None,
+                        help="the logits' key in a dict/ModelOutput output (default logits)")
+    parser.add_argument("--position", type=int, default=None, metavar="P",
+                        help="for per-position logits (a language model): the position, "
+                        "counted over real tokens (-1: the last)")
+
+
+def input_module_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The JacobianOptions fields of :func:`add_input_module_args`' options."""
+    return {"input_module": getattr(args, "input_module", None),
+            "output_key": getattr(args, "output_key", None),
+            "position": getattr(args, "position", None)}
+
+
 def load_model_from_args(args: argparse.Namespace) -> nn.Module:
     """:func:`jacspec.load_model` of MODEL/--weights/--trust; its warning that a factory's
     weights are random is printed as one line on stderr (``jacspec CMD: warning: ...``)."""

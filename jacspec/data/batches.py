@@ -36,6 +36,13 @@ X_KEYS = ("x", "input", "inputs", "image", "images", "pixel_values")
 Y_KEYS = ("y", "label", "labels")
 
 
+class KnownLength:
+    """Batches that know their number of examples (``num_examples``, None if unknown)
+    without a pass, read by :func:`data_length`."""
+
+    num_examples: int | None = None
+
+
 def check_labels(y: Any, what: str = "labels") -> Any:
     """Class indices ``y`` of shape ``(n,)`` as int64 (a tensor stays a tensor, a numpy array
     an array), or a ValueError/TypeError naming ``what``.
@@ -104,9 +111,12 @@ def _dict_keys(item: dict, what: str) -> tuple[str, str | None]:
     """The (inputs key, labels key or None) of a dict batch, columns or record."""
     xk = next((k for k in X_KEYS if k in item), None)
     if xk is None:
+        hint = ("; token ids have no Jacobian: name the module whose output to differentiate "
+                "with input_module= (--input-module NAME), e.g. the embeddings"
+                ) if "input_ids" in item else ""
         raise ValueError(f"{what} is a dict with keys {sorted(map(str, item))}; expected an "
                          f"inputs key ({', '.join(X_KEYS)}) and optionally a labels key "
-                         f"({', '.join(Y_KEYS)})")
+                         f"({', '.join(Y_KEYS)}){hint}")
     yk = next((k for k in Y_KEYS if k in item and item[k] is not None), None)
     return xk, yk
 
@@ -356,6 +366,8 @@ def _whole(data: Any) -> tuple[torch.Tensor, torch.Tensor | None, str] | None:
 
 def data_length(data: Any) -> int | None:
     """Number of examples in ``data`` when it can be known without iterating, else None."""
+    if isinstance(data, KnownLength):
+        return data.num_examples
     if isinstance(data, (torch.Tensor, np.ndarray)):
         return int(data.shape[0])
     if hasattr(data, "x") and hasattr(data.x, "shape") and not isinstance(data, (tuple, list)):

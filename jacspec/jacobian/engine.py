@@ -38,6 +38,7 @@ from jacspec.jacobian.checks import (
     refuse_training_layers,
     training_mode_layers,
 )
+from jacspec.jacobian.input_module import at_input_module, batch_window
 from jacspec.jacobian.model_prep import (
     _check_inputs,
     _exported_input,
@@ -184,6 +185,34 @@ def _jac_loop(
     return torch.stack(rows, dim=1), out.detach()
 
 
+#: Phrases of torch's errors for an operation without a batched (vmap) backward, such as
+#: fused scaled-dot-product attention kernels on some accelerators.
+_NO_BATCHED_RULE = ("vmap", "batching rule", "batched gradient", "is_grads_batched")
+
+
+def with_fallback(primary: Callable[..., Any], loop: Callable[..., Any], name: str
+                  ) -> Callable[..., Any]:
+    """``primary``, switching for good to ``loop`` (one backward per row, which every
+    operation supports) the first time it fails because an operation has no batched backward
+    (:data:`_NO_BATCHED_RULE`; logged once). Other errors pass unchanged."""
+    chosen = [primary]
+
+    def run(*args: Any) -> Any:
+        try:
+            return chosen[0](*args)
+        except RuntimeError as exc:
+            text = str(exc).lower()
+            if chosen[0] is loop or not any(p in text for p in _NO_BATCHED_RULE):
+                raise
+            logger.warning("%s: an operation of the model has no batched backward (%s); "
+                           "falling back to method='loop'", name,
+                           str(exc).strip().splitlines()[0][:120])
+            chosen[0] = loop
+            return loop(*args)
+
+    return run
+
+
 def resolve_method(model: nn.Module, method: str) -> str:
     """``"auto"``: ``batched_grad`` for models built only of dense layers and elementwise maps
     (``_DENSE_LEAVES`` or jacspec's ``Erf``), else ``loop`` (faster for convolutions);
@@ -322,7 +351,8 @@ def jacobian_loop(
                 assert chosen is not None
                 for s in range(0, x_all.shape[0], chosen):
                     x = x_all[s : s + chosen]
-                    jac, out = step(x, k)
+                    with batch_window(run_model, s, s + x.shape[0]):
+                        jac, out = step(x, k)
                     yb = None if y is None else y[s : s + chosen]
                     yield JacobianBatch(jac=jac.detach(), x=x, y=yb, out=out, start=start)
                     start += x.shape[0]
@@ -363,11 +393,15 @@ def jacobian_batches(model: nn.Module, data: Any, opts: JacobianOptions
                      ) -> Iterator[JacobianBatch]:
     """:func:`iter_jacobians` of resolved ``opts`` (its ``route`` and ``sketch`` are for the
     caller: :meth:`jacspec.jacobian.source.JacobianSource.from_model` passes here the
-    options of rows that are ``J`` itself)."""
+    options of rows that are ``J`` itself). With ``opts.input_module`` the rows are
+    ``d g / d h`` at that module's output (:mod:`jacspec.jacobian.input_module`)."""
+    model, data, opts = at_input_module(model, data, opts)
     run_model, dt, dev = prepare_model(model, opts.dtype, opts.device)
     refuse_training_layers(run_model)
     chosen = resolve_method(run_model, opts.method)
     jac_fn = _METHODS[chosen]
+    if chosen == "batched_grad":
+        jac_fn = with_fallback(jac_fn, _jac_loop, "jacobians")
     fn = output_map(opts.output)
     logger.info("jacobians: method %s", chosen)
     return jacobian_loop(
@@ -406,6 +440,7 @@ def _stacked(
 
     limit = memory_limit(max_memory)
     model = check_model(model)
+    model, data, opts = at_input_module(model, data, opts)
     refuse_inference_mode()
     if isinstance(data, Iterator):  # a generator: its first batch kept for the pass
         data = OneShot(data, f"{what}()")

@@ -314,6 +314,9 @@ def iter_layer_jacobians(
         options, output=output, dtype=dtype, device=device, batch_size=batch_size,
         progress=progress, check_independence=check_independence,
     )
+    if opts.input_module is not None:
+        raise ValueError(f"layer rows are not supported with input_module="
+                         f"{opts.input_module!r}; use the input->output rows at the module")
     fn = output_map(opts.output)
     run_model, dt, dev = prepare_model(eager_model(model), opts.dtype, opts.device)
     x0, _ = first_batch(data)

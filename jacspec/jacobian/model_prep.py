@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,6 +132,12 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 
 
 def _check_inputs(x: torch.Tensor) -> None:
+    if not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
+        raise TypeError(
+            f"inputs are integers ({x.dtype}), such as token ids, which have no Jacobian; "
+            "name the module whose output to differentiate, e.g. input_module='embeddings' "
+            "(--input-module NAME)"
+        )
     if not (x.is_floating_point()):
         raise TypeError(
             f"inputs must be floating point; got {x.dtype}. Convert them first "
@@ -176,6 +184,56 @@ def _guard_error(model: nn.Module, x: torch.Tensor, first: str) -> ValueError:
     )
 
 
+#: Tuple outputs already reported (the first element is taken; said once per model class).
+_TUPLE_SAID: set[str] = set()
+
+
+def logits_of(z: Any, output_key: str | None = None, what: str = "the model") -> torch.Tensor:
+    """The logits tensor in a model's output ``z``: the one place outputs become logits.
+
+    A tensor is itself; a dict or HuggingFace ``ModelOutput`` gives ``z[output_key]``
+    (default ``"logits"``); a dataclass or object its attribute ``output_key``/``logits``; a
+    tuple or list its first element (logged once). Anything else: ValueError naming what it
+    has.
+    """
+    if isinstance(z, torch.Tensor):
+        if output_key is not None:
+            raise ValueError(f"output_key={output_key!r} names an entry of a dict output, but "
+                             f"{what} returns a tensor; drop output_key")
+        return z
+    key = output_key or "logits"
+    if isinstance(z, Mapping):
+        if key in z and isinstance(z[key], torch.Tensor):
+            return z[key]
+        keys = [str(k) for k in z.keys()]
+        raise ValueError(f"{what} returned a {type(z).__name__} without {key!r}; its keys are "
+                         f"{', '.join(keys) or 'none'}: pass output_key= (--output-key) naming "
+                         "the logits")
+    if isinstance(z, (tuple, list)):
+        if not z or not isinstance(z[0], torch.Tensor) or output_key is not None:
+            raise ValueError(f"{what} returned a {type(z).__name__} of {len(z)}; expected its "
+                             "first element to be the logits tensor (output_key applies to "
+                             "dict outputs)")
+        name = type(z).__name__
+        if name not in _TUPLE_SAID:
+            _TUPLE_SAID.add(name)
+            logger.info("the model returns a %s: its first element is taken as the logits",
+                        name)
+        return z[0]
+    if dataclasses.is_dataclass(z) or hasattr(z, key):
+        value = getattr(z, key, None)
+        if isinstance(value, torch.Tensor):
+            return value
+        fields = ([f.name for f in dataclasses.fields(z)] if dataclasses.is_dataclass(z)
+                  else sorted(k for k in vars(z) if not k.startswith("_")))
+        raise ValueError(f"{what} returned a {type(z).__name__} without a tensor {key!r}; it "
+                         f"has {', '.join(fields) or 'nothing'}: pass output_key= "
+                         "(--output-key) naming the logits")
+    raise ValueError(
+        f"the model must return a tensor of logits (batch, k); it returned {type(z).__name__}"
+    )
+
+
 def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
     try:
         z = model(x)
@@ -189,8 +247,11 @@ def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
             f"the model rejected inputs of shape {tuple(x.shape[1:])} (batch {x.shape[0]}): {first}"
         ) from exc
     if not isinstance(z, torch.Tensor):
+        z = logits_of(z)
+    if z.ndim == 3 and z.shape[0] == x.shape[0]:
         raise ValueError(
-            f"the model must return a tensor of logits (batch, k); it returned {type(z).__name__}"
+            f"the model output has shape {tuple(z.shape)} for a batch of {x.shape[0]}: logits "
+            "per position; pass position= (--position, e.g. -1 for a causal LM's last token)"
         )
     if z.ndim != 2 or z.shape[0] != x.shape[0] or z.shape[1] < 2:
         raise ValueError(

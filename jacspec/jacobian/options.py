@@ -34,7 +34,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: The option fields, in declaration order.
 FIELDS = ("output", "dtype", "device", "batch_size", "method", "check_independence", "progress",
-          "route", "sketch", "sketch_kind", "sketch_seed")
+          "route", "sketch", "sketch_kind", "sketch_seed", "input_module", "output_key",
+          "position")
 
 
 def _check_dtype(name: str, value: Any) -> torch.dtype | None:
@@ -93,6 +94,25 @@ def _check_seed(name: str, value: Any) -> int | None:
     return int(value)
 
 
+def _check_name(name: str, value: Any, what: str) -> str | None:
+    """None or a non-empty string (a module name, an output key)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"{name} must be {what} (a non-empty string) or None; got {value!r}")
+    return value.strip()
+
+
+def _check_position(name: str, value: Any) -> int | None:
+    """None or an integer (a sequence position; negative counts from the last real token)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer sequence position (e.g. -1 for the last "
+                        f"token) or None; got {value!r}")
+    return int(value)
+
+
 def _validated(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
     """The option fields checked and normalised; errors name ``labels[field]``."""
     name = {f: labels.get(f, f) for f in FIELDS}
@@ -110,6 +130,11 @@ def _validated(values: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str
         "sketch": _check_sketch(name["sketch"], values["sketch"]),
         "sketch_kind": check_choice(name["sketch_kind"], values["sketch_kind"], SKETCH_KINDS),
         "sketch_seed": _check_seed(name["sketch_seed"], values["sketch_seed"]),
+        "input_module": _check_name(name["input_module"], values["input_module"],
+                                    "a module name such as 'bert.embeddings'"),
+        "output_key": _check_name(name["output_key"], values["output_key"],
+                                  "the key of the model's output to take, such as 'logits'"),
+        "position": _check_position(name["position"], values["position"]),
     }
 
 
@@ -136,6 +161,15 @@ class JacobianOptions:
       exact; ``sketch_kind`` (``"rademacher"``, default, or ``"orthonormal"``), ``sketch_seed``
       (the projections' seed; None: the entry point's ``seed`` where it has one, e.g.
       :func:`jacspec.analyze`'s, else 0).
+    - ``input_module``: a submodule's name (``"bert.embeddings"``, ``"transformer.wte"``,
+      ``"embed"``): the Jacobian is taken with respect to that module's output ``h`` per
+      example, everything before it run as given (:mod:`jacspec.jacobian.input_module`);
+      ``d`` is then ``seq_len x hidden``. None: with respect to the input itself.
+    - ``output_key``: the logits in a dict/dataclass/``ModelOutput`` output (None:
+      ``logits``; a tuple's first element);
+    - ``position``: for per-position logits ``(b, seq_len, k)`` (a language model), the
+      position differentiated, counted over each example's real (unmasked) tokens
+      (``-1``: the last one).
     """
 
     output: str = "softmax"
@@ -149,6 +183,9 @@ class JacobianOptions:
     sketch: int | str | None = None
     sketch_kind: str = "rademacher"
     sketch_seed: int | None = None
+    input_module: str | None = None
+    output_key: str | None = None
+    position: int | None = None
 
     def __post_init__(self) -> None:
         values = _validated({f: getattr(self, f) for f in FIELDS}, {})

@@ -69,6 +69,7 @@ from jacspec.jacobian.engine import (
     JacobianBatch,
     _forward,
     jacobian_loop,
+    with_fallback,
     output_map,
     prepare_model,
     refuse_training_layers,
@@ -240,6 +241,8 @@ def iter_sketched_jacobians(
     vd = v.to(dtype=dt, device=dev)
     r = int(v.shape[0])
     sk = _SKETCH[chosen]
+    if chosen == "batched_grad":
+        sk = with_fallback(sk, _sk_loop, "sketched jacobians")
 
     def step(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         if k != v.shape[1]:

@@ -41,6 +41,7 @@ from jacspec.jacobian.engine import (
     prepare_model,
     unwrap_compiled,
 )
+from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.layers import eager_model, iter_layer_jacobians, select_layers
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 
@@ -204,6 +205,13 @@ class JacobianSource:
         ``d g / d h`` (``input_shape`` = ``h``'s). One probe forward pass reads the sizes."""
         opts = resolve_options(options, **fields)
         kind, layer = parse_target(target)
+        if opts.input_module is not None and kind != "main":
+            raise ValueError(
+                f"target={target!r} (layer rows) is not supported with input_module="
+                f"{opts.input_module!r}; use target='input->output' (the Jacobian at the "
+                "input module)"
+            )
+        model, data, opts = at_input_module(model, data, opts)
         if isinstance(data, Iterator):  # a generator: one pass, the first batch kept
             data = OneShot(data, "this JacobianSource")
             x0, _ = first_batch([data.peek()])

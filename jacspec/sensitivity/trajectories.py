@@ -394,6 +394,12 @@ def trajectory_profile(
     for name, v in (("num_points", num_points), ("refine", refine)):
         positive_int(name, v)
     opts = norm_options(options, **fields)
+    if opts.input_module is not None:
+        raise ValueError(
+            f"input_module={opts.input_module!r} is not supported by trajectory_profile: a "
+            "trajectory runs through input space; use jacspec.jacobian_norms for the norms at "
+            "the input module"
+        )
     if opts.batch_size is None:
         opts = opts.replace(batch_size=256)
     batch_size, progress = opts.batch_size, opts.progress

@@ -313,7 +313,11 @@ def estimate_esd(
     from jacspec.jacobian.options import resolve_options
     from jacspec.jacobian.source import JacobianSource
 
+    from jacspec.jacobian.input_module import at_input_module
+
     opts = resolve_options(options, **fields)
+    given_opts = opts
+    model, data, opts = at_input_module(model, data, opts)
     output, jacobian_method = opts.output, opts.method
     t0 = time.perf_counter()
     n = problem_shape(model, data, opts.dtype)[0]
@@ -346,7 +350,7 @@ def estimate_esd(
         )
         est = estimate_from_esd(e, top_k=top_k, reason=plan.reason, **density_kw)
         params = est.params | {"deflate": deflate, "jacobian_method": jacobian_method,
-                               "jacobian": opts.to_dict()}
+                               "jacobian": given_opts.to_dict()}
         return replace(est, seconds=time.perf_counter() - t0, params=params)
     if progress and plan.storage != "stream":  # one bar per pass that computes the rows
         source = JacobianSource.from_model(model, data, opts.replace(progress=True))
@@ -372,6 +376,6 @@ def estimate_esd(
         progress=progress,
         **density_kw,
     )
-    params = est.params | {"jacobian_method": jacobian_method, "jacobian": opts.to_dict(),
+    params = est.params | {"jacobian_method": jacobian_method, "jacobian": given_opts.to_dict(),
                            "route": source.route, **source.info}
     return replace(est, seconds=time.perf_counter() - t0, params=params)

@@ -15,13 +15,15 @@ __all__ = ["fingerprint", "fix_probe"]
 _SUBSET_KEY = 0x5B5E7
 
 
-def fix_probe(data: Any, n: int | None, seed: int) -> tuple[Any, Any]:
+def fix_probe(data: Any, n: int | None, seed: int, *, any_dtype: bool = False
+              ) -> tuple[Any, Any]:
     """``(x, y)`` tensors of the probe: ``n`` examples of ``data`` drawn without replacement
     with ``seed`` (all of them when ``n`` is None), in the data's order.
 
     Any data form jacspec accepts (:func:`jacspec.data.batches.iter_batches`); the data are
     read once (a one-shot iterator is fine). The draw is ``load_dataset(..., n=n, seed=seed)``'s,
     so a ``DataSet`` gives the same subset. ``y`` is None unless every batch has labels.
+    Inputs must be floating point unless ``any_dtype`` (token ids for an ``input_module``).
     """
     import torch
 
@@ -66,7 +68,7 @@ def fix_probe(data: Any, n: int | None, seed: int) -> tuple[Any, Any]:
         idx = torch.from_numpy(_draw(int(x_all.shape[0]), n, seed))
         x_all = x_all[idx]
         y_all = None if y_all is None else y_all[idx]
-    if not x_all.is_floating_point():
+    if not x_all.is_floating_point() and not any_dtype:
         raise TypeError(f"probe_data inputs must be floating point; got {x_all.dtype}")
     return x_all, y_all
 

@@ -73,6 +73,10 @@ _OWN = ("model", "data", "layers", "output", "scale", "dtype", "device", "batch_
         "randomize", "progress", "fit_kwargs")
 
 
+#: The analyze options saying where the Jacobian is taken (the norms take them too).
+_AT_MODULE = ("input_module", "output_key", "position")
+
+
 def _check_metrics(metrics: Any) -> tuple[str, ...]:
     if isinstance(metrics, str):
         metrics = (metrics,)
@@ -191,7 +195,8 @@ class Tracker:
         self._output, self._scale, self._dtype, self._device = output, scale, dtype, device
         self._batch_size, self._norm_output, self._copy = batch_size, norm_output, bool(copy)
         self._seed, self._layers = int(seed), layers
-        x, y = fix_probe(probe_data, n, int(seed))
+        x, y = fix_probe(probe_data, n, int(seed),
+                         any_dtype=self._options.get("input_module") is not None)
         self._probe: tuple[Any, Any] | None = (x, y)
         self._settings = {
             "metrics": list(self.metrics),
@@ -316,6 +321,7 @@ class Tracker:
                 }
         if "jacobian_norm" in self.metrics:
             kwargs = dict(common)
+            kwargs.update({k: self._options[k] for k in _AT_MODULE if k in self._options})
             if "device" not in inspect.signature(jacspec.jacobian_norms).parameters:
                 kwargs.pop("device")  # computed where the model lives
             norms = jacspec.jacobian_norms(model, self._probe, output=self._norm_output, **kwargs)

@@ -75,7 +75,26 @@ NORMS = {"jacobian_norms", "mean_jacobian_norm", "per_point_generalization",
 #: one valid value of each field, other than its default
 VALUES = {"output": "logits", "dtype": torch.float64, "device": "cpu", "batch_size": 5,
           "method": "loop", "check_independence": False, "progress": True,
-          "route": "direct", "sketch": 4, "sketch_kind": "orthonormal", "sketch_seed": 7}
+          "route": "direct", "sketch": 4, "sketch_kind": "orthonormal", "sketch_seed": 7,
+          "input_module": "0", "output_key": "scores", "position": -1}
+#: the fields that read the model's output: a model whose output they apply to
+OUTPUT_FIELDS = {"output_key", "position"}
+
+
+class _Keyed(nn.Module):
+    """The MLP's logits under the key "scores" of a dict, or per position (b, 2, K)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__()
+        self.net, self.field = _mlp(), field
+
+    def forward(self, x: torch.Tensor) -> Any:
+        z = self.net(x)
+        return {"scores": z} if self.field == "output_key" else torch.stack([0 * z, z], 1)
+
+
+def _model_for(field: str) -> nn.Module:
+    return _Keyed(field) if field in OUTPUT_FIELDS else _mlp()
 FIELDS = [f.name for f in dataclasses.fields(JacobianOptions)]
 
 
@@ -106,8 +125,12 @@ def test_every_entry_point_takes_every_field(entry: str, field: str) -> None:
         with pytest.raises(ValueError, match="changes the rows of the data Jacobian"):
             ENTRY[entry](_mlp(), route="factored")
         return
-    ENTRY[entry](_mlp(), **kw)  # accepted: no TypeError
-    ENTRY[entry](_mlp(), options=JacobianOptions(**{field: VALUES[field]}))
+    if field == "input_module" and entry == "trajectory_profile":
+        with pytest.raises(ValueError, match="input_module='0' is not supported"):
+            ENTRY[entry](_mlp(), **kw)
+        return
+    ENTRY[entry](_model_for(field), **kw)  # accepted: no TypeError
+    ENTRY[entry](_model_for(field), options=JacobianOptions(**{field: VALUES[field]}))
 
 
 @pytest.mark.parametrize("entry", sorted(ENTRY))

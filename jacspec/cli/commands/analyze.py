@@ -14,10 +14,12 @@ from jacspec.cli._common import (
     NO_PROGRESS_HELP,
     OUTPUT_HELP,
     add_data_args,
+    add_input_module_args,
     add_model_args,
     announce,
     check_plot_dir,
     format_table,
+    input_module_fields,
     load_data_from_args,
     load_model_from_args,
     plot_help,
@@ -69,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=LAYERS_HELP,
     )
+    add_input_module_args(p)
     p.add_argument("--no-randomize", action="store_true", help="skip the randomized null")
     p.add_argument(
         "--sketch",
@@ -158,6 +161,7 @@ def _analyze(args: argparse.Namespace, model: object, data: object, layers: obje
         batch_size=args.batch_size,
         max_memory=max_memory,
         progress=not args.no_progress and sys.stderr.isatty(),
+        **input_module_fields(args),
     )
 
 
