@@ -70,8 +70,8 @@ from jacspec.data.batches import require_reiterable
 from jacspec.heavytail.columns import MP_COLUMNS, NULL_COLUMNS, heavy_tail_metrics
 from jacspec.heavytail.nulls import RandomizedNull, randomized_null
 from jacspec.heavytail.powerlaw import PowerLawFit, fit_powerlaw
-from jacspec.jacobian.options import FIELDS as OPTION_FIELDS
 from jacspec.jacobian.input_module import at_input_module
+from jacspec.jacobian.options import FIELDS as OPTION_FIELDS
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.exact import ESD, SCALES, esd_from_gram

@@ -136,6 +136,22 @@ def input_module_fields(args: argparse.Namespace) -> dict[str, Any]:
             "position": getattr(args, "position", None)}
 
 
+def token_ids(args: argparse.Namespace, data: Any) -> Any:
+    """With ``--input-module`` and a ``.npz`` whose ``x`` holds integers (token ids, not
+    uint8 pixels): ``(x as int64, y)`` of the loaded data (which holds them as float32,
+    exact below 2^24), so an embedding receives ids; otherwise ``data`` unchanged."""
+    import numpy as np
+
+    if getattr(args, "input_module", None) is None or not str(args.data).endswith(".npz"):
+        return data
+    with np.load(args.data) as arrays:
+        key = "x" if "x" in arrays else "x_train"
+        kind = arrays[key].dtype if key in arrays else None
+    if kind is None or kind.kind not in "iu" or kind == np.uint8:
+        return data
+    return data.x.long(), data.y
+
+
 def load_model_from_args(args: argparse.Namespace) -> nn.Module:
     """:func:`jacspec.load_model` of MODEL/--weights/--trust; its warning that a factory's
     weights are random is printed as one line on stderr (``jacspec CMD: warning: ...``)."""

@@ -178,6 +178,9 @@ def iter_model_batches(data: Any, takes: Callable[[str], bool],
         for s in range(0, int(x.shape[0]), rows):
             yield ModelBatch((x[s : s + rows],), {}, None, int(x[s : s + rows].shape[0]))
         return
+    if hasattr(data, "x") and hasattr(data, "y") and not isinstance(data, (tuple, list, dict)):
+        yield from _whole(data.x, data.y, takes, rows)  # a jacspec DataSet
+        return
     if isinstance(data, tuple) and len(data) in (2, 3) and isinstance(
             data[0], (torch.Tensor, np.ndarray, Mapping)):
         yield from _whole(data[0], data[1], takes, rows)

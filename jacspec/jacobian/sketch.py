@@ -69,11 +69,11 @@ from jacspec.jacobian.engine import (
     JacobianBatch,
     _forward,
     jacobian_loop,
-    with_fallback,
     output_map,
     prepare_model,
     refuse_training_layers,
     resolve_method,
+    with_fallback,
 )
 from jacspec.jacobian.options import (
     AUTO_SKETCH_MIN_K,

@@ -310,10 +310,9 @@ def estimate_esd(
     """
     from jacspec.data.batches import require_reiterable
     require_reiterable(data, "estimate_esd")
+    from jacspec.jacobian.input_module import at_input_module
     from jacspec.jacobian.options import resolve_options
     from jacspec.jacobian.source import JacobianSource
-
-    from jacspec.jacobian.input_module import at_input_module
 
     opts = resolve_options(options, **fields)
     given_opts = opts

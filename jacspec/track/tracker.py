@@ -112,6 +112,7 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
             "metrics: it is on when a rand_* metric or num_traps/num_above_rand_max is tracked)"
         )
     accepted = [p for p in inspect.signature(jacspec.analyze).parameters if p not in _OWN]
+    accepted += list(_AT_MODULE)  # JacobianOptions fields analyze takes as keywords
     params = list(inspect.signature(jacspec.fit_powerlaw).parameters.values())[1:]
     fit = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for key in options:

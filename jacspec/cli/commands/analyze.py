@@ -24,6 +24,7 @@ from jacspec.cli._common import (
     load_model_from_args,
     plot_help,
     to_json,
+    token_ids,
     write_json,
 )
 from jacspec.cli._wording import cli_wording
@@ -101,12 +102,13 @@ def run(args: argparse.Namespace) -> int:
     plot_dir = check_plot_dir(args.plot)
     model = load_model_from_args(args)
     data = load_data_from_args(args)
+    model_data = token_ids(args, data)
     layers = None
     if args.layers:
         layers = "all" if args.layers == "all" else [s for s in args.layers.split(",") if s]
     max_memory = None if args.max_memory_gib is None else max(1, int(args.max_memory_gib * 2**30))
     try:
-        result = _analyze(args, model, data, layers, max_memory)
+        result = _analyze(args, model, model_data, layers, max_memory)
     except ValueError as exc:
         raise ValueError(cli_wording(str(exc))) from None
     rows = result.table
