@@ -134,9 +134,9 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
 def _check_inputs(x: torch.Tensor) -> None:
     if not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
         raise TypeError(
-            f"inputs are integers ({x.dtype}), such as token ids, which have no Jacobian; "
-            "name the module whose output to differentiate, e.g. input_module='embeddings' "
-            "(--input-module NAME)"
+            f"inputs must be floating point; got {x.dtype}: convert pixels first (x.float() "
+            "/ 255), and for token ids, which have no Jacobian, name the module whose output "
+            "to differentiate, e.g. input_module='embeddings' (--input-module NAME)"
         )
     if not (x.is_floating_point()):
         raise TypeError(
@@ -250,8 +250,9 @@ def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
         z = logits_of(z)
     if z.ndim == 3 and z.shape[0] == x.shape[0]:
         raise ValueError(
-            f"the model output has shape {tuple(z.shape)} for a batch of {x.shape[0]}: logits "
-            "per position; pass position= (--position, e.g. -1 for a causal LM's last token)"
+            f"the model output has shape {tuple(z.shape)} for a batch of {x.shape[0]}; expected "
+            "(batch, k) logits: for logits per position pass position= (--position, e.g. -1 "
+            "for a causal LM's last token)"
         )
     if z.ndim != 2 or z.shape[0] != x.shape[0] or z.shape[1] < 2:
         raise ValueError(
