@@ -105,20 +105,8 @@ def estimate_from_operator(
     nodes, w = q.flat()
     dens = spectral_density(nodes, w, method="slq", density_options=do)
     lam_max = max(float(top.values[0]), q.lambda_max)
-    params = q.params() | {
-        "top_k": top.k,
-        "top_steps": so.top_steps,
-        "top_block_size": top.block_size,
-        "top_method": top.method,
-        "exact_trace": exact_trace,
-        "operator_passes": op.num_passes - passes0,
-        "dtype": str(op.dtype),
-        "sigma": dens.sigma,
-        "log_scale": do.log_scale,
-        "zero_tol": do.zero_tol,
-        # smallest Gauss node spacing near 0 on [0, λ_max]: finer structure is not resolved
-        "resolution": lam_max * math.pi**2 / (16 * q.num_steps**2),
-    }
+    params = _slq_params(q, top, so, do, dens.sigma, exact_trace=exact_trace,
+                         passes=op.num_passes - passes0, dtype=op.dtype, lam_max=lam_max)
     return ESDEstimate(
         grid=dens.grid,
         grid_density=dens.density,
@@ -143,6 +131,28 @@ def estimate_from_operator(
         reason=reason,
         params=params,
     )
+
+
+def _slq_params(
+    q: LanczosQuadrature, top: TopEigenvalues, so: SLQOptions, do: DensityOptions,
+    sigma: float, *, exact_trace: bool, passes: int, dtype: Any, lam_max: float,
+) -> dict[str, Any]:
+    """Every setting of an SLQ estimate, with its cost in passes and its resolution
+    λ_max π²/(16 m²) (the smallest Gauss node spacing near 0 with m steps)."""
+    return q.params() | {
+        "top_k": top.k,
+        "top_steps": so.top_steps,
+        "top_block_size": top.block_size,
+        "top_method": top.method,
+        "exact_trace": exact_trace,
+        "operator_passes": passes,
+        "dtype": str(dtype),
+        "sigma": sigma,
+        "log_scale": do.log_scale,
+        "zero_tol": do.zero_tol,
+        # smallest Gauss node spacing near 0 on [0, λ_max]: finer structure is not resolved
+        "resolution": lam_max * math.pi**2 / (16 * q.num_steps**2),
+    }
 
 
 def _resolve_spectrum_options(
