@@ -41,6 +41,7 @@ LONG_FUNCTIONS: set[tuple[str, str]] = {
     ("jacspec.zoo.sweep", "run_sweep"),
     ("jacspec.jacobian.layers", "select_layers"),
     ("jacspec.data.datasets", "load_dataset"),
+    ("jacspec.zoo.confirm", "confirmatory_test"),
 }
 MAX_FUNCTION_LINES = 80
 
