@@ -263,12 +263,17 @@ def test_over_margin_columns_match_the_formulas() -> None:
         assert math.isnan(bad[k])
 
 
-def test_over_margin_folds_batchnorm_into_the_conv() -> None:
-    torch.manual_seed(0)
+def _conv_bn_net(k: int, seed: int) -> nn.Sequential:
+    """Conv(1 -> 3, 3x3) -> BatchNorm (random statistics) -> ReLU -> Linear on 4x4 inputs."""
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(3 * 16, 2)).double()
-    _randomize_bn(model, 2)
-    model.eval()
+                          nn.Flatten(), nn.Linear(3 * 16, k)).double()
+    _randomize_bn(model, seed + 2)
+    return model
+
+
+def test_over_margin_folds_batchnorm_into_the_conv() -> None:
+    model = _conv_bn_net(2, 0).eval()
     x = torch.randn(100, 1, 4, 4, dtype=torch.float64)
     with torch.no_grad():
         y = model(x).argmax(dim=1)
@@ -289,11 +294,7 @@ def test_over_margin_folds_batchnorm_into_the_conv() -> None:
 
 
 def test_the_users_model_is_unchanged() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(3 * 16, 3)).double()
-    _randomize_bn(model, 3)
-    model.train()
+    model = _conv_bn_net(3, 1).train()
     model[4].bias.requires_grad_(False)
     x = torch.randn(60, 1, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (60,))
