@@ -16,7 +16,11 @@ percentile, Jiang et al. 2020's choice, its median, and ``1 / gamma_p10``), ``ba
 ``logit_jacobian_norm`` (mean ``||J(x)||_F`` of the logits on the points of
 ``jacobian_norm``), ``confidence`` (mean max-softmax and prediction entropy on the test points
 of ``jacobian_norm`` and of ``jacobian_esd``), ``ce_steps`` (optimizer steps to train
-cross-entropy 0.1 and from there to the end, from the run's history).
+cross-entropy 0.1 and from there to the end, from the run's history),
+``flatness`` (``pacbayes_mag_flatness``, ``sharpness_mag_flatness``: Jiang et al. 2020's
+magnitude-aware PAC-Bayes flatness and sharpness, :mod:`jacspec.zoo.flatness`), ``path_norm``
+(``path_norm``, ``path_norm_over_margin``) and ``over_margin`` (``log_prod_fro_over_margin``,
+``log_prod_spec_over_margin``), BatchNorm folded into the preceding layer for these three.
 """
 
 from __future__ import annotations
@@ -341,3 +345,60 @@ def ce_steps_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
 
 def _log(v: float) -> float:
     return math.log(v) if v > 0 else -math.inf
+
+
+# --- Jiang et al. 2020's flatness and norm baselines (jacspec.zoo.flatness; study 2, §3) -------
+
+
+def _flatness_subset(model: nn.Module, data: MetricData) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed subset ``subset(1000, seed=0)`` of the training set (all of it when smaller),
+    inputs in the model's dtype."""
+    from jacspec.zoo.flatness import SUBSET_SIZE
+
+    sub = _take(data.train, SUBSET_SIZE)
+    return sub.x.to(next(model.parameters()).dtype), sub.y
+
+
+def _margin_p10(model: nn.Module, data: MetricData) -> float:
+    """``gamma = train_margin_p10`` of :func:`margin_metrics`, measured on an eval-mode copy
+    (the user's model keeps its mode and BatchNorm statistics)."""
+    import copy
+
+    return float(margin_metrics(copy.deepcopy(model).eval(), data)["train_margin_p10"])
+
+
+@register("flatness")
+def flatness_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """``pacbayes_mag_flatness = 1 / sigma'^2`` and ``sharpness_mag_flatness = 1 / alpha'^2``
+    (magnitude-aware PAC-Bayes flatness and sharpness, :mod:`jacspec.zoo.flatness`) on the
+    1,000-digit training subset, seeded by the run's ``seed``."""
+    from jacspec.zoo.flatness import pacbayes_mag_flatness, sharpness_mag_flatness
+
+    x, y = _flatness_subset(model, data)
+    seed = int(data.config.get("seed", 0))
+    return {"pacbayes_mag_flatness": pacbayes_mag_flatness(model, x, y, seed=seed),
+            "sharpness_mag_flatness": sharpness_mag_flatness(model, x, y, seed=seed)}
+
+
+@register("path_norm")
+def path_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """``path_norm = sum_j f_{w∘w}(1)_j`` and ``path_norm_over_margin = path_norm / gamma^2``,
+    ``gamma = train_margin_p10`` (the ``margin`` metric; NaN when ``gamma <= 0``)."""
+    from jacspec.zoo.flatness import path_norm
+
+    value = path_norm(model, tuple(data.train.x.shape[1:]))
+    gamma = _margin_p10(model, data)
+    return {"path_norm": value,
+            "path_norm_over_margin": value / gamma ** 2 if gamma > 0 else math.nan}
+
+
+@register("over_margin")
+def over_margin_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """``log_prod_fro_over_margin = sum_l log ||W_l||_F^2 - 2 log gamma`` and
+    ``log_prod_spec_over_margin = sum_l log ||W_l||_2^2 - 2 log gamma`` (BatchNorm folded,
+    ``gamma = train_margin_p10``; NaN when ``gamma <= 0``)."""
+    from jacspec.zoo.flatness import norms_over_margin
+
+    x, _ = _flatness_subset(model, data)
+    gamma = _margin_p10(model, data)
+    return norms_over_margin(model, gamma, example=x[:256])
