@@ -38,8 +38,10 @@ class TrainResult:
     """Outcome of ``train``: final full-train-set accuracy and mean cross-entropy, epochs and
     optimizer steps taken, which criterion stopped training ("accuracy", "loss", "budget", or
     "callback"),
-    wall-clock seconds, the settings used, and per-epoch ``history`` rows
-    ``(epoch, train_accuracy, train_loss)`` (epoch 0 = before training)."""
+    wall-clock seconds, the settings used, per-epoch ``history`` rows
+    ``(epoch, train_accuracy, train_loss)`` (epoch 0 = before training; accuracy and loss on
+    the whole training set in eval mode) and ``step_history``, the optimizer steps taken by
+    the end of each of those epochs (one entry per history row)."""
 
     train_accuracy: float
     train_loss: float
@@ -49,6 +51,7 @@ class TrainResult:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[int, float, float], ...] = ()
+    step_history: tuple[int, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """Final accuracy and loss, epochs, steps, stopping criterion, seconds (JSON-able)."""
@@ -226,6 +229,7 @@ def train(
 
     gen = torch.Generator().manual_seed(int(seed))
     history: list[tuple[int, float, float]] = []
+    step_history: list[int] = []
     steps, epoch, reached = 0, 0, "budget"
     start = time.perf_counter()
     threads_before = torch.get_num_threads()
@@ -239,6 +243,7 @@ def train(
                 model.eval()
                 acc, loss = evaluate(model, x, y)
                 history.append((epoch, acc, loss))
+                step_history.append(steps)
                 log.debug("epoch %d: train accuracy %.4f, loss %.4g", epoch, acc, loss)
                 if bar is not None:
                     bar.set_postfix(acc=f"{acc:.4f}", loss=f"{loss:.3g}")
@@ -280,4 +285,4 @@ def train(
                  epoch, acc, loss)
     return TrainResult(train_accuracy=acc, train_loss=loss, epochs=epoch, steps=steps,
                        reached=reached, seconds=time.perf_counter() - start, settings=settings,
-                       history=tuple(history))
+                       history=tuple(history), step_history=tuple(step_history))

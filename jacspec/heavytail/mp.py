@@ -187,27 +187,12 @@ def fit_mp(
     from jacspec.spectra.eigen import zero_below_tolerance
 
     q = _check_q(Q)
-    ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
-    if ev.size == 0:
-        raise ValueError("eigenvalues is empty; need at least 3 positive eigenvalues")
-    if not np.isfinite(ev).all():
-        raise ValueError("eigenvalues contain NaN or inf")
-    if not (tw_tolerance >= 0):
-        raise ValueError(f"tw_tolerance={tw_tolerance!r} must be >= 0")
-    if tol is not None and not (math.isfinite(float(tol)) and float(tol) >= 0):
-        raise ValueError(f"tol={tol!r} must be None or a finite number >= 0")
+    ev = _checked_eigenvalues(eigenvalues, tw_tolerance, tol)
     lmax = float(ev.max())
     if not lmax > 0:
         raise ValueError(f"{NO_BULK}: eigenvalues has no positive entry")
     ev, tol = zero_below_tolerance(ev, tol)
-    if rows is None:
-        small = ev.size
-        r = int(round(small * q)) if q >= 1 else small
-    else:
-        r = positive_int("rows", rows)
-    c = max(1, int(round(r / q)))
-    if ev.size > min(r, c):  # the larger side's extra zeros are not part of the MP law
-        ev = np.sort(ev)[::-1][: min(r, c)]
+    ev, r, c = _mp_shape(ev, q, rows)
     num_zeros = int(np.sum(ev <= 0))
     if ev.size - num_zeros < 3:
         raise ValueError(
@@ -220,28 +205,7 @@ def fit_mp(
             f"{NO_BULK}: {ev.size - num_zeros} of {ev.size} eigenvalues above tol {tol:.3g}, "
             "the median is 0"
         )
-    med1 = float(mp_quantile(0.5, q))
-
-    method = "given" if sigma2 is not None else "median"
-    bulk = pos
-    s2 = float(sigma2) if sigma2 is not None else float(np.median(bulk)) / med1
-    if not (math.isfinite(s2) and s2 > 0):
-        raise ValueError(f"sigma2={sigma2!r} must be a positive finite number")
-    thresh = mp_edges(q, s2)[1] + tw_tolerance * _tw_scale(r, c, s2)
-    if sigma2 is None:
-        nspk = int(np.sum(pos > thresh))
-        for _ in range(max_iter):
-            bulk = pos[pos <= thresh]
-            if bulk.size < 3 or not float(np.median(bulk)) > 0:
-                break
-            # the dropped spikes are not MP eigenvalues: match the median of what is left
-            s2_new = float(np.median(bulk)) / med1
-            thresh = mp_edges(q, s2_new)[1] + tw_tolerance * _tw_scale(r, c, s2_new)
-            s2 = s2_new
-            new = int(np.sum(pos > thresh))
-            if new == nspk:
-                break
-            nspk = new
+    s2, thresh = _fit_sigma2(pos, q, r, c, sigma2, tw_tolerance, max_iter)
     lo, hi = mp_edges(q, s2)
     spikes = pos[pos > thresh][::-1]
     return MPFit(
@@ -260,6 +224,66 @@ def fit_mp(
         cols=c,
         num_evals=int(ev.size),
         num_zeros=num_zeros,
-        method=method,
+        method="given" if sigma2 is not None else "median",
         tol=float(tol),
     )
+
+
+def _checked_eigenvalues(eigenvalues: Any, tw_tolerance: float, tol: float | None) -> np.ndarray:
+    """The eigenvalues as a flat float64 array; ValueError for an empty or non-finite one
+    or a bad ``tw_tolerance`` / ``tol``."""
+    ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    if ev.size == 0:
+        raise ValueError("eigenvalues is empty; need at least 3 positive eigenvalues")
+    if not np.isfinite(ev).all():
+        raise ValueError("eigenvalues contain NaN or inf")
+    if not (tw_tolerance >= 0):
+        raise ValueError(f"tw_tolerance={tw_tolerance!r} must be >= 0")
+    if tol is not None and not (math.isfinite(float(tol)) and float(tol) >= 0):
+        raise ValueError(f"tol={tol!r} must be None or a finite number >= 0")
+    return ev
+
+
+def _mp_shape(ev: np.ndarray, q: float, rows: int | None) -> tuple[np.ndarray, int, int]:
+    """(eigenvalues of the MP law, rows r, cols c = r/Q): ``rows`` or r from len(ev) as
+    min(r, c); only the min(r, c) largest eigenvalues are kept (the larger side's extra
+    zeros are not part of the law)."""
+    if rows is None:
+        small = ev.size
+        r = int(round(small * q)) if q >= 1 else small
+    else:
+        r = positive_int("rows", rows)
+    c = max(1, int(round(r / q)))
+    if ev.size > min(r, c):  # the larger side's extra zeros are not part of the MP law
+        ev = np.sort(ev)[::-1][: min(r, c)]
+    return ev, r, c
+
+
+def _fit_sigma2(
+    pos: np.ndarray, q: float, r: int, c: int, sigma2: float | None, tw_tolerance: float,
+    max_iter: int,
+) -> tuple[float, float]:
+    """(sigma^2, spike threshold lambda_+ + tw_tolerance s_TW): sigma^2 given, or median
+    matching on the sorted eigenvalues ``pos``, re-matched on the bulk below the threshold
+    until the spike count is stable (at most ``max_iter`` times)."""
+    med1 = float(mp_quantile(0.5, q))
+    s2 = float(sigma2) if sigma2 is not None else float(np.median(pos)) / med1
+    if not (math.isfinite(s2) and s2 > 0):
+        raise ValueError(f"sigma2={sigma2!r} must be a positive finite number")
+    thresh = mp_edges(q, s2)[1] + tw_tolerance * _tw_scale(r, c, s2)
+    if sigma2 is not None:
+        return s2, thresh
+    nspk = int(np.sum(pos > thresh))
+    for _ in range(max_iter):
+        bulk = pos[pos <= thresh]
+        if bulk.size < 3 or not float(np.median(bulk)) > 0:
+            break
+        # the dropped spikes are not MP eigenvalues: match the median of what is left
+        s2_new = float(np.median(bulk)) / med1
+        thresh = mp_edges(q, s2_new)[1] + tw_tolerance * _tw_scale(r, c, s2_new)
+        s2 = s2_new
+        new = int(np.sum(pos > thresh))
+        if new == nspk:
+            break
+        nspk = new
+    return s2, thresh

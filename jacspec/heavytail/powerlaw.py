@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -263,6 +264,82 @@ def fit_powerlaw(
     the rule: clipping the top of a tail almost always raises D a little, so a D criterion
     never fires. ``raw_alpha`` keeps alpha_0; ``num_fingers`` the accepted k.
     """
+    cand_values = _check_fit_options(distribution, xmin_candidates, fingers, min_tail,
+                                     max_candidates, max_fingers)
+    x, num_zeros = _fit_values(values, xmax, min_tail)
+    window = _xmin_window(x, xmin_window)
+
+    one_fit = partial(_one_fit, xmin=xmin, min_tail=min_tail, window=window,
+                      cand_values=cand_values, max_candidates=max_candidates)
+    first = one_fit(x)
+    best, num_fingers = first, 0
+    if fingers == "clip":
+        best, num_fingers = _clip_fingers(x, one_fit, first, int(max_fingers),
+                                          finger_thresh, min_tail)
+    ncand, exact = best[3], best[4]
+    fitted_xmin, tail, alpha, lam, d = _final_tail(x[:-num_fingers] if num_fingers else x,
+                                                   best, xmin, distribution)
+    m = int(tail.size)
+    return PowerLawFit(
+        alpha=float(alpha),
+        xmin=fitted_xmin,
+        xmax=float(tail[-1]),
+        D=float(d),
+        sigma=float((alpha - 1.0) / math.sqrt(m)),
+        num_pl_spikes=m,
+        lambda_=float(lam),
+        warning="",
+        num_fingers=int(num_fingers),
+        raw_alpha=float(first[1]),
+        num_values=int(x.size),
+        num_zeros=num_zeros,
+        num_candidates=int(ncand),
+        exact=bool(exact),
+        distribution=distribution,
+        xmin_window=window,
+        fingers=fingers,
+        max_fingers=int(max_fingers),
+        finger_thresh=float(finger_thresh),
+        min_tail=int(min_tail),
+        max_candidates=None if max_candidates is None else int(max_candidates),
+    )
+
+
+#: One fit at one xmin: (index of xmin in the sorted data, alpha, KS distance D, number of
+#: candidates scanned, whether the scan was exact).
+_OneFit = tuple[int, float, float, int, bool]
+
+
+def _one_fit(
+    data: np.ndarray, *, xmin: float | None, min_tail: int,
+    window: tuple[float, float] | None, cand_values: np.ndarray | None,
+    max_candidates: int | None,
+) -> _OneFit:
+    """The fit at the given ``xmin``, else at the CSN-searched one."""
+    if xmin is not None:
+        return _fit_at_xmin(data, xmin)
+    return _fit_searched(data, min_tail, window, cand_values, max_candidates)
+
+
+def _final_tail(
+    data: np.ndarray, best: _OneFit, xmin: float | None, distribution: str
+) -> tuple[float, np.ndarray, float, float, float]:
+    """(xmin, tail, alpha, lambda, D) of the chosen fit; for ``"truncated_power_law"``
+    (alpha, lambda, D) refitted by MLE at that xmin (lambda 0.0 otherwise)."""
+    i, alpha, d = best[0], best[1], best[2]
+    fitted_xmin = float(xmin) if xmin is not None else float(data[i])
+    tail = data[i:]
+    lam = 0.0
+    if distribution == "truncated_power_law":
+        alpha, lam, d = _fit_tpl(tail, fitted_xmin, alpha)
+    return fitted_xmin, tail, alpha, lam, d
+
+
+def _check_fit_options(
+    distribution: str, xmin_candidates: Any, fingers: str | None, min_tail: Any,
+    max_candidates: Any, max_fingers: Any,
+) -> np.ndarray | None:
+    """Validate :func:`fit_powerlaw`'s options; returns the candidate array (None: "all")."""
     from jacspec._util.validation import check_choice, positive_int
 
     check_choice("distribution", distribution, ("power_law", "truncated_power_law"))
@@ -285,7 +362,12 @@ def fit_powerlaw(
     ):
         raise ValueError(f"max_candidates={max_candidates!r} must be None or an integer >= 3")
     positive_int("max_fingers", max_fingers)
+    return cand_values
 
+
+def _fit_values(values: Any, xmax: float | None, min_tail: int) -> tuple[np.ndarray, int]:
+    """The sorted positive values at or below ``xmax`` and the number of exact zeros;
+    ValueError when fewer than ``min_tail`` remain."""
     x, num_zeros = _prepare(values)
     if num_zeros:
         logger.debug("fit_powerlaw: %d exact zeros excluded", num_zeros)
@@ -297,104 +379,86 @@ def fit_powerlaw(
         raise ValueError(
             f"values has {x.size} positive entries (after xmax); need at least min_tail={min_tail}"
         )
+    return x, num_zeros
 
-    window: tuple[float, float] | None
+
+def _xmin_window(x: np.ndarray, xmin_window: Any) -> tuple[float, float] | None:
+    """The interval xmin is searched in: None (everywhere), WeightWatcher's peak window of
+    ``x`` (``"peak"``) or a given (lo, hi) pair."""
+    from jacspec._util.validation import check_choice
+
     if xmin_window is None:
-        window = None
-    elif isinstance(xmin_window, str):
+        return None
+    if isinstance(xmin_window, str):
         check_choice("xmin_window", xmin_window, ("peak",))
-        window = peak_window(x)
-    else:
+        return peak_window(x)
+    try:
+        lo, hi = (float(v) for v in xmin_window)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"xmin_window={xmin_window!r} must be None, 'peak' or a (lo, hi) pair"
+        ) from err
+    if not lo <= hi:
+        raise ValueError(f"xmin_window={xmin_window!r} needs lo <= hi")
+    return (lo, hi)
+
+
+def _fit_at_xmin(data: np.ndarray, xmin: float) -> _OneFit:
+    """The fit at a given xmin: alpha = 1 + m / sum_i ln(x_i / xmin) over the m values >=
+    xmin and the exact two-sided KS distance of that tail."""
+    if not (np.isfinite(xmin) and xmin > 0):
+        raise ValueError(f"xmin={xmin!r} must be a positive finite number or None")
+    i = int(np.searchsorted(data, xmin, side="left"))
+    if data.size - i < 2:
+        raise ValueError(f"xmin={xmin!r} leaves fewer than 2 values in the tail")
+    logd = np.log(data)
+    # alpha uses the given xmin, not the first tail value
+    m = data.size - i
+    denom = float(np.sum(logd[i:]) - m * math.log(xmin))
+    if not denom > 0:
+        raise ValueError(f"xmin={xmin!r}: all tail values equal xmin; alpha undefined")
+    a = 1.0 + m / denom
+    u = logd[i:] - math.log(xmin)
+    cdf = -np.expm1((1.0 - a) * u)
+    j = np.arange(m, dtype=np.float64)
+    d = float(np.max(np.maximum(cdf - j / m, (j + 1) / m - cdf)))
+    return i, a, d, 1, True
+
+
+def _fit_searched(
+    data: np.ndarray, min_tail: int, window: tuple[float, float] | None,
+    cand_values: np.ndarray | None, max_candidates: int | None,
+) -> _OneFit:
+    """The CSN fit: the candidate xmin (in ``window``, snapped ``cand_values`` if given)
+    with the smallest KS distance (:func:`jacspec.heavytail.ks.scan`)."""
+    idx = candidates(data, min_tail, window)
+    if cand_values is not None:
+        snapped = np.searchsorted(data, cand_values, side="left")
+        idx = np.intersect1d(idx, snapped)
+    if idx.size == 0:
+        raise ValueError(
+            f"no xmin candidate: window {window} or min_tail={min_tail} excludes every value"
+        )
+    return scan(data, idx, max_candidates)
+
+
+def _clip_fingers(
+    x: np.ndarray, one_fit: Any, first: _OneFit, max_fingers: int, finger_thresh: float,
+    min_tail: int,
+) -> tuple[_OneFit, int]:
+    """WeightWatcher's clip_xmax rule: the refit without the k largest values for the first
+    k <= ``max_fingers`` with alpha_k + finger_thresh < alpha_0, and k; else ``first``, 0
+    (stopping at alpha_k <= :data:`FINGERS_STOP_ALPHA`, a failed refit or too short a tail)."""
+    raw_alpha = first[1]
+    for k in range(1, max_fingers + 1):
+        if x.size - k < min_tail:
+            break
         try:
-            lo, hi = (float(v) for v in xmin_window)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"xmin_window={xmin_window!r} must be None, 'peak' or a (lo, hi) pair"
-            ) from err
-        if not lo <= hi:
-            raise ValueError(f"xmin_window={xmin_window!r} needs lo <= hi")
-        window = (lo, hi)
-
-    settings = dict(
-        distribution=distribution,
-        xmin_window=window,
-        fingers=fingers,
-        max_fingers=int(max_fingers),
-        finger_thresh=float(finger_thresh),
-        min_tail=int(min_tail),
-        max_candidates=None if max_candidates is None else int(max_candidates),
-    )
-
-    def one_fit(data: np.ndarray) -> tuple[int, float, float, int, bool]:
-        if xmin is not None:
-            if not (np.isfinite(xmin) and xmin > 0):
-                raise ValueError(f"xmin={xmin!r} must be a positive finite number or None")
-            i = int(np.searchsorted(data, xmin, side="left"))
-            if data.size - i < 2:
-                raise ValueError(f"xmin={xmin!r} leaves fewer than 2 values in the tail")
-            logd = np.log(data)
-            # alpha uses the given xmin, not the first tail value
-            m = data.size - i
-            denom = float(np.sum(logd[i:]) - m * math.log(xmin))
-            if not denom > 0:
-                raise ValueError(f"xmin={xmin!r}: all tail values equal xmin; alpha undefined")
-            a = 1.0 + m / denom
-            u = logd[i:] - math.log(xmin)
-            cdf = -np.expm1((1.0 - a) * u)
-            j = np.arange(m, dtype=np.float64)
-            d = float(np.max(np.maximum(cdf - j / m, (j + 1) / m - cdf)))
-            return i, a, d, 1, True
-        idx = candidates(data, min_tail, window)
-        if cand_values is not None:
-            snapped = np.searchsorted(data, cand_values, side="left")
-            idx = np.intersect1d(idx, snapped)
-        if idx.size == 0:
-            raise ValueError(
-                f"no xmin candidate: window {window} or min_tail={min_tail} excludes every value"
-            )
-        return scan(data, idx, max_candidates)
-
-    i, alpha, d, ncand, exact = one_fit(x)
-    raw_alpha = alpha
-    num_fingers = 0
-    data = x
-    if fingers == "clip":
-        for k in range(1, int(max_fingers) + 1):
-            if x.size - k < min_tail:
-                break
-            try:
-                ik, ak, dk, nk, ek = one_fit(x[:-k])
-            except ValueError:
-                break
-            if ak + finger_thresh < raw_alpha:
-                i, alpha, d, ncand, exact = ik, ak, dk, nk, ek
-                num_fingers = k
-                data = x[:-k]
-                break
-            if ak <= FINGERS_STOP_ALPHA:
-                break
-
-    fitted_xmin = float(xmin) if xmin is not None else float(data[i])
-    tail = data[i:]
-    m = int(tail.size)
-    lam = 0.0
-    if distribution == "truncated_power_law":
-        alpha, lam, d = _fit_tpl(tail, fitted_xmin, alpha)
-    sigma = (alpha - 1.0) / math.sqrt(m)
-    return PowerLawFit(
-        alpha=float(alpha),
-        xmin=fitted_xmin,
-        xmax=float(tail[-1]),
-        D=float(d),
-        sigma=float(sigma),
-        num_pl_spikes=m,
-        lambda_=float(lam),
-        warning="",
-        num_fingers=int(num_fingers),
-        raw_alpha=float(raw_alpha),
-        num_values=int(x.size),
-        num_zeros=num_zeros,
-        num_candidates=int(ncand),
-        exact=bool(exact),
-        **settings,
-    )
+            fit_k = one_fit(x[:-k])
+        except ValueError:
+            break
+        if fit_k[1] + finger_thresh < raw_alpha:
+            return fit_k, k
+        if fit_k[1] <= FINGERS_STOP_ALPHA:
+            break
+    return first, 0

@@ -113,9 +113,12 @@ def mlp(
     sigma_b: float = 0.0,
     bias: bool = True,
     seed: int | torch.Generator | None = None,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
     """Fully connected net: Flatten, ``depth`` hidden layers of ``width`` units with
-    ``activation``, then a linear read-out to ``num_classes`` logits.
+    ``activation``, then a linear read-out to ``num_classes`` logits. ``dropout = p > 0``
+    puts ``nn.Dropout(p)`` after every hidden activation (identity in eval mode); ``p = 0``
+    adds no module, so the layers and their state_dict keys are those of a net without it.
 
     Every Linear layer (read-out included) gets ``W ~ N(0, sigma_w^2 / fan_in)``
     (``init="gaussian"``) or ``W = sigma_w sqrt(max(fan_in, fan_out) / fan_in) Q`` with Q
@@ -131,6 +134,7 @@ def mlp(
     check_choice("init", init, INITS)
     sigma_w = default_sigma_w(activation) if sigma_w is None else float(sigma_w)
     sigma_b = float(sigma_b)
+    dropout = _dropout_p(dropout)
     if not (math.isfinite(sigma_w) and sigma_w > 0):
         raise ValueError(f"sigma_w must be a finite number > 0; got {sigma_w!r}")
     if not (math.isfinite(sigma_b) and sigma_b >= 0):
@@ -142,6 +146,8 @@ def mlp(
         lin = skip_init(nn.Linear, fan_in, width, bias=bias)
         _init_linear(lin, init, sigma_w, sigma_b, gen)
         layers += [lin, make_activation(activation)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
         fan_in = width
     head = skip_init(nn.Linear, fan_in, num_classes, bias=bias)
     _init_linear(head, init, sigma_w, sigma_b, gen)
@@ -156,10 +162,13 @@ def small_cnn(
     channels: Sequence[int] = (32, 64),
     activation: str = "relu",
     seed: int | None = None,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
     """Conv(3x3, pad 1) + activation + MaxPool(2) per entry of ``channels``, then Flatten and a
     Linear head. Input (C, H, W), e.g. (1, 28, 28), (3, 32, 32), (3, 24, 24). PyTorch's default
-    initialisation, drawn under ``seed`` (global RNG state is left untouched)."""
+    initialisation, drawn under ``seed`` (global RNG state is left untouched). ``dropout =
+    p > 0`` puts ``nn.Dropout(p)`` between Flatten and the head (identity in eval mode); ``p =
+    0`` adds no module."""
     shape = _shape(input_shape)
     if len(shape) != 3:
         raise ValueError(f"input_shape must be (C, H, W) for small_cnn; got {input_shape!r}")
@@ -168,6 +177,7 @@ def small_cnn(
     if not chans:
         raise ValueError("channels must name at least one conv block, e.g. (32, 64)")
     activation = canonical_name(activation, ACTIVATIONS)
+    dropout = _dropout_p(dropout)
     c, h, w = shape
     if h >> len(chans) < 1 or w >> len(chans) < 1:
         raise ValueError(f"input_shape {shape} is too small for {len(chans)} pooling blocks")
@@ -179,14 +189,24 @@ def small_cnn(
             layers += [nn.Conv2d(c, out, 3, padding=1), make_activation(activation),
                        nn.MaxPool2d(2)]
             c, h, w = out, h // 2, w // 2
-        layers += [nn.Flatten(), nn.Linear(c * h * w, num_classes)]
+        layers.append(nn.Flatten())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(c * h * w, num_classes))
         return nn.Sequential(*layers)
+
+
+def _dropout_p(p: object) -> float:
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+        raise ValueError(f"dropout must be a number in [0, 1); got {p!r}")
+    return float(p)
 
 
 _BUILDERS = {"mlp": mlp, "cnn": small_cnn, "resnet": resnet}
 _SPEC_KEYS = {
-    "mlp": {"width", "depth", "activation", "init", "sigma_w", "sigma_b", "bias", "seed"},
-    "cnn": {"channels", "activation", "seed"},
+    "mlp": {"width", "depth", "activation", "init", "sigma_w", "sigma_b", "bias", "seed",
+            "dropout"},
+    "cnn": {"channels", "activation", "seed", "dropout"},
     "resnet": {"depth", "width", "shortcut", "seed"},
 }
 

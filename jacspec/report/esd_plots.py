@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from jacspec.heavytail.mp import MPFit
 from jacspec.heavytail.powerlaw import PowerLawFit
 from jacspec.heavytail.randomized import RandomizedNull
+from jacspec.spectra.options import ZERO_TOL
 
 __all__ = [
     "plot_density_vs_esd",
@@ -172,7 +173,7 @@ def plot_esd_estimate(estimate: Any, *, bins: int = 60, title: str | None = None
     name = {"slq": "SLQ estimate", "exact": "exact ESD"}.get(method, f"{method} estimate")
     if method == "slq":
         name += f" ({params.get('num_steps', '?')} steps, {params.get('num_vectors', '?')} vectors)"
-    tol = float(params.get("zero_tol", 1e-6)) * lam_max
+    tol = float(params.get("zero_tol", ZERO_TOL)) * lam_max
     pos_nodes = nodes > tol
     if not pos_nodes.any():
         raise ValueError("the estimate has no mass above zero to plot on a log axis")

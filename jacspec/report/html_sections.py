@@ -178,7 +178,7 @@ def _theory_payload(d: Mapping[str, Any], title: str | None, obj: Any = None) ->
                                                                **_scalars(sim)}], "name"),
                                 "simulation"))
     if "grid" in d and "density" in d:
-        from jacspec.theory.plots import theory_vs_simulation
+        from jacspec.report.theory_plots import theory_vs_simulation
 
         spec = obj if obj is not None else SimpleNamespace(
             **{k: d.get(k) for k in ("activation", "weights", "depth", "sigma_w2", "sigma_b2")},

@@ -13,6 +13,7 @@ import numpy as np
 from jacspec._util.json import jsonable
 from jacspec.spectra.exact import ESD
 from jacspec.spectra.metrics import estimated_metrics, spectral_metrics
+from jacspec.spectra.options import DensityOptions, resolve_density_options
 from jacspec.spectra.slq import spectral_density
 from jacspec.spectra.spectrum import Spectrum
 
@@ -125,18 +126,16 @@ def estimate_from_esd(
     *,
     top_k: int = 10,
     reason: str = "",
-    num_points: int = 512,
-    sigma: float | None = None,
-    rel_sigma: float = 0.01,
-    log_scale: bool = False,
-    zero_tol: float = 1e-6,
+    density_options: DensityOptions | None = None,
+    **fields: Any,
 ) -> ESDEstimate:
     """An exact :class:`~jacspec.spectra.exact.ESD` in the estimate's fields: nodes = every
     eigenvalue (weight 1/dim), exact trace and top-k (zero residuals), and the broadened
-    density on a grid (:func:`jacspec.spectra.slq.spectral_density`)."""
+    density on a grid (:func:`jacspec.spectra.slq.spectral_density`; ``density_options``, a
+    :class:`~jacspec.spectra.options.DensityOptions`, or its fields as keywords)."""
+    do = resolve_density_options(density_options, **fields)
     ev = np.asarray(e.eigenvalues, dtype=np.float64)
-    dens = spectral_density(ev, None, method="exact", num_points=num_points, sigma=sigma,
-                            rel_sigma=rel_sigma, log_scale=log_scale, zero_tol=zero_tol)
+    dens = spectral_density(ev, None, method="exact", density_options=do)
     tr = float(ev.sum())
     kk = min(top_k, ev.size)
     return ESDEstimate(
@@ -162,6 +161,6 @@ def estimate_from_esd(
         seconds=0.0,
         reason=reason,
         params={"eigensolver": "syevd (float64)", "rank": e.rank, "tol": e.tol,
-                "dtype": e.dtype, "sigma": dens.sigma, "log_scale": log_scale,
-                "zero_tol": zero_tol},
+                "dtype": e.dtype, "sigma": dens.sigma, "log_scale": do.log_scale,
+                "zero_tol": do.zero_tol},
     )

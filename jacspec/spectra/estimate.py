@@ -19,7 +19,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from jacspec.jacobian.options import JacobianOptions
 from jacspec.spectra.esd_estimate import ESDEstimate, estimate_from_esd
 from jacspec.spectra.exact import esd
 from jacspec.spectra.gram import gram_cols
-from jacspec.spectra.lanczos import top_eigenvalues
+from jacspec.spectra.lanczos import TopEigenvalues, top_eigenvalues
 from jacspec.spectra.operators import (
     ArrayRows,
     FileRows,
@@ -40,8 +40,17 @@ from jacspec.spectra.operators import (
     softmax_null_projector,
     write_jacobian_memmap,
 )
+from jacspec.spectra.options import (
+    DENSITY_FIELDS,
+    SLQ_FIELDS,
+    DensityOptions,
+    SLQOptions,
+    resolve_density_options,
+    resolve_slq_options,
+    split_spectrum_fields,
+)
 from jacspec.spectra.plan import MAX_EXACT_DIM, EsdPlan, engine_dtype, plan_esd, problem_shape
-from jacspec.spectra.slq import slq, spectral_density
+from jacspec.spectra.slq import LanczosQuadrature, slq, spectral_density
 
 logger = logging.getLogger(__name__)
 
@@ -51,29 +60,23 @@ __all__ = ["estimate_esd", "estimate_from_batches", "estimate_from_operator"]
 def estimate_from_operator(
     op: GramOperator,
     *,
-    num_steps: int = 80,
-    num_vectors: int = 10,
-    seed: int = 0,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
+    slq_options: SLQOptions | None = None,
+    density_options: DensityOptions | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     null_dim: int = 0,
-    top_k: int = 10,
-    top_steps: int = 0,
     exact_trace: bool = True,
     output: str | None = None,
     storage: str | None = None,
     reason: str = "",
-    num_points: int = 512,
-    sigma: float | None = None,
-    rel_sigma: float = 0.01,
-    log_scale: bool = False,
-    zero_tol: float = 1e-6,
     progress: bool = False,
     **fields: Any,
 ) -> ESDEstimate:
     """SLQ density, block-Lanczos top eigenvalues and the trace of a Gram operator.
 
+    ``slq_options`` (:class:`~jacspec.spectra.options.SLQOptions`) and ``density_options``
+    (:class:`~jacspec.spectra.options.DensityOptions`), or their fields as keywords
+    (``num_steps``, ``num_vectors``, ``seed``, ``distribution``, ``block_size``, ``top_k``,
+    ``top_steps``; ``num_points``, ``sigma``, ``rel_sigma``, ``log_scale``, ``zero_tol``).
     Cost in passes over 𝒥 (dual side; double for primal): ``num_steps`` for SLQ with
     ``num_vectors`` vectors per pass (``block_size`` at a time); the exact trace rides along.
     Top-k: ``top_steps=0`` (default) takes Ritz values on the SLQ block Krylov space
@@ -81,49 +84,29 @@ def estimate_from_operator(
     ``top_k + 5`` vectors for that many passes. ``project``/``null_dim``:
     a known null space deflated from SLQ (see :func:`jacspec.spectra.slq.slq`).
     """
+    so, do = _resolve_spectrum_options(slq_options, density_options, fields,
+                                       "estimate_from_operator")
     t0 = time.perf_counter()
     passes0 = op.num_passes
     q = slq(
         op,
-        num_steps,
-        num_vectors,
-        seed=seed,
-        distribution=distribution,
-        block_size=block_size,
+        so.num_steps,
+        so.num_vectors,
+        seed=so.seed,
+        distribution=so.distribution,
+        block_size=so.block_size,
         project=project,
         null_dim=null_dim,
-        top_k=min(top_k, op.shape[0]) if top_steps == 0 else 0,
+        top_k=min(so.top_k, op.shape[0]) if so.top_steps == 0 else 0,
         progress=progress,
     )
-    if top_steps == 0:  # Rayleigh-Ritz on the SLQ block Krylov space, no extra passes
-        assert q.top is not None
-        top = q.top
-    else:
-        top = top_eigenvalues(
-            op, min(top_k, op.shape[0]), num_steps=top_steps, seed=seed + 1, progress=progress
-        )
+    top = _top_of(op, q, so, progress)
     tr_exact = op.trace() if exact_trace else float("nan")
     nodes, w = q.flat()
-    density_kw = dict(
-        num_points=num_points, sigma=sigma, rel_sigma=rel_sigma, log_scale=log_scale,
-        zero_tol=zero_tol,
-    )
-    dens = spectral_density(nodes, w, method="slq", **density_kw)
+    dens = spectral_density(nodes, w, method="slq", density_options=do)
     lam_max = max(float(top.values[0]), q.lambda_max)
-    params = q.params() | {
-        "top_k": top.k,
-        "top_steps": top_steps,
-        "top_block_size": top.block_size,
-        "top_method": top.method,
-        "exact_trace": exact_trace,
-        "operator_passes": op.num_passes - passes0,
-        "dtype": str(op.dtype),
-        "sigma": dens.sigma,
-        "log_scale": log_scale,
-        "zero_tol": zero_tol,
-        # smallest Gauss node spacing near 0 on [0, λ_max]: finer structure is not resolved
-        "resolution": lam_max * math.pi**2 / (16 * q.num_steps**2),
-    }
+    params = _slq_params(q, top, so, do, dens.sigma, exact_trace=exact_trace,
+                         passes=op.num_passes - passes0, dtype=op.dtype, lam_max=lam_max)
     return ESDEstimate(
         grid=dens.grid,
         grid_density=dens.density,
@@ -150,6 +133,60 @@ def estimate_from_operator(
     )
 
 
+def _slq_params(
+    q: LanczosQuadrature, top: TopEigenvalues, so: SLQOptions, do: DensityOptions,
+    sigma: float, *, exact_trace: bool, passes: int, dtype: Any, lam_max: float,
+) -> dict[str, Any]:
+    """Every setting of an SLQ estimate, with its cost in passes and its resolution
+    λ_max π²/(16 m²) (the smallest Gauss node spacing near 0 with m steps)."""
+    return q.params() | {
+        "top_k": top.k,
+        "top_steps": so.top_steps,
+        "top_block_size": top.block_size,
+        "top_method": top.method,
+        "exact_trace": exact_trace,
+        "operator_passes": passes,
+        "dtype": str(dtype),
+        "sigma": sigma,
+        "log_scale": do.log_scale,
+        "zero_tol": do.zero_tol,
+        # smallest Gauss node spacing near 0 on [0, λ_max]: finer structure is not resolved
+        "resolution": lam_max * math.pi**2 / (16 * q.num_steps**2),
+    }
+
+
+def _resolve_spectrum_options(
+    slq_options: SLQOptions | None,
+    density_options: DensityOptions | None,
+    fields: dict[str, Any],
+    where: str,
+) -> tuple[SLQOptions, DensityOptions]:
+    """The SLQ and density options from the options given and keyword fields; any other
+    keyword is refused (a TypeError naming it)."""
+    slq_fields, density_fields, rest = split_spectrum_fields(fields)
+    if rest:
+        raise TypeError(
+            f"{where}() got an unexpected keyword {sorted(rest)[0]!r}; the SLQ options are "
+            f"{', '.join(SLQ_FIELDS)} and the density options {', '.join(DENSITY_FIELDS)}"
+        )
+    return (resolve_slq_options(slq_options, **slq_fields),
+            resolve_density_options(density_options, **density_fields))
+
+
+def _top_of(
+    op: GramOperator, q: LanczosQuadrature, so: SLQOptions, progress: bool
+) -> TopEigenvalues:
+    """The top eigenvalues: Rayleigh-Ritz on the SLQ block Krylov space (``top_steps=0``,
+    no extra passes) or a separate block Lanczos of ``top_steps`` passes."""
+    if so.top_steps == 0:
+        assert q.top is not None
+        return q.top
+    return top_eigenvalues(
+        op, min(so.top_k, op.shape[0]), num_steps=so.top_steps, seed=so.seed + 1,
+        progress=progress,
+    )
+
+
 def estimate_from_batches(
     make_batches: Callable[[], Iterable[Any]],
     *,
@@ -161,20 +198,10 @@ def estimate_from_batches(
     scale: str = "n",
     dtype: torch.dtype = torch.float32,
     deflate: bool = True,
-    num_steps: int = 80,
-    num_vectors: int = 10,
-    seed: int = 0,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    top_k: int = 10,
-    top_steps: int = 0,
+    slq_options: SLQOptions | None = None,
+    density_options: DensityOptions | None = None,
     workdir: str | os.PathLike | None = None,
     keep_file: bool = False,
-    num_points: int = 512,
-    sigma: float | None = None,
-    rel_sigma: float = 0.01,
-    log_scale: bool = False,
-    zero_tol: float = 1e-6,
     progress: bool = False,
     **fields: Any,
 ) -> ESDEstimate:
@@ -185,57 +212,28 @@ def estimate_from_batches(
     ``lambda: iter_layer_jacobians(model, data, name)``; ``(n, k, d)`` its shape and ``plan``
     (:func:`plan_esd`, method ``"slq"``) the side and where the rows are stored.
     ``deflate`` (softmax output, dual side): the known ``d``-dim null space is projected out.
+    ``slq_options``/``density_options`` or their fields as keywords: as
+    :func:`estimate_from_operator`.
     """
+    so, do = _resolve_spectrum_options(slq_options, density_options, fields,
+                                       "estimate_from_batches")
     t0 = time.perf_counter()
     np_dtype = np.dtype(str(dtype).replace("torch.", ""))
-    kd = k * d
-    tmp: Path | None = None
-    if plan.storage == "memory":
-        J = np.empty((n, kd), dtype=np_dtype)
-        s = 0
-        for b in make_batches():
-            r = _rows_of(b)
-            J[s : s + r.shape[0]] = r
-            s += r.shape[0]
-        if s != n:
-            raise ValueError(f"the Jacobian batches gave {s} rows, expected n={n}")
-        rows: Any = ArrayRows(J)
-    elif plan.storage == "file":
-        folder = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
-        fd, name = tempfile.mkstemp(prefix="jacspec_J_", suffix=".npy", dir=folder)
-        os.close(fd)
-        tmp = Path(name)
-        write_jacobian_memmap(make_batches(), tmp, dtype=np_dtype)
-        rows = FileRows(tmp)
-    else:
-        rows = StreamRows(
-            lambda: (_rows_of(b) for b in make_batches()), shape=(n, kd), dtype=np_dtype
-        )
+    rows, tmp = _store_rows(make_batches, plan.storage, n, k * d, np_dtype, workdir)
     t_store = time.perf_counter() - t0
     try:
         op = GramOperator(rows, side=plan.side, scale=scale)
         use_null = deflate and output == "softmax" and plan.side == "dual" and k > 1
-        project = softmax_null_projector(k, d) if use_null else None
         est = estimate_from_operator(
             op,
-            num_steps=num_steps,
-            num_vectors=num_vectors,
-            seed=seed,
-            distribution=distribution,
-            block_size=block_size,
-            project=project,
+            slq_options=so,
+            density_options=do,
+            project=softmax_null_projector(k, d) if use_null else None,
             null_dim=d if use_null else 0,
-            top_k=top_k,
-            top_steps=top_steps,
             exact_trace=plan.storage != "stream",
             output=output,
             storage=plan.storage,
             reason=plan.reason,
-            num_points=num_points,
-            sigma=sigma,
-            rel_sigma=rel_sigma,
-            log_scale=log_scale,
-            zero_tol=zero_tol,
             progress=progress,
         )
     finally:
@@ -248,6 +246,39 @@ def estimate_from_batches(
         "deflate": bool(deflate),
     }
     return replace(est, seconds=time.perf_counter() - t0, params=params)
+
+
+def _store_rows(
+    make_batches: Callable[[], Iterable[Any]],
+    storage: str | None,
+    n: int,
+    kd: int,
+    np_dtype: np.dtype,
+    workdir: str | os.PathLike | None,
+) -> tuple[Any, Path | None]:
+    """The rows of 𝒥 as the operator reads them: held in memory, written once to a float
+    .npy file in ``workdir`` (returned, for the caller to delete), or recomputed per pass."""
+    if storage == "memory":
+        J = np.empty((n, kd), dtype=np_dtype)
+        s = 0
+        for b in make_batches():
+            r = _rows_of(b)
+            J[s : s + r.shape[0]] = r
+            s += r.shape[0]
+        if s != n:
+            raise ValueError(f"the Jacobian batches gave {s} rows, expected n={n}")
+        return ArrayRows(J), None
+    if storage == "file":
+        folder = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+        fd, name = tempfile.mkstemp(prefix="jacspec_J_", suffix=".npy", dir=folder)
+        os.close(fd)
+        tmp = Path(name)
+        write_jacobian_memmap(make_batches(), tmp, dtype=np_dtype)
+        return FileRows(tmp), tmp
+    rows = StreamRows(
+        lambda: (_rows_of(b) for b in make_batches()), shape=(n, kd), dtype=np_dtype
+    )
+    return rows, None
 
 
 def _rows_of(batch: Any) -> np.ndarray:
@@ -266,24 +297,14 @@ def estimate_esd(
     scale: str = "n",
     side: str = "auto",
     options: JacobianOptions | None = None,
-    num_steps: int = 80,
-    num_vectors: int = 10,
-    seed: int = 0,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
-    top_k: int = 10,
-    top_steps: int = 0,
+    slq_options: SLQOptions | None = None,
+    density_options: DensityOptions | None = None,
     storage: str = "auto",
     deflate: bool = True,
     workdir: str | os.PathLike | None = None,
     keep_file: bool = False,
     max_exact_dim: int = MAX_EXACT_DIM,
     max_memory: int | None = None,
-    num_points: int = 512,
-    sigma: float | None = None,
-    rel_sigma: float = 0.01,
-    log_scale: bool = False,
-    zero_tol: float = 1e-6,
     progress: bool = False,
     **fields: Any,
 ) -> ESDEstimate:
@@ -291,12 +312,15 @@ def estimate_esd(
 
     ``method="auto"`` follows :func:`plan_esd` (exact if the smaller side has dim <=
     ``max_exact_dim`` and fits in memory; the side from :func:`jacspec.spectra.gram.gram_side` with
-    the deflated dimension ``(k-1)d`` for softmax outputs). SLQ: ``num_steps`` Lanczos steps
-    with ``num_vectors`` ``distribution`` start vectors drawn from ``seed``; 𝒥 stored per
+    the deflated dimension ``(k-1)d`` for softmax outputs). SLQ (``slq_options``, an
+    :class:`~jacspec.spectra.options.SLQOptions`, or its fields as keywords): ``num_steps``
+    Lanczos steps with ``num_vectors`` ``distribution`` start vectors drawn from ``seed``,
+    ``top_k`` top eigenvalues (``top_steps``); 𝒥 stored per
     ``storage`` ("memory", "file" = float .npy in ``workdir``, deleted unless ``keep_file``,
-    "stream" = recomputed per pass). Density: ``num_points`` grid, Gaussian width ``sigma``
-    (default ``rel_sigma`` x grid span), in log10 λ if ``log_scale``. ``deflate``:
-    for
+    "stream" = recomputed per pass). Density (``density_options``, a
+    :class:`~jacspec.spectra.options.DensityOptions`, or its fields): ``num_points`` grid,
+    Gaussian width ``sigma`` (default ``rel_sigma`` x grid span), in log10 λ if
+    ``log_scale``, zeros below ``zero_tol`` λ_max. ``deflate``: for
     softmax outputs the exact Gram is built in the class-sum-zero basis, and on the dual
     side SLQ skips the known d-dim null space of class-constant vectors and adds its exact
     atom 1/k at 0 (:func:`jacspec.spectra.operators.softmax_null_projector`).
@@ -312,13 +336,66 @@ def estimate_esd(
     require_reiterable(data, "estimate_esd")
     from jacspec.jacobian.input_module import at_input_module
     from jacspec.jacobian.options import resolve_options
+
+    slq_fields, density_fields, fields = split_spectrum_fields(fields)
+    opts = resolve_options(options, **fields)
+    given_opts = opts  # as given (input_module included), for the settings
+    model, data, opts = at_input_module(model, data, opts)
+    so = resolve_slq_options(slq_options, **slq_fields)
+    do = resolve_density_options(density_options, **density_fields)
+    t0 = time.perf_counter()
+    p = _plan_problem(model, data, opts, method=method, side=side, storage=storage,
+                      deflate=deflate, max_exact_dim=max_exact_dim, max_memory=max_memory,
+                      workdir=workdir)
+    logger.info("estimate_esd: %s", p.plan.reason)
+    if p.plan.method == "exact":
+        e = esd(
+            model, data, side=p.plan.side, scale=scale, max_memory=max_memory,
+            progress=progress, deflate=p.deflate, options=opts,
+        )
+        est = estimate_from_esd(e, top_k=so.top_k, reason=p.plan.reason, density_options=do)
+        params = est.params | {"deflate": p.deflate, "jacobian_method": opts.method,
+                               "jacobian": given_opts.to_dict()}
+        return replace(est, seconds=time.perf_counter() - t0, params=params)
+    source = p.source
+    if progress and p.plan.storage != "stream":  # one bar per pass that computes the rows
+        from jacspec.jacobian.source import JacobianSource
+
+        source = JacobianSource.from_model(model, data, opts.replace(progress=True))
+    est = estimate_from_batches(
+        lambda: iter(source),
+        n=p.n, k=p.k, d=p.d, plan=p.plan, output=opts.output, scale=scale, dtype=p.run_dtype,
+        deflate=p.deflate, slq_options=so, density_options=do, workdir=workdir,
+        keep_file=keep_file, progress=progress,
+    )
+    params = est.params | {"jacobian_method": opts.method, "jacobian": given_opts.to_dict(),
+                           "route": source.route, **source.info}
+    return replace(est, seconds=time.perf_counter() - t0, params=params)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What :func:`estimate_esd` decided before any Jacobian: the rows' source (no progress
+    bar), their shape (n, k, d), the engine's dtype, whether to deflate, and the plan."""
+
+    source: Any
+    n: int
+    k: int
+    d: int
+    run_dtype: torch.dtype
+    deflate: bool
+    plan: EsdPlan
+
+
+def _plan_problem(
+    model: nn.Module, data: Any, opts: JacobianOptions, *, method: str, side: str,
+    storage: str, deflate: bool, max_exact_dim: int, max_memory: int | None,
+    workdir: str | os.PathLike | None,
+) -> _Problem:
+    """The rows' source and shape and :func:`plan_esd`'s decision for them (exact when the
+    smaller Gram side fits, else SLQ and where 𝒥 is stored)."""
     from jacspec.jacobian.source import JacobianSource
 
-    opts = resolve_options(options, **fields)
-    given_opts = opts
-    model, data, opts = at_input_module(model, data, opts)
-    output, jacobian_method = opts.output, opts.method
-    t0 = time.perf_counter()
     n = problem_shape(model, data, opts.dtype)[0]
     source = JacobianSource.from_model(model, data, opts.replace(progress=False))
     k, d = source.k, source.d
@@ -335,46 +412,6 @@ def estimate_esd(
         max_exact_dim=max_exact_dim,
         max_memory=max_memory,
         workdir=workdir,
-        cols=gram_cols(k, d, output, deflate),
+        cols=gram_cols(k, d, opts.output, deflate),
     )
-    logger.info("estimate_esd: %s", plan.reason)
-    density_kw = dict(
-        num_points=num_points, sigma=sigma, rel_sigma=rel_sigma, log_scale=log_scale,
-        zero_tol=zero_tol,
-    )
-    if plan.method == "exact":
-        e = esd(
-            model, data, side=plan.side, scale=scale, max_memory=max_memory, progress=progress,
-            deflate=deflate, options=opts,
-        )
-        est = estimate_from_esd(e, top_k=top_k, reason=plan.reason, **density_kw)
-        params = est.params | {"deflate": deflate, "jacobian_method": jacobian_method,
-                               "jacobian": given_opts.to_dict()}
-        return replace(est, seconds=time.perf_counter() - t0, params=params)
-    if progress and plan.storage != "stream":  # one bar per pass that computes the rows
-        source = JacobianSource.from_model(model, data, opts.replace(progress=True))
-    est = estimate_from_batches(
-        lambda: iter(source),
-        n=n,
-        k=k,
-        d=d,
-        plan=plan,
-        output=output,
-        scale=scale,
-        dtype=run_dtype,
-        deflate=deflate,
-        num_steps=num_steps,
-        num_vectors=num_vectors,
-        seed=seed,
-        distribution=distribution,
-        block_size=block_size,
-        top_k=top_k,
-        top_steps=top_steps,
-        workdir=workdir,
-        keep_file=keep_file,
-        progress=progress,
-        **density_kw,
-    )
-    params = est.params | {"jacobian_method": jacobian_method, "jacobian": given_opts.to_dict(),
-                           "route": source.route, **source.info}
-    return replace(est, seconds=time.perf_counter() - t0, params=params)
+    return _Problem(source, n, k, d, run_dtype, deflate, plan)

@@ -363,6 +363,82 @@ def primal_from_rows(rows: torch.Tensor, block: int = 4096, *,
     return out
 
 
+class _GramSink:
+    """Takes the rows of one pass and forms their Gram on the side :func:`gram_side` picks:
+    the dual ``kd x kd`` sum accumulated as rows come, or the primal ``n x n`` from 𝒥 held
+    once (filled in place when ``n`` is known; ``side="auto"`` with ``n`` unknown holds rows
+    until their count exceeds ``kd``, then turns dual). Memory is checked before it is used
+    (:func:`check_fits`)."""
+
+    def __init__(self, side: str, n: int | None, max_memory: int | None) -> None:
+        self.side, self.n, self.max_memory = side, n, max_memory
+        self.chosen = side
+        self.held: list[torch.Tensor] = []
+        self.buffer: torch.Tensor | None = None
+        self.dual: _DualAccumulator | None = None
+        self.count = 0
+        self.kd = 0
+
+    def _start(self, rows: torch.Tensor) -> None:
+        """Pick the side from the first rows' width and allocate what it needs."""
+        self.kd = kd = int(rows.shape[1])
+        n, max_memory = self.n, self.max_memory
+        self.chosen = gram_side(self.side, n, kd)
+        if self.chosen != "auto":
+            check_fits(self.chosen, n or kd, kd, rows.element_size(), max_memory)
+        if self.chosen == "dual":
+            self.dual = _DualAccumulator(kd, rows.dtype, rows.device)
+        elif self.chosen == "primal" and n is not None:
+            # 𝒥 held once: filled in place, never concatenated from a list (no doubling)
+            where = primal_storage(n, kd, rows.element_size(), max_memory)
+            if where == "file" and rows.device.type == "cpu":
+                self.buffer = rows_file(n, kd, rows.dtype)
+            else:
+                self.buffer = torch.empty(n, kd, dtype=rows.dtype, device=rows.device)
+
+    def _to_dual(self, count: int, like: torch.Tensor) -> None:
+        """Turn dual: the rows held so far go into a dual accumulator."""
+        check_fits("dual", count, self.kd, like.element_size(), self.max_memory)
+        self.dual = _DualAccumulator(self.kd, like.dtype, like.device)
+        for r in self.held:
+            self.dual.add(r)
+        self.held = []
+
+    def add(self, rows: torch.Tensor) -> None:
+        """One batch of rows ``(b, kd)``."""
+        if self.count == 0:
+            self._start(rows)
+        self.count += rows.shape[0]
+        count, buffer = self.count, self.buffer
+        if self.dual is not None:
+            self.dual.add(rows)
+            return
+        if buffer is not None and count <= buffer.shape[0]:
+            buffer[count - rows.shape[0] : count] = rows
+            return
+        if buffer is not None:  # more rows than the source said: hold them as they come
+            self.held, self.buffer = [buffer[: count - rows.shape[0]]], None
+        self.held.append(rows)
+        if self.chosen == "primal" and self.n is None:
+            check_fits("primal", count, self.kd, rows.element_size(), self.max_memory)
+        if self.chosen == "auto" and count > self.kd:  # gram_side's rule, once n exceeds kd
+            self.chosen = "dual"
+            self._to_dual(count, rows)
+
+    def result(self) -> tuple[Any, str]:
+        """The Gram matrix and its side; ValueError when no row came."""
+        if self.count == 0:
+            raise ValueError("data is empty; expected at least one example")
+        auto_dual = self.chosen == "auto" and gram_side("auto", self.count, self.kd) == "dual"
+        if self.dual is None and auto_dual:
+            self._to_dual(self.count, self.held[0])
+        if self.dual is not None:
+            return self.dual.result(), "dual"
+        if self.buffer is not None:
+            return primal_from_rows(self.buffer[: self.count]), "primal"
+        return primal_from_rows(torch.cat(self.held, dim=0)), "primal"
+
+
 def _gram_from_iter(
     batches: Iterable[JacobianBatch],
     *,
@@ -379,12 +455,8 @@ def _gram_from_iter(
     over classes (``sum_to_zero``) also give ``class_sum_residual2 = sum_i ||sum_c
     J_i,c||^2`` (0 without rounding)."""
     check_choice("side", side, SIDES)
-    chosen = side
-    held: list[torch.Tensor] = []
-    buffer: torch.Tensor | None = None
-    dual: _DualAccumulator | None = None
-    count = 0
-    k = kd = 0
+    sink = _GramSink(side, n, max_memory)
+    k = 0
     shape: tuple[int, ...] = ()
     row_dtype = torch.float32
     residual = 0.0
@@ -398,60 +470,17 @@ def _gram_from_iter(
             rows = batch.rows
         if sum_to_zero:
             residual += float(batch.jac.detach().to(torch.float64).sum(dim=1).square().sum())
-        if count == 0:
-            k, kd = int(batch.jac.shape[1]), int(rows.shape[1])
-            shape = tuple(int(s) for s in batch.jac.shape[2:])
+        if sink.count == 0:
+            k, shape = int(batch.jac.shape[1]), tuple(int(s) for s in batch.jac.shape[2:])
             row_dtype = rows.dtype
-            chosen = gram_side(side, n, kd)
-            if chosen != "auto":
-                check_fits(chosen, n or kd, kd, rows.element_size(), max_memory)
-            if chosen == "dual":
-                dual = _DualAccumulator(kd, rows.dtype, rows.device)
-            elif chosen == "primal" and n is not None:
-                # 𝒥 held once: filled in place, never concatenated from a list (no doubling)
-                where = primal_storage(n, kd, rows.element_size(), max_memory)
-                if where == "file" and rows.device.type == "cpu":
-                    buffer = rows_file(n, kd, rows.dtype)
-                else:
-                    buffer = torch.empty(n, kd, dtype=rows.dtype, device=rows.device)
-        count += rows.shape[0]
-        if dual is not None:
-            dual.add(rows)
-            continue
-        if buffer is not None and count <= buffer.shape[0]:
-            buffer[count - rows.shape[0] : count] = rows
-            continue
-        if buffer is not None:  # more rows than the source said: hold them as they come
-            held, buffer = [buffer[: count - rows.shape[0]]], None
-        held.append(rows)
-        if chosen == "primal" and n is None:
-            check_fits("primal", count, kd, rows.element_size(), max_memory)
-        if chosen == "auto" and count > kd:  # gram_side's rule, once n is known to exceed kd
-            chosen = "dual"
-            check_fits("dual", count, kd, rows.element_size(), max_memory)
-            dual = _DualAccumulator(kd, rows.dtype, rows.device)
-            for r in held:
-                dual.add(r)
-            held = []
-    if count == 0:
-        raise ValueError("data is empty; expected at least one example")
-    if dual is None and chosen == "auto" and gram_side("auto", count, kd) == "dual":
-        check_fits("dual", count, kd, held[0].element_size(), max_memory)
-        dual = _DualAccumulator(kd, held[0].dtype, held[0].device)
-        for r in held:
-            dual.add(r)
-        held = []
-    if dual is not None:
-        matrix, final_side = dual.result(), "dual"
-    elif buffer is not None:
-        matrix, final_side = primal_from_rows(buffer[:count]), "primal"
-    else:
-        matrix, final_side = primal_from_rows(torch.cat(held, dim=0)), "primal"
-    logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, count, kd, deflate)
+        sink.add(rows)
+    matrix, final_side = sink.result()
+    logger.info("gram: side=%s n=%d dim=%d deflated=%s", final_side, sink.count, sink.kd,
+                deflate)
     return Gram(
         matrix=matrix,
         side=final_side,
-        n=count,
+        n=sink.count,
         k=k,
         input_shape=shape,
         output=output,

@@ -329,52 +329,13 @@ def top_eigenvalues(
     mv0 = op.num_matvecs
     Q = _orth(random_vectors(dim, min(b, dim), seed=seed, distribution="normal"))
     bar = _progress(num_steps, f"top-{k} ({method})", progress)
-    passes = 0
     if method == "lanczos":
-        basis: list[np.ndarray] = []
-        images: list[np.ndarray] = []
-        total = 0
-        for _ in range(num_steps):
-            W = _apply(op, Q)
-            passes += 1
-            basis.append(Q)
-            images.append(W)
-            total += Q.shape[1]
-            if bar is not None:
-                bar.update(1)
-            if total >= dim:
-                break
-            B = np.concatenate(basis, axis=1)
-            R = W.copy()
-            for _ in range(2):
-                R -= B @ (B.T @ R)
-            Q = _orth(R, rtol=1e-8)
-            if Q.shape[1] == 0:
-                break
-            for _ in range(2):  # keep the new block orthogonal to the basis after truncation
-                Q -= B @ (B.T @ Q)
-            Q = _orth(Q)
-        B = np.concatenate(basis, axis=1)
-        AB = np.concatenate(images, axis=1)
+        B, AB, passes = _block_lanczos_basis(op, Q, num_steps, dim, bar)
     else:
-        W = Q
-        for it in range(num_steps):
-            W = _apply(op, Q)
-            passes += 1
-            if bar is not None:
-                bar.update(1)
-            if it < num_steps - 1:
-                Q = _orth(W)
-        # Rayleigh-Ritz on the last iterate: we hold Q and W = A Q
-        B, AB = Q, W
+        B, AB, passes = _subspace_iteration(op, Q, num_steps, bar)
     if bar is not None:
         bar.close()
-    H = B.T @ AB
-    H = 0.5 * (H + H.T)
-    theta, Z = np.linalg.eigh(H)
-    order = np.argsort(theta)[::-1][:k]
-    theta, Z = theta[order], Z[:, order]
-    resid = np.linalg.norm(AB @ Z - (B @ Z) * theta, axis=0)
+    theta, resid = _ritz_top(B, AB, k)
     if theta.size < k:
         logger.warning("top_eigenvalues: Krylov space has %d directions (< k=%d)", theta.size, k)
     return TopEigenvalues(
@@ -389,3 +350,63 @@ def top_eigenvalues(
         num_passes=passes,
     )
 
+
+def _block_lanczos_basis(
+    op: LinearOperator, Q: np.ndarray, num_steps: int, dim: int, bar: Any
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Orthonormal basis B = [Q_0, ..., Q_{m-1}] of the block Krylov space K_m(A, Q), its
+    image A B, and the passes taken (stops early once B spans ``dim`` directions or the
+    next block is empty)."""
+    basis: list[np.ndarray] = []
+    images: list[np.ndarray] = []
+    total = passes = 0
+    for _ in range(num_steps):
+        W = _apply(op, Q)
+        passes += 1
+        basis.append(Q)
+        images.append(W)
+        total += Q.shape[1]
+        if bar is not None:
+            bar.update(1)
+        if total >= dim:
+            break
+        B = np.concatenate(basis, axis=1)
+        R = W.copy()
+        for _ in range(2):
+            R -= B @ (B.T @ R)
+        Q = _orth(R, rtol=1e-8)
+        if Q.shape[1] == 0:
+            break
+        for _ in range(2):  # keep the new block orthogonal to the basis after truncation
+            Q -= B @ (B.T @ Q)
+        Q = _orth(Q)
+    return np.concatenate(basis, axis=1), np.concatenate(images, axis=1), passes
+
+
+def _subspace_iteration(
+    op: LinearOperator, Q: np.ndarray, num_steps: int, bar: Any
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Randomized subspace iteration Q <- orth(A Q), ``num_steps`` passes; returns the last
+    iterate Q, W = A Q (for Rayleigh-Ritz) and the passes taken."""
+    W = Q
+    passes = 0
+    for it in range(num_steps):
+        W = _apply(op, Q)
+        passes += 1
+        if bar is not None:
+            bar.update(1)
+        if it < num_steps - 1:
+            Q = _orth(W)
+    return Q, W, passes
+
+
+def _ritz_top(B: np.ndarray, AB: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k eigenvalues θ of H = B^T A B (B orthonormal columns, AB = A B), descending, and
+    the residual norms ||A y - θ y|| of their Ritz vectors y = B z."""
+    H = B.T @ AB
+    H = 0.5 * (H + H.T)
+    theta, Z = np.linalg.eigh(H)
+    order = np.argsort(theta)[::-1][:k]
+    theta, Z = theta[order], Z[:, order]
+    resid = np.linalg.norm(AB @ Z - (B @ Z) * theta, axis=0)
+    return theta, resid

@@ -32,6 +32,13 @@ from jacspec.spectra.lanczos import (
     random_vectors,
 )
 from jacspec.spectra.operators import as_operator
+from jacspec.spectra.options import (
+    DensityOptions,
+    SLQOptions,
+    resolve_density_options,
+    resolve_slq_options,
+    split_spectrum_fields,
+)
 
 __all__ = [
     "LanczosQuadrature",
@@ -188,67 +195,103 @@ def slq(
     if project is not None:
         V = np.asarray(project(V), dtype=np.float64)
     m = min(num_steps, dim - int(null_dim))
-    extra = 1 if null_dim else 0
-    nodes = np.full((num_vectors, m + extra), np.nan)
-    weights = np.zeros((num_vectors, m + extra))
-    quad = np.empty(num_vectors)
-    steps = np.zeros(num_vectors, dtype=int)
     mv0 = op.num_matvecs
-    passes = 0
-    rows_x: list[np.ndarray] = []
-    rows_ax: list[np.ndarray] = []
-    for b0 in range(0, num_vectors, block):
-        run = lanczos(op, V[:, b0 : b0 + block], m, store_images=top_k > 0, progress=progress)
-        passes += run.num_passes
-        if top_k > 0:
-            assert run.basis is not None and run.images is not None
-            for i in range(run.steps.size):
-                rows_x.append(run.basis[i, : run.steps[i]])
-                rows_ax.append(run.images[i, : run.steps[i]])
-        for i in range(run.steps.size):
-            a, bt = run.tridiagonal(i)
-            theta, tau = _ritz(a, bt)
-            nodes[b0 + i, : theta.size] = theta
-            weights[b0 + i, : theta.size] = tau
-            quad[b0 + i] = run.start_norms[i] ** 2 * a[0]
-            steps[b0 + i] = run.steps[i]
+    runs = _quadrature_runs(op, V, m, block, 1 if null_dim else 0, top_k > 0, progress)
     top = None
     if top_k > 0:
-        X = np.concatenate(rows_x, axis=0)
-        AX = np.concatenate(rows_ax, axis=0)
-        theta, resid = _rayleigh_ritz(X, AX, int(top_k))
-        del X, AX, rows_x, rows_ax
-        top = TopEigenvalues(
-            values=theta,
-            residuals=resid,
-            method="slq-block-krylov",
-            k=int(top_k),
-            num_steps=m,
-            block_size=num_vectors,
-            seed=_seed_repr(seed),
-            num_matvecs=op.num_matvecs - mv0,  # shared with the quadrature, not extra
-            num_passes=passes,
-        )
+        top = _block_krylov_top(runs, int(top_k), m, num_vectors, seed, op.num_matvecs - mv0)
     if null_dim:
-        frac = int(null_dim) / dim
-        weights *= 1.0 - frac
-        nodes[:, -1] = 0.0
-        weights[:, -1] = frac
+        _add_null_atom(runs, int(null_dim) / dim)
     return LanczosQuadrature(
-        nodes=nodes,
-        weights=weights,
-        quad_forms=quad,
+        nodes=runs.nodes,
+        weights=runs.weights,
+        quad_forms=runs.quad,
         dim=dim,
         num_steps=num_steps,
         num_vectors=num_vectors,
         seed=_seed_repr(seed),
         distribution=distribution,
-        steps_taken=steps,
+        steps_taken=runs.steps,
         num_matvecs=op.num_matvecs - mv0,
-        num_passes=passes,
+        num_passes=runs.passes,
         null_dim=int(null_dim),
         top=top,
     )
+
+
+@dataclass
+class _Runs:
+    """What the Lanczos runs of :func:`slq` gave: per start vector i, its Gauss nodes and
+    weights (row i), quadratic form v_i^T A v_i and steps taken; with ``store`` the Krylov
+    bases and their images, for Rayleigh-Ritz on their union."""
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    quad: np.ndarray
+    steps: np.ndarray
+    passes: int = 0
+    rows_x: list[np.ndarray] = field(default_factory=list)
+    rows_ax: list[np.ndarray] = field(default_factory=list)
+
+
+def _quadrature_runs(
+    op: Any, V: np.ndarray, m: int, block: int, extra: int, store: bool, progress: bool
+) -> _Runs:
+    """Lanczos on the columns of ``V``, ``block`` at a time, ``m`` steps each; node/weight
+    rows have ``extra`` trailing slots (NaN node, weight 0) for atoms added afterwards."""
+    num_vectors = V.shape[1]
+    runs = _Runs(
+        nodes=np.full((num_vectors, m + extra), np.nan),
+        weights=np.zeros((num_vectors, m + extra)),
+        quad=np.empty(num_vectors),
+        steps=np.zeros(num_vectors, dtype=int),
+    )
+    for b0 in range(0, num_vectors, block):
+        run = lanczos(op, V[:, b0 : b0 + block], m, store_images=store, progress=progress)
+        runs.passes += run.num_passes
+        if store:
+            assert run.basis is not None and run.images is not None
+            for i in range(run.steps.size):
+                runs.rows_x.append(run.basis[i, : run.steps[i]])
+                runs.rows_ax.append(run.images[i, : run.steps[i]])
+        for i in range(run.steps.size):
+            a, bt = run.tridiagonal(i)
+            theta, tau = _ritz(a, bt)
+            runs.nodes[b0 + i, : theta.size] = theta
+            runs.weights[b0 + i, : theta.size] = tau
+            runs.quad[b0 + i] = run.start_norms[i] ** 2 * a[0]
+            runs.steps[b0 + i] = run.steps[i]
+    return runs
+
+
+def _block_krylov_top(
+    runs: _Runs, k: int, m: int, num_vectors: int, seed: SeedLike, num_matvecs: int
+) -> TopEigenvalues:
+    """The k largest Ritz values of A on the union of the runs' Krylov spaces (the block
+    Krylov space K_m(A, [v_1..v_s])); the stored bases are released."""
+    X = np.concatenate(runs.rows_x, axis=0)
+    AX = np.concatenate(runs.rows_ax, axis=0)
+    runs.rows_x, runs.rows_ax = [], []
+    theta, resid = _rayleigh_ritz(X, AX, k)
+    return TopEigenvalues(
+        values=theta,
+        residuals=resid,
+        method="slq-block-krylov",
+        k=k,
+        num_steps=m,
+        block_size=num_vectors,
+        seed=_seed_repr(seed),
+        num_matvecs=num_matvecs,  # shared with the quadrature, not extra
+        num_passes=runs.passes,
+    )
+
+
+def _add_null_atom(runs: _Runs, frac: float) -> None:
+    """Scale the quadrature on range(P) by 1 - frac and put the exact atom frac at 0 in the
+    last column (the null space's share null_dim/dim)."""
+    runs.weights *= 1.0 - frac
+    runs.nodes[:, -1] = 0.0
+    runs.weights[:, -1] = frac
 
 
 @dataclass(frozen=True)
@@ -312,20 +355,57 @@ def spectral_density(
     weights: np.ndarray | None = None,
     *,
     grid: np.ndarray | None = None,
-    num_points: int = 512,
-    sigma: float | None = None,
-    rel_sigma: float = 0.01,
-    log_scale: bool = False,
-    zero_tol: float = 1e-8,
+    density_options: DensityOptions | None = None,
     method: str = "slq",
     params: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> SpectralDensity:
     """Gaussian-broadened density of a discrete measure (nodes, weights summing to 1).
 
-    ``weights=None`` means equal weights (exact eigenvalues). ``sigma`` is the kernel width
-    in the units of the grid (λ, or log10 λ when ``log_scale``); by default
+    ``weights=None`` means equal weights (exact eigenvalues). ``density_options``
+    (:class:`~jacspec.spectra.options.DensityOptions`) or its fields as keywords
+    (``num_points``, ``sigma``, ``rel_sigma``, ``log_scale``, ``zero_tol``): ``sigma`` is
+    the kernel width in the units of the grid (λ, or log10 λ when ``log_scale``); by default
     ``rel_sigma * (grid span)``. Nodes <= ``zero_tol * λ_max`` count as exact zeros.
     """
+    opts = resolve_density_options(density_options, **fields)
+    nodes, w = _finite_measure(nodes, weights)
+    lam_max = float(np.max(nodes))
+    thresh = opts.zero_tol * max(abs(lam_max), np.finfo(float).tiny)
+    is_zero = nodes <= thresh
+    zero_mass = float(w[is_zero].sum())
+    if opts.log_scale:
+        x, wx = np.log10(nodes[~is_zero]), w[~is_zero]
+        if x.size == 0:
+            raise ValueError("log_scale=True needs nodes above zero_tol * lambda_max.")
+    else:
+        x, wx = np.clip(nodes, 0.0, None) if np.all(nodes > -thresh) else nodes, w
+    grid = _density_grid(x, opts) if grid is None else np.asarray(grid, dtype=np.float64)
+    sigma = opts.sigma
+    if sigma is None:
+        span = float(grid.max() - grid.min()) or 1.0
+        sigma = opts.rel_sigma * span
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}.")
+    return SpectralDensity(
+        grid=grid,
+        density=_broaden(x, wx, grid, float(sigma)),
+        nodes=nodes,
+        weights=w,
+        sigma=float(sigma),
+        log_scale=opts.log_scale,
+        zero_tol=opts.zero_tol,
+        zero_mass=zero_mass,
+        lambda_max=lam_max,
+        method=method,
+        params=dict(params or {}),
+    )
+
+
+def _finite_measure(
+    nodes: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights (None: equal) as float64, without non-finite nodes or zero weights."""
     nodes = np.asarray(nodes, dtype=np.float64).ravel()
     w = (
         np.full(nodes.size, 1.0 / max(nodes.size, 1))
@@ -335,70 +415,51 @@ def spectral_density(
     if nodes.size == 0 or w.shape != nodes.shape:
         raise ValueError("nodes must be nonempty and weights must match nodes in shape.")
     keep = np.isfinite(nodes) & (w > 0)
-    nodes, w = nodes[keep], w[keep]
-    lam_max = float(np.max(nodes))
-    thresh = zero_tol * max(abs(lam_max), np.finfo(float).tiny)
-    is_zero = nodes <= thresh
-    zero_mass = float(w[is_zero].sum())
-    if log_scale:
-        x, wx = np.log10(nodes[~is_zero]), w[~is_zero]
-        if x.size == 0:
-            raise ValueError("log_scale=True needs nodes above zero_tol * lambda_max.")
-    else:
-        x, wx = np.clip(nodes, 0.0, None) if np.all(nodes > -thresh) else nodes, w
-    if grid is None:
-        lo, hi = float(x.min()), float(x.max())
-        span = hi - lo if hi > lo else max(abs(hi), 1.0)
-        pad = 3 * (sigma if sigma is not None else rel_sigma * span)
-        grid = np.linspace(lo - pad, hi + pad, positive_int("num_points", num_points))
-    grid = np.asarray(grid, dtype=np.float64)
-    if sigma is None:
-        span = float(grid.max() - grid.min()) or 1.0
-        sigma = rel_sigma * span
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}.")
-    dens = _broaden(x, wx, grid, float(sigma))
-    return SpectralDensity(
-        grid=grid,
-        density=dens,
-        nodes=nodes,
-        weights=w,
-        sigma=float(sigma),
-        log_scale=log_scale,
-        zero_tol=zero_tol,
-        zero_mass=zero_mass,
-        lambda_max=lam_max,
-        method=method,
-        params=dict(params or {}),
-    )
+    return nodes[keep], w[keep]
+
+
+def _density_grid(x: np.ndarray, opts: DensityOptions) -> np.ndarray:
+    """``num_points`` evenly spaced points over the nodes ``x``, padded by 3 kernel widths."""
+    lo, hi = float(x.min()), float(x.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    pad = 3 * (opts.sigma if opts.sigma is not None else opts.rel_sigma * span)
+    return np.linspace(lo - pad, hi + pad, opts.num_points)
 
 
 def slq_density(
     A: Any,
-    num_steps: int = 80,
-    num_vectors: int = 10,
+    num_steps: int | None = None,
+    num_vectors: int | None = None,
     *,
-    seed: SeedLike = 0,
-    distribution: str = "rademacher",
-    block_size: int | None = None,
+    slq_options: SLQOptions | None = None,
+    density_options: DensityOptions | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     null_dim: int = 0,
     grid: np.ndarray | None = None,
-    num_points: int = 512,
-    sigma: float | None = None,
-    rel_sigma: float = 0.01,
-    log_scale: bool = False,
-    zero_tol: float = 1e-8,
     progress: bool = False,
+    **fields: Any,
 ) -> SpectralDensity:
-    """SLQ (:func:`slq`) followed by Gaussian broadening (:func:`spectral_density`)."""
+    """SLQ (:func:`slq`) followed by Gaussian broadening (:func:`spectral_density`).
+
+    ``slq_options`` (:class:`~jacspec.spectra.options.SLQOptions`: ``num_steps``,
+    ``num_vectors``, ``seed``, ``distribution``, ``block_size``; its top-k fields do not
+    apply here) and ``density_options``
+    (:class:`~jacspec.spectra.options.DensityOptions`), or their fields as keywords.
+    """
+    slq_fields, density_fields, rest = split_spectrum_fields(fields)
+    if rest:
+        raise TypeError(f"slq_density() got an unexpected keyword {sorted(rest)[0]!r}")
+    given = {"num_steps": num_steps, "num_vectors": num_vectors}
+    so = resolve_slq_options(
+        slq_options, **{k: v for k, v in given.items() if v is not None}, **slq_fields
+    )
     q = slq(
         A,
-        num_steps,
-        num_vectors,
-        seed=seed,
-        distribution=distribution,
-        block_size=block_size,
+        so.num_steps,
+        so.num_vectors,
+        seed=so.seed,
+        distribution=so.distribution,
+        block_size=so.block_size,
         project=project,
         null_dim=null_dim,
         progress=progress,
@@ -406,16 +467,8 @@ def slq_density(
     nodes, w = q.flat()
     params = q.params() | {"trace": q.trace, "trace_stderr": q.trace_stderr}
     return spectral_density(
-        nodes,
-        w,
-        grid=grid,
-        num_points=num_points,
-        sigma=sigma,
-        rel_sigma=rel_sigma,
-        log_scale=log_scale,
-        zero_tol=zero_tol,
-        method="slq",
-        params=params,
+        nodes, w, grid=grid, density_options=density_options, method="slq", params=params,
+        **density_fields,
     )
 
 

@@ -286,8 +286,8 @@ class JacobianSpectrum(DensityOnGrid):
 
     def plot(self, simulation: Any = None, **kwargs: Any) -> Any:
         """Density of log10 lambda, against a :class:`~jacspec.theory.simulate.
-        SimulatedSpectrum` when given (:func:`jacspec.theory.plots.theory_vs_simulation`)."""
-        from jacspec.theory.plots import theory_vs_simulation
+        SimulatedSpectrum` when given (:func:`jacspec.report.theory_plots.theory_vs_simulation`)."""
+        from jacspec.report.theory_plots import theory_vs_simulation
 
         return theory_vs_simulation([self], None if simulation is None else [simulation],
                                     **kwargs)

@@ -84,6 +84,35 @@ def track(
     order = np.argsort(lam)[::-1]
     lam_desc = lam[order]
     # 1) imaginary axis, sequentially, with adaptive halving of the log-step
+    ys = _axis_heights(lam_desc, m1)
+    axis_u, axis_m = _track_axis(res, ys, m1, tol)
+    # 2) rotate every grid point from i*lambda down to lambda*e^{i theta_f}
+    start = np.clip(np.searchsorted(-ys, -lam_desc, side="right") - 1, 0, ys.size - 1)
+    theta_f = math.atan(eta)
+    path = _Arc(res, ys[start], axis_u[start], axis_m[start], lam_desc, theta_f, tol)
+    every = np.arange(lam_desc.size)
+    u_all, m_all, failed = path.rotate(every, rot_steps, 30, 2)
+    if failed.any():
+        idx = every[failed]
+        log.info("refining %d grid points with finer steps", idx.size)
+        u_sub, m_sub, bad = path.rotate(idx, 8 * rot_steps, 60, 16)
+        u_sub[bad] = np.nan
+        u_all[idx], m_all[idx] = u_sub, m_sub
+    z_final = lam_desc * complex(math.cos(theta_f), math.sin(theta_f))
+    fin = np.isfinite(u_all)
+    max_res = math.inf
+    if fin.any():
+        r, _, _ = _residual(res, u_all[fin], m_all[fin], z_final[fin])
+        max_res = float(np.max(np.abs(r)))
+    out_z = np.empty_like(z_final)
+    out_u = np.empty_like(u_all)
+    out_z[order], out_u[order] = z_final, u_all
+    return out_z, out_u, max_res
+
+
+def _axis_heights(lam_desc: np.ndarray, m1: float) -> np.ndarray:
+    """Heights y (descending) of the path z = i y: log-spaced from far above the spectrum
+    to its smallest lambda, denser within a decade above and two below the largest."""
     y_start = 1e3 * max(lam_desc[0], 1e-300) + 1e3 * max(m1, 0.0)
     log_hi, log_lo = math.log(y_start), math.log(lam_desc[-1])
     decades = (log_hi - log_lo) / math.log(10.0)
@@ -91,7 +120,15 @@ def track(
     # denser near the top of the spectrum, where u changes fastest
     top = math.log(lam_desc[0])
     dense = np.linspace(top + math.log(10.0), max(top - 2 * math.log(10.0), log_lo), 40)
-    ys = np.exp(np.unique(np.concatenate([coarse, dense]))[::-1])
+    return np.exp(np.unique(np.concatenate([coarse, dense]))[::-1])
+
+
+def _track_axis(
+    res: Residual, ys: np.ndarray, m1: float, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(u, M) at z = i y for every height, sequentially from M = m1 / z at the top, halving
+    the log-step (up to 4096 sub-steps) where a step's root moves too far; NaN below a
+    height where tracking failed."""
     n_axis = ys.size
     z0 = np.array([1j * ys[0]])
     m0 = np.array([m1 / z0[0]])
@@ -121,45 +158,38 @@ def track(
             axis_u[k:], axis_m[k:] = np.nan, np.nan
             break
         axis_u[k], axis_m[k] = u_cur[0], m_cur[0]
-    # 2) rotate every grid point from i*lambda down to lambda*e^{i theta_f}
-    start = np.clip(np.searchsorted(-ys, -lam_desc, side="right") - 1, 0, n_axis - 1)
-    theta_f = math.atan(eta)
+    return axis_u, axis_m
 
-    def rotate(sel: np.ndarray, steps: int, iters: int, radial: int):
-        u, m = axis_u[start[sel]], axis_m[start[sel]]
-        y0 = ys[start[sel]]
+
+class _Arc:
+    """The second leg of the path for each grid point: from its start i y0 on the axis
+    radially down to i lambda, then along z = lambda e^{i theta}, theta from pi/2 to
+    ``theta_f``; a Newton step whose root jumps (|log ratio| > 2) is refused."""
+
+    def __init__(self, res: Residual, y0: np.ndarray, u0: np.ndarray, m0: np.ndarray,
+                 lam_desc: np.ndarray, theta_f: float, tol: float) -> None:
+        self.res, self.y0, self.u0, self.m0 = res, y0, u0, m0
+        self.lam_desc, self.theta_f, self.tol = lam_desc, theta_f, tol
+
+    def _step(self, z, u, m, iters: int):
+        un, mn, ok = _newton(self.res, u, m, z, iters, self.tol)
+        with np.errstate(all="ignore"):
+            jump = (np.abs(np.log(mn / m)) > 2.0) | (np.abs(np.log(un / u)) > 2.0)
+        ok &= ~jump
+        return np.where(ok, un, u), np.where(ok, mn, m), ok
+
+    def rotate(self, sel: np.ndarray, steps: int, iters: int, radial: int):
+        """(u, M, failed) at the end of the path for the points ``sel``: ``radial`` steps
+        down the axis, then ``steps`` angles, ``iters`` Newton iterations each."""
+        u, m = self.u0[sel], self.m0[sel]
+        y0, lam = self.y0[sel], self.lam_desc[sel]
         fail = np.zeros(sel.size, dtype=bool)
-        def step(z, u, m):
-            un, mn, ok = _newton(res, u, m, z, iters, tol)
-            with np.errstate(all="ignore"):
-                jump = (np.abs(np.log(mn / m)) > 2.0) | (np.abs(np.log(un / u)) > 2.0)
-            ok &= ~jump
-            return np.where(ok, un, u), np.where(ok, mn, m), ok
-
         for k in range(1, radial + 1):
-            u, m, ok = step(1j * y0 * (lam_desc[sel] / y0) ** (k / radial), u, m)
+            u, m, ok = self._step(1j * y0 * (lam / y0) ** (k / radial), u, m, iters)
             fail |= ~ok
-        thetas = (math.pi / 2) * (theta_f / (math.pi / 2)) ** (np.arange(1, steps + 1) / steps)
+        ratio = self.theta_f / (math.pi / 2)
+        thetas = (math.pi / 2) * ratio ** (np.arange(1, steps + 1) / steps)
         for th in thetas:
-            u, m, ok = step(lam_desc[sel] * complex(math.cos(th), math.sin(th)), u, m)
+            u, m, ok = self._step(lam * complex(math.cos(th), math.sin(th)), u, m, iters)
             fail |= ~ok
         return u, m, fail
-
-    every = np.arange(lam_desc.size)
-    u_all, m_all, failed = rotate(every, rot_steps, 30, 2)
-    if failed.any():
-        idx = every[failed]
-        log.info("refining %d grid points with finer steps", idx.size)
-        u_sub, m_sub, bad = rotate(idx, 8 * rot_steps, 60, 16)
-        u_sub[bad] = np.nan
-        u_all[idx], m_all[idx] = u_sub, m_sub
-    z_final = lam_desc * complex(math.cos(theta_f), math.sin(theta_f))
-    fin = np.isfinite(u_all)
-    max_res = math.inf
-    if fin.any():
-        r, _, _ = _residual(res, u_all[fin], m_all[fin], z_final[fin])
-        max_res = float(np.max(np.abs(r)))
-    out_z = np.empty_like(z_final)
-    out_u = np.empty_like(u_all)
-    out_z[order], out_u[order] = z_final, u_all
-    return out_z, out_u, max_res

@@ -4,7 +4,9 @@ SQLite store, and judge generalization metrics with rank statistics.
 Submodules: :mod:`jacspec.zoo.train` (one run from a configuration), :mod:`jacspec.zoo.metrics`
 (the metric registry), :mod:`jacspec.zoo.sweep` (grids and backends), :mod:`jacspec.zoo.store`
 (results), :mod:`jacspec.zoo.score` (Kendall tau, Psi, sign error), :mod:`jacspec.zoo.pgdl`
-(PGDL's CMI), :mod:`jacspec.zoo.grid` (groups and pairs of a grid of configurations).
+(PGDL's CMI), :mod:`jacspec.zoo.grid` (groups and pairs of a grid of configurations),
+:mod:`jacspec.zoo.confirm` (study 2's pre-registered test: partial Kendall tau, cluster
+bootstrap, max-T, Psi within strata, verdict).
 """
 
 from jacspec.zoo.pgdl import conditional_mutual_information

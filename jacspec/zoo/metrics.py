@@ -12,7 +12,15 @@ randomized-null metrics), ``weightwatcher`` (``ww_alpha``, ``ww_alpha_weighted``
 ``gamma(x) = f(x)_y - max_{j != y} f(x)_j`` of the logits on the training set: its 10th
 percentile, Jiang et al. 2020's choice, its median, and ``1 / gamma_p10``), ``baselines``
 (``num_params``, ``weight_norm_sum = sum_l ||W_l||_F``, ``log_prod_fro = sum_l log ||W_l||_F``,
-``log_prod_spec = sum_l log ||W_l||_2``, ``dist_init = ||theta - theta_0||_2``).
+``log_prod_spec = sum_l log ||W_l||_2``, ``dist_init = ||theta - theta_0||_2``),
+``logit_jacobian_norm`` (mean ``||J(x)||_F`` of the logits on the points of
+``jacobian_norm``), ``confidence`` (mean max-softmax and prediction entropy on the test points
+of ``jacobian_norm`` and of ``jacobian_esd``), ``ce_steps`` (optimizer steps to train
+cross-entropy 0.1 and from there to the end, from the run's history),
+``flatness`` (``pacbayes_mag_flatness``, ``sharpness_mag_flatness``: Jiang et al. 2020's
+magnitude-aware PAC-Bayes flatness and sharpness, :mod:`jacspec.zoo.flatness`), ``path_norm``
+(``path_norm``, ``path_norm_over_margin``) and ``over_margin`` (``log_prod_fro_over_margin``,
+``log_prod_spec_over_margin``), BatchNorm folded into the preceding layer for these three.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,18 +41,23 @@ from jacspec.analysis_columns import SKETCH_COLUMNS
 from jacspec.data.datasets import DataSet
 from jacspec.zoo.score import NON_PREDICTORS  # noqa: F401 - re-exported
 
+if TYPE_CHECKING:
+    from jacspec.train import TrainResult
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
 class MetricData:
     """What a metric may look at: the training set (as trained on), the test set, the
-    initial weights and the run's configuration."""
+    initial weights, the run's configuration and, once training is over, its
+    :class:`jacspec.train.TrainResult` (None at the checkpoints measured during training)."""
 
     train: DataSet
     test: DataSet
     init_state: Mapping[str, torch.Tensor] | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    train_result: TrainResult | None = None
 
 
 MetricFn = Callable[[nn.Module, MetricData], dict[str, Any]]
@@ -119,9 +132,8 @@ def jacobian_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """Mean softmax Jacobian Frobenius norm on (up to 1000) test and train points."""
     from jacspec.sensitivity.norms import mean_jacobian_norm
 
-    n = int(data.config.get("n_jacobian", 1000))
-    return {"test_jacobian_norm": mean_jacobian_norm(model, _take(data.test, n).x),
-            "train_jacobian_norm": mean_jacobian_norm(model, _take(data.train, n).x)}
+    return {"test_jacobian_norm": mean_jacobian_norm(model, _norm_points(data, "test").x),
+            "train_jacobian_norm": mean_jacobian_norm(model, _norm_points(data, "train").x)}
 
 
 @register("transitions")
@@ -156,12 +168,11 @@ def jacobian_esd_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     eigenvalue arrays ``esd_train``/``esd_test``."""
     from jacspec.analysis import analyze
 
-    n = int(data.config.get("n_esd", 200))
     seed = int(data.config.get("seed", 0))
     out: dict[str, Any] = {}
-    for split, ds in (("train", data.train), ("test", data.test)):
-        result = analyze(model, _take(ds, n).x, output="softmax", dtype=torch.float64,
-                         randomize=True, seed=seed)
+    for split in ("train", "test"):
+        result = analyze(model, _esd_points(data, split).x, output="softmax",
+                         dtype=torch.float64, randomize=True, seed=seed)
         row = result.table.loc["input->output"]
         out[f"esd_{split}"] = np.asarray(result.esds["input->output"].eigenvalues, np.float64)
         for k, v in row.items():
@@ -261,5 +272,133 @@ def baseline_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
             "log_prod_spec": float(sum(_log(v) for v in spec)), "dist_init": dist}
 
 
+# ------------------------------------------------ study 2 (issue 19): points, logits, confidence
+
+
+def _norm_points(data: MetricData, split: str) -> DataSet:
+    """The points of the Jacobian norms: up to ``n_jacobian`` (1000) of the ``split`` set,
+    ``subset(n, seed=0)`` (the whole set when it is no larger)."""
+    return _take(data.train if split == "train" else data.test,
+                 int(data.config.get("n_jacobian", 1000)))
+
+
+def _esd_points(data: MetricData, split: str) -> DataSet:
+    """The points of the Jacobian ESDs (``jac_{train,test}_*``): up to ``n_esd`` (200) of the
+    ``split`` set, chosen as :func:`_norm_points` chooses."""
+    return _take(data.train if split == "train" else data.test,
+                 int(data.config.get("n_esd", 200)))
+
+
+@register("logit_jacobian_norm")
+def logit_jacobian_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Mean Frobenius norm of the logits' Jacobian ``||d f(x) / d x||_F`` on the points of
+    ``jacobian_norm`` (``train_logit_jacobian_norm``, ``test_logit_jacobian_norm``)."""
+    from jacspec.sensitivity.norms import mean_jacobian_norm
+
+    return {f"{split}_logit_jacobian_norm": mean_jacobian_norm(
+        model, _norm_points(data, split).x, output="logits") for split in ("train", "test")}
+
+
+def _softmax_confidence(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Means over the rows of ``x`` of ``max_j p_j(x)`` and of ``-sum_j p_j ln p_j``
+    (``0 ln 0 = 0``), ``p = softmax(f(x))`` in float64; no labels read."""
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        logits = torch.cat([model(xb.to(dtype)) for xb in x.split(2048)]).double()
+    p = torch.softmax(logits, dim=1)
+    entropy = torch.special.entr(p).sum(dim=1)
+    return float(p.max(dim=1).values.mean()), float(entropy.mean())
+
+
+@register("confidence")
+def confidence_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """Mean max-softmax and mean prediction entropy (nats) on the test points of
+    ``jacobian_norm`` (``test_max_softmax``, ``test_softmax_entropy``) and on the test points
+    of ``jacobian_esd`` (``esd_test_max_softmax``, ``esd_test_softmax_entropy``)."""
+    top, ent = _softmax_confidence(model, _norm_points(data, "test").x)
+    esd_top, esd_ent = _softmax_confidence(model, _esd_points(data, "test").x)
+    return {"test_max_softmax": top, "test_softmax_entropy": ent,
+            "esd_test_max_softmax": esd_top, "esd_test_softmax_entropy": esd_ent}
+
+
+#: The cross-entropy of Jiang et al.'s ``#steps to reach CE 0.1``.
+CE_MILESTONE = 0.1
+
+
+@register("ce_steps")
+def ce_steps_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """From the run's training history: ``steps_to_ce01``, the optimizer steps at the end
+    of the first epoch whose full-train cross-entropy (eval mode) is ``<= 0.1`` (0 when the
+    initial network already is), and ``steps_ce01_to_ce001 = steps - steps_to_ce01`` (the
+    steps from there to the end of training); NaN when the loss never reached 0.1 or no
+    history is given (the checkpoints measured during training)."""
+    res = data.train_result
+    nan = {"steps_to_ce01": math.nan, "steps_ce01_to_ce001": math.nan}
+    if res is None or len(res.step_history) != len(res.history):
+        return nan
+    for (_, _, loss), steps in zip(res.history, res.step_history, strict=True):
+        if loss <= CE_MILESTONE:
+            return {"steps_to_ce01": float(steps),
+                    "steps_ce01_to_ce001": float(res.steps - steps)}
+    return nan
+
+
 def _log(v: float) -> float:
     return math.log(v) if v > 0 else -math.inf
+
+
+# --- Jiang et al. 2020's flatness and norm baselines (jacspec.zoo.flatness; study 2, §3) -------
+
+
+def _flatness_subset(model: nn.Module, data: MetricData) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed subset ``subset(1000, seed=0)`` of the training set (all of it when smaller),
+    inputs in the model's dtype."""
+    from jacspec.zoo.flatness import SUBSET_SIZE
+
+    sub = _take(data.train, SUBSET_SIZE)
+    return sub.x.to(next(model.parameters()).dtype), sub.y
+
+
+def _margin_p10(model: nn.Module, data: MetricData) -> float:
+    """``gamma = train_margin_p10`` of :func:`margin_metrics`, measured on an eval-mode copy
+    (the user's model keeps its mode and BatchNorm statistics)."""
+    import copy
+
+    return float(margin_metrics(copy.deepcopy(model).eval(), data)["train_margin_p10"])
+
+
+@register("flatness")
+def flatness_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """``pacbayes_mag_flatness = 1 / sigma'^2`` and ``sharpness_mag_flatness = 1 / alpha'^2``
+    (magnitude-aware PAC-Bayes flatness and sharpness, :mod:`jacspec.zoo.flatness`) on the
+    1,000-digit training subset, seeded by the run's ``seed``."""
+    from jacspec.zoo.flatness import pacbayes_mag_flatness, sharpness_mag_flatness
+
+    x, y = _flatness_subset(model, data)
+    seed = int(data.config.get("seed", 0))
+    return {"pacbayes_mag_flatness": pacbayes_mag_flatness(model, x, y, seed=seed),
+            "sharpness_mag_flatness": sharpness_mag_flatness(model, x, y, seed=seed)}
+
+
+@register("path_norm")
+def path_norm_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """``path_norm = sum_j f_{w∘w}(1)_j`` and ``path_norm_over_margin = path_norm / gamma^2``,
+    ``gamma = train_margin_p10`` (the ``margin`` metric; NaN when ``gamma <= 0``)."""
+    from jacspec.zoo.flatness import path_norm
+
+    value = path_norm(model, tuple(data.train.x.shape[1:]))
+    gamma = _margin_p10(model, data)
+    return {"path_norm": value,
+            "path_norm_over_margin": value / gamma ** 2 if gamma > 0 else math.nan}
+
+
+@register("over_margin")
+def over_margin_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
+    """``log_prod_fro_over_margin = sum_l log ||W_l||_F^2 - 2 log gamma`` and
+    ``log_prod_spec_over_margin = sum_l log ||W_l||_2^2 - 2 log gamma`` (BatchNorm folded,
+    ``gamma = train_margin_p10``; NaN when ``gamma <= 0``)."""
+    from jacspec.zoo.flatness import norms_over_margin
+
+    x, _ = _flatness_subset(model, data)
+    gamma = _margin_p10(model, data)
+    return norms_over_margin(model, gamma, example=x[:256])

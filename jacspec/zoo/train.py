@@ -8,7 +8,11 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
   relu6, tanh, hard_sigmoid, hard_tanh, ...; "relu" for a ResNet), ``init_scale``
   (multiplier of the default weight std); a ResNet is :func:`jacspec.models.resnet.resnet`
   with ``depth`` = 6m + 2 layers and ``width`` stem channels (16 in He et al.);
-- training: ``optimizer`` (sgd, momentum, adam, rmsprop, lbfgs), ``lr``, ``batch_size``
+- training: ``optimizer`` (sgd, momentum, adam, rmsprop, lbfgs), ``lr``, ``weight_decay``
+  (the optimizer's coupled L2 on every parameter, torch's ``weight_decay``; 0 with lbfgs),
+  ``dropout`` (in [0, 1): after every hidden activation of an MLP, before a CNN's linear
+  head; off in eval mode, so every metric and the stopping loss are measured without it;
+  not for a ResNet), ``batch_size``
   (an int or "full"), ``augment`` (random translations by up to ``shift`` pixels),
   ``flip`` (random horizontal flips; images only), ``max_epochs`` (the budget) or
   ``max_steps`` (a step budget, rounded up to whole epochs; overrides ``max_epochs``),
@@ -60,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "mlp", "width": 64, "depth": 2, "activation": "relu", "init_scale": 1.0,
     "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "augment": False, "flip": False,
     "shift": 1, "max_epochs": 200, "max_steps": None, "target_accuracy": 1.0,
-    "target_loss": 0.01, "seed": 0,
+    "target_loss": 0.01, "weight_decay": 0.0, "dropout": 0.0, "seed": 0,
     "metrics": None, "curve_metrics": None, "checkpoints": 0, "save_checkpoint": False,
     "n_jacobian": 1000, "n_esd": 200,
 }
@@ -113,13 +117,19 @@ def _dataset(v: Any) -> str | None:
         return accepted
     if v.lower().endswith(".npz"):
         return None if Path(v).is_file() else f"{accepted} (no file {v!r})"
-    from jacspec.data.datasets import _parse_name  # the loader's own name check, loading nothing
+    from jacspec.data.datasets import check_dataset_name  # the loader's own check, loading nothing
 
     try:
-        _parse_name(v)
-    except (ValueError, TypeError):
-        return accepted
+        check_dataset_name(v)
+    except (ValueError, TypeError) as exc:
+        return f"{accepted} ({exc})"
     return None
+
+
+def _dropout(v: Any) -> str | None:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1:
+        return None
+    return "a number in [0, 1)"
 
 
 def _metric_names(v: Any) -> str | None:
@@ -144,7 +154,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "optimizer": _choice(OPTIMIZERS), "lr": _number(0.0), "batch_size": _batch_size,
     "augment": _bool, "flip": _bool, "shift": _int(0), "max_epochs": _int(1),
     "max_steps": _int(1, none=True), "target_accuracy": _number(0.0, 1.0, none=True),
-    "target_loss": _number(0.0, open_low=False, none=True), "seed": _int(0),
+    "target_loss": _number(0.0, open_low=False, none=True),
+    "weight_decay": _number(0.0, open_low=False), "dropout": _dropout, "seed": _int(0),
     "metrics": _metric_names, "curve_metrics": _metric_names, "checkpoints": _int(0),
     "save_checkpoint": _bool, "n_jacobian": _int(1), "n_esd": _int(1),
 }
@@ -182,6 +193,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if cfg["activation"] != "relu":
             raise ValueError(f"configuration key activation={cfg['activation']!r} is not "
                              "accepted with model='resnet'; expected 'relu' (He et al.'s blocks)")
+        if cfg["dropout"]:
+            raise ValueError(f"configuration key dropout={cfg['dropout']!r} is not accepted "
+                             "with model='resnet'; expected 0 (dropout is built into the mlp "
+                             "and cnn models only)")
+    if cfg["weight_decay"] and cfg["optimizer"] == "lbfgs":
+        raise ValueError(f"configuration key weight_decay={cfg['weight_decay']!r} is not "
+                         "accepted with optimizer='lbfgs'; expected 0")
     return cfg
 
 
@@ -232,7 +250,7 @@ def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
                 "width": int(cfg["width"]), "depth": int(cfg["depth"]),
                 "activation": cfg["activation"],
                 "sigma_w": float(cfg["init_scale"]) * default_sigma_w(cfg["activation"]),
-                "seed": int(cfg["seed"])}
+                "seed": int(cfg["seed"]), **_dropout_spec(cfg)}
     if len(shape) != 3:
         raise ValueError(f"model={cfg['model']!r} needs image inputs (C, H, W); dataset "
                          f"{cfg['dataset']!r} has inputs of shape {tuple(shape)}")
@@ -241,7 +259,14 @@ def model_spec(config: Mapping[str, Any], data: DataSet) -> dict[str, Any]:
                 "depth": int(cfg["depth"]), "width": int(cfg["width"]), "seed": int(cfg["seed"])}
     channels = [int(cfg["width"]) * 2 ** i for i in range(int(cfg["depth"]))]
     return {"kind": "cnn", "input_shape": shape, "num_classes": data.num_classes,
-            "channels": channels, "activation": cfg["activation"], "seed": int(cfg["seed"])}
+            "channels": channels, "activation": cfg["activation"], "seed": int(cfg["seed"]),
+            **_dropout_spec(cfg)}
+
+
+def _dropout_spec(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """``{"dropout": p}`` for ``p > 0``; nothing at 0, so a network without dropout has the
+    spec (and checkpoint) it had before the key existed."""
+    return {"dropout": float(cfg["dropout"])} if cfg["dropout"] else {}
 
 
 def make_model(config: Mapping[str, Any], data: DataSet) -> nn.Module:
@@ -317,6 +342,7 @@ def fit(model: nn.Module, data: DataSet, config: Mapping[str, Any],
     momentum = cfg["optimizer"] == "momentum"
     res = train(model, data, optimizer="sgd" if momentum else cfg["optimizer"],
                 momentum=0.9 if momentum else 0.0, lr=float(cfg["lr"]),
+                weight_decay=float(cfg["weight_decay"]),
                 batch_size=None if full else int(cfg["batch_size"]),
                 # max_steps overrides max_epochs: every epoch takes at least one step, so an
                 # epoch budget of max_steps never binds before the step budget.
@@ -362,6 +388,7 @@ def run_job(config: Mapping[str, Any]) -> dict[str, Any]:
             curves.append({"step": epoch, "epoch": epoch, **values})
 
     res = fit(model, train_set, cfg, callback=on_epoch if marks else None)
+    data = replace(data, train_result=res)
     metrics, arrays = measure(model, data, cfg["metrics"] or DEFAULT_METRICS)
     if marks and (not curves or curves[-1]["epoch"] != res.epochs):
         values, _ = measure(model, data, curve_names)

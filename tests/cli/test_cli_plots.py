@@ -261,7 +261,8 @@ def test_linear_esd_figure_draws_the_rows_mp_bulk(ckpt: Path) -> None:
                                   ("tanh", "gaussian", 2, 1.05, 2.01e-5),
                                   ("relu", "gaussian", 8, 2.0, 0.0)])
 def test_theory_plot_x_range_covers_the_mass(case: tuple) -> None:
-    from jacspec.theory import jacobian_spectrum, theory_vs_simulation
+    from jacspec.report.theory_plots import theory_vs_simulation
+    from jacspec.theory import jacobian_spectrum
 
     spec = jacobian_spectrum(*case, num_points=600)
     fig = theory_vs_simulation([spec])

@@ -191,7 +191,8 @@ BAD_VALUES = {
     "optimizer": "adamw", "lr": "1e-3", "batch_size": 0, "augment": "yes", "flip": None,
     "shift": -2, "max_epochs": 0, "max_steps": 0, "target_accuracy": 1.5, "target_loss": -1.0,
     "seed": 1.0, "metrics": ["acuracy"], "curve_metrics": "accuracy", "checkpoints": -1,
-    "save_checkpoint": "true", "n_jacobian": 0, "n_esd": True,
+    "save_checkpoint": "true", "n_jacobian": 0, "n_esd": True, "weight_decay": -1e-4,
+    "dropout": 1.0,
 }
 
 

@@ -137,7 +137,7 @@ def _run_spectrum(args: argparse.Namespace) -> int:
         payload["simulation"] = sim.to_dict()
     _emit(payload, args.json)
     if plot_dir is not None:
-        from jacspec.theory import theory_vs_simulation
+        from jacspec.report.theory_plots import theory_vs_simulation
 
         fig = theory_vs_simulation([theory], [sim] if sim is not None else None)
         save_figures({"theory_spectrum.png": fig}, plot_dir, json_path=args.json, dpi=110)

@@ -61,6 +61,25 @@ def register(subparsers: Any) -> None:
                    help="add a 95%% percentile-bootstrap interval to every score from N "
                    "resamples (default 0: none; see jacspec.zoo.intervals)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    g = p.add_argument_group(
+        "pre-registered test (study 2, docs/results/mnist_study2.md; jacspec.zoo.confirm)")
+    g.add_argument("--confirm", action="store_true",
+                   help="run the confirmatory test: partial Kendall tau given --given within "
+                   "--family, Delta_S against the best comparator, max-T lower bounds, Psi_Z, "
+                   "and the verdict; only converged runs are scored")
+    g.add_argument("--shape", default=None, metavar="A,B,...",
+                   help="shape-metric columns tested (comma-separated)")
+    g.add_argument("--comparators", default=None, metavar="C,D,...",
+                   help="scale-metric columns compared against (comma-separated)")
+    g.add_argument("--given", default="train_jacobian_norm", metavar="Z",
+                   help="the norm conditioned on (default train_jacobian_norm)")
+    g.add_argument("--family", default="model", metavar="KEY",
+                   help="configuration key of the architecture family; pairs never cross it "
+                   "(default model)")
+    g.add_argument("--confirm-draws", type=int, default=2000, metavar="B",
+                   help="cluster-bootstrap draws (default 2000, as pre-registered)")
+    g.add_argument("--confirm-seed", type=int, default=19,
+                   help="seed of numpy.random.default_rng for the test (default 19)")
     p.set_defaults(zoo_func=_score)
 
 
@@ -172,11 +191,82 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(option: str, text: str | None) -> list[str]:
+    items = [c.strip() for c in (text or "").split(",") if c.strip()]
+    if not items:
+        raise ValueError(f"{option} takes a comma-separated list of metric columns "
+                         f"(e.g. {option} jac_train_alpha,jac_train_entropy); got {text!r}")
+    return items
+
+
+_CONFIRM_COLUMNS = ["role", "networks", "tau", "tau_lo", "tau_hi", "partial_tau",
+                    "partial_tau_lo", "partial_tau_hi", "delta", "se", "lower_bound",
+                    "p_adjusted", "psi", "psi_z", "psi_z_q05", "psi_z_q95"]
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    """``zoo score --confirm``: the pre-registered test; the table on stdout."""
+    from jacspec.zoo.confirm import confirm_store
+
+    if args.confirm_draws < 2:
+        raise ValueError(f"--confirm-draws must be a number of draws >= 2, got "
+                         f"{args.confirm_draws}")
+    result = confirm_store(args.store, _columns("--shape", args.shape),
+                           _columns("--comparators", args.comparators),
+                           where=_where(args.where), z=args.given, family=args.family,
+                           gap=args.gap, B=args.confirm_draws, rng_seed=args.confirm_seed)
+    if args.json:
+        _write_json(args.json, result.to_dict())
+        if args.json == "-":
+            return 0
+    frame = result.to_frame()
+    out = sys.stdout
+    out.write(frame[_CONFIRM_COLUMNS].to_string(float_format=lambda v: f"{v:.4g}") + "\n")
+    for col, info in result.excluded.items():
+        out.write(f"excluded {col}: {info['reason']} ({info['nonfinite']} non-finite, "
+                  f"{info['distinct']} distinct values)\n")
+    thin = sorted({t for r in result.rows.values() for t in r.get("psi_z_thin", [])})
+    if thin:
+        out.write(f"Psi_Z factors with fewer than {result.settings['min_pairs']} counted "
+                  f"pairs (left out of a metric's family mean): {', '.join(thin)}\n")
+    c = result.counts
+    out.write(f"networks: {c['networks']} converged ({c['excluded_not_converged']} not "
+              f"converged, excluded); configurations: {c['configurations']}; ICC(1) of the "
+              f"gap: {', '.join(f'{k} {v:.3f}' for k, v in result.icc.items())}\n")
+    v = result.verdict
+    best = v.best
+    line = f"verdict: {v.answer}"
+    if best:
+        line += (f"; largest Delta/se: {best['metric']} Delta {best['delta']:.4f} "
+                 f"[{best['delta_lo']:.4f}, {best['delta_hi']:.4f}], simultaneous lower "
+                 f"bound {best['lower_bound']:.4f} (c = {result.critical:.3f}), partial tau "
+                 f"{best['partial_tau']:.4f} [{best['partial_tau_lo']:.4f}, "
+                 f"{best['partial_tau_hi']:.4f}]")
+    if v.answer == "no" and v.largest_upper_abs_partial:
+        u = v.largest_upper_abs_partial
+        line += f"; largest 95% upper bound of |partial tau|: {u['value']:.4f} ({u['metric']})"
+    out.write(line + "\n")
+    for metric, conds in v.failed.items():
+        if conds:
+            out.write(f"{metric}: lower bound above 0 but failed {', '.join(conds)}\n")
+    if args.json:
+        out.write(f"wrote {args.json}\n")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
     from jacspec.zoo.score import score_store
 
     if not Path(args.store).exists():
         raise OSError(f"store {args.store} does not exist")
+    if not args.confirm and (args.shape or args.comparators):
+        raise ValueError("--shape and --comparators select the metrics of the confirmatory "
+                         "test: add --confirm")
+    if args.confirm:
+        if args.plot or args.bootstrap:
+            raise ValueError("--confirm does not take --plot or --bootstrap (its intervals "
+                             "come from --confirm-draws)")
+        return _confirm(args)
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be a number of resamples >= 0, got {args.bootstrap}")
     table = score_store(args.store, gap=args.gap, where=_where(args.where),
