@@ -368,6 +368,16 @@ def _segment_lengths(tr: Trajectory, fine: int, refine: int, batch_size: int) ->
     return np.concatenate(steps).reshape(-1, refine).sum(axis=1)
 
 
+def _refuse_input_module(opts: JacobianOptions) -> None:
+    """A trajectory runs through input space: ``input_module`` is refused (ValueError)."""
+    if opts.input_module is not None:
+        raise ValueError(
+            f"input_module={opts.input_module!r} is not supported by trajectory_profile: a "
+            "trajectory runs through input space; use jacspec.jacobian_norms for the norms at "
+            "the input module"
+        )
+
+
 def trajectory_profile(
     model: nn.Module,
     trajectory: Trajectory,
@@ -394,12 +404,7 @@ def trajectory_profile(
     for name, v in (("num_points", num_points), ("refine", refine)):
         positive_int(name, v)
     opts = norm_options(options, **fields)
-    if opts.input_module is not None:
-        raise ValueError(
-            f"input_module={opts.input_module!r} is not supported by trajectory_profile: a "
-            "trajectory runs through input space; use jacspec.jacobian_norms for the norms at "
-            "the input module"
-        )
+    _refuse_input_module(opts)
     if opts.batch_size is None:
         opts = opts.replace(batch_size=256)
     batch_size, progress = opts.batch_size, opts.progress

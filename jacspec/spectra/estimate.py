@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.options import JacobianOptions
 from jacspec.spectra.esd_estimate import ESDEstimate, estimate_from_esd
 from jacspec.spectra.exact import esd
@@ -334,13 +335,11 @@ def estimate_esd(
     """
     from jacspec.data.batches import require_reiterable
     require_reiterable(data, "estimate_esd")
-    from jacspec.jacobian.input_module import at_input_module
     from jacspec.jacobian.options import resolve_options
 
     slq_fields, density_fields, fields = split_spectrum_fields(fields)
-    opts = resolve_options(options, **fields)
-    given_opts = opts  # as given (input_module included), for the settings
-    model, data, opts = at_input_module(model, data, opts)
+    given_opts = resolve_options(options, **fields)  # as given, for the settings
+    model, data, opts = at_input_module(model, data, given_opts)
     so = resolve_slq_options(slq_options, **slq_fields)
     do = resolve_density_options(density_options, **density_fields)
     t0 = time.perf_counter()
