@@ -186,3 +186,34 @@ def test_dataloader_of_dict_batches_with_collate() -> None:
         np.testing.assert_allclose(J[i, :, :n].numpy(), ref.numpy(), rtol=1e-9, atol=1e-13)
         if n < 6:
             assert J[i, :, n:].abs().max().item() == 0.0
+
+
+class _NumpyTimesTwo(torch.autograd.Function):
+    """An operation whose backward runs through numpy: it has no batched (vmap) backward,
+    as fused attention kernels on some accelerators lack one."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(g.detach().numpy() * 2)
+
+
+def test_batched_grad_falls_back_to_loop_where_an_op_has_no_batched_backward(caplog) -> None:
+    model = tc.seeded(lambda: nn.Sequential(nn.Embedding(tc.VOCAB, 3), nn.Flatten(),
+                                            nn.Linear(12, 4)))
+    twice = nn.Sequential(model[0], _Apply(), model[1], model[2]).eval()
+    ids = torch.randint(0, tc.VOCAB, (5, 4), generator=torch.Generator().manual_seed(7))
+    with caplog.at_level("WARNING"):
+        J = jacspec.jacobians(twice, (ids, None), input_module="0", method="batched_grad",
+                              output="logits")
+    assert "falling back to method='loop'" in caplog.text
+    W = model[2].weight.detach().reshape(4, 4, 3)  # d logits / d h = 2 W, the same for all
+    np.testing.assert_allclose(J.numpy(), (2 * W).expand(5, 4, 4, 3).numpy(), rtol=1e-12)
+
+
+class _Apply(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _NumpyTimesTwo.apply(x)
