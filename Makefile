@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,ray,ww,mnist5k]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray,ww,mnist5k,text]'
 	touch $(STAMP)
 
 venv: $(STAMP)
