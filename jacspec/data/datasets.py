@@ -140,13 +140,10 @@ class DataSet:
 
     def subset(self, n: int, seed: int = 0) -> DataSet:
         """``n`` examples drawn without replacement (seeded), kept in their original order."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > len(self):
-            raise ValueError(f"n must be an integer in [1, {len(self)}] for {self.name!r}; "
-                             f"got {n!r}")
-        if n == len(self):
+        idx_np = subset_indices(len(self), n, seed, self.name)
+        if idx_np is None:
             return self
-        rng = np.random.default_rng([int(seed), 0x5B5E7])
-        idx = torch.from_numpy(np.sort(rng.choice(len(self), size=n, replace=False)))
+        idx = torch.from_numpy(idx_np)
         return replace(self, x=self.x[idx], y=self.y[idx],
                        settings={**self.settings, "n": n, "subset_seed": int(seed)})
 
@@ -157,12 +154,8 @@ class DataSet:
         (Zhang et al. 2017); ``permute=True``: a random permutation of the true labels
         (keeps class counts).
         """
-        rng = np.random.default_rng([int(seed), 0x1ABE1])
-        if permute:
-            y = self.y.numpy()[rng.permutation(len(self))]
-        else:
-            y = rng.integers(0, self.num_classes, size=len(self))
-        y_t = torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))
+        y_t = torch.from_numpy(random_labels(self.y.numpy(), self.num_classes, seed,
+                                             permute=permute))
         return replace(self, y=y_t, settings={**self.settings, "random_labels": True,
                                               "label_seed": int(seed),
                                               "label_mode": "permute" if permute else "uniform"})
@@ -171,6 +164,35 @@ class DataSet:
         """Summary (no arrays): name, n, input_shape, num_classes, settings."""
         return {"name": self.name, "n": len(self), "input_shape": list(self.input_shape),
                 "num_classes": self.num_classes, "settings": dict(self.settings)}
+
+
+def subset_indices(total: int, n: int, seed: int, name: str) -> np.ndarray | None:
+    """Sorted indices of ``n`` of ``total`` examples drawn without replacement by
+    ``default_rng([seed, 0x5B5E7])``, or None when ``n == total`` (the whole set).
+
+    The one subset rule of the data sets (``DataSet.subset``, ``TextDataSet.subset``).
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1 or n > total:
+        raise ValueError(f"n must be an integer in [1, {total}] for {name!r}; got {n!r}")
+    if n == total:
+        return None
+    rng = np.random.default_rng([int(seed), 0x5B5E7])
+    return np.sort(rng.choice(total, size=n, replace=False))
+
+
+def random_labels(y: np.ndarray, num_classes: int, seed: int, *, permute: bool = False
+                  ) -> np.ndarray:
+    """Random labels (int64, ``len(y)``) drawn by ``default_rng([seed, 0x1ABE1])``: uniform on
+    {0, ..., num_classes-1} (Zhang et al. 2017), or with ``permute`` a permutation of ``y``.
+
+    The one random-label rule of the data sets (``DataSet``, ``TextDataSet``).
+    """
+    rng = np.random.default_rng([int(seed), 0x1ABE1])
+    if permute:
+        out = np.asarray(y)[rng.permutation(len(y))]
+    else:
+        out = rng.integers(0, num_classes, size=len(y))
+    return np.ascontiguousarray(out).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- public loader
