@@ -12,9 +12,7 @@ training accuracy or an epoch budget (``--epochs-true`` 20, ``--epochs-random`` 
 and test accuracy are recorded. Then ``jacspec.analyze`` computes the ESD of M/n of the
 softmax output's Jacobian with respect to the output of ``bert.embeddings`` (word + position
 + type embeddings after LayerNorm, the input of the encoder) on the same ``n_jac`` training
-articles for both networks. The Jacobian half needs ``analyze(..., input_module=...)``; where
-this jacspec has none it is skipped and the training
-results are still written.
+articles for both networks (``analyze(..., input_module="bert.embeddings")``).
 
     python experiments/text_study.py [--smoke] [--seeds 0 1 2] [--out docs/results]
 
@@ -25,7 +23,6 @@ Writes ``OUT/text_study.json`` (settings, per-run rows) and ``OUT/text_study.csv
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import platform
@@ -95,11 +92,6 @@ def train_bert(model: torch.nn.Module, data: TextDataSet, seed: int, max_epochs:
     return {"epochs": epoch, "train_accuracy": acc, "train_seconds": time.perf_counter() - t0}
 
 
-def has_input_module() -> bool:
-    """Whether this jacspec's ``analyze`` takes ``input_module=``."""
-    return "input_module" in inspect.signature(jacspec.analyze).parameters
-
-
 def jacobian_row(model: torch.nn.Module, probe: TextDataSet, seed: int) -> dict[str, Any]:
     """The input_module row of ``analyze``: ESD of M/n of d softmax / d bert.embeddings."""
     t0 = time.perf_counter()
@@ -121,7 +113,6 @@ def run(seeds: list[int], smoke: bool, out: Path, threads: int, max_length: int 
     n_jac = 20 if smoke else 200
     probe = train.subset(n_jac, seed=1)  # the same articles (true labels) for every network
     budgets = {"true": 3, "random": 3} if smoke else (budgets or {"true": 20, "random": 100})
-    jac = has_input_module()
     rows = []
     for seed in seeds:
         for labels in ("true", "random"):
@@ -131,8 +122,7 @@ def run(seeds: list[int], smoke: bool, out: Path, threads: int, max_length: int 
             row = {"labels": labels, "seed": seed, **res,
                    "test_accuracy": accuracy(model, test),
                    "n_params": sum(p.numel() for p in model.parameters())}
-            if jac:
-                row.update(jacobian_row(model, probe, seed))
+            row.update(jacobian_row(model, probe, seed))
             rows.append(row)
             print(json.dumps(jsonable({k: row[k] for k in (
                 "labels", "seed", "epochs", "train_accuracy", "test_accuracy",
@@ -146,8 +136,7 @@ def run(seeds: list[int], smoke: bool, out: Path, threads: int, max_length: int 
                  f"ffn {2 * hidden}, no dropout", "optimizer": "AdamW lr 1e-3 batch 32",
         "stop": "100% train accuracy or epoch budget", "budgets": budgets, "seeds": seeds,
         "random_labels": "uniform, label seed 100 + seed", "input_module": INPUT_MODULE,
-        "n_jac": n_jac, "jacobian": "computed" if jac else
-        "skipped: this jacspec's analyze has no input_module", "threads": threads,
+        "n_jac": n_jac, "threads": threads,
         "torch": torch.__version__, "python": platform.python_version(),
     }
     out.mkdir(parents=True, exist_ok=True)
