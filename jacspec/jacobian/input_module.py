@@ -264,7 +264,8 @@ def _called_error(name: str, module: nn.Module, calls: int) -> str:
 class ModuleData(KnownLength):
     """Re-iterable ``(h, y)`` batches: per batch of ``data``, the output ``h`` of module
     ``name`` of ``model`` run as given (no gradients), laid out on the first batch's sequence
-    length (or ``length`` when given: a shard of data laid out as the whole); iterating binds each batch for the :class:`AtModule` sharing ``binding``."""
+    length (or ``length`` when given: a shard of data laid out as the whole); iterating
+    binds each batch for the :class:`AtModule` sharing ``binding``."""
 
     def __init__(self, model: nn.Module, name: str, data: Any, binding: _Binding,
                  batch_size: int | None, length: int | None = None) -> None:

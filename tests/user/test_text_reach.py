@@ -177,3 +177,99 @@ def test_sharded_gram_at_an_input_module_equals_the_reference() -> None:
     g = sharded_gram(model, columns, shards=2, backend="local", input_module=EMB,
                      output="logits")
     np.testing.assert_allclose(g.matrix, want, rtol=1e-9, atol=1e-13)
+
+
+# --------------------------------------------------------------------- trajectories, CLI
+
+
+def test_trajectories_at_an_input_module_refuse_with_what_to_do() -> None:
+    from jacspec.sensitivity.trajectories import compare_trajectories, ellipse, trajectory_profile
+
+    model = tc.seeded(lambda: tc.CNN1d())
+    ids = torch.randint(0, tc.VOCAB, (6, 7), generator=torch.Generator().manual_seed(8))
+    tr = ellipse(*torch.randn(3, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"not supported by trajectory_profile: .*token "
+                                         r"ids cannot be interpolated; .*jacobian_norms.*"
+                                         r"inputs_embeds"):
+        trajectory_profile(model, tr, input_module="embed")
+    with pytest.raises(ValueError, match="not supported by compare_trajectories"):
+        compare_trajectories(model, (ids, torch.arange(6) % 3), input_module="embed")
+
+
+FACTORY = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def cnn():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Embedding(40, 4), nn.Flatten(), nn.Linear(20, 3)).double().eval()
+""")
+
+
+def _softmax_jacobians_at_the_embedding(model: nn.Module, ids: np.ndarray) -> torch.Tensor:
+    """``d softmax / d h`` per example, ``h`` the embedding's output (autograd): ``(n, 15*...)``."""
+    rows = []
+    for row in torch.from_numpy(ids):
+        h0 = model[0](row[None]).detach()[0]
+        ref = torch.autograd.functional.jacobian(
+            lambda h: torch.softmax(model[2](model[1](h[None])), 1)[0], h0)
+        rows.append(ref.reshape(-1))
+    return torch.stack(rows)
+
+
+def _text_files(tmp_path, monkeypatch, split: str = "") -> np.ndarray:
+    """The factory module and ``ids.npz`` of token ids (keys ``x``/``y``, or ``x_SPLIT``)."""
+    (tmp_path / "textmodel.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ids = np.random.default_rng(0).integers(0, 40, (6, 5))
+    tail = f"_{split}" if split else ""
+    np.savez(tmp_path / "ids.npz", **{f"x{tail}": ids, f"y{tail}": np.arange(6) % 3})
+    return ids
+
+
+def test_cli_sensitivity_takes_input_module(tmp_path, monkeypatch, capsys) -> None:
+    ids = _text_files(tmp_path, monkeypatch, split="test")  # sensitivity's default split
+    from jacspec.cli.main import main
+
+    rc = main(["sensitivity", "textmodel:cnn", "--data", "ids.npz", "--input-module", "0",
+               "--json", "out.json"])
+    assert rc == 0
+    assert "no trajectories at --input-module" in capsys.readouterr().err
+    got = json.loads((tmp_path / "out.json").read_text())
+    import textmodel
+
+    J = _softmax_jacobians_at_the_embedding(textmodel.cnn(), ids)
+    np.testing.assert_allclose(got["jacobian_norm_mean"], J.norm(dim=1).mean().item(),
+                               rtol=1e-9)
+    assert got["trajectories"] == [] and got["settings"]["input_module"] == "0"
+    assert main(["sensitivity", "textmodel:cnn", "--data", "ids.npz", "--input-module", "0",
+                 "--kinds", "random"]) == 2
+    errors = [e for e in capsys.readouterr().err.splitlines() if ": error: " in e]
+    assert len(errors) == 1 and "--kinds='random' cannot go with --input-module" in errors[0]
+
+
+def test_cli_track_takes_input_module(tmp_path, monkeypatch) -> None:
+    ids = _text_files(tmp_path, monkeypatch)
+    import textmodel
+
+    (tmp_path / "runs").mkdir()
+    models = []
+    for step in (0, 10):
+        m = textmodel.cnn()
+        with torch.no_grad():
+            m[2].weight.mul_(1 + step / 10)
+        torch.save(m.state_dict(), tmp_path / "runs" / f"step_{step:06d}.pt")
+        models.append(m)
+    from jacspec.cli.main import main
+
+    rc = main(["track", "textmodel:cnn", "--weights", "runs", "--data", "ids.npz",
+               "--input-module", "0", "--dtype", "float64", "--metrics", "lambda_max",
+               "--json", "track.json", "--no-progress"])
+    assert rc == 0
+    rows = json.loads((tmp_path / "track.json").read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 10]
+    for row, m in zip(rows, models, strict=True):
+        J = _softmax_jacobians_at_the_embedding(m, ids).numpy()
+        want = np.linalg.eigvalsh(J @ J.T / 6).max()
+        np.testing.assert_allclose(row["lambda_max"], want, rtol=1e-9)
