@@ -219,7 +219,7 @@ def _softmax_jacobians_at_the_embedding(model: nn.Module, ids: np.ndarray) -> to
 
 def _text_files(tmp_path, monkeypatch, split: str = "") -> np.ndarray:
     """The factory module and ``ids.npz`` of token ids (keys ``x``/``y``, or ``x_SPLIT``)."""
-    (tmp_path / "textmodel.py").write_text(FACTORY)
+    (tmp_path / "reachmodel.py").write_text(FACTORY)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     ids = np.random.default_rng(0).integers(0, 40, (6, 5))
@@ -232,18 +232,18 @@ def test_cli_sensitivity_takes_input_module(tmp_path, monkeypatch, capsys) -> No
     ids = _text_files(tmp_path, monkeypatch, split="test")  # sensitivity's default split
     from jacspec.cli.main import main
 
-    rc = main(["sensitivity", "textmodel:cnn", "--data", "ids.npz", "--input-module", "0",
+    rc = main(["sensitivity", "reachmodel:cnn", "--data", "ids.npz", "--input-module", "0",
                "--json", "out.json"])
     assert rc == 0
     assert "no trajectories at --input-module" in capsys.readouterr().err
     got = json.loads((tmp_path / "out.json").read_text())
-    import textmodel
+    import reachmodel
 
-    J = _softmax_jacobians_at_the_embedding(textmodel.cnn(), ids)
+    J = _softmax_jacobians_at_the_embedding(reachmodel.cnn(), ids)
     np.testing.assert_allclose(got["jacobian_norm_mean"], J.norm(dim=1).mean().item(),
                                rtol=1e-9)
     assert got["trajectories"] == [] and got["settings"]["input_module"] == "0"
-    assert main(["sensitivity", "textmodel:cnn", "--data", "ids.npz", "--input-module", "0",
+    assert main(["sensitivity", "reachmodel:cnn", "--data", "ids.npz", "--input-module", "0",
                  "--kinds", "random"]) == 2
     errors = [e for e in capsys.readouterr().err.splitlines() if ": error: " in e]
     assert len(errors) == 1 and "--kinds='random' cannot go with --input-module" in errors[0]
@@ -251,19 +251,19 @@ def test_cli_sensitivity_takes_input_module(tmp_path, monkeypatch, capsys) -> No
 
 def test_cli_track_takes_input_module(tmp_path, monkeypatch) -> None:
     ids = _text_files(tmp_path, monkeypatch)
-    import textmodel
+    import reachmodel
 
     (tmp_path / "runs").mkdir()
     models = []
     for step in (0, 10):
-        m = textmodel.cnn()
+        m = reachmodel.cnn()
         with torch.no_grad():
             m[2].weight.mul_(1 + step / 10)
         torch.save(m.state_dict(), tmp_path / "runs" / f"step_{step:06d}.pt")
         models.append(m)
     from jacspec.cli.main import main
 
-    rc = main(["track", "textmodel:cnn", "--weights", "runs", "--data", "ids.npz",
+    rc = main(["track", "reachmodel:cnn", "--weights", "runs", "--data", "ids.npz",
                "--input-module", "0", "--dtype", "float64", "--metrics", "lambda_max",
                "--json", "track.json", "--no-progress"])
     assert rc == 0
