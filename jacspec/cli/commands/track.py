@@ -17,7 +17,13 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from jacspec.cli._common import DTYPES, JSON_HELP, add_data_args, plot_help
+    from jacspec.cli._common import (
+        DTYPES,
+        JSON_HELP,
+        add_data_args,
+        add_input_module_args,
+        plot_help,
+    )
 
     p = subparsers.add_parser(
         "track",
@@ -56,6 +62,7 @@ def register(subparsers: Any) -> None:
                    help="the output whose Jacobian's ESD is measured (default softmax)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="computation dtype (float64 resolves smaller eigenvalues)")
+    add_input_module_args(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="examples per Jacobian batch (default: chosen from memory)")
     p.add_argument("--trust", action="store_true",
@@ -77,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
         check_plot_dir,
         format_table,
         info_stream,
+        input_module_fields,
         load_data_from_args,
         save_figures,
+        token_ids,
         write_json,
     )
     from jacspec.track.checkpoints import (
@@ -106,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"jacspec track: warning: {unnumbered_message(unnumbered)}", file=sys.stderr)
     data = load_data_from_args(args, subset=False)
     tracker = Tracker(
-        data, metrics, every=args.every, n=args.n, seed=args.seed, layers=layers,
-        store=args.store, output=args.output, dtype=DTYPES[args.dtype],
-        batch_size=args.batch_size,
+        token_ids(args, data), metrics, every=args.every, n=args.n, seed=args.seed,
+        layers=layers, store=args.store, output=args.output, dtype=DTYPES[args.dtype],
+        batch_size=args.batch_size, **input_module_fields(args),
     )
     before = len(tracker)
     with warnings.catch_warnings():
