@@ -23,7 +23,7 @@ def main() -> None:
     import torch
 
     import jacspec
-    from jacspec.train import train
+    from jacspec.models.train import train
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)

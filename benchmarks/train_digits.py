@@ -1,6 +1,6 @@
-"""Time jacspec.train.train on digits' training split (1,437 examples): MLP 64-512-512-10, Adam
-lr 1e-3, batch 128, to 100% train accuracy with true and with random labels, on 1 and on the
-default number of torch threads, side by side.
+"""Time jacspec.models.train.train on digits' training split (1,437 examples): MLP
+64-512-512-10, Adam lr 1e-3, batch 128, to 100% train accuracy with true and with random
+labels, on 1 and on the default number of torch threads, side by side.
 
     .venv/bin/python benchmarks/train_digits.py [--quick] [--seeds 0 1 2]
 """
@@ -15,7 +15,7 @@ import torch
 
 from jacspec.data.datasets import load_dataset
 from jacspec.models.builders import mlp
-from jacspec.train import train
+from jacspec.models.train import train
 
 
 def main() -> None:

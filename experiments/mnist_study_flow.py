@@ -43,9 +43,9 @@ def train_tracked(name: str, random_labels: bool, seed: int, folder: Path, *,
 
     from jacspec.data.datasets import load_dataset
     from jacspec.models.builders import mlp
+    from jacspec.models.train import evaluate
     from jacspec.spectra.exact import esd
     from jacspec.track import Tracker
-    from jacspec.train import evaluate
 
     tag = f"{name}_seed{seed}"
     store, marker = folder / f"{tag}.jsonl", folder / f"{tag}.done.json"

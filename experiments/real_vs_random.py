@@ -24,8 +24,8 @@ import torch
 from jacspec.analysis import analyze
 from jacspec.data.datasets import load_dataset
 from jacspec.models.builders import mlp
+from jacspec.models.train import evaluate, train
 from jacspec.report.esd_plots import plot_esd_pair
-from jacspec.train import evaluate, train
 
 METRICS = (
     "alpha",

@@ -3,7 +3,7 @@
     python experiments/slq_vs_exact.py            # MNIST-1D (length 400), n=4,000, ~15 min
     python experiments/slq_vs_exact.py --quick    # length 100, n=1,000, ~1 min
 
-An MLP (400-256-256-10, ReLU) is trained with ``jacspec.train.train`` to 100% train
+An MLP (400-256-256-10, ReLU) is trained with ``jacspec.models.train.train`` to 100% train
 accuracy on MNIST-1D regenerated with ``final_seq_length=400``; its softmax data Jacobian
 on the 4,000 training examples is 4,000 x 4,000 (n = kd = 4,000), so both Gram sides have
 dimension 4,000. The exact ESD comes from :func:`jacspec.spectra.exact.esd` (float64). SLQ runs
@@ -45,11 +45,11 @@ if str(ROOT) not in sys.path:
 from jacspec.data.datasets import load_dataset  # noqa: E402
 from jacspec.jacobian.engine import data_jacobian  # noqa: E402
 from jacspec.models.builders import mlp  # noqa: E402
+from jacspec.models.train import train  # noqa: E402
 from jacspec.spectra.exact import esd  # noqa: E402
 from jacspec.spectra.operators import gram_operator, softmax_null_projector  # noqa: E402
 from jacspec.spectra.slq import cdf_distance, slq  # noqa: E402
 from jacspec.spectra.traces import hutchinson_trace, hutchpp_trace  # noqa: E402
-from jacspec.train import train  # noqa: E402
 
 OUT = ROOT / "docs" / "results"
 EPS32 = float(np.finfo(np.float32).eps)
@@ -170,7 +170,8 @@ def write_markdown(res: dict, cmd: str) -> str:
         "",
         f"Command: `{cmd}` (2 shared CPU cores; timings are wall-clock under load).",
         "",
-        f"Network: MLP {res['d']}-256-256-{res['k']} (ReLU) trained with `jacspec.train.train` "
+        f"Network: MLP {res['d']}-256-256-{res['k']} (ReLU) trained with "
+        "`jacspec.models.train.train` "
         f"(Adam) on `{res['data']}` to train accuracy {res['train']['accuracy']:.3f} "
         f"(loss {res['train']['loss']:.3g}, {res['train']['epochs']} epochs). Softmax data "
         f"Jacobian n={res['n']}, kd={res['k'] * res['d']}: both Gram sides have dimension "

@@ -79,7 +79,7 @@ _MOVED: dict[str, str] = {
     "esd_from_gram": "jacspec.spectra.exact",
     "metrics_table": "jacspec.spectra.metrics",
     "Erf": "jacspec.models.builders",
-    "TrainResult": "jacspec.train",
+    "TrainResult": "jacspec.models.train",
     "MPFit": "jacspec.heavytail.mp",
     "RandomizedNull": "jacspec.heavytail.randomized",
     "esd_distance": "jacspec.heavytail.randomized",

@@ -6,7 +6,7 @@ first block of stages 2 and 3 at stride 2; global average pooling and a Linear h
 block changes shape the shortcut is option A (subsample by 2, zero-pad the new channels: no
 parameters, the paper's CIFAR choice) or option B (1x1 conv + BatchNorm). Built in eval mode
 (BatchNorm reads its running statistics, so examples do not mix within a batch);
-:func:`jacspec.train.train` switches it to training mode while it trains and back after.
+:func:`jacspec.models.train.train` switches it to training mode while it trains and back after.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from jacspec.data.datasets import DataSet
 from jacspec.zoo.score import NON_PREDICTORS  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
-    from jacspec.train import TrainResult
+    from jacspec.models.train import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 class MetricData:
     """What a metric may look at: the training set (as trained on), the test set, the
     initial weights, the run's configuration and, once training is over, its
-    :class:`jacspec.train.TrainResult` (None at the checkpoints measured during training)."""
+    :class:`jacspec.models.train.TrainResult` (None at the checkpoints measured during training)."""
 
     train: DataSet
     test: DataSet
@@ -118,7 +118,7 @@ def _take(data: DataSet, n: int) -> DataSet:
 @register("accuracy")
 def accuracy_metrics(model: nn.Module, data: MetricData) -> dict[str, Any]:
     """Train/test accuracy and mean cross-entropy, ``gap`` and ``loss_gap = test - train``."""
-    from jacspec.train import evaluate
+    from jacspec.models.train import evaluate
 
     dtype = next(model.parameters()).dtype
     tr_acc, tr_loss = evaluate(model, data.train.x.to(dtype), data.train.y)

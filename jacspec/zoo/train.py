@@ -27,7 +27,7 @@ A configuration is a flat dict of JSON values (defaults in :data:`DEFAULTS`):
 :func:`validate_config` checks every key and value before a sweep launches anything
 (:func:`jacspec.zoo.sweep.run_sweep` calls ``run_job.validate_config`` on each configuration).
 
-Every run trains with :func:`jacspec.train.train` ("momentum" is SGD with momentum 0.9,
+Every run trains with :func:`jacspec.models.train.train` ("momentum" is SGD with momentum 0.9,
 ``batch_size="full"`` and L-BFGS are full batch, augmentation is :func:`augment_batch` applied
 to each mini-batch).
 """
@@ -51,7 +51,7 @@ from torch.nn import functional as F
 
 from jacspec.data.datasets import DATASET_NAMES, DataSet, load_dataset
 from jacspec.models.builders import ACTIVATIONS, build_model, default_sigma_w, save_checkpoint
-from jacspec.train import TrainResult, train
+from jacspec.models.train import TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ def fit(model: nn.Module, data: DataSet, config: Mapping[str, Any],
 
 def _augment(x: torch.Tensor, generator: torch.Generator, *, shift: int, flip: bool
              ) -> torch.Tensor:
-    """``augment_batch`` in the ``(x, generator)`` form :func:`jacspec.train.train` calls."""
+    """``augment_batch`` in the ``(x, generator)`` form :func:`jacspec.models.train.train` calls."""
     return augment_batch(x, shift=shift, flip=flip, generator=generator)
 
 

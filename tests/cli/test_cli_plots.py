@@ -176,7 +176,7 @@ def test_demo_plot_and_json_options(
 ) -> None:
     """demo: --plot DIR and --json PATH like every command (defaults under --out); the two
     trainings are replaced by a cheap stand-in so the test checks the output plumbing."""
-    import jacspec.train as train_mod
+    import jacspec.models.train as train_mod
 
     class Result:
         train_accuracy, epochs, reached = 1.0, 1, "stub"

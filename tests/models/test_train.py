@@ -11,7 +11,7 @@ from torch import nn
 
 from jacspec.data.datasets import DataSet, load_dataset
 from jacspec.models.builders import mlp
-from jacspec.train import TrainResult, evaluate, train
+from jacspec.models.train import TrainResult, evaluate, train
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -19,9 +19,9 @@ from jacspec.data.datasets import load_dataset
 from jacspec.heavytail.nulls import fit_mp
 from jacspec.jacobian.engine import data_jacobian
 from jacspec.models.builders import mlp
+from jacspec.models.train import train
 from jacspec.spectra.eigen import finish_eigenvalues, rank_tolerance
 from jacspec.spectra.gram import class_sum_complement, deflate_rows
-from jacspec.train import train
 
 COLUMNS = ("rank", "entropy", "num_spikes", "alpha")
 

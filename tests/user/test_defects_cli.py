@@ -196,7 +196,7 @@ def test_zoo_json_has_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_demo_json_has_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    import jacspec.train as train_mod
+    import jacspec.models.train as train_mod
 
     class Result:  # training is not what is tested here: skip it
         train_accuracy, epochs, reached = 1.0, 1, "stub"

@@ -32,7 +32,7 @@ import jacspec
 from jacspec.cli.main import main
 from jacspec.data.batches import check_labels, data_length, iter_batches
 from jacspec.data.datasets import DataSet
-from jacspec.train import train
+from jacspec.models.train import train
 
 N, D, K = 20, 5, 3
 
@@ -83,7 +83,7 @@ def test_fractional_labels_are_refused_by_every_form_and_entry_point(mlp, xy) ->
 
 
 def test_dataset_and_train_refuse_fractional_labels(xy) -> None:
-    """jacspec.train.train takes a DataSet: its labels are checked when it is made (and
+    """jacspec.models.train.train takes a DataSet: its labels are checked when it is made (and
     when dataclasses.replace makes a new one)."""
     x, y = xy
     with pytest.raises(ValueError, match=r"DataSet y \(labels\) must be integers"):

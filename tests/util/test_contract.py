@@ -126,7 +126,7 @@ def _null() -> Any:
 def _train() -> Any:
     from jacspec.data.datasets import DataSet
     from jacspec.models.builders import mlp
-    from jacspec.train import train
+    from jacspec.models.train import train
 
     x, y = _data()
     data = DataSet(x.float(), y, 3, "tiny")

@@ -37,7 +37,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
 LONG_FUNCTIONS: set[tuple[str, str]] = {
     ("jacspec.analysis", "analyze"),
     ("jacspec.analysis_plan", "plan_rows"),
-    ("jacspec.train", "train"),
     ("jacspec.zoo.sweep", "run_sweep"),
     ("jacspec.jacobian.layers", "select_layers"),
     ("jacspec.data.datasets", "load_dataset"),

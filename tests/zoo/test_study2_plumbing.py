@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from jacspec.models.builders import build_model, load_checkpoint, mlp, save_checkpoint, small_cnn
-from jacspec.train import TrainResult, train
+from jacspec.models.train import TrainResult, train
 from jacspec.zoo.metrics import MetricData, measure
 from jacspec.zoo.train import fit, load_data, make_model, model_spec, resolve_config, run_job
 

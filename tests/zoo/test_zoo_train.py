@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jacspec.train import train
+from jacspec.models.train import train
 from jacspec.zoo.metrics import REGISTRY, MetricData, measure, register
 from jacspec.zoo.train import (
     augment_batch,

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from jacspec.analysis import analyze
     from jacspec.data.datasets import load_dataset
     from jacspec.models.builders import mlp
+    from jacspec.models.train import evaluate, train
     from jacspec.report.analysis import demo_figure, demo_null_figures
-    from jacspec.train import evaluate, train
 
     plot_dir = check_plot_dir(args.plot if args.plot is not None else args.out)
     report_path = Path(args.report) if args.report is not None else plot_dir / "report.html"
