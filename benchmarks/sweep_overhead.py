@@ -2,7 +2,7 @@
 
 Both sides start a fresh Python process (interpreter, imports, data loading included) and
 run the same small zoo jobs with one torch thread: (a) a plain ``for`` loop over
-``jacspec.zoo.train.run_job``; (b) ``jacspec zoo run`` with ``--workers 1 --threads 1``
+``jacspec.zoo.run.train.run_job``; (b) ``jacspec zoo run`` with ``--workers 1 --threads 1``
 (store, fork server, progress bookkeeping). Each side runs ``--repeats`` times, alternating;
 the minimum wall time of each is compared. Last line: ``overhead=<t_sweep / t_loop - 1>``.
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOP = """
 import json, sys, torch
 torch.set_num_threads(1)
-from jacspec.zoo.sweep import load_sweep, resolve_job
+from jacspec.zoo.run.sweep import load_sweep, resolve_job
 sweep = load_sweep(sys.argv[1])
 job = resolve_job(sweep.job)
 for cfg in sweep.configs:

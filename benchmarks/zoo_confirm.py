@@ -1,4 +1,4 @@
-"""Cost of study 2's pre-registered test (``jacspec.zoo.confirm.confirmatory_test``) at the
+"""Cost of study 2's pre-registered test (``jacspec.zoo.rank.confirm.confirmatory_test``) at the
 size the pre-registration fixes: 2 families x 64 configurations (6 two-level factors) x 4
 seeds = 512 networks, 14 shape metrics (two with a few NaN, so three network sets), 8
 comparators, plus Z and the noise ceiling (24 rows), B = 2,000 draws, on a synthetic zoo
@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from jacspec.zoo.confirm import confirmatory_test
+from jacspec.zoo.rank.confirm import confirmatory_test
 
 
 def synthetic_zoo(n_factors: int = 6, seeds: int = 4, n_null: int = 13, n_comp: int = 8,

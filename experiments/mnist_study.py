@@ -112,8 +112,8 @@ def zoo_configs(design: dict[str, Any]) -> list[dict[str, Any]]:
     grids) in a fixed shuffled order (seed 0, so any prefix is a random part of the design),
     each followed by its seed replicates; ``lr`` from [study.lr] by optimizer. Configurations
     that two parts share are run once."""
-    from jacspec.zoo.store import config_hash
-    from jacspec.zoo.sweep import expand
+    from jacspec.zoo.run.store import config_hash
+    from jacspec.zoo.run.sweep import expand
 
     configs, seen = [], set()
     for part in design["parts"].values():
@@ -131,7 +131,7 @@ def zoo_configs(design: dict[str, Any]) -> list[dict[str, Any]]:
 def prune(store: Path, configs: Sequence[dict[str, Any]]) -> int:
     """Discard the runs of ``store`` that are not in ``configs`` (left by an earlier version
     of the design), saying how many."""
-    from jacspec.zoo.store import Store, config_hash
+    from jacspec.zoo.run.store import Store, config_hash
 
     wanted = {config_hash(c) for c in configs}
     with Store(store) as db:
@@ -160,7 +160,7 @@ def zoo_table(store: Path, *, where: dict[str, Any] | None = None, reps: int,
     `--where K=V`) as a DataFrame sorted by |tau|, with the rank ranges by tau and by CMI
     that the intervals allow (``rank_first``, ``rank_last``, ``cmi_rank_first``,
     ``cmi_rank_last``; see ``rank_ranges``)."""
-    from jacspec.zoo.score import score_store
+    from jacspec.zoo.rank.score import score_store
 
     table = score_store(str(store), where=where, converged=converged, bootstrap=reps, seed=0)
     frame = table.to_frame().drop(index=list(WITHDRAWN), errors="ignore")
@@ -199,7 +199,7 @@ def score_lines(frame: Any, *, cmi: bool) -> list[str]:
 def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
                 ) -> tuple[list[str], dict[str, Any]]:
     """Study C's part of the page and the numbers the verdict uses."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     lines = ["## C. The zoo (Novak et al.'s factors)", ""]
     facts: dict[str, Any] = {}
@@ -249,7 +249,7 @@ def zoo_section(store: Path, design: dict[str, Any], total: int, reps: int
         "(2020) (supremum over single-factor environments, environments within the seed "
         "noise of the gap left out). 95% percentile-bootstrap intervals: configurations "
         "resampled with their seeds (tau), groups within each factor (Psi), environments "
-        "(sign error); see `jacspec.zoo.intervals`. PGDL's CMI needs a complete grid: it is "
+        "(sign error); see `jacspec.zoo.rank.intervals`. PGDL's CMI needs a complete grid: it is "
         "in the core-grid table. Rank: the places by |tau| that the intervals allow (a metric "
         "is placed below another only when its interval lies wholly below; metrics whose "
         "intervals overlap have overlapping ranges and are not ranked against each other).", "",
@@ -517,7 +517,7 @@ CHOICES = [
     "AUCs resample each label group. Percentile intervals, 95%.",
     "- **CMI with two seeds.** PGDL's scoring program takes one model per configuration; "
     "each seed's networks are one such task, and the score shown is the mean of PGDL's "
-    "number over the seeds (`jacspec.zoo.pgdl.replicate_cmi`).",
+    "number over the seeds (`jacspec.zoo.rank.pgdl.replicate_cmi`).",
     "- **Study A's CNN** is one block of 32 3x3 ReLU channels with 2x2 max-pooling and a "
     "linear read-out of its 6,272 features, chosen because it memorises random labels "
     "faster: in the pilot (100 s each, about 2 s per epoch) a two-block 16-32 CNN reached 61% "
@@ -530,7 +530,7 @@ CHOICES = [
 def correction_note(out: Path, store: Path) -> str:
     """:data:`CORRECTION` with its counts from the two stores: ESDs whose num_spikes
     exceeded their rank, and rank-deficient ESDs (rank < the 200 points)."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     over = deficient = esds = nets = 0
     for path in (store, out / study_a_mod.STORE):
@@ -583,7 +583,7 @@ def write_report(out: Path, store: Path, design: dict[str, Any], *, reps: int = 
 def study_a(out: Path, *, smoke: bool, workers: int, max_minutes: float | None,
             max_runs: int | None = None) -> dict[str, Any]:
     """Train study A's networks (a zoo store), then draw its ESD figures."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     store = out / study_a_mod.STORE
     summary = run_zoo(study_a_mod.configs(smoke=smoke), store, workers=workers,

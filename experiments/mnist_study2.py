@@ -14,7 +14,7 @@ with ``--max-minutes M`` stops launching networks so that it ends within about M
 call loses only the networks it was training.
 
 Every configuration carries the metric list of the TOML's ``[fixed] metrics``. The script
-refuses to start while a listed metric is not in ``jacspec.zoo.metrics.REGISTRY`` (the
+refuses to start while a listed metric is not in ``jacspec.zoo.run.metrics.REGISTRY`` (the
 store keeps no checkpoints, so a network measured without a metric cannot get it later).
 ``--smoke`` trains two tiny networks (one per family, 200 digits, 2 epochs) into a
 temporary store (or ``--store``) and skips unregistered metrics with a logged note, to
@@ -49,7 +49,7 @@ STAGES = ("zoo", "pilot")
 #: What --smoke changes in every configuration: 200 digits, 2 epochs, few points.
 SMOKE = {"n_train": 200, "n_test": 200, "max_epochs": 2, "n_jacobian": 50, "n_esd": 40}
 #: Modules that register metrics when imported (the flatness baselines of section 3).
-METRIC_MODULES = ("jacspec.zoo.flatness",)
+METRIC_MODULES = ("jacspec.zoo.run.flatness",)
 
 log = logging.getLogger("mnist_study2")
 
@@ -84,7 +84,7 @@ def _with_nulls(config: dict[str, Any], design: dict[str, Any]) -> dict[str, Any
 
 def family_configs(design: dict[str, Any], family: str) -> list[dict[str, Any]]:
     """The configurations (no seed) of one family's complete grid, in grid order."""
-    from jacspec.zoo.sweep import expand
+    from jacspec.zoo.run.sweep import expand
 
     part = design["families"][family]
     fixed = {**design["fixed"], **dict(part.get("fixed", {}))}
@@ -127,7 +127,7 @@ def smoke_configs(design: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _import_metric_modules() -> None:
     """Import the modules that register metrics, where they exist."""
-    import jacspec.zoo.metrics  # noqa: F401 - the registry itself
+    import jacspec.zoo.run.metrics  # noqa: F401 - the registry itself
 
     for name in METRIC_MODULES:
         if importlib.util.find_spec(name) is not None:
@@ -136,7 +136,7 @@ def _import_metric_modules() -> None:
 
 def missing_metrics(configs: Sequence[dict[str, Any]]) -> list[str]:
     """The metric names the configurations list that are not registered."""
-    from jacspec.zoo.metrics import REGISTRY
+    from jacspec.zoo.run.metrics import REGISTRY
 
     _import_metric_modules()
     names = dict.fromkeys(n for c in configs for n in (c.get("metrics") or []))
@@ -148,14 +148,14 @@ def check_metrics(configs: list[dict[str, Any]], *, skip_missing: bool
     """The configurations, refused (ValueError) when a listed metric is not registered; with
     ``skip_missing`` (``--smoke``) those metrics are dropped from every configuration with a
     logged note instead."""
-    from jacspec.zoo.metrics import REGISTRY
+    from jacspec.zoo.run.metrics import REGISTRY
 
     missing = missing_metrics(configs)
     if not missing:
         return configs
     if not skip_missing:
         raise ValueError(f"metrics {', '.join(missing)} are listed in {CONFIG.name} but not "
-                         f"registered in jacspec.zoo.metrics.REGISTRY (registered: "
+                         f"registered in jacspec.zoo.run.metrics.REGISTRY (registered: "
                          f"{', '.join(sorted(REGISTRY))}); study 2 cannot run without them")
     log.warning("smoke run: skipping unregistered metrics %s", ", ".join(missing))
     return [{**c, "metrics": [n for n in c["metrics"] if n not in missing]} for c in configs]

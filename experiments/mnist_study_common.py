@@ -131,9 +131,9 @@ def run_zoo(configs: Sequence[dict[str, Any]], store: str | Path, *, workers: in
     ``max_minutes``; a worker that frees up starts the next network at once). Resumes:
     finished runs in ``store`` are skipped; runs an interrupted call left ``running`` are
     redone."""
-    from jacspec.zoo.store import Store, config_hash
-    from jacspec.zoo.sweep import run_sweep, validate_configs
-    from jacspec.zoo.train import load_data, run_job
+    from jacspec.zoo.run.store import Store, config_hash
+    from jacspec.zoo.run.sweep import run_sweep, validate_configs
+    from jacspec.zoo.run.train import load_data, run_job
 
     validate_configs(run_job, configs)
     t0 = time.perf_counter()

@@ -68,7 +68,7 @@ def arch_name(row: Any) -> str:
 
 def metric_names(runs: Any) -> list[str]:
     """Numeric columns that are metrics of a trained network (not settings or outcomes)."""
-    from jacspec.zoo.train import DEFAULTS
+    from jacspec.zoo.run.train import DEFAULTS
 
     skip = set(NOT_METRICS) | set(DEFAULTS) | set(WITHDRAWN) | {
         "config_hash", "status", "error", "started", "finished", "host"}
@@ -108,7 +108,7 @@ def esd_figures(store: Path, runs: Any, folder: Path) -> list[Path]:
     with their power-law fits; one PNG per architecture."""
     from jacspec.heavytail.powerlaw import fit_powerlaw
     from jacspec.report.esd_plots import plot_esd_pair
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -143,7 +143,7 @@ def esd_figures(store: Path, runs: Any, folder: Path) -> list[Path]:
 
 def section(out: Path, *, reps: int = 1000) -> list[str]:
     """Study A's part of the report (pending while its store is missing)."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     store = out / STORE
     lines = ["## A. True vs random labels", ""]
@@ -202,7 +202,7 @@ def section(out: Path, *, reps: int = 1000) -> list[str]:
 
 def summary(out: Path, *, reps: int = 1000) -> dict[str, Any]:
     """Numbers the verdict quotes: the best-separating metric of each kind."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     store = out / STORE
     if not store.exists():

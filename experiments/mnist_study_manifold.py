@@ -84,7 +84,7 @@ def run_one(seed: int, folder: Path, figdir: Path, *, smoke: bool = False,
     import torch
 
     from jacspec.report.sensitivity_plots import plot_mean_profiles
-    from jacspec.zoo.train import fit, load_data, make_model, resolve_config
+    from jacspec.zoo.run.train import fit, load_data, make_model, resolve_config
 
     path = folder / f"seed{seed}.json"
     if path.exists():

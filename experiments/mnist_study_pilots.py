@@ -1,5 +1,5 @@
 """Pilots behind the mnist study's design choices (experiments/mnist_study.toml): networks
-trained as the zoo trains them (jacspec.zoo.train.fit, 4,000 mnist5k digits, one torch
+trained as the zoo trains them (jacspec.zoo.run.train.fit, 4,000 mnist5k digits, one torch
 thread), each stopped at 100% train accuracy, its step budget or ``--seconds`` of wall time.
 
     .venv/bin/python experiments/mnist_study_pilots.py [--seconds 150] [--only NAME ...]
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from jacspec.zoo.train import fit, load_data, make_model, resolve_config
+from jacspec.zoo.run.train import fit, load_data, make_model, resolve_config
 
 BASE = {"dataset": "mnist5k", "n_train": 4000, "n_test": 1000, "data_seed": 0,
         "target_accuracy": 1.0, "target_loss": 0.0, "seed": 1, "model": "mlp"}

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from jacspec.report.zoo_plots import save_zoo_figures
-from jacspec.zoo.score import NON_PREDICTORS, score_metrics
-from jacspec.zoo.store import Store
-from jacspec.zoo.sweep import load_sweep, run_sweep
+from jacspec.zoo.rank.score import score_metrics
+from jacspec.zoo.run.store import NON_PREDICTORS, Store
+from jacspec.zoo.run.sweep import load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -231,6 +231,29 @@ def load_dataset(
         raise TypeError(f"channels_last must be True or False; got {channels_last!r}")
     positive_int("crop", crop, allow_none=True)
     key, options = _parse_name(name)
+    x, y, k, natural_flat, label = _read_arrays(name, key, options, split, root, seed)
+    x, flat = _shaped(x, key, label, crop=crop, flatten=flatten, natural_flat=natural_flat,
+                      channels_last=channels_last)
+    data = DataSet(
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        y=torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
+        num_classes=int(k),
+        name=label,
+        settings={"name": label, "split": split, "crop": crop, "flatten": flat,
+                  "channels_last": channels_last, "random_labels": False, "seed": int(seed)},
+    )
+    if n is not None:
+        data = data.subset(n, seed=seed)
+    if random_labels:
+        data = data.with_random_labels(seed)
+    return data
+
+
+def _read_arrays(name: str | os.PathLike, key: str, options: dict[str, Any], split: str,
+                 root: str | os.PathLike | None, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray, int, bool, str]:
+    """``(x, y, num_classes, natural_flat, label)`` of the parsed name ``key:options``:
+    the examples as stored, whether they are flat vectors by nature, and the set's name."""
     if key == "npz":
         x, y, k, natural_flat = read_npz(Path(options["path"]), split)
         label = str(options["path"])
@@ -259,6 +282,13 @@ def load_dataset(
         local = key == "digits"  # bundled with a package: no root
         x, y, k, natural_flat = _LOADERS[key](split, None if local else _root(root, key))
         label = key
+    return x, y, k, natural_flat, label
+
+
+def _shaped(x: np.ndarray, key: str, label: str, *, crop: int | None, flatten: bool | None,
+            natural_flat: bool, channels_last: bool) -> tuple[np.ndarray, bool]:
+    """``x`` channels first (``channels_last``), centre-cropped, then flattened or given a
+    channel axis as :func:`load_dataset` describes; returns it and whether it is flat."""
     if channels_last:
         x = _channels_first(x, key, label)
     if crop is not None:
@@ -275,19 +305,7 @@ def load_dataset(
         log.info("%s: x has examples of shape %s without a channel axis; a CNN taking "
                  "(1, H, W) needs flatten=False (CLI --channel), an MLP flatten=True "
                  "(CLI --flatten)", label, tuple(x.shape[1:]))
-    data = DataSet(
-        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-        y=torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
-        num_classes=int(k),
-        name=label,
-        settings={"name": label, "split": split, "crop": crop, "flatten": flat,
-                  "channels_last": channels_last, "random_labels": False, "seed": int(seed)},
-    )
-    if n is not None:
-        data = data.subset(n, seed=seed)
-    if random_labels:
-        data = data.with_random_labels(seed)
-    return data
+    return x, flat
 
 
 def _channels_first(x: np.ndarray, key: str, label: str) -> np.ndarray:

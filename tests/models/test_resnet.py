@@ -117,7 +117,7 @@ def test_checkpoint_round_trip_and_cli_analyze(tmp_path, capsys) -> None:
 
 
 def test_zoo_trains_a_resnet_and_its_checkpoint_rebuilds(tmp_path) -> None:
-    from jacspec.zoo.train import run_job, validate_config
+    from jacspec.zoo.run.train import run_job, validate_config
 
     with pytest.raises(ValueError, match="6m \\+ 2"):
         validate_config({"model": "resnet", "depth": 10})

@@ -204,7 +204,7 @@ def _universal() -> Any:
 
 
 def _scores() -> Any:
-    from jacspec.zoo.score import score_metrics
+    from jacspec.zoo.rank.score import score_metrics
 
     rng = np.random.default_rng(0)
     rows = [{"a": a, "b": b, "seed": s} for a, b, s in itertools.product([0, 1, 2], [0, 1], [0, 1])]

@@ -1,4 +1,4 @@
-"""Study 2's pre-registered test (jacspec.zoo.confirm) against hand-written references: each
+"""Study 2's pre-registered test (jacspec.zoo.rank.confirm) against hand-written references: each
 formula of docs/results/mnist_study2.md re-expressed here with plain loops over pairs,
 configurations and draws, on small synthetic zoos."""
 
@@ -15,7 +15,7 @@ import pytest
 import scipy.stats
 
 from jacspec.cli.main import main
-from jacspec.zoo.confirm import (
+from jacspec.zoo.rank.confirm import (
     clopper_pearson_bound,
     cluster_bootstrap_indices,
     confirmatory_test,
@@ -30,8 +30,8 @@ from jacspec.zoo.confirm import (
     sign_error_summary,
     verdict,
 )
-from jacspec.zoo.confirm_stats import pair_counts, within_group_pairs
-from jacspec.zoo.store import Store
+from jacspec.zoo.rank.confirm_stats import pair_counts, within_group_pairs
+from jacspec.zoo.run.store import Store
 
 
 def _zoo(n_factors: int = 4, seeds: int = 4, seed: int = 0, signal: float = 1.0,

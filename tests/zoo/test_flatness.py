@@ -1,4 +1,4 @@
-"""Jiang et al.'s flatness and norm baselines (jacspec.zoo.flatness and their zoo metrics)
+"""Jiang et al.'s flatness and norm baselines (jacspec.zoo.run.flatness and their zoo metrics)
 against closed forms, explicit path enumeration and formulas re-expressed here (float64)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 from jacspec.data.datasets import DataSet
 from jacspec.models.builders import mlp, small_cnn
 from jacspec.models.resnet import resnet
-from jacspec.zoo.flatness import (
+from jacspec.zoo.run.flatness import (
     bisect_scale,
     fold_batchnorm,
     magnitude_noise,
@@ -25,7 +25,7 @@ from jacspec.zoo.flatness import (
     sharpness_mag_alpha,
     sharpness_mag_flatness,
 )
-from jacspec.zoo.metrics import REGISTRY, MetricData, measure
+from jacspec.zoo.run.metrics import REGISTRY, MetricData, measure
 
 D, TOL = 0.1, 0.01
 
@@ -359,8 +359,8 @@ def test_bad_inputs_give_one_clear_value_error() -> None:
 
 
 def test_metrics_run_through_a_tiny_zoo(tmp_path) -> None:
-    from jacspec.zoo.store import load_results
-    from jacspec.zoo.sweep import run_sweep
+    from jacspec.zoo.run.store import load_results
+    from jacspec.zoo.run.sweep import run_sweep
 
     base = {"dataset": "digits", "n_train": 120, "n_test": 60, "width": 4, "max_steps": 30,
             "batch_size": 32, "seed": 1,

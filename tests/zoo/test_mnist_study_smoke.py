@@ -61,7 +61,7 @@ def test_smoke_stages_resume_and_report(tmp_path: Path,
     common = ["--smoke", "--out", str(out), "--workers", "2"]
     assert study.main(["zoo", *common, "--max-runs", "3"]) == 0
     assert "stopped: max_runs=3" in capsys.readouterr().out
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     store = out / "mnist_study.sqlite"
     with Store(store, readonly=True) as db:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jacspec.zoo.pgdl import conditional_mutual_information
-from jacspec.zoo.score import (
+from jacspec.zoo.rank.pgdl import conditional_mutual_information
+from jacspec.zoo.rank.score import (
     granulated_kendall,
     kendall_tau_a,
     robust_sign_error,
@@ -239,7 +239,7 @@ def test_score_table_columns_follow_the_references() -> None:
 # --- Seed replicates: PGDL's score per seed, and the bootstrap intervals ----------------------
 
 def test_cmi_with_seed_replicates_is_the_mean_of_each_seeds_pgdl_score() -> None:
-    from jacspec.zoo.pgdl import replicate_cmi
+    from jacspec.zoo.rank.pgdl import replicate_cmi
 
     df = _grid(5, reps=3)
     per_seed = [_pgdl_score(df[df["seed"] == s].reset_index(drop=True), "mu") for s in range(3)]
@@ -255,7 +255,7 @@ def test_cmi_with_seed_replicates_is_the_mean_of_each_seeds_pgdl_score() -> None
 def test_bootstrap_intervals_follow_their_definitions() -> None:
     """The intervals re-expressed draw by draw (the same generator, consumed in the order the
     module documents: tau's draws, then Psi's, then CMI's)."""
-    from jacspec.zoo.intervals import score_intervals
+    from jacspec.zoo.rank.intervals import score_intervals
 
     df = _grid(6, reps=2)
     reps, level = 40, 0.9

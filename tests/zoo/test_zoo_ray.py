@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from jacspec.cli.main import main
-from jacspec.zoo.store import Store, load_results
-from jacspec.zoo.sweep import run_sweep
+from jacspec.zoo.run.store import Store, load_results
+from jacspec.zoo.run.sweep import run_sweep
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Rank statistics of jacspec.zoo.score against scipy and brute-force references."""
+"""Rank statistics of jacspec.zoo.rank.score against scipy and brute-force references."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from jacspec.zoo.grid import is_complete_grid
-from jacspec.zoo.pgdl import conditional_mutual_information
-from jacspec.zoo.score import (
+from jacspec.zoo.rank.grid import is_complete_grid
+from jacspec.zoo.rank.pgdl import conditional_mutual_information
+from jacspec.zoo.rank.score import (
     granulated_kendall,
     kendall_tau,
     paired_comparison,

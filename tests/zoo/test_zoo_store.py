@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jacspec.zoo.store import Store, config_hash, load_results
-from jacspec.zoo.sweep import expand, load_sweep, run_sweep
+from jacspec.zoo.run.store import Store, config_hash, load_results
+from jacspec.zoo.run.sweep import expand, load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -204,7 +204,7 @@ def test_zoo_score_selects_runs_and_bootstraps(tmp_path: Path,
     """`zoo score --where K=V --converged --bootstrap N` scores exactly the selected runs:
     the same numbers as scoring those rows, picked by hand, with the library."""
     from jacspec.cli.main import main
-    from jacspec.zoo.score import score_metrics
+    from jacspec.zoo.rank.score import score_metrics
 
     rng = np.random.default_rng(3)
     store = tmp_path / "z.sqlite"
@@ -292,7 +292,7 @@ def test_zoo_score_treats_a_learning_rate_set_per_optimizer_as_one_factor(
 
 
 def test_distinct_factors_drops_a_factor_fixed_by_another() -> None:
-    from jacspec.zoo.grid import distinct_factors
+    from jacspec.zoo.rank.grid import distinct_factors
 
     df = pd.DataFrame({"optimizer": ["sgd", "momentum", "adam"] * 2,
                        "lr": [0.1, 0.1, 0.001] * 2, "depth": [1, 1, 1, 2, 2, 2],

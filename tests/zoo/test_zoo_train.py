@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from jacspec.models.train import train
-from jacspec.zoo.metrics import REGISTRY, MetricData, measure, register
-from jacspec.zoo.train import (
+from jacspec.zoo.run.metrics import REGISTRY, MetricData, measure, register
+from jacspec.zoo.run.train import (
     augment_batch,
     fit,
     load_data,
@@ -197,7 +197,7 @@ BAD_VALUES = {
 
 
 def test_validate_config_checks_every_key_and_value() -> None:
-    from jacspec.zoo.train import CHECKS, DEFAULTS, validate_config
+    from jacspec.zoo.run.train import CHECKS, DEFAULTS, validate_config
 
     assert set(CHECKS) == set(DEFAULTS) == set(BAD_VALUES)
     assert validate_config({}) == DEFAULTS  # the defaults pass their own checks
@@ -215,7 +215,7 @@ def test_validate_config_checks_every_key_and_value() -> None:
 
 
 def test_run_sweep_validates_before_opening_the_store(tmp_path) -> None:
-    from jacspec.zoo.sweep import run_sweep
+    from jacspec.zoo.run.sweep import run_sweep
 
     store = tmp_path / "z.sqlite"
     with pytest.raises(ValueError, match=r"configuration 2 of 2: .*activation='rleu'"):

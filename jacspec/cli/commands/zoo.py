@@ -59,10 +59,10 @@ def register(subparsers: Any) -> None:
                    "others are excluded, as Novak et al. do)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="add a 95%% percentile-bootstrap interval to every score from N "
-                   "resamples (default 0: none; see jacspec.zoo.intervals)")
+                   "resamples (default 0: none; see jacspec.zoo.rank.intervals)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     g = p.add_argument_group(
-        "pre-registered test (study 2, docs/results/mnist_study2.md; jacspec.zoo.confirm)")
+        "pre-registered test (study 2, docs/results/mnist_study2.md; jacspec.zoo.rank.confirm)")
     g.add_argument("--confirm", action="store_true",
                    help="run the confirmatory test: partial Kendall tau given --given within "
                    "--family, Delta_S against the best comparator, max-T lower bounds, Psi_Z, "
@@ -129,8 +129,8 @@ def _first_line(text: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the sweep; exit 1 (first error on stderr) when any of its runs failed."""
-    from jacspec.zoo.store import Store
-    from jacspec.zoo.sweep import RAY_START_TIMEOUT, load_sweep, run_sweep
+    from jacspec.zoo.run.store import Store
+    from jacspec.zoo.run.sweep import RAY_START_TIMEOUT, load_sweep, run_sweep
 
     sweep = load_sweep(args.config)
     timeout = RAY_START_TIMEOUT if args.ray_timeout is None else args.ray_timeout
@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     """Counts by status and, per failed run, its error (JSON key ``failures``)."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     if not Path(args.store).exists():
         raise OSError(f"store {args.store} does not exist")
@@ -179,7 +179,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     if not Path(args.store).exists():
         raise OSError(f"store {args.store} does not exist")
@@ -206,7 +206,7 @@ _CONFIRM_COLUMNS = ["role", "networks", "tau", "tau_lo", "tau_hi", "partial_tau"
 
 def _confirm(args: argparse.Namespace) -> int:
     """``zoo score --confirm``: the pre-registered test; the table on stdout."""
-    from jacspec.zoo.confirm import confirm_store
+    from jacspec.zoo.rank.confirm import confirm_store
 
     if args.confirm_draws < 2:
         raise ValueError(f"--confirm-draws must be a number of draws >= 2, got "
@@ -255,7 +255,7 @@ def _confirm(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from jacspec.zoo.score import score_store
+    from jacspec.zoo.rank.score import score_store
 
     if not Path(args.store).exists():
         raise OSError(f"store {args.store} does not exist")

@@ -1,5 +1,5 @@
 """Building blocks of study 2's pre-registered test (``docs/results/mnist_study2.md``,
-§1.3-1.5, §5, §6), each usable on its own; :mod:`jacspec.zoo.confirm` puts them together.
+§1.3-1.5, §5, §6), each usable on its own; :mod:`jacspec.zoo.rank.confirm` puts them together.
 
 - :func:`within_group_pairs`: the pairs ``i < j`` of networks of the same family (§1.2);
 - :func:`partial_kendall`: tau-b over those pairs and Kendall's (1942) partial tau
@@ -25,7 +25,7 @@ import pandas as pd
 
 from jacspec._util.json import jsonable
 from jacspec._util.random import numpy_generator
-from jacspec.zoo.grid import group_codes
+from jacspec.zoo.rank.grid import group_codes
 
 __all__ = ["MaxT", "clopper_pearson_bound", "cluster_bootstrap_indices", "icc1",
            "kendall_tau_b_within", "max_t", "other_seeds_gap", "pair_counts",

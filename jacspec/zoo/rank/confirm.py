@@ -5,11 +5,12 @@ Jacobian-spectrum *shape* metric predict the generalization gap beyond the Jacob
 
 - every rank statistic runs over the pairs of distinct networks of the same family (§1.2);
 - ``tau_SG.Z`` is Kendall's partial tau-b given ``Z`` (§1.3,
-  :func:`~jacspec.zoo.confirm_stats.partial_kendall`); marginal taus are Jiang et al.'s tau-a;
+  :func:`~jacspec.zoo.rank.confirm_stats.partial_kendall`); marginal taus are Jiang et al.'s tau-a;
 - ``Delta_S = |tau_SG.Z| - max_C |tau_CG.Z|`` over the comparators ``C`` (§1.5), with the
   paired two-stage cluster bootstrap (configurations within a family, then seeds within a
   configuration; B = 2,000, ``numpy.random.default_rng(19)``) and the single-step max-T
-  lower bound ``L_S`` and adjusted ``p_S`` (§5.1-5.3, :func:`~jacspec.zoo.confirm_stats.max_t`);
+  lower bound ``L_S`` and adjusted ``p_S`` (§5.1-5.3,
+  :func:`~jacspec.zoo.rank.confirm_stats.max_t`);
 - ``Psi_Z`` within quintiles of ``Z`` and plain Psi, with bounds from the counted pairs
   resampled within each factor and family, the same generator continued (§1.4, §5.4);
 - CMI on draws of one converged seed per configuration, the distribution of environment
@@ -32,7 +33,7 @@ import pandas as pd
 
 from jacspec._util.json import jsonable
 from jacspec._util.random import numpy_generator
-from jacspec.zoo.confirm_grid import (
+from jacspec.zoo.rank.confirm_grid import (
     _family_noise,
     _psi_many,
     _sign_errors,
@@ -42,7 +43,7 @@ from jacspec.zoo.confirm_grid import (
     sign_error_summary,
     z_strata,
 )
-from jacspec.zoo.confirm_stats import (
+from jacspec.zoo.rank.confirm_stats import (
     MaxT,
     clopper_pearson_bound,
     cluster_bootstrap_indices,
@@ -55,7 +56,7 @@ from jacspec.zoo.confirm_stats import (
     partial_kendall,
     within_group_pairs,
 )
-from jacspec.zoo.grid import group_codes
+from jacspec.zoo.rank.grid import group_codes
 
 __all__ = ["ConfirmResult", "MaxT", "Verdict", "clopper_pearson_bound",
            "cluster_bootstrap_indices", "confirm_store", "confirmatory_test", "converged_cmi",
@@ -270,6 +271,72 @@ def confirmatory_test(frame: pd.DataFrame, shape: Sequence[str], comparators: Se
     :class:`ConfirmResult` whose ``verdict`` applies §1.5.
     """
     shape, comparators = list(shape), list(comparators)
+    keys = _check_test_arguments(frame, shape, comparators, z=z, family=family,
+                                 config_keys=config_keys, seed=seed, gap=gap, B=B)
+    d, n_excluded = _converged_rows(frame, converged)
+    if noise_ceiling:
+        d[NOISE_CEILING] = other_seeds_gap(d, keys, gap=gap, seed=seed).to_numpy()
+    incl = inclusion(d, [*shape, *comparators], max_nonfinite=max_nonfinite,
+                     min_distinct=min_distinct)
+    S = [c for c in shape if incl[c]["reason"] is None]
+    C = [c for c in comparators if incl[c]["reason"] is None]
+    if not C:
+        raise ValueError(f"no comparator passes the inclusion rules: {incl}")
+    excluded = {c: v for c, v in incl.items() if v["reason"] is not None}
+    roles = {**{c: "shape" for c in S}, **{c: "comparator" for c in C}, z: "given",
+             **({NOISE_CEILING: "noise_ceiling"} if noise_ceiling else {}),
+             **{c: "excluded_shape" for c in shape if c in excluded},
+             **{c: "excluded_comparator" for c in comparators if c in excluded}}
+    num = {c: pd.to_numeric(d[c], errors="coerce").to_numpy(float) for c in roles}
+    g = pd.to_numeric(d[gap], errors="coerce").to_numpy(float)
+    base = np.isfinite(g) & np.isfinite(num[z])
+    for c in C:
+        base &= np.isfinite(num[c])
+    masks = {c: base & np.isfinite(num[c]) for c in roles}
+
+    fam = d[family].astype(str).to_numpy()
+    conf = group_codes(d, keys)
+    rng = numpy_generator(rng_seed)
+    tau_a, partial, comp_under = _bootstrap_taus(fam, conf, int(B), rng, masks, num, g,
+                                                 num[z], C)
+    mt = _max_t_of(S, C, partial, comp_under, int(B), level)
+
+    names = list(roles)
+    mask_mat = np.column_stack([masks[c] for c in names])
+    fam_factors = family_factors(d, keys, family=family, seed=seed)
+    common = {"gap": gap, "family": family, "fam_factors": fam_factors, "seed": seed,
+              "min_pairs": min_pairs, "B": int(B), "rng": rng}
+    psi_z = _psi_many(d, names, mask_mat, stratum=z_strata(num[z], fam, strata), **common)
+    psi = _psi_many(d, names, mask_mat, stratum=None, **common)
+    cmis = converged_cmi(d, names, factors=keys, gap=gap, family=family, seed=seed, B=int(B),
+                         rng=rng, masks=mask_mat, level=level, fam_factors=fam_factors
+                         ) if cmi else {}
+    noise = _family_noise(d, fam_factors, gap=gap, family=family, seed=seed)
+    out_rows: dict[str, dict[str, Any]] = {}
+    per_factor = []
+    for c in names:
+        errs = _sign_errors(d, c, gap=gap, family=family, seed=seed, fam_factors=fam_factors,
+                            noise=noise, mask=masks[c])
+        out_rows[c] = _metric_row(roles[c], masks[c], tau_a[c], partial[c],
+                                  mt if c in S else None, c, psi[c], psi_z[c],
+                                  cmis.get(c, {}), errs, level)
+        per_factor += _per_factor_rows(c, psi[c], psi_z[c])
+    settings = {"shape": shape, "comparators": comparators, "confirmatory": S,
+                "comparator_set": C, "z": z, "family": family, "config_keys": keys,
+                "seed": seed, "gap": gap, "B": int(B), "rng_seed": int(rng_seed),
+                "level": float(level), "strata": int(strata), "min_pairs": int(min_pairs),
+                "max_nonfinite": float(max_nonfinite), "min_distinct": int(min_distinct),
+                "min_abs_tau": float(min_abs_tau), "noise_ceiling": bool(noise_ceiling),
+                "cmi": bool(cmi), "converged": converged}
+    return _result(out_rows, mt, excluded, per_factor, g, fam, conf, fam_factors,
+                   n_excluded, settings, min_abs_tau)
+
+
+def _check_test_arguments(frame: pd.DataFrame, shape: list[str], comparators: list[str], *,
+                          z: str, family: str, config_keys: Sequence[str] | None, seed: str,
+                          gap: str, B: Any) -> list[str]:
+    """:func:`confirmatory_test`'s arguments checked in order (the first bad one raises);
+    returns the configuration keys (``family`` first, ``seed`` left out)."""
     if not shape:
         raise ValueError("shape must name at least one shape-metric column")
     if not comparators:
@@ -288,6 +355,12 @@ def confirmatory_test(frame: pd.DataFrame, shape: Sequence[str], comparators: Se
         raise ValueError(f"columns {missing} are not in the frame")
     if not isinstance(B, (int, np.integer)) or isinstance(B, bool) or B < 2:
         raise ValueError(f"B must be a number of bootstrap draws >= 2, got {B!r}")
+    return keys
+
+
+def _converged_rows(frame: pd.DataFrame, converged: str | None) -> tuple[pd.DataFrame, int]:
+    """A fresh copy of the rows whose ``converged`` column is true (every row when it is None
+    or absent; NaN counts as false) and how many were left out; at least 2 must remain."""
     d = frame
     n_excluded = 0
     if converged is not None and converged in frame:
@@ -297,37 +370,25 @@ def confirmatory_test(frame: pd.DataFrame, shape: Sequence[str], comparators: Se
     d = d.reset_index(drop=True).copy()
     if len(d) < 2:
         raise ValueError(f"the frame has {len(d)} converged networks; the test needs at least 2")
-    if noise_ceiling:
-        d[NOISE_CEILING] = other_seeds_gap(d, keys, gap=gap, seed=seed).to_numpy()
-    incl = inclusion(d, [*shape, *comparators], max_nonfinite=max_nonfinite,
-                     min_distinct=min_distinct)
-    S = [c for c in shape if incl[c]["reason"] is None]
-    C = [c for c in comparators if incl[c]["reason"] is None]
-    if not C:
-        raise ValueError(f"no comparator passes the inclusion rules: {incl}")
-    excluded = {c: v for c, v in incl.items() if v["reason"] is not None}
-    roles = {**{c: "shape" for c in S}, **{c: "comparator" for c in C}, z: "given",
-             **({NOISE_CEILING: "noise_ceiling"} if noise_ceiling else {}),
-             **{c: "excluded_shape" for c in shape if c in excluded},
-             **{c: "excluded_comparator" for c in comparators if c in excluded}}
-    num = {c: pd.to_numeric(d[c], errors="coerce").to_numpy(float) for c in roles}
-    g = pd.to_numeric(d[gap], errors="coerce").to_numpy(float)
-    zz = num[z]
-    base = np.isfinite(g) & np.isfinite(zz)
-    for c in C:
-        base &= np.isfinite(num[c])
-    masks = {c: base & np.isfinite(num[c]) for c in roles}
+    return d, n_excluded
 
-    fam = d[family].astype(str).to_numpy()
-    conf = group_codes(d, keys)
-    rng = numpy_generator(rng_seed)
-    draws = cluster_bootstrap_indices(fam, conf, int(B), rng)
-    W = np.vstack([np.ones(len(d))] + [np.bincount(r, minlength=len(d)) for r in draws])
+
+def _bootstrap_taus(fam: np.ndarray, conf: np.ndarray, B: int, rng: np.random.Generator,
+                    masks: Mapping[str, np.ndarray], num: Mapping[str, np.ndarray],
+                    g: np.ndarray, zz: np.ndarray, C: Sequence[str]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                               dict[str, np.ndarray]]:
+    """Tau-a and partial tau of every variable, on the data (row 0) and on ``B`` two-stage
+    cluster-bootstrap draws (rows 1..B), pairs within a family; and, for each variable, the
+    comparators' partial taus under its mask, (B+1, k). Variables sharing a mask share one
+    pass over the pairs."""
+    draws = cluster_bootstrap_indices(fam, conf, B, rng)
+    n = len(fam)
+    W = np.vstack([np.ones(n)] + [np.bincount(r, minlength=n) for r in draws])
     pi, pj = within_group_pairs(fam)
-
     tau_a, partial, comp_under = {}, {}, {}
     for key in dict.fromkeys(m.tobytes() for m in masks.values()):
-        rows = [c for c in roles if masks[c].tobytes() == key]
+        rows = [c for c in masks if masks[c].tobytes() == key]
         mask = masks[rows[0]]
         names = list(dict.fromkeys([*C, *rows]))
         res = _tau_draws(W, pi, pj, mask, g, zz, {n: num[n] for n in names})
@@ -335,72 +396,76 @@ def confirmatory_test(frame: pd.DataFrame, shape: Sequence[str], comparators: Se
         for c in rows:
             tau_a[c], partial[c] = res[c]
             comp_under[c] = comp
-    mt = max_t([partial[s][0] for s in S], np.column_stack([partial[s][1:] for s in S])
-               if S else np.zeros((int(B), 0)),
-               np.stack([comp_under[s][0] for s in S]) if S else np.zeros((0, len(C))),
-               np.stack([comp_under[s][1:] for s in S], axis=1) if S
-               else np.zeros((int(B), 0, len(C))), names=S, level=level) if S else None
+    return tau_a, partial, comp_under
 
-    names = list(roles)
-    mask_mat = np.column_stack([masks[c] for c in names])
-    fam_factors = family_factors(d, keys, family=family, seed=seed)
-    stratum = z_strata(zz, fam, strata)
-    common = {"gap": gap, "family": family, "fam_factors": fam_factors, "seed": seed,
-              "min_pairs": min_pairs, "B": int(B), "rng": rng}
-    psi_z = _psi_many(d, names, mask_mat, stratum=stratum, **common)
-    psi = _psi_many(d, names, mask_mat, stratum=None, **common)
-    cmis = converged_cmi(d, names, factors=keys, gap=gap, family=family, seed=seed, B=int(B),
-                         rng=rng, masks=mask_mat, level=level, fam_factors=fam_factors
-                         ) if cmi else {}
-    noise = _family_noise(d, fam_factors, gap=gap, family=family, seed=seed)
+
+def _max_t_of(S: Sequence[str], C: Sequence[str], partial: Mapping[str, np.ndarray],
+              comp_under: Mapping[str, np.ndarray], B: int, level: float) -> MaxT | None:
+    """The max-T comparison of every confirmatory shape metric with the comparators (None
+    when no shape metric is confirmatory)."""
+    return max_t([partial[s][0] for s in S], np.column_stack([partial[s][1:] for s in S])
+                 if S else np.zeros((B, 0)),
+                 np.stack([comp_under[s][0] for s in S]) if S else np.zeros((0, len(C))),
+                 np.stack([comp_under[s][1:] for s in S], axis=1) if S
+                 else np.zeros((B, 0, len(C))), names=S, level=level) if S else None
+
+
+def _metric_row(role: str, mask: np.ndarray, ta: np.ndarray, pt: np.ndarray,
+                mt: MaxT | None, name: str, psi: Mapping[str, Any], psi_z: Mapping[str, Any],
+                cmis: Mapping[str, Mapping[str, Any]], errs: Mapping[str, Any],
+                level: float) -> dict[str, Any]:
+    """One variable's row of the result: taus with percentile bounds, the max-T columns
+    (``mt``: only for a confirmatory shape metric, else NaN), Psi and Psi_Z with their
+    quantiles, the CMI per factor and the sign errors."""
     lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    r: dict[str, Any] = {"role": role, "networks": int(mask.sum())}
+    r["tau"] = float(ta[0])
+    r["tau_lo"], r["tau_hi"] = _pct(ta[1:], [lo_q, hi_q])
+    r["partial_tau"] = float(pt[0])
+    r["partial_tau_lo"], r["partial_tau_hi"] = _pct(pt[1:], [lo_q, hi_q])
+    r["partial_abs_q95"] = _pct(np.abs(pt[1:]), [0.95])[0]
+    for k in ("delta", "se", "studentised", "lower_bound", "p_adjusted", "delta_lo",
+              "delta_hi"):
+        r[k] = float("nan")
+    if mt is not None:
+        row = mt.to_frame().loc[name]
+        r.update({k: float(row[k]) for k in row.index})
+    for tag, res in (("psi", psi), ("psi_z", psi_z)):
+        r[tag] = res["value"]
+        qs = _pct(res["draws"], [lo_q, hi_q, 0.05, 0.95])
+        r[f"{tag}_lo"], r[f"{tag}_hi"], r[f"{tag}_q05"], r[f"{tag}_q95"] = qs
+        r[f"{tag}_thin"] = list(res["thin"])
+    for f, vals in cmis.items():
+        r[f"cmi_{f}"], r[f"cmi_{f}_lo"], r[f"cmi_{f}_hi"] = vals["value"], vals["lo"], \
+            vals["hi"]
+        r[f"cmi_{f}_missing"] = vals["missing"]
+    r.update({f"sign_errors_{k}": v for k, v in errs.items()})
+    return r
 
-    out_rows: dict[str, dict[str, Any]] = {}
-    per_factor = []
-    for c in names:
-        ta, pt = tau_a[c], partial[c]
-        r: dict[str, Any] = {"role": roles[c], "networks": int(masks[c].sum())}
-        r["tau"] = float(ta[0])
-        r["tau_lo"], r["tau_hi"] = _pct(ta[1:], [lo_q, hi_q])
-        r["partial_tau"] = float(pt[0])
-        r["partial_tau_lo"], r["partial_tau_hi"] = _pct(pt[1:], [lo_q, hi_q])
-        r["partial_abs_q95"] = _pct(np.abs(pt[1:]), [0.95])[0]
-        for k in ("delta", "se", "studentised", "lower_bound", "p_adjusted", "delta_lo",
-                  "delta_hi"):
-            r[k] = float("nan")
-        if mt is not None and c in S:
-            row = mt.to_frame().loc[c]
-            r.update({k: float(row[k]) for k in row.index})
-        for tag, res in (("psi", psi[c]), ("psi_z", psi_z[c])):
-            r[tag] = res["value"]
-            qs = _pct(res["draws"], [lo_q, hi_q, 0.05, 0.95])
-            r[f"{tag}_lo"], r[f"{tag}_hi"], r[f"{tag}_q05"], r[f"{tag}_q95"] = qs
-            r[f"{tag}_thin"] = list(res["thin"])
-        for f, vals in cmis.get(c, {}).items():
-            r[f"cmi_{f}"], r[f"cmi_{f}_lo"], r[f"cmi_{f}_hi"] = vals["value"], vals["lo"], \
-                vals["hi"]
-            r[f"cmi_{f}_missing"] = vals["missing"]
-        errs = _sign_errors(d, c, gap=gap, family=family, seed=seed, fam_factors=fam_factors,
-                            noise=noise, mask=masks[c])
-        r.update({f"sign_errors_{k}": v for k, v in errs.items()})
-        out_rows[c] = r
-        for key, v in psi[c]["per_factor"].items():
-            vz = psi_z[c]["per_factor"][key]
-            per_factor.append({"metric": c, "family": v["family"], "factor": v["factor"],
-                               "psi": v["psi"], "pairs": v["pairs"], "psi_z": vz["psi"],
-                               "pairs_z": vz["pairs"]})
+
+def _per_factor_rows(name: str, psi: Mapping[str, Any], psi_z: Mapping[str, Any]
+                     ) -> list[dict[str, Any]]:
+    """Psi and Psi_Z of one variable for each family and factor, with their pair counts."""
+    out = []
+    for key, v in psi["per_factor"].items():
+        vz = psi_z["per_factor"][key]
+        out.append({"metric": name, "family": v["family"], "factor": v["factor"],
+                    "psi": v["psi"], "pairs": v["pairs"], "psi_z": vz["psi"],
+                    "pairs_z": vz["pairs"]})
+    return out
+
+
+def _result(out_rows: dict[str, dict[str, Any]], mt: MaxT | None,
+            excluded: dict[str, Any], per_factor: list[dict[str, Any]], g: np.ndarray,
+            fam: np.ndarray, conf: np.ndarray, fam_factors: Any, n_excluded: int,
+            settings: dict[str, Any], min_abs_tau: float) -> ConfirmResult:
+    """The :class:`ConfirmResult`: the rows, the gap's ICC and the counts per family, and the
+    verdict read from the rows' frame."""
     icc = {f: icc1(g[fam == f], conf[fam == f]) for f in sorted(set(fam))}
-    counts = {"networks": int(len(d)), "excluded_not_converged": n_excluded,
+    counts = {"networks": int(len(g)), "excluded_not_converged": n_excluded,
               "configurations": {f: int(np.unique(conf[fam == f]).size)
                                  for f in sorted(set(fam))},
               "factors": fam_factors}
-    settings = {"shape": shape, "comparators": comparators, "confirmatory": S,
-                "comparator_set": C, "z": z, "family": family, "config_keys": keys,
-                "seed": seed, "gap": gap, "B": int(B), "rng_seed": int(rng_seed),
-                "level": float(level), "strata": int(strata), "min_pairs": int(min_pairs),
-                "max_nonfinite": float(max_nonfinite), "min_distinct": int(min_distinct),
-                "min_abs_tau": float(min_abs_tau), "noise_ceiling": bool(noise_ceiling),
-                "cmi": bool(cmi), "converged": converged}
     partial_result = ConfirmResult(rows=out_rows, verdict=Verdict("no", (), {}, {}, {}, {}),
                                    critical=float(mt.critical) if mt else float("nan"),
                                    excluded=excluded, per_factor=tuple(per_factor), icc=icc,
@@ -415,9 +480,9 @@ def confirm_store(path: str, shape: Sequence[str], comparators: Sequence[str], *
                   where: Mapping[str, Any] | None = None, **kwargs: Any) -> ConfirmResult:
     """:func:`confirmatory_test` on the finished runs of the store at ``path`` (its
     configuration keys as ``config_keys``; ``where`` as in
-    :func:`jacspec.zoo.score.score_store`); ``kwargs`` go to :func:`confirmatory_test`."""
-    from jacspec.zoo.grid import select_runs
-    from jacspec.zoo.store import Store
+    :func:`jacspec.zoo.rank.score.score_store`); ``kwargs`` go to :func:`confirmatory_test`."""
+    from jacspec.zoo.rank.grid import select_runs
+    from jacspec.zoo.run.store import Store
 
     with Store(path, readonly=True) as store:
         df = store.runs(status="done")

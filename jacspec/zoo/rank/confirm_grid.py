@@ -1,11 +1,11 @@
 """The statistics of study 2 that read the grid of factors within each family
 (``docs/results/mnist_study2.md``, §1.4 and §6): Psi within strata of the norm, the
 distribution of environment sign errors, and PGDL's CMI on random draws of one converged
-seed per configuration. :mod:`jacspec.zoo.confirm` puts them in its table.
+seed per configuration. :mod:`jacspec.zoo.rank.confirm` puts them in its table.
 
 Every function takes a frame of converged networks, a ``family`` column (pairs across
 families never count), candidate ``factors`` (within a family, those that vary there on their
-own: :func:`jacspec.zoo.grid.distinct_factors`) and the ``seed`` column.
+own: :func:`jacspec.zoo.rank.grid.distinct_factors`) and the ``seed`` column.
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ import numpy as np
 import pandas as pd
 
 from jacspec._util.random import numpy_generator
-from jacspec.zoo.grid import distinct_factors, group_codes, single_factor_pairs, varying_columns
-from jacspec.zoo.pgdl import _mutual_information, _pgdl_entropy
-from jacspec.zoo.score import environment_errors, gap_noise
+from jacspec.zoo.rank.grid import (
+    distinct_factors,
+    group_codes,
+    single_factor_pairs,
+    varying_columns,
+)
+from jacspec.zoo.rank.pgdl import _mutual_information, _pgdl_entropy
+from jacspec.zoo.rank.stats import environment_errors, gap_noise
 
 __all__ = ["converged_cmi", "family_factors", "psi_within_strata", "sign_error_summary",
            "z_strata"]
@@ -37,7 +42,7 @@ def family_factors(frame: pd.DataFrame, factors: Sequence[str], *, family: str =
                    seed: str = "seed") -> dict[str, list[str]]:
     """``{family value: its factors}``: the keys of ``factors`` (never ``family`` or
     ``seed``) that vary within that family on their own (a key fixed by another is dropped,
-    :func:`jacspec.zoo.grid.distinct_factors`)."""
+    :func:`jacspec.zoo.rank.grid.distinct_factors`)."""
     _check(frame, [family], "family")
     out: dict[str, list[str]] = {}
     for fam, sub in frame.groupby(frame[family].astype(str), sort=True):
@@ -182,8 +187,8 @@ def sign_error_summary(frame: pd.DataFrame, metric: str, *, factors: Sequence[st
 
     Environments are pairs of configurations of one family differing in one factor; an
     environment's error is the mean of ``(1 - sign(d mu) sign(d g)) / 2`` over its
-    seed-matched pairs (:func:`jacspec.zoo.score.environment_errors`), and it counts when
-    ``|mean d g|`` exceeds its family's :func:`~jacspec.zoo.score.gap_noise` (from every
+    seed-matched pairs (:func:`jacspec.zoo.rank.score.environment_errors`), and it counts when
+    ``|mean d g|`` exceeds its family's :func:`~jacspec.zoo.rank.score.gap_noise` (from every
     network of the family). Returns ``count``, ``mean``, ``p50``, ``p75``, ``p90`` and
     ``max`` (the robust value) of the counted environments pooled over families
     (``mask``: the networks to score, default those with a finite metric and gap).
@@ -198,7 +203,7 @@ def sign_error_summary(frame: pd.DataFrame, metric: str, *, factors: Sequence[st
 
 def _family_noise(d: pd.DataFrame, fam_factors: Mapping[str, list[str]], *, gap: str,
                   family: str, seed: str) -> dict[str, float]:
-    """Each family's :func:`~jacspec.zoo.score.gap_noise` over all its networks."""
+    """Each family's :func:`~jacspec.zoo.rank.score.gap_noise` over all its networks."""
     return {fam: gap_noise(d[d[family].astype(str) == fam], fs, gap=gap, replicates=(seed,))
             for fam, fs in fam_factors.items()}
 
@@ -264,7 +269,7 @@ def converged_cmi(frame: pd.DataFrame, metrics: str | Sequence[str], *, factors:
 
     Each of the ``B`` draws picks, for every configuration of the family (a combination of
     its factors), one of its networks uniformly, so that every draw is a complete PGDL grid
-    scored as :func:`jacspec.zoo.pgdl.conditional_mutual_information` does (every ordered
+    scored as :func:`jacspec.zoo.rank.pgdl.conditional_mutual_information` does (every ordered
     pair, self-pairs included; the minimum over pairs of factors of mean I / mean H). The
     value is the mean of the draws, ``lo``/``hi`` their ``level`` percentile interval. The
     score is undefined (NaN) when a configuration of the grid has no network to draw:

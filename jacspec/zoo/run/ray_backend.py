@@ -1,4 +1,4 @@
-"""The Ray backend of :func:`jacspec.zoo.sweep.run_sweep`: one Ray task per chunk of
+"""The Ray backend of :func:`jacspec.zoo.run.sweep.run_sweep`: one Ray task per chunk of
 configurations. The bounded start-up (``start_ray``, ``ray_session``) lives in
 :mod:`jacspec._util.ray`, shared with the sharded Gram, and is re-exported here."""
 

@@ -11,8 +11,8 @@ import torch.optim
 with contextlib.suppress(ImportError):
     import torch._dynamo  # noqa: F401  (imported lazily by the first optimizer otherwise)
 
-import jacspec.zoo.metrics as _metrics
-import jacspec.zoo.train  # noqa: F401
+import jacspec.zoo.run.metrics as _metrics
+import jacspec.zoo.run.train  # noqa: F401
 
 with contextlib.suppress(ImportError):
     import sklearn.datasets  # noqa: F401
