@@ -23,8 +23,9 @@ tracked with ``copy=True``, which evaluates an eval-mode deep copy instead).
 
 Rows go to an append-only JSON-lines store (``store=PATH``, :mod:`jacspec.track.store`) that
 survives a crash; :meth:`Tracker.load` reads one back. The probe is drawn by
-:mod:`jacspec.track.probe`, the model is guarded by :func:`jacspec.track.untouched.untouched`
-and a folder of checkpoints is tracked by :mod:`jacspec.track.checkpoints` (their names are
+:mod:`jacspec.track.probe`, the model is guarded by
+:func:`jacspec.jacobian.model_prep.untouched` (buffers too are put back bit for bit) and a
+folder of checkpoints is tracked by :mod:`jacspec.track.checkpoints` (their names are
 re-exported here).
 """
 
@@ -51,7 +52,6 @@ from jacspec.track.checkpoints import (
     track_checkpoints,
 )
 from jacspec.track.probe import fingerprint, fix_probe
-from jacspec.track.untouched import untouched
 
 #: Columns of :func:`jacspec.analyze`'s table that a tracker can record: every numeric column
 #: of a row, as analyze declares them (:data:`jacspec.analysis_columns.ROW_METRICS`).
@@ -268,7 +268,7 @@ class Tracker:
         store. ``model`` is left exactly as it was (see the module docstring)."""
         import torch
 
-        from jacspec.jacobian.model_prep import check_model
+        from jacspec.jacobian.model_prep import check_model, untouched
 
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or \
                 int(step) < 0:
@@ -447,5 +447,4 @@ __all__ = [
     "find_checkpoints",
     "fix_probe",
     "track_checkpoints",
-    "untouched",
 ]
