@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from jacspec._util.validation import check_choice
-from jacspec.jacobian.options import OUTPUTS
+from jacspec.jacobian.options import OUTPUTS, check_device_available
 
 logger = logging.getLogger("jacspec.jacobian.engine")
 
@@ -108,9 +108,8 @@ def prepare_model(
         raise ValueError(
             f"model parameters are {target_dtype}; pass dtype=torch.float32 or torch.float64"
         )
-    target_device = torch.device(device) if device is not None else (mdevice or torch.device("cpu"))
-    if target_device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available here; use 'cpu'")
+    target_device = (check_device_available(device) if device is not None
+                     else (mdevice or torch.device("cpu")))
     if (mdtype is not None and mdtype != target_dtype) or (
         mdevice is not None and mdevice != target_device
     ):

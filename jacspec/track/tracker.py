@@ -192,6 +192,10 @@ class Tracker:
             if dtype not in (torch.float32, torch.float64):
                 raise ValueError(f"dtype must be torch.float32, torch.float64 or None; got "
                                  f"{dtype!r}")
+        if device is not None:  # refused now, not at the first step
+            from jacspec.jacobian.options import check_device_available
+
+            device = check_device_available(device)
         batch_size = positive_int("batch_size", batch_size, allow_none=True)
         self._options = _check_options(analyze_options)
         self._output, self._scale, self._dtype, self._device = output, scale, dtype, device

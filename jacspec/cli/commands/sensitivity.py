@@ -19,9 +19,9 @@ KIND_CHOICES = ("same_class", "different_class", "random", "translation")
 
 def register(subparsers: Any) -> None:
     from jacspec.cli._common import (
-        BATCH_SIZE_HELP,
         JSON_HELP,
         add_data_args,
+        add_jacobian_args,
         add_model_args,
         plot_help,
     )
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-shape", default=None, metavar="H,W",
                    help="view flat inputs as H x W images for translations "
                    "(digits: 8,8 by default)")
-    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
+    add_jacobian_args(p, dtype=False)  # --batch-size, --device (cli/_common.py)
     p.add_argument("--json", metavar="PATH", help=JSON_HELP)
     p.add_argument("--plot", metavar="DIR",
                    help=plot_help("sensitivity_profiles.png, sensitivity_per_point.png"))
@@ -66,6 +66,7 @@ def _image_shape(text: str | None, data: Any) -> tuple[int, ...] | None:
 def run(args: argparse.Namespace) -> int:
     from jacspec.cli._common import (
         check_plot_dir,
+        jacobian_fields,
         load_data_from_args,
         load_model_from_args,
         save_figures,
@@ -85,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
     data = load_data_from_args(args)
     anchors = data if args.split == "train" else load_data_from_args(
         args, split="train", subset=False)
-    per_point = per_point_generalization(model, data, batch_size=args.batch_size)
+    fields = jacobian_fields(args)
+    per_point = per_point_generalization(model, data, **fields)
     summary = per_point.summary()
     profiles = compare_trajectories(
         model, anchors, kinds=kinds, test_data=data,
         image_shape=_image_shape(args.image_shape, data),
-        num_points=args.points, refine=args.refine, seed=args.seed,
+        num_points=args.points, refine=args.refine, seed=args.seed, **fields,
     )
     payload: dict[str, Any] = {
         "model": str(args.model),
