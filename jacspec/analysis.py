@@ -107,7 +107,9 @@ class Analysis:
         """Headline numbers of the input-output matrix plus layer means of alpha (JSON-able);
         ``method`` says how the row was computed, and a sketched row adds ``sketch_r`` and its
         error bars (``lambda_max_se``, ``lambda_max_low``, ``lambda_max_high``, ``trace``,
-        ``trace_se``, ``trace_low``, ``trace_high``)."""
+        ``trace_se``, ``trace_low``, ``trace_high``). At an input module, ``input_module``
+        names it (the row keeps its name ``input->output``: ``input`` is that module's
+        output)."""
         main = self.table.loc[MAIN].to_dict()
         out = {
             k: main.get(k)
@@ -125,6 +127,8 @@ class Analysis:
         }
         if main.get("method") == SKETCHED:
             out.update({k: main.get(k) for k in ("trace", *SKETCH_COLUMNS)})
+        if self.settings.get("input_module") is not None:  # the rows' "input" is h
+            out["input_module"] = self.settings["input_module"]
         if len(self.table) > 1:
             layers = self.table.drop(index=MAIN)
             out["layers_alpha_mean"] = float(layers["alpha"].mean())
@@ -437,9 +441,6 @@ def analyze(
     if sketch != "auto" or opts.sketch is None:
         opts = opts.replace(sketch=sketch)
     seed_from = "options.sketch_seed" if opts.sketch_seed is not None else "seed"
-    if opts.input_module is not None and layers is not None:
-        raise ValueError(f"layers= is not supported with input_module={opts.input_module!r}; "
-                         "drop layers to analyse the Jacobian at the input module")
     given_opts = opts
     model, data, opts = at_input_module(model, data, opts)
     if layers is not None and not isinstance(layers, str):
@@ -456,6 +457,8 @@ def analyze(
         "randomize": randomize,
         "layers": layers,
         "fit": dict(fit_kwargs),
+        # the module whose output h is the rows' "input" (input->output, input->L)
+        "input_module": given_opts.input_module,
         "sketch": None,
     }
     plans = plan_rows(

@@ -174,7 +174,8 @@ def token_ids(args: argparse.Namespace, data: Any) -> Any:
     if getattr(args, "input_module", None) is None or not str(args.data).endswith(".npz"):
         return data
     with np.load(args.data) as arrays:
-        key = "x" if "x" in arrays else "x_train"
+        key = next((k for k in ("x", f"x_{getattr(args, 'split', 'train')}", "x_train")
+                    if k in arrays), "x")
         kind = arrays[key].dtype if key in arrays else None
     if kind is None or kind.kind not in "iu" or kind == np.uint8:
         return data

@@ -41,7 +41,8 @@ from jacspec.data.model_inputs import ModelBatch, forward_keywords, iter_model_b
 from jacspec.jacobian.model_prep import logits_of, untouched, unwrap_compiled
 from jacspec.jacobian.options import JacobianOptions
 
-__all__ = ["AtModule", "ModuleData", "OutputOf", "at_input_module", "batch_window"]
+__all__ = ["AtModule", "ModuleData", "OutputOf", "at_input_module", "batch_window",
+           "current_mask", "layer_root", "layers_off_path"]
 
 
 def _hookable(model: nn.Module, what: str) -> nn.Module:
@@ -102,6 +103,7 @@ class _Binding:
         self.h: torch.Tensor | None = None  # laid out on L (the inputs the engine sees)
         self.own: torch.Tensor | None = None  # the module's output at the batch's length
         self.window: tuple[int, int] | None = None
+        self.mask: torch.Tensor | None = None  # the attention mask of the rows being run
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Binding:
         return self
@@ -152,9 +154,8 @@ class AtModule(nn.Module):
         kwargs = {k: v.to(h.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point()
                   else v for k, v in rows.kwargs.items()}
         mask = rows.attention_mask
-        if mask is not None and h.ndim >= 2 and tuple(mask.shape) == tuple(h.shape[:2]):
-            m = mask.to(h.dtype).reshape(*mask.shape, *([1] * (h.ndim - 2)))
-            h = h * m + h.detach() * (1 - m)
+        self._binding.mask = mask
+        h = masked(h, mask, detach=True)
         calls = [0]
 
         def replace(module: nn.Module, inputs: Any, out: Any) -> Any:
@@ -171,6 +172,70 @@ class AtModule(nn.Module):
             raise ValueError(_called_error(self.name, module, calls[0]))
         z = logits_of(out, self.output_key)
         return _select_position(z, self.position, mask)
+
+
+def layer_root(model: nn.Module) -> nn.Module:
+    """The module whose submodule names layer rows use: the user's model inside an
+    :class:`AtModule` (its names stay the user's), else ``model`` itself."""
+    return model.model if isinstance(model, AtModule) else model
+
+
+def current_mask(model: nn.Module) -> torch.Tensor | None:
+    """The attention mask ``(b, L)`` of the rows an :class:`AtModule` is running (None for
+    other models, or without a mask); read by layer hooks during its forward."""
+    return model._binding.mask if isinstance(model, AtModule) else None
+
+
+def masked(t: torch.Tensor, mask: torch.Tensor | None, *, detach: bool) -> torch.Tensor:
+    """``t`` with padded positions (``mask`` 0 on its first two axes) cut from the gradient:
+    ``t m + stop_grad(t) (1 - m)`` (values unchanged) when ``detach``, else ``t m`` (rows of
+    a Jacobian of ``t`` zero there). ``t`` unchanged without a matching mask."""
+    if mask is None or t.ndim < 2 or tuple(mask.shape) != tuple(t.shape[:2]):
+        return t
+    m = mask.to(device=t.device, dtype=t.dtype).reshape(*mask.shape, *([1] * (t.ndim - 2)))
+    return t * m + t.detach() * (1 - m) if detach else t * m
+
+
+def layers_off_path(model: AtModule, h: torch.Tensor, names: list[str]) -> dict[str, str]:
+    """The layers among ``names`` (submodules of the user's model) whose output does not
+    depend on ``h``, the input module's output, with why: their Jacobians at ``h`` would be
+    zero. One forward of ``model`` on ``h`` (examples bound) with hooks, then per layer
+    whether autograd finds a path from its output back to ``h`` (structural, not numeric):
+    the input module itself, the modules inside it, the modules feeding it and those beside
+    it (e.g. position embeddings) have none."""
+    root = layer_root(model)
+    reasons = {n: (f"is the input_module {model.name!r} itself (its layer rows are the "
+                   "input->output row)") for n in names if n == model.name}
+    names = [n for n in names if n not in reasons]
+    outs: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, out: Any) -> Any:
+            if isinstance(out, torch.Tensor) and name not in outs:
+                outs[name] = out
+                return out.clone()  # later in-place operations cannot touch the saved output
+            return None
+
+        return hook
+
+    handles = [root.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
+    leaf = h.detach().requires_grad_(True)
+    try:
+        with untouched(model), torch.enable_grad():
+            model(leaf)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for n in names:
+        out = outs.get(n)
+        if out is None:
+            continue
+        if not out.requires_grad or torch.autograd.grad(
+                out.sum(), leaf, retain_graph=True, allow_unused=True)[0] is None:
+            reasons[n] = (f"runs before or beside input_module {model.name!r} (its output does "
+                          "not depend on that module's output h), so its Jacobians at h would "
+                          "be zero")
+    return reasons
 
 
 class OutputOf(nn.Module):
@@ -198,10 +263,11 @@ def _called_error(name: str, module: nn.Module, calls: int) -> str:
 class ModuleData(KnownLength):
     """Re-iterable ``(h, y)`` batches: per batch of ``data``, the output ``h`` of module
     ``name`` of ``model`` run as given (no gradients), laid out on the first batch's sequence
-    length; iterating binds each batch for the :class:`AtModule` sharing ``binding``."""
+    length (or ``length`` when given: a shard of data laid out as the whole); iterating
+    binds each batch for the :class:`AtModule` sharing ``binding``."""
 
     def __init__(self, model: nn.Module, name: str, data: Any, binding: _Binding,
-                 batch_size: int | None) -> None:
+                 batch_size: int | None, length: int | None = None) -> None:
         self.model = model
         self.name = name
         self.module = model.get_submodule(name)
@@ -209,7 +275,7 @@ class ModuleData(KnownLength):
             else data
         self.binding = binding
         self.batch_size = batch_size
-        self.length: int | None = None
+        self.length: int | None = length
         self.takes = forward_keywords(model)
         self.num_examples = _num_examples(data)
 
@@ -305,11 +371,12 @@ def batch_window(model: nn.Module, start: int, stop: int) -> Iterator[None]:
         binding.window = saved
 
 
-def at_input_module(model: nn.Module, data: Any, opts: JacobianOptions
-                    ) -> tuple[nn.Module, Any, JacobianOptions]:
+def at_input_module(model: nn.Module, data: Any, opts: JacobianOptions, *,
+                    length: int | None = None) -> tuple[nn.Module, Any, JacobianOptions]:
     """``(model, data, opts)`` as the engine's problem (module docstring): unchanged when
     ``opts`` has no ``input_module``, ``output_key`` or ``position``; the returned options
-    have none of them (so a second call changes nothing)."""
+    have none of them (so a second call changes nothing). ``length``: the sequence length
+    ``h`` is laid out on (default: the first batch's)."""
     if opts.input_module is None and opts.output_key is None and opts.position is None:
         return model, data, opts
     rest = opts.replace(input_module=None, output_key=None, position=None)
@@ -319,5 +386,6 @@ def at_input_module(model: nn.Module, data: Any, opts: JacobianOptions
     find_module(eager, opts.input_module)
     binding = _Binding()
     wrapped = AtModule(eager, opts.input_module, opts.output_key, opts.position, binding)
-    return wrapped, ModuleData(eager, opts.input_module, data, binding, opts.batch_size), rest
+    return wrapped, ModuleData(eager, opts.input_module, data, binding, opts.batch_size,
+                               length), rest
 

@@ -50,6 +50,14 @@ from jacspec.jacobian.engine import (
     untouched,
     unwrap_compiled,
 )
+from jacspec.jacobian.input_module import (
+    AtModule,
+    at_input_module,
+    current_mask,
+    layer_root,
+    layers_off_path,
+    masked,
+)
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 
 DIRECTIONS = ("input_to_layer", "layer_to_output")
@@ -97,7 +105,7 @@ def _owns_parameters(module: nn.Module) -> bool:
 def layer_candidates(model: nn.Module) -> list[str]:
     """Names of the layer modules (activation modules and modules owning parameters), in
     registration order, root excluded (before the traced check of :func:`select_layers`)."""
-    named = eager_model(model).named_modules()
+    named = layer_root(eager_model(model)).named_modules()
     return [n for n, m in named if n and (is_activation(m) or _owns_parameters(m))]
 
 
@@ -116,9 +124,12 @@ def select_layers(
     pass on ``x[:2]`` finds called exactly once with a single ``(batch, ...)`` tensor output;
     the others are skipped with one ``UserWarning`` naming them. Names given explicitly must
     pass the same checks (else ValueError). ``x`` must already have the model's dtype/device.
+    At an input module (an :class:`~jacspec.jacobian.input_module.AtModule`, ``x`` its
+    output ``h``) the names are the user's model's and a layer must also depend on ``h``
+    (:func:`~jacspec.jacobian.input_module.layers_off_path`).
     """
     model = eager_model(model)
-    named = dict(model.named_modules())
+    named = dict(layer_root(model).named_modules())
     if isinstance(layers, str):
         explicit = layers != "all"
         names = [layers] if explicit else layer_candidates(model)
@@ -172,6 +183,8 @@ def select_layers(
             skipped[name] = f"its output {tuple(out.shape)} is not a float (batch, ...) tensor"
         else:
             chosen.append(HiddenLayer(name, tuple(int(s) for s in out.shape[1:])))
+    if isinstance(model, AtModule):
+        chosen = _on_path(model, probe, chosen, skipped, explicit)
     if explicit and skipped:
         name, why = next(iter(skipped.items()))
         raise ValueError(
@@ -192,6 +205,20 @@ def select_layers(
             stacklevel=2,
         )
     return chosen, skipped
+
+
+def _on_path(model: AtModule, probe: torch.Tensor, chosen: list[HiddenLayer],
+             skipped: dict[str, str], explicit: bool) -> list[HiddenLayer]:
+    """The ``chosen`` layers whose output depends on the input module's output ``probe``;
+    the others go to ``skipped`` (ValueError when named explicitly)."""
+    off = layers_off_path(model, probe, [h.name for h in chosen])
+    if explicit and off:
+        name, why = next(iter(off.items()))
+        kind = type(layer_root(model).get_submodule(name)).__name__
+        raise ValueError(f"layer {name!r} ({kind}) {why}; with input_module, layer rows are "
+                         f"for layers after {model.name!r} in the forward pass")
+    skipped.update(off)
+    return [h for h in chosen if h.name not in off]
 
 
 def hidden_layers(
@@ -230,12 +257,16 @@ class _Capture:
     ``leaf = h.detach().requires_grad_()`` is what ``d g / d h`` is taken against; the rest
     of the network sees a non-leaf copy, so in-place operations downstream (``out +=
     identity``, ``ReLU(inplace=True)``) are allowed and cannot touch ``h``.
+
+    At an input module the rows' padded positions (attention mask 0) are held fixed:
+    ``leaf m + stop_grad(leaf) (1 - m)`` goes downstream (zero columns, values unchanged).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module | None = None) -> None:
         self.h: torch.Tensor | None = None
         self.leaf: torch.Tensor | None = None
         self.calls = 0
+        self.model = model
 
     def __call__(self, module: nn.Module, inputs: Any, out: Any) -> Any:
         self.calls += 1
@@ -243,13 +274,17 @@ class _Capture:
             return None
         self.h = out
         self.leaf = out.detach().requires_grad_(True)
+        if isinstance(self.model, AtModule):
+            return masked(self.leaf, current_mask(self.model), detach=True)
         return self.leaf.clone()
 
 
 def _layer_step(
-    model: nn.Module, fn: Any, module: nn.Module, name: str, x: torch.Tensor, direction: str
+    model: nn.Module, fn: Any, module: nn.Module, name: str, x: torch.Tensor, direction: str,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    cap = _Capture()
+    at_module = isinstance(model, AtModule)
+    cap = _Capture(model if at_module else None)
     handle = module.register_forward_hook(cap)
     try:
         xg = x.detach().requires_grad_(direction == "input_to_layer")
@@ -261,6 +296,12 @@ def _layer_step(
             f"layer {name!r} ran {cap.calls} times in one forward pass; name a module that is "
             "called exactly once"
         )
+    if at_module and shape is not None and tuple(cap.h.shape[1:]) != shape:
+        raise ValueError(
+            f"layer {name!r} returns {tuple(cap.h.shape[1:])} per example in a batch but "
+            f"{shape} in the first; with input_module, layer rows need every batch padded to "
+            "one length (e.g. the tokenizer's padding='max_length', max_length=...)"
+        )
     if direction == "layer_to_output":
         k = out.shape[1]
         rows = [
@@ -269,6 +310,8 @@ def _layer_step(
         ]
         return torch.stack(rows, dim=1), out.detach()
     h = cap.h.reshape(x.shape[0], -1)
+    if at_module:  # padded positions' rows zero, as their columns are at the input module
+        h = masked(cap.h, current_mask(model), detach=False).reshape(x.shape[0], -1)
     m = h.shape[1]
     eye = torch.eye(m, dtype=h.dtype, device=h.device)
     cot = eye[:, None, :].expand(m, x.shape[0], m)
@@ -299,21 +342,22 @@ def iter_layer_jacobians(
     in :func:`jacspec.jacobian.engine.iter_jacobians` (``method`` does not apply: a layer's
     rows come from its own backward); the batches run through the engine's one loop
     (:func:`jacspec.jacobian.engine.jacobian_loop`), so batch sizes follow the same rule.
+    With ``options.input_module`` the data flow as there and ``x`` is that module's output
+    ``h``: ``d g / d h_L`` and ``d h_L / d h`` for a layer after it (padded positions' rows
+    and columns zero; every batch of one length).
     """
     check_choice("direction", direction, DIRECTIONS)
     opts = resolve_options(
         options, output=output, dtype=dtype, device=device, batch_size=batch_size,
         progress=progress, check_independence=check_independence,
     )
-    if opts.input_module is not None:
-        raise ValueError(f"layer rows are not supported with input_module="
-                         f"{opts.input_module!r}; use the input->output rows at the module")
+    model, data, opts = at_input_module(model, data, opts)
     fn = output_map(opts.output)
     run_model, dt, dev = prepare_model(eager_model(model), opts.dtype, opts.device)
     x0, _ = first_batch(data)
     _check_inputs(x0)
     (hidden,), _ = select_layers(run_model, x0.to(device=dev, dtype=dt), [layer])
-    module = dict(run_model.named_modules())[layer]
+    module = layer_root(run_model).get_submodule(layer)
     m = hidden.width
     if direction == "layer_to_output":
         label = f"{layer}->output"
@@ -329,7 +373,7 @@ def iter_layer_jacobians(
     return jacobian_loop(
         run_model,
         data,
-        lambda x, k: _layer_step(run_model, fn, module, layer, x, direction),
+        lambda x, k: _layer_step(run_model, fn, module, layer, x, direction, hidden.shape),
         options=opts,
         dtype=dt,
         device=dev,

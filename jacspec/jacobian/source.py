@@ -214,12 +214,6 @@ class JacobianSource:
         ``d g / d h`` (``input_shape`` = ``h``'s). One probe forward pass reads the sizes."""
         opts = resolve_options(options, **fields)
         kind, layer = parse_target(target)
-        if opts.input_module is not None and kind != "main":
-            raise ValueError(
-                f"target={target!r} (layer rows) is not supported with input_module="
-                f"{opts.input_module!r}; use target='input->output' (the Jacobian at the "
-                "input module)"
-            )
         model, data, opts = at_input_module(model, data, opts)
         if isinstance(data, Iterator):  # a generator: one pass, the first batch kept
             data = OneShot(data, "this JacobianSource")

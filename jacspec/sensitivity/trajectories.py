@@ -368,13 +368,22 @@ def _segment_lengths(tr: Trajectory, fine: int, refine: int, batch_size: int) ->
     return np.concatenate(steps).reshape(-1, refine).sum(axis=1)
 
 
-def _refuse_input_module(opts: JacobianOptions) -> None:
-    """A trajectory runs through input space: ``input_module`` is refused (ValueError)."""
+def _refuse_input_module(opts: JacobianOptions, what: str = "trajectory_profile") -> None:
+    """A trajectory runs through input space: ``input_module`` is refused (ValueError).
+
+    Not generalised to curves through the module's output ``h``: a point between two
+    examples' ``h`` has no token ids, attention mask or token types of its own, so the
+    function ``h -> logits`` (and the activation codes counted along the curve) would depend
+    on which example lends them; that choice is the user's, made explicit by a module
+    ``h -> logits`` for the trajectory (the message says how)."""
     if opts.input_module is not None:
         raise ValueError(
-            f"input_module={opts.input_module!r} is not supported by trajectory_profile: a "
-            "trajectory runs through input space; use jacspec.jacobian_norms for the norms at "
-            "the input module"
+            f"input_module={opts.input_module!r} is not supported by {what}: a trajectory runs "
+            "through the model's input space and token ids cannot be interpolated; for the "
+            "norms at the examples use jacspec.jacobian_norms(model, data, input_module=...), "
+            "or pass a module mapping h to logits with the other inputs fixed (e.g. a "
+            "HuggingFace model called with inputs_embeds=h and one attention_mask) and a "
+            "trajectory through h (ellipse(h1, h2, h3) of three examples of one length)"
         )
 
 
@@ -480,6 +489,7 @@ def compare_trajectories(
     fields as keywords reach every :func:`trajectory_profile`.
     """
     opts = norm_options(options, **fields)
+    _refuse_input_module(opts, "compare_trajectories")
     out = []
     for kind in kinds:
         check_choice("kind", kind, KINDS)

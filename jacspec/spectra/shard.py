@@ -18,7 +18,11 @@ Data that can be split by index: a tensor or array, an ``(x, y)`` pair, a jacspe
 of batches (split between batches) and a ``DataLoader`` over a map-style dataset that reads
 it in order (``shuffle=False``, no custom sampler, ``drop_last=False``: split into loaders
 over ``Subset`` ranges with the same ``batch_size``, ``collate_fn`` and ``num_workers``).
-Generators, iterable-style datasets and shuffled loaders are refused (TypeError).
+Text data (``input_module=``, :mod:`jacspec.jacobian.input_module`) is cut the same way: a
+list of dict batches (between batches), a dict of whole columns (``{"input_ids": (n, L),
+...}``, by rows), a list of per-example dicts (by rows) or a loader with a collate function;
+every shard lays ``h`` out on the whole data's first sequence length, so the parts have one
+width. Generators, iterable-style datasets and shuffled loaders are refused (TypeError).
 
 Models shipped to Ray workers: eager ``nn.Module`` objects (pickled by Ray: their classes
 must be importable on the workers, or defined in ``__main__``) and TorchScript modules (sent
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,8 +45,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 
 from jacspec._util.ray import RAY_START_TIMEOUT, ray_session
 from jacspec._util.validation import check_choice
-from jacspec.data.batches import _in_memory_pair
+from jacspec.data.batches import Y_KEYS, _in_memory_pair
+from jacspec.data.model_inputs import _is_row
 from jacspec.jacobian.engine import unwrap_compiled
+from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.options import JacobianOptions, resolve_options
 from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.exact import ESD, SCALES, esd_from_gram
@@ -116,6 +122,16 @@ def shard_data(data: Any, shards: int) -> list[tuple[Any, int, int]]:
         if isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
             raise _refuse(data, "it is iterable-style, without indices")
         return [(Subset(data, range(a, b)), a, b) for a, b in shard_ranges(len(data), shards)]
+    if isinstance(data, Mapping):  # whole columns {"input_ids": (n, L), "labels": (n,)}
+        cols = {k: v for k, v in data.items() if isinstance(v, (torch.Tensor, np.ndarray))}
+        n = next((int(v.shape[0]) for k, v in cols.items() if k not in Y_KEYS and v.ndim),
+                 None)
+        if n is None:
+            raise _refuse(data, "it holds no tensor or array column")
+        return [({k: v[a:b] if k in cols else v for k, v in data.items()}, a, b)
+                for a, b in shard_ranges(n, shards)]
+    if isinstance(data, list) and data and isinstance(data[0], Mapping) and _is_row(data[0]):
+        return [(data[a:b], a, b) for a, b in shard_ranges(len(data), shards)]  # rows
     if isinstance(data, list) and data:
         sizes = [_batch_len(item) for item in data]
         if shards > len(data):
@@ -131,9 +147,10 @@ def shard_data(data: Any, shards: int) -> list[tuple[Any, int, int]]:
 
 def _batch_len(item: Any) -> int:
     x = item[0] if isinstance(item, (tuple, list)) and item else item
-    if isinstance(item, dict):
+    if isinstance(item, Mapping):  # x-like keys first, else the first column (input_ids)
         x = next((item[k] for k in ("x", "input", "inputs", "image", "images") if k in item),
-                 None)
+                 next((v for k, v in item.items() if k not in Y_KEYS and hasattr(v, "shape")),
+                      None))
     if not hasattr(x, "shape") or not len(x.shape):
         raise TypeError(f"data is a list whose items are not (x, y) batches or x batches; got "
                         f"an item of type {type(item).__name__}")
@@ -167,13 +184,16 @@ def shard_gram_task(
     deflate: bool,
     max_memory: int | None,
     threads: int | None = None,
+    length: int | None = None,
 ) -> Gram:
     """One shard's partial dual Gram (what a worker runs): :func:`gram_from_source` with
     ``side="dual"`` on the rows of the shard's examples. ``threads``: torch's intra-op
-    threads for the task (None: unchanged)."""
+    threads for the task (None: unchanged). ``length``: with ``options.input_module``, the
+    sequence length of the whole data's first batch, so every shard's rows have its width."""
     if threads is not None:
         torch.set_num_threads(int(threads))
     model = _unpack_model(packed_model)
+    model, data, options = at_input_module(model, data, options, length=length)
     source = JacobianSource.from_model(model, data, options)
     return gram_from_source(source, side="dual", max_memory=max_memory, deflate=deflate)
 
@@ -233,13 +253,15 @@ def sharded_gram(
     check_fits("dual", cols, cols, 8, max_memory)
     packed = _pack_model(model)
     deflate = bool(deflate)
+    # at an input module every shard lays h out on the whole data's sequence length
+    length = whole.input_shape[0] if opts.input_module and len(whole.input_shape) > 1 else None
     if backend == "local":
-        parts = (shard_gram_task(packed, piece, opts, deflate, max_memory)
+        parts = (shard_gram_task(packed, piece, opts, deflate, max_memory, None, length)
                  for piece, _, _ in pieces)
         g = sum_grams(parts)
     else:
         g = _run_on_ray(packed, pieces, opts, deflate, max_memory, ray_address, ray_timeout,
-                        cpus_per_shard)
+                        cpus_per_shard, length)
     if whole.n is not None and g.n != whole.n:
         raise RuntimeError(f"the shards held {g.n} examples but data has {whole.n}")
     info = {"count": len(pieces), "backend": backend,
@@ -263,6 +285,7 @@ def _run_on_ray(
     address: str | None,
     timeout: float,
     cpus: int,
+    length: int | None = None,
 ) -> Gram:
     """One Ray task per shard; parts fetched and added one at a time, in shard order."""
     gpus = 1 if opts.device is not None and opts.device.type == "cuda" else 0
@@ -276,7 +299,7 @@ def _run_on_ray(
                 "and TorchScript modules can; for an exported program use backend='local'"
             ) from None
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(shard_gram_task)
-        refs = [task.remote(model_ref, ray.put(piece), opts, deflate, max_memory, cpus)
+        refs = [task.remote(model_ref, ray.put(piece), opts, deflate, max_memory, cpus, length)
                 for piece, _, _ in pieces]
 
         def parts():

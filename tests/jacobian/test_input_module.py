@@ -135,9 +135,10 @@ def test_routes_with_an_input_module_give_the_exact_numbers_or_refuse() -> None:
     assert e.settings["route"] == "direct"  # h feeds three Linears (query, key, value)
     with pytest.raises(ValueError, match="route='factored' does not apply"):
         jacspec.esd(model, [batch], input_module="bert.embeddings", route="factored")
-    with pytest.raises(ValueError, match=r"\(layer rows\) is not supported with input_module"):
+    # layer rows after the module are exact (tests/user/test_text_reach.py); before it, refused
+    with pytest.raises(ValueError, match=r"runs before or beside input_module"):
         JacobianSource.from_model(model, [batch], input_module="bert.embeddings",
-                                  target="bert.pooler->output")
+                                  target="bert.embeddings.word_embeddings->output")
 
 
 def test_factored_route_at_a_module_that_feeds_one_linear() -> None:

@@ -2,12 +2,16 @@
 
 Example: ``jacspec sensitivity model.pt --data digits --points 256 --json out.json --plot figs``
 (``--plot DIR`` writes sensitivity_profiles.png and sensitivity_per_point.png into DIR).
+With ``--input-module NAME`` (a text model on a ``.npz`` of token ids) the norms and the
+per-point bounds are taken at that module's output; trajectories run through input space
+and are left out (with one line saying so), or refused when ``--kinds`` asks for them.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from jacspec._util.validation import positive_int
@@ -21,6 +25,7 @@ def register(subparsers: Any) -> None:
     from jacspec.cli._common import (
         JSON_HELP,
         add_data_args,
+        add_input_module_args,
         add_jacobian_args,
         add_model_args,
         plot_help,
@@ -40,11 +45,13 @@ def register(subparsers: Any) -> None:
                    help="Jacobian points per trajectory (default 256)")
     p.add_argument("--refine", type=int, default=16,
                    help="activation-code samples per Jacobian point (default 16)")
-    p.add_argument("--kinds", default=",".join(KIND_CHOICES),
-                   help="comma-separated trajectory kinds (default: all four)")
+    p.add_argument("--kinds", default=None,
+                   help="comma-separated trajectory kinds (default: all four; none with "
+                   "--input-module)")
     p.add_argument("--image-shape", default=None, metavar="H,W",
                    help="view flat inputs as H x W images for translations "
                    "(digits: 8,8 by default)")
+    add_input_module_args(p)
     add_jacobian_args(p, dtype=False)  # --batch-size, --device (cli/_common.py)
     p.add_argument("--json", metavar="PATH", help=JSON_HELP)
     p.add_argument("--plot", metavar="DIR",
@@ -63,37 +70,58 @@ def _image_shape(text: str | None, data: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _kinds(args: argparse.Namespace) -> list[str]:
+    """The trajectory kinds of ``--kinds`` (default all; none at an input module, where a
+    trajectory through input space does not apply)."""
+    if args.kinds is None:
+        return [] if args.input_module is not None else list(KIND_CHOICES)
+    if args.input_module is not None:
+        raise ValueError(f"--kinds={args.kinds!r} cannot go with --input-module: trajectories "
+                         "run through input space and token ids cannot be interpolated; drop "
+                         "--kinds for the norms and per-point bounds at the module")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KIND_CHOICES]
+    if bad or not kinds:
+        raise ValueError(f"--kinds={args.kinds!r} must list some of {', '.join(KIND_CHOICES)}")
+    return kinds
+
+
 def run(args: argparse.Namespace) -> int:
     from jacspec.cli._common import (
         check_plot_dir,
+        input_module_fields,
         jacobian_fields,
         load_data_from_args,
         load_model_from_args,
         save_figures,
+        token_ids,
         write_json,
     )
     from jacspec.sensitivity.norms import per_point_generalization
     from jacspec.sensitivity.trajectories import compare_trajectories
 
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KIND_CHOICES]
-    if bad or not kinds:
-        raise ValueError(f"--kinds={args.kinds!r} must list some of {', '.join(KIND_CHOICES)}")
+    kinds = _kinds(args)
     positive_int("--points", args.points)
     positive_int("--refine", args.refine)
     plot_dir = check_plot_dir(args.plot)
     model = load_model_from_args(args)
     data = load_data_from_args(args)
-    anchors = data if args.split == "train" else load_data_from_args(
-        args, split="train", subset=False)
-    fields = jacobian_fields(args)
-    per_point = per_point_generalization(model, data, **fields)
+    fields = input_module_fields(args)
+    compute = jacobian_fields(args)  # batch_size, device
+    per_point = per_point_generalization(model, token_ids(args, data), **compute, **fields)
     summary = per_point.summary()
-    profiles = compare_trajectories(
-        model, anchors, kinds=kinds, test_data=data,
-        image_shape=_image_shape(args.image_shape, data),
-        num_points=args.points, refine=args.refine, seed=args.seed, **fields,
-    )
+    profiles = []
+    if kinds:
+        anchors = data if args.split == "train" else load_data_from_args(
+            args, split="train", subset=False)
+        profiles = compare_trajectories(
+            model, anchors, kinds=kinds, test_data=data,
+            image_shape=_image_shape(args.image_shape, data),
+            num_points=args.points, refine=args.refine, seed=args.seed, **compute, **fields,
+        )
+    else:
+        print("jacspec sensitivity: note: no trajectories at --input-module (they run through "
+              "input space); the norms and per-point bounds are at its output", file=sys.stderr)
     payload: dict[str, Any] = {
         "model": str(args.model),
         "data": {"name": str(args.data), "split": args.split, "n": len(data)},
@@ -112,20 +140,21 @@ def run(args: argparse.Namespace) -> int:
             "data": data.settings if hasattr(data, "settings") else str(args.data),
             "split": args.split, "kinds": kinds, "points": args.points,
             "refine": args.refine, "seed": args.seed, "batch_size": args.batch_size,
-            "per_point": per_point.settings,
+            **fields, "per_point": per_point.settings,
         },
     }
     if args.json != "-":
         line = ", ".join(f"{p.kind}: norm {p.summary()['jacobian_norm_mean']:.4g}, "
                          f"{p.total_transitions} transitions" for p in profiles)
         print(f"mean Jacobian norm {summary['jacobian_norm_mean']:.4g} on {len(data)} points; "
-              f"eq. 6 holds for {summary['fraction_in_eq6']:.1%}; {line}")
+              f"eq. 6 holds for {summary['fraction_in_eq6']:.1%}" + (f"; {line}" if line else ""))
     write_json(payload, args.json)
     if plot_dir is not None:
         from jacspec.report.sensitivity_plots import plot_per_point, plot_profiles
 
-        save_figures({
-            "sensitivity_profiles.png": plot_profiles(profiles, smooth=max(1, args.points // 64)),
-            "sensitivity_per_point.png": plot_per_point(per_point),
-        }, plot_dir, json_path=args.json, dpi=110)
+        figures = {"sensitivity_per_point.png": plot_per_point(per_point)}
+        if profiles:
+            figures = {"sensitivity_profiles.png": plot_profiles(
+                profiles, smooth=max(1, args.points // 64)), **figures}
+        save_figures(figures, plot_dir, json_path=args.json, dpi=110)
     return 0

@@ -17,7 +17,13 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from jacspec.cli._common import JSON_HELP, add_data_args, add_jacobian_args, plot_help
+    from jacspec.cli._common import (
+        JSON_HELP,
+        add_data_args,
+        add_input_module_args,
+        add_jacobian_args,
+        plot_help,
+    )
 
     p = subparsers.add_parser(
         "track",
@@ -55,6 +61,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax",
                    help="the output whose Jacobian's ESD is measured (default softmax)")
     add_jacobian_args(p)  # --dtype, --batch-size, --device (cli/_common.py)
+    add_input_module_args(p)
     p.add_argument("--trust", action="store_true",
                    help="allow unpickling code from the checkpoints (only for files you trust)")
     p.add_argument("--store", metavar="PATH", default=None,
@@ -73,9 +80,11 @@ def run(args: argparse.Namespace) -> int:
         check_plot_dir,
         format_table,
         info_stream,
+        input_module_fields,
         jacobian_fields,
         load_data_from_args,
         save_figures,
+        token_ids,
         write_json,
     )
     from jacspec.track.checkpoints import (
@@ -103,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"jacspec track: warning: {unnumbered_message(unnumbered)}", file=sys.stderr)
     data = load_data_from_args(args, subset=False)
     tracker = Tracker(
-        data, metrics, every=args.every, n=args.n, seed=args.seed, layers=layers,
-        store=args.store, output=args.output, **jacobian_fields(args),
+        token_ids(args, data), metrics, every=args.every, n=args.n, seed=args.seed,
+        layers=layers, store=args.store, output=args.output, **jacobian_fields(args),
+        **input_module_fields(args),
     )
     before = len(tracker)
     with warnings.catch_warnings():
