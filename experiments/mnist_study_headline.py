@@ -436,18 +436,16 @@ def core_section(res_all: Any, res_core: Any, groups: dict[str, list[str]],
     return [*lines, ""], facts
 
 
-def _sep_rows(table: pd.DataFrame, rest: pd.DataFrame, extra: dict[str, dict[str, float]]
-              ) -> list[str]:
+def _sep_rows(rest: pd.DataFrame, extra: dict[str, dict[str, float]]) -> list[str]:
     cols = list(extra)
-    lines = ["| metric | AUC | 95% CI | matched pairs ordered | exact 95% lower bound | "
-             + " | ".join(cols) + (" |" if cols else ""),
-             "|---|---:|---|---:|---:|" + "---:|" * len(cols)]
+    head = ["metric", "AUC", "95% CI", "matched pairs ordered", "exact 95% lower bound", *cols]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---:|---:|" + "---:|" * len(cols)]
     for m, r in rest.iterrows():
         name = "noise ceiling: other seeds' gap" if m == CEILING else f"`{m}`"
-        lines.append(f"| {name} | {fmt(r['auc'])} | {ci(r['lo'], r['hi'])} | "
-                     f"{int(r['k'])} / {int(r['n'])} ({r['direction']}) | {fmt(r['bound'])} | "
-                     + " | ".join(fmt(extra[c].get(m), 2) for c in cols)
-                     + (" |" if cols else ""))
+        cells = [name, fmt(r["auc"]), ci(r["lo"], r["hi"]),
+                 f"{int(r['k'])} / {int(r['n'])} ({r['direction']})", fmt(r["bound"]),
+                 *[fmt(extra[c].get(m), 2) for c in cols]]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -524,7 +522,7 @@ def separation_section(a_runs: pd.DataFrame | None, a_keys: Sequence[str],
                 f"`{m}`" for m in flips if m.startswith("jac_train_alpha")
                 or m == "ww_alpha") + ".", "",
             "The other rows, by separation, with the AUC within each architecture:", "",
-            *_sep_rows(tab, rest, per_arch), ""]
+            *_sep_rows(rest, per_arch), ""]
         facts.update(a_table=tab, a_tied=tied, a_per_arch=per_arch, a_flips=flips,
                      a_pairs=len(pos))
     c = core.reset_index(drop=True)
@@ -539,7 +537,7 @@ def separation_section(a_runs: pd.DataFrame | None, a_keys: Sequence[str],
         _tied_text(tied, len(pos), "the same activation, optimizer, depth and seed, true "
                    "against random labels; pairs whose random-label network did not "
                    "converge are left out"), "",
-        "The other rows, by separation:", "", *_sep_rows(tab, rest, {}), ""]
+        "The other rows, by separation:", "", *_sep_rows(rest, {}), ""]
     facts.update(core_table=tab, core_tied=tied, core_pairs=len(pos))
     return lines, facts
 
@@ -628,8 +626,8 @@ def confounds_section(conv: pd.DataFrame, keys: Sequence[str], true: pd.DataFram
         f"1. **The overall tau was mostly true vs random labels.** {fmt(100 * share, 1)}% of "
         f"the pairs of the {len(conv)} converged networks mix the two label kinds; a one-bit "
         f"'random labels' indicator alone has tau-a {fmt(t_bit)} with the gap, which would "
-        f"place it {place[0]} of {place[1]} among the {n_metrics} scored metrics (review: "
-        "about 20th of 65, counted before the 8 MP columns were withdrawn). Inside the "
+        f"place it {place[0]} of {place[1]} beside the {n_metrics} scored metrics by |tau| "
+        "(review: about 20th of 65, counted before the 8 MP columns were withdrawn). Inside the "
         f"random-label group the gap's standard deviation is {fmt(rnd['gap'].std(), 4)} "
         f"against {fmt(binom, 4)} for the binomial noise of the "
         f"{int(rnd['n_test'].iloc[0]):,}-digit test set at its mean error {fmt(p_err)}, "
