@@ -141,8 +141,9 @@ def esd_figures(store: Path, runs: Any, folder: Path) -> list[Path]:
     return paths
 
 
-def section(out: Path, *, reps: int = 1000) -> list[str]:
-    """Study A's part of the report (pending while its store is missing)."""
+def section(out: Path, *, reps: int = 1000, with_aucs: bool = True) -> list[str]:
+    """Study A's part of the report (pending while its store is missing); ``with_aucs``:
+    with the ranked AUC table (the headline reports the AUCs with their ties instead)."""
     from jacspec.zoo.run.store import Store
 
     store = out / STORE
@@ -174,6 +175,9 @@ def section(out: Path, *, reps: int = 1000) -> list[str]:
     lines += ["| architecture | labels | test accuracy | epochs to 100% |", "|---|---|---:|---:|"]
     lines += [f"| {a} | {'random' if rl else 'true'} | {fmt(r['test_accuracy'])} | "
               f"{r['epochs']:.0f} |" for (a, rl), r in means.iterrows()]
+    if not with_aucs:
+        return [*lines, "", "The AUCs of every metric are in the section *True vs random "
+                "labels: AUC only* above.", "", *_figures(out)]
     table = auc_table(runs, reps=reps)
     ranks = rank_ranges([(m, r["auc"] - 0.5, r["lo"] - 0.5, r["hi"] - 0.5)
                          for m, r in table.iterrows()])
@@ -192,12 +196,16 @@ def section(out: Path, *, reps: int = 1000) -> list[str]:
     for m, r in table.iterrows():
         lines.append(f"| `{m}` | {rank_cell(*ranks.get(m, (0, 0)))} | {fmt(r['auc'])} | "
                      f"{ci(r['lo'], r['hi'])} | " + " | ".join(fmt(r[a], 2) for a in archs) + " |")
+    return [*lines, "", *_figures(out)]
+
+
+def _figures(out: Path) -> list[str]:
     figs = sorted((out / FIGURES).glob("study_a_esd_*.png"))
-    if figs:
-        lines += ["", "Train-point Jacobian ESDs, true (blue) vs random (orange) labels, "
-                  "first seed, with power-law fits:", ""]
-        lines += [f"![{p.stem}]({FIGURES}/{p.name})" for p in figs]
-    return [*lines, ""]
+    if not figs:
+        return []
+    return ["Train-point Jacobian ESDs, true (blue) vs random (orange) labels, first seed, "
+            "with power-law fits:", "", *[f"![{p.stem}]({FIGURES}/{p.name})" for p in figs],
+            ""]
 
 
 def summary(out: Path, *, reps: int = 1000) -> dict[str, Any]:

@@ -28,6 +28,8 @@ SEED_HELP = "random seed (default 0)"
 BATCH_SIZE_HELP = "examples per Jacobian batch (default: chosen from memory)"
 DTYPE_HELP = "computation dtype (float64 resolves smaller eigenvalues)"
 OUTPUT_HELP = "the output whose Jacobian is measured (default softmax)"
+DEVICE_HELP = ("where the Jacobians are computed: cpu, cuda, cuda:N or mps (default: where "
+               "the model's weights are, the CPU for a loaded file)")
 NO_PROGRESS_HELP = "no progress bar"
 LAYERS_HELP = "'all' or comma-separated module names: add layer-wise Jacobian rows"
 
@@ -112,6 +114,33 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_split: str = "trai
     )
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of the --n subset and of estimates (default 0)")
+
+
+def add_jacobian_args(parser: argparse.ArgumentParser, *, dtype: bool = True) -> None:
+    """``--dtype`` (unless ``dtype=False``), ``--batch-size`` and ``--device``: how every
+    command that computes Jacobians computes them (:func:`jacobian_fields` reads them)."""
+    if dtype:
+        parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                            help=DTYPE_HELP)
+    parser.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
+    parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
+
+
+def jacobian_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The JacobianOptions fields of :func:`add_jacobian_args`' options (``dtype`` only when
+    the command has ``--dtype``), checked before any work: a device that is not a device, or
+    that this machine does not have, is one ValueError naming ``--device``."""
+    from jacspec.jacobian.options import check_device_available, resolve_options
+
+    fields: dict[str, Any] = {"batch_size": getattr(args, "batch_size", None),
+                              "device": getattr(args, "device", None)}
+    if hasattr(args, "dtype"):
+        fields["dtype"] = DTYPES[args.dtype]
+    resolve_options(labels={"batch_size": "--batch-size", "device": "--device",
+                            "dtype": "--dtype"}, **fields)
+    if fields["device"] is not None:
+        fields["device"] = check_device_available(fields["device"], "--device")
+    return fields
 
 
 def add_input_module_args(parser: argparse.ArgumentParser) -> None:

@@ -3,14 +3,14 @@
 Layers left in training mode are found from the modules themselves
 (:func:`training_mode_layers`: BatchNorm, Dropout, ...), and a first-batch probe
 (:func:`check_batch_independence`) catches the rest (batch-mean layers, exported or traced
-programs recorded in training mode). :func:`preserved_state` restores every buffer and
-torch's random state after a probe; jacspec never switches the model's mode itself.
+programs recorded in training mode). Every probe runs under
+:func:`jacspec.jacobian.model_prep.untouched` (buffers, grads and the random states put
+back); jacspec never switches the model's mode itself.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from jacspec.jacobian.model_prep import (
     _forward,
     _model_dtype_device,
     is_exported_program,
+    untouched,
     unwrap_compiled,
 )
 
@@ -95,28 +96,6 @@ def refuse_training_layers(model: nn.Module) -> None:
     )
 
 
-@contextlib.contextmanager
-def preserved_state(model: nn.Module) -> Iterator[None]:
-    """Run a block that may change ``model``'s buffers or torch's random state, then restore
-    both exactly (every buffer's values and identity; the CPU and CUDA generators)."""
-    saved = []
-    for module in model.modules():
-        for name, buf in module.named_buffers(recurse=False):
-            if buf is not None:
-                saved.append((module, name, buf, buf.detach().clone()))
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for module, name, buf, value in saved:
-                    if getattr(module, name, None) is not buf:
-                        setattr(module, name, buf)
-                    buf.copy_(value)
-
-
-
 def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
     """The number of logits ``k`` from one forward pass on ``x`` (in the model's dtype/device).
 
@@ -127,7 +106,7 @@ def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
     _check_inputs(x)
     mdtype, mdevice = _model_dtype_device(model)
     x = x.to(device=mdevice or x.device, dtype=mdtype or x.dtype)
-    with preserved_state(model), torch.no_grad():
+    with untouched(model, no_grad=True):
         return int(_forward(model, lambda z: z, x).shape[1])
 
 
@@ -170,7 +149,7 @@ def check_batch_independence(model: nn.Module, fn: Callable, x: torch.Tensor) ->
     gen = torch.Generator(device="cpu").manual_seed(0)
     noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
     moved, where = 0.0, (0, 0)
-    with preserved_state(model), torch.no_grad():
+    with untouched(model, no_grad=True):
         a = _forward(model, fn, x)
         for mask in masks:
             m = mask.to(x.device)

@@ -34,7 +34,6 @@ from jacspec.jacobian.checks import (
     _layer_problem,
     check_batch_independence,
     num_outputs,
-    preserved_state,
     refuse_training_layers,
     training_mode_layers,
 )
@@ -46,11 +45,11 @@ from jacspec.jacobian.model_prep import (
     _guard_error,
     _model_dtype_device,
     check_model,
-    frozen_parameters,
     is_exported_program,
     output_map,
     prepare_model,
     refuse_inference_mode,
+    untouched,
     unwrap_compiled,
 )
 from jacspec.jacobian.options import (
@@ -82,7 +81,6 @@ __all__ = [
     "check_batch_independence",
     "check_model",
     "data_jacobian",
-    "frozen_parameters",
     "is_activation",
     "is_exported_program",
     "iter_jacobians",
@@ -91,11 +89,11 @@ __all__ = [
     "num_outputs",
     "output_map",
     "prepare_model",
-    "preserved_state",
     "refuse_inference_mode",
     "refuse_training_layers",
     "resolve_method",
     "training_mode_layers",
+    "untouched",
     "unwrap_compiled",
 ]
 
@@ -328,7 +326,8 @@ def jacobian_loop(
     k: int | None = None
     chosen: int | None = options.batch_size
     try:
-        with frozen_parameters(run_model), torch.enable_grad(), full_precision(device):
+        with untouched(run_model, freeze=True, state=False), torch.enable_grad(), \
+                full_precision(device):
             for x_raw, y in iter_batches(data, None):
                 if x_raw.shape[0] == 0:
                     continue
@@ -338,11 +337,11 @@ def jacobian_loop(
                     x_all = x_all.clone()
                 if k is None:
                     probe = x_all[: min(8, x_all.shape[0])]
-                    with preserved_state(run_model), torch.no_grad():
+                    with untouched(run_model, no_grad=True):
                         k = int(_forward(run_model, fn, probe).shape[1])
                     if chosen is None:
                         per = entries(k, int(x_all[0].numel()))
-                        with preserved_state(run_model):
+                        with untouched(run_model):
                             saved = saved_bytes_per_example(run_model, fn, probe)
                         chosen = batch_size_for(per, x_all.element_size(), saved=saved)
                     if options.check_independence:  # the first batch as it will be run

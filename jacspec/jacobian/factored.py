@@ -46,10 +46,9 @@ from jacspec.jacobian.engine import (
     jacobian_loop,
     output_map,
     prepare_model,
-    preserved_state,
     resolve_method,
+    untouched,
 )
-from jacspec.jacobian.model_prep import frozen_parameters
 from jacspec.jacobian.options import JacobianOptions
 
 if TYPE_CHECKING:
@@ -133,7 +132,7 @@ def find_first_linear(model: nn.Module, x: torch.Tensor) -> tuple[FirstLinear | 
     probe = x[:2].detach().clone().requires_grad_(True)
     cut = _Cut(linears, probe)
     try:
-        with preserved_state(model), frozen_parameters(model), torch.enable_grad():
+        with untouched(model, freeze=True), torch.enable_grad():
             out = _forward(model, output_map("logits"), probe)
             leaf = cut.leaf
             if leaf is None:

@@ -38,8 +38,7 @@ from torch import nn
 
 from jacspec.data.batches import KnownLength, OneShot, data_length
 from jacspec.data.model_inputs import ModelBatch, forward_keywords, iter_model_batches
-from jacspec.jacobian.checks import preserved_state
-from jacspec.jacobian.model_prep import logits_of, unwrap_compiled
+from jacspec.jacobian.model_prep import logits_of, untouched, unwrap_compiled
 from jacspec.jacobian.options import JacobianOptions
 
 __all__ = ["AtModule", "ModuleData", "OutputOf", "at_input_module", "batch_window",
@@ -222,7 +221,7 @@ def layers_off_path(model: AtModule, h: torch.Tensor, names: list[str]) -> dict[
     handles = [root.get_submodule(n).register_forward_hook(hook_for(n)) for n in names]
     leaf = h.detach().requires_grad_(True)
     try:
-        with preserved_state(model), torch.enable_grad():
+        with untouched(model), torch.enable_grad():
             model(leaf)
     finally:
         for handle in handles:
@@ -291,7 +290,7 @@ class ModuleData(KnownLength):
 
         handle = self.module.register_forward_hook(hook)
         try:
-            with preserved_state(self.model), torch.no_grad():
+            with untouched(self.model, no_grad=True):
                 self.model(*moved.args, **moved.kwargs)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -29,7 +29,6 @@ must pass the same checks, else ValueError. Layer rows need an eager ``nn.Module
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from jacspec.jacobian.engine import (
     jacobian_loop,
     output_map,
     prepare_model,
-    preserved_state,
+    untouched,
     unwrap_compiled,
 )
 from jacspec.jacobian.input_module import (
@@ -110,14 +109,6 @@ def layer_candidates(model: nn.Module) -> list[str]:
     return [n for n, m in named if n and (is_activation(m) or _owns_parameters(m))]
 
 
-@contextlib.contextmanager
-def untouched(model: nn.Module) -> Iterator[None]:
-    """Probe forwards without gradients that leave no trace on ``model`` (buffers and the
-    random state restored: :func:`jacspec.jacobian.engine.preserved_state`)."""
-    with preserved_state(model), torch.no_grad():
-        yield
-
-
 def _describe(out: Any) -> str:
     if isinstance(out, tuple):
         return f"returns a tuple of {len(out)}, not a single tensor"
@@ -169,7 +160,7 @@ def select_layers(
     probe = x[:PROBE_EXAMPLES]
     handles = [named[n].register_forward_hook(hook_for(n)) for n in names]
     try:
-        with untouched(model):
+        with untouched(model, no_grad=True):
             _forward(model, output_map("logits"), probe)
     finally:
         for h in handles:

@@ -3,7 +3,9 @@
 :func:`prepare_model` returns the module to run (a ``torch.compile``d model's eager module;
 a converted deep copy when another dtype/device is asked for), :func:`_forward` runs it on a
 batch and turns its failures into one sentence (exported programs' shape guards included),
-and :func:`output_map` is the map ``g`` applied to the logits.
+:func:`output_map` is the map ``g`` applied to the logits, and :func:`untouched` runs a
+block on the user's model and leaves it as it was (flags, parameters, grads, buffers,
+random states): the one helper for that, used by the engine, the checks and the Tracker.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from jacspec._util.validation import check_choice
-from jacspec.jacobian.options import OUTPUTS
+from jacspec.jacobian.options import OUTPUTS, check_device_available
 
 logger = logging.getLogger("jacspec.jacobian.engine")
 
@@ -104,9 +108,8 @@ def prepare_model(
         raise ValueError(
             f"model parameters are {target_dtype}; pass dtype=torch.float32 or torch.float64"
         )
-    target_device = torch.device(device) if device is not None else (mdevice or torch.device("cpu"))
-    if target_device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available here; use 'cpu'")
+    target_device = (check_device_available(device) if device is not None
+                     else (mdevice or torch.device("cpu")))
     if (mdtype is not None and mdtype != target_dtype) or (
         mdevice is not None and mdevice != target_device
     ):
@@ -117,18 +120,110 @@ def prepare_model(
     return model, target_dtype, target_device
 
 
-@contextlib.contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Temporarily turn off ``requires_grad`` on every parameter (no parameter gradients)."""
-    flags = [(p, p.requires_grad) for p in model.parameters() if p.is_leaf]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+@dataclasses.dataclass
+class _Saved:
+    """What :func:`untouched` puts back: per module its ``training`` flag; per parameter
+    (module, name, tensor, ``.grad``, ``requires_grad``, in-place version); per buffer
+    (module, name, tensor, a copy of its values); the global random states (None without
+    ``state``: then only ``changed``, what the helper itself changes, is put back)."""
 
+    flags: list[tuple[nn.Module, bool]]
+    params: list[tuple[nn.Module, str, torch.Tensor, Any, bool, int]]
+    buffers: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]]
+    rng: tuple[Any, ...] | None
+    changed: tuple[str, ...] = ()
+
+
+def _save(model: nn.Module, state: bool, changed: tuple[str, ...]) -> _Saved:
+    modules = list(model.modules())
+    flags = [(m, m.training) for m in modules]
+    params = [(m, name, p, p.grad, p.requires_grad, p._version) for m in modules
+              for name, p in m.named_parameters(recurse=False)]
+    if not state:
+        return _Saved(flags, params, [], None, changed)
+    buffers = [(m, name, b, b.detach().clone()) for m in modules
+               for name, b in m.named_buffers(recurse=False) if b is not None]
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    rng = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None,
+           np.random.get_state(), random.getstate())
+    return _Saved(flags, params, buffers, rng, changed)
+
+
+def _put_back(saved: _Saved) -> list[str]:
+    """Restore ``saved``; returns the names of parameters changed in place (they cannot be
+    put back without a copy of every weight; checked with the full ``state`` only)."""
+    full = saved.rng is not None
+    if full or "training" in saved.changed:
+        for m, flag in saved.flags:
+            if m.training != flag:
+                m.training = flag
+    changed = []
+    for m, name, p, grad, req, version in saved.params:
+        if full and getattr(m, name, None) is not p:
+            setattr(m, name, p)
+        if full and p.grad is not grad:
+            p.grad = grad
+        if (full or "requires_grad" in saved.changed) and p.requires_grad != req and p.is_leaf:
+            p.requires_grad_(req)
+        if full and p._version != version:
+            changed.append(name)
+    if not full:
+        return changed
+    with torch.no_grad():
+        for m, name, buf, value in saved.buffers:
+            if getattr(m, name, None) is not buf:
+                setattr(m, name, buf)
+            buf.copy_(value)
+    cpu, cuda, np_state, py_state = saved.rng
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+    return changed
+
+
+@contextlib.contextmanager
+def untouched(model: nn.Module, *, eval_mode: bool = False, freeze: bool = False,
+              no_grad: bool = False, state: bool = True) -> Iterator[None]:
+    """Run a block on ``model`` and leave the model as it was: jacspec's one such helper.
+
+    Put back afterwards, after an exception too: every module's ``training`` flag, every
+    parameter (the same tensor under the same name, its ``.grad`` tensor and
+    ``requires_grad``), every buffer (the same tensor, its values bit for bit) and the
+    global random states (torch's CPU and CUDA generators, numpy's and Python's).
+    Parameters are not copied: one changed in place in the block (only a model's own
+    forward can do that) is a ValueError naming it. For the block, ``eval_mode`` sets every
+    ``training`` flag to False (what ``model.eval()`` does for torch's layers), ``freeze``
+    turns off ``requires_grad`` of every leaf parameter (no parameter gradients) and
+    ``no_grad`` runs it under ``torch.no_grad()``. ``state=False`` is for a block that
+    yields to its caller between batches (the engine's loop): only what ``eval_mode`` and
+    ``freeze`` changed is put back, so whatever the caller does meanwhile is kept.
+    """
+    changed = ("training",) * eval_mode + ("requires_grad",) * freeze
+    saved = _save(model, state, changed)
+    failed = False
+    try:
+        if eval_mode:
+            for m, _ in saved.flags:
+                m.training = False
+        if freeze:
+            for _, _, p, _, _, _ in saved.params:
+                if p.is_leaf:
+                    p.requires_grad_(False)
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        in_place = _put_back(saved)
+        if in_place and not failed:
+            raise ValueError(
+                f"the model's forward changed its parameter {in_place[0]!r} in place; jacspec "
+                "leaves the model as it was and cannot undo that (change a copy, or compute "
+                "the new weight out of place)"
+            )
 
 
 def _check_inputs(x: torch.Tensor) -> None:

@@ -61,6 +61,26 @@ def _check_device(name: str, value: Any) -> torch.device | None:
                          "'cuda' or 'cuda:0'") from None
 
 
+def check_device_available(device: torch.device | str, name: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` when this machine has it, else one ValueError
+    naming ``name``: CUDA needs ``torch.cuda.is_available()`` and an index below the device
+    count, MPS ``torch.backends.mps.is_available()``; the CPU is always there."""
+    dev = _check_device(name, device)
+    assert dev is not None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}={str(device)!r} was requested but CUDA is not available "
+                             "here; use 'cpu'")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{name}={str(device)!r}: this machine has {count} CUDA "
+                             f"device{'s' if count > 1 else ''} (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={str(device)!r} was requested but MPS is not available "
+                         "here; use 'cpu'")
+    return dev
+
+
 def _check_batch_size(name: str, value: Any) -> int | None:
     if value is None:
         return None

@@ -83,7 +83,7 @@ from jacspec.jacobian.options import (
     JacobianOptions,
     resolve_options,
 )
-from jacspec.jacobian.source import JacobianSource
+from jacspec.jacobian.source import JacobianSource, class_sum_complement
 
 logger = logging.getLogger(__name__)
 
@@ -141,13 +141,6 @@ def resolve_sketch(sketch: Any, k: int, *, rows_sum_to_zero: bool) -> int | None
     return check_r(sketch, k, rows_sum_to_zero)
 
 
-def _complement(k: int) -> torch.Tensor:
-    """Orthonormal ``Q_c`` (k x k-1) with ``Q_c^T 1 = 0`` (float64)."""
-    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k
-    q, _ = torch.linalg.qr(centred[:, : k - 1])
-    return q
-
-
 def sketch_projections(
     k: int,
     r: int,
@@ -173,7 +166,7 @@ def sketch_projections(
         q = q * torch.sign(torch.diagonal(rr)).where(torch.diagonal(rr) != 0, 1.0)  # Haar
         u = math.sqrt(kk) * q.T
     if kk < k:
-        u = u @ _complement(k).T
+        u = u @ class_sum_complement(k).T
     return u / math.sqrt(r)
 
 

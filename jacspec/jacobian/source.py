@@ -50,6 +50,15 @@ logger = logging.getLogger(__name__)
 _FLOATS = (torch.float32, torch.float64)
 
 
+def class_sum_complement(k: int) -> torch.Tensor:
+    """Orthonormal ``Q`` (k x k-1, float64) with ``Q^T 1 = 0``: a basis of the class vectors
+    summing to zero, where softmax rows live (``rows_sum_to_zero``); the Gram's deflation
+    and the sketch's projections both use it."""
+    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k
+    q, _ = torch.linalg.qr(centred[:, : k - 1])
+    return q
+
+
 def parse_target(target: str) -> tuple[str, str | None]:
     """``"input->output"`` -> ``("main", None)``; ``"input->L"`` -> ``("input_to_layer", "L")``;
     ``"L->output"`` -> ``("layer_to_output", "L")``; anything else: ValueError."""

@@ -25,7 +25,7 @@ from jacspec._util.memory import GIB, available_bytes, format_bytes, memory_limi
 from jacspec._util.validation import check_choice
 from jacspec.jacobian.engine import JacobianBatch
 from jacspec.jacobian.options import JacobianOptions, resolve_options
-from jacspec.jacobian.source import JacobianSource
+from jacspec.jacobian.source import JacobianSource, class_sum_complement
 
 logger = logging.getLogger(__name__)
 
@@ -191,13 +191,6 @@ def primal_storage(n: int, kd: int, itemsize: int, max_memory: int | None) -> st
     if square + blocks <= limit and held <= DISK_SHARE * free_disk_bytes():
         return "file"
     return "none"
-
-
-def class_sum_complement(k: int) -> torch.Tensor:
-    """Orthonormal ``Q`` (k x k-1) with ``Q^T 1 = 0``: a basis of class vectors summing to zero."""
-    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k
-    q, _ = torch.linalg.qr(centred[:, : k - 1])
-    return q
 
 
 def deflate_rows(jac: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -145,7 +145,7 @@ def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tup
     """(n, k, d) without computing Jacobians: n from the data, k from one forward pass.
 
     The model runs as given (its mode untouched) on two examples in its own dtype; buffers
-    and the random state are restored afterwards (:func:`jacspec.jacobian.layers.untouched`).
+    and the random state are restored afterwards (:func:`jacspec.jacobian.model_prep.untouched`).
     """
     from jacspec.data.batches import data_length, first_batch, iter_batches
     from jacspec.jacobian.engine import (
@@ -155,7 +155,7 @@ def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tup
         output_map,
         unwrap_compiled,
     )
-    from jacspec.jacobian.layers import untouched
+    from jacspec.jacobian.model_prep import untouched
 
     model = unwrap_compiled(model)
     x, _ = first_batch(data)
@@ -164,7 +164,7 @@ def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tup
     mdt, mdev = _model_dtype_device(model)
     dt = mdt or dtype or torch.float32  # probe in the model's dtype
     dev = mdev or torch.device("cpu")
-    with untouched(model):
+    with untouched(model, no_grad=True):
         k = int(_forward(model, output_map("logits"), x[:2].to(device=dev, dtype=dt)).shape[1])
     n = data_length(data)
     if n is None:

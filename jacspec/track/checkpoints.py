@@ -13,12 +13,23 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from jacspec._util.progress import progress_bar
 
-if TYPE_CHECKING:  # pragma: no cover
-    from jacspec.track.tracker import Tracker
+
+class Steps(Protocol):
+    """What :func:`track_checkpoints` needs of a tracker (a
+    :class:`~jacspec.track.tracker.Tracker`, named here without importing it: the tracker
+    module re-exports this one's names)."""
+
+    every: int
+
+    @property
+    def steps(self) -> list[int]: ...
+
+    def step(self, model: Any, step: int) -> dict[str, Any] | None: ...
+
 
 __all__ = ["CHECKPOINT_SUFFIXES", "CheckpointFolder", "UnnumberedCheckpointsWarning",
            "checkpoint_step", "find_checkpoints", "scan_checkpoints", "track_checkpoints"]
@@ -111,7 +122,7 @@ def find_checkpoints(folder: str | os.PathLike) -> tuple[list[tuple[int, Path]],
 
 
 def track_checkpoints(
-    tracker: Tracker,
+    tracker: Steps,
     folder: str | os.PathLike,
     *,
     factory: str | None = None,
@@ -120,22 +131,22 @@ def track_checkpoints(
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``tracker`` over the checkpoints of ``folder`` (:func:`find_checkpoints`), loading
-    each with :func:`jacspec.load_model` (``trust`` as there): as a model, or with ``factory``
-    (``"package.module:factory"``) as its weights (a state_dict or a Lightning ``.ckpt``).
-    Steps not divisible by ``tracker.every`` are passed over, and (``skip_tracked``) so are
-    steps already in the tracker (a store continued after an interruption). Returns the new
-    rows, each with its ``checkpoint`` path."""
-    import jacspec
+    each with :func:`jacspec.models.loading.load_model` (``trust`` as there): as a model, or
+    with ``factory`` (``"package.module:factory"``) as its weights (a state_dict or a
+    Lightning ``.ckpt``). Steps not divisible by ``tracker.every`` are passed over, and
+    (``skip_tracked``) so are steps already in the tracker (a store continued after an
+    interruption). Returns the new rows, each with its ``checkpoint`` path."""
+    from jacspec.models.loading import load_model
 
     found, _ = find_checkpoints(folder)
-    todo = [(s, p) for s, p in found if s % tracker.every == 0 and
-            not (skip_tracked and s in tracker._rows)]
+    done = set(tracker.steps) if skip_tracked else set()
+    todo = [(s, p) for s, p in found if s % tracker.every == 0 and s not in done]
     bar = progress_bar(progress, total=len(todo), desc="track", unit="ckpt")
     rows = []
     try:
         for s, p in todo:
-            model = (jacspec.load_model(p, trust=trust) if factory is None else
-                     jacspec.load_model(factory, weights=p, trust=trust))
+            model = (load_model(p, trust=trust) if factory is None else
+                     load_model(factory, weights=p, trust=trust))
             row = tracker.step(model, s)
             if row is not None:
                 row["checkpoint"] = str(p)

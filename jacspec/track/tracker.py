@@ -23,8 +23,9 @@ tracked with ``copy=True``, which evaluates an eval-mode deep copy instead).
 
 Rows go to an append-only JSON-lines store (``store=PATH``, :mod:`jacspec.track.store`) that
 survives a crash; :meth:`Tracker.load` reads one back. The probe is drawn by
-:mod:`jacspec.track.probe`, the model is guarded by :func:`jacspec.track.untouched.untouched`
-and a folder of checkpoints is tracked by :mod:`jacspec.track.checkpoints` (their names are
+:mod:`jacspec.track.probe`, the model is guarded by
+:func:`jacspec.jacobian.model_prep.untouched` (buffers too are put back bit for bit) and a
+folder of checkpoints is tracked by :mod:`jacspec.track.checkpoints` (their names are
 re-exported here).
 """
 
@@ -51,7 +52,6 @@ from jacspec.track.checkpoints import (
     track_checkpoints,
 )
 from jacspec.track.probe import fingerprint, fix_probe
-from jacspec.track.untouched import untouched
 
 #: Columns of :func:`jacspec.analyze`'s table that a tracker can record: every numeric column
 #: of a row, as analyze declares them (:data:`jacspec.analysis_columns.ROW_METRICS`).
@@ -103,7 +103,8 @@ def _check_metrics(metrics: Any) -> tuple[str, ...]:
 def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     """Refuse, before any work, keywords that :func:`jacspec.analyze` (and its power-law fit)
     does not take, and those the tracker sets itself."""
-    import jacspec
+    from jacspec.analysis import analyze
+    from jacspec.heavytail.powerlaw import fit_powerlaw
 
     own = [k for k in options if k in _OWN]
     if own:
@@ -111,9 +112,9 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
             f"Tracker sets {own[0]!r} itself; pass it as a Tracker argument (randomize follows "
             "metrics: it is on when a rand_* metric or num_traps/num_above_rand_max is tracked)"
         )
-    accepted = [p for p in inspect.signature(jacspec.analyze).parameters if p not in _OWN]
+    accepted = [p for p in inspect.signature(analyze).parameters if p not in _OWN]
     accepted += list(_AT_MODULE)  # JacobianOptions fields analyze takes as keywords
-    params = list(inspect.signature(jacspec.fit_powerlaw).parameters.values())[1:]
+    params = list(inspect.signature(fit_powerlaw).parameters.values())[1:]
     fit = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     for key in options:
         if key not in accepted and key not in fit:
@@ -191,6 +192,10 @@ class Tracker:
             if dtype not in (torch.float32, torch.float64):
                 raise ValueError(f"dtype must be torch.float32, torch.float64 or None; got "
                                  f"{dtype!r}")
+        if device is not None:  # refused now, not at the first step
+            from jacspec.jacobian.options import check_device_available
+
+            device = check_device_available(device)
         batch_size = positive_int("batch_size", batch_size, allow_none=True)
         self._options = _check_options(analyze_options)
         self._output, self._scale, self._dtype, self._device = output, scale, dtype, device
@@ -267,8 +272,7 @@ class Tracker:
         store. ``model`` is left exactly as it was (see the module docstring)."""
         import torch
 
-        import jacspec
-        from jacspec.jacobian.model_prep import check_model
+        from jacspec.jacobian.model_prep import check_model, untouched
 
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or \
                 int(step) < 0:
@@ -288,7 +292,7 @@ class Tracker:
                     target = _copy.deepcopy(model)
                 for m in target.modules():
                     m.training = False
-            row = self._measure(jacspec, target)
+            row = self._measure(target)
         seconds = time.perf_counter() - start
         out = {"step": step, "wall_time": time.time(), "seconds": seconds, **row}
         if self._store is not None:
@@ -297,13 +301,16 @@ class Tracker:
         self._rows[step] = out
         return dict(out)
 
-    def _measure(self, jacspec: Any, model: Any) -> dict[str, Any]:
+    def _measure(self, model: Any) -> dict[str, Any]:
+        from jacspec.analysis import analyze
+        from jacspec.sensitivity.norms import jacobian_norms
+
         common = dict(dtype=self._dtype, device=self._device, batch_size=self._batch_size)
         out: dict[str, Any] = {}
         esd_wanted = [m for m in self.metrics if m in ESD_METRICS]
         warning = ""
         if esd_wanted or self._layers is not None:
-            result = jacspec.analyze(
+            result = analyze(
                 model, self._probe, output=self._output, scale=self._scale,
                 layers=self._layers, randomize=self._randomize, seed=self._seed, **common,
                 **self._options,
@@ -323,9 +330,7 @@ class Tracker:
         if "jacobian_norm" in self.metrics:
             kwargs = dict(common)
             kwargs.update({k: self._options[k] for k in _AT_MODULE if k in self._options})
-            if "device" not in inspect.signature(jacspec.jacobian_norms).parameters:
-                kwargs.pop("device")  # computed where the model lives
-            norms = jacspec.jacobian_norms(model, self._probe, output=self._norm_output, **kwargs)
+            norms = jacobian_norms(model, self._probe, output=self._norm_output, **kwargs)
             out["jacobian_norm"] = float(norms.double().mean())
         ordered = {m: out[m] for m in self.metrics if m in out}
         ordered["warning"] = warning
@@ -431,9 +436,9 @@ class Tracker:
 def _versions() -> dict[str, str]:
     import torch
 
-    import jacspec
+    from jacspec import __version__
 
-    return {"jacspec": jacspec.__version__, "torch": torch.__version__,
+    return {"jacspec": __version__, "torch": torch.__version__,
             "numpy": np.__version__}
 
 
@@ -446,5 +451,4 @@ __all__ = [
     "find_checkpoints",
     "fix_probe",
     "track_checkpoints",
-    "untouched",
 ]

@@ -5,7 +5,7 @@ Two rooms, data flowing one way: :mod:`jacspec.zoo.run` runs a zoo (train, metri
 store) and :mod:`jacspec.zoo.rank` ranks its metrics (grid, statistics, PGDL's CMI,
 intervals, the score table, study 2's confirmatory test), reading only the store.
 The old module paths ``jacspec.zoo.train``, ``metrics``, ``sweep``, ``store``, ``score``,
-``pgdl``, ``grid`` and ``intervals`` re-export their public names.
+``pgdl``, ``grid``, ``intervals`` and ``confirm`` re-export their public names.
 """
 
 from jacspec.zoo.rank.pgdl import conditional_mutual_information

@@ -4,8 +4,8 @@
   (grid, statistics, score, intervals, confirm): results flow one way; of ``run`` the ranking
   reads only the store.
 - The old paths (``jacspec.train`` and ``jacspec.zoo.{train, metrics, sweep, store, score,
-  pgdl, grid, intervals}``) re-export every public name they had, the same objects, and a
-  sweep file naming the old job path still resolves to the trainer.
+  pgdl, grid, intervals, confirm}``) re-export every public name they had, the same objects,
+  and a sweep file naming the old job path still resolves to the trainer.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ MOVED = {
     "jacspec.zoo.pgdl": "jacspec.zoo.rank.pgdl",
     "jacspec.zoo.grid": "jacspec.zoo.rank.grid",
     "jacspec.zoo.intervals": "jacspec.zoo.rank.intervals",
+    "jacspec.zoo.confirm": "jacspec.zoo.rank.confirm",
 }
 
 
@@ -90,6 +91,7 @@ def test_old_paths_reexport_the_same_objects(old, new):
 
 
 def test_old_paths_keep_the_names_users_import():
+    from jacspec.zoo.confirm import confirmatory_test, converged_cmi
     from jacspec.zoo.metrics import REGISTRY
     from jacspec.zoo.run import metrics
     from jacspec.zoo.score import NON_PREDICTORS, environment_errors, kendall_tau_a
@@ -100,6 +102,7 @@ def test_old_paths_keep_the_names_users_import():
     assert kendall_tau_a([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(1 / 3)  # (1+1-1)/3
     assert callable(fit) and callable(validate_config)
     assert run_job.__module__ == "jacspec.zoo.run.train"
+    assert callable(confirmatory_test) and callable(converged_cmi)  # docs/results name them
 
 
 def test_a_sweep_file_naming_the_old_job_path_resolves_to_the_trainer():

@@ -6,20 +6,19 @@ import argparse
 import sys
 
 from jacspec.cli._common import (
-    BATCH_SIZE_HELP,
-    DTYPE_HELP,
-    DTYPES,
     JSON_HELP,
     LAYERS_HELP,
     NO_PROGRESS_HELP,
     OUTPUT_HELP,
     add_data_args,
     add_input_module_args,
+    add_jacobian_args,
     add_model_args,
     announce,
     check_plot_dir,
     format_table,
     input_module_fields,
+    jacobian_fields,
     load_data_from_args,
     load_model_from_args,
     plot_help,
@@ -42,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax",
                    help=OUTPUT_HELP)
     p.add_argument("--scale", choices=["n", "none"], default="n", help="eigenvalues of M/n or M")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help=DTYPE_HELP)
+    add_jacobian_args(p)  # --dtype, --batch-size, --device
     p.add_argument("--side", choices=["auto", "dual", "primal"], default="auto",
                    help="Gram side: primal JJ^T (n x n), dual J^TJ (kd x kd) or auto (the "
                    "smaller); both have the same nonzero eigenvalues")
@@ -82,7 +81,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sketch the k outputs with R shared random projections (an unbiased estimate of "
         "M at R/k of the backward passes); auto: R=64 when k >= 200; 0: exact",
     )
-    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
     p.add_argument("--max-memory-gib", type=_positive_gib, default=None, metavar="GIB",
                    help="refuse a Gram matrix larger than GIB gibibytes")
     p.add_argument("--json", metavar="PATH", help=f"{JSON_HELP}: settings, eigenvalues, metrics")
@@ -100,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plot_dir = check_plot_dir(args.plot)
+    fields = jacobian_fields(args)  # --device checked before any work
     model = load_model_from_args(args)
     data = load_data_from_args(args)
     model_data = token_ids(args, data)
@@ -108,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         layers = "all" if args.layers == "all" else [s for s in args.layers.split(",") if s]
     max_memory = None if args.max_memory_gib is None else max(1, int(args.max_memory_gib * 2**30))
     try:
-        result = _analyze(args, model, model_data, layers, max_memory)
+        result = _analyze(args, model, model_data, layers, max_memory, fields)
     except ValueError as exc:
         raise ValueError(cli_wording(str(exc))) from None
     rows = result.table
@@ -143,7 +142,7 @@ def _positive_gib(text: str) -> float:
 
 
 def _analyze(args: argparse.Namespace, model: object, data: object, layers: object,
-             max_memory: int | None) -> object:
+             max_memory: int | None, fields: dict[str, object]) -> object:
     from jacspec.analysis import analyze
 
     return analyze(
@@ -151,7 +150,6 @@ def _analyze(args: argparse.Namespace, model: object, data: object, layers: obje
         data,
         output=args.output,
         scale=args.scale,
-        dtype=DTYPES[args.dtype],
         side=args.side,
         method=args.method,
         jacobian_method=args.jacobian_method,
@@ -160,10 +158,10 @@ def _analyze(args: argparse.Namespace, model: object, data: object, layers: obje
         layers=layers,
         randomize=not args.no_randomize,
         seed=args.seed,
-        batch_size=args.batch_size,
         max_memory=max_memory,
         progress=not args.no_progress and sys.stderr.isatty(),
         **input_module_fields(args),
+        **fields,  # dtype, batch_size, device
     )
 
 

@@ -23,10 +23,10 @@ KIND_CHOICES = ("same_class", "different_class", "random", "translation")
 
 def register(subparsers: Any) -> None:
     from jacspec.cli._common import (
-        BATCH_SIZE_HELP,
         JSON_HELP,
         add_data_args,
         add_input_module_args,
+        add_jacobian_args,
         add_model_args,
         plot_help,
     )
@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
                    help="view flat inputs as H x W images for translations "
                    "(digits: 8,8 by default)")
     add_input_module_args(p)
-    p.add_argument("--batch-size", type=int, default=None, help=BATCH_SIZE_HELP)
+    add_jacobian_args(p, dtype=False)  # --batch-size, --device (cli/_common.py)
     p.add_argument("--json", metavar="PATH", help=JSON_HELP)
     p.add_argument("--plot", metavar="DIR",
                    help=plot_help("sensitivity_profiles.png, sensitivity_per_point.png"))
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from jacspec.cli._common import (
         check_plot_dir,
         input_module_fields,
+        jacobian_fields,
         load_data_from_args,
         load_model_from_args,
         save_figures,
@@ -106,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     data = load_data_from_args(args)
     fields = input_module_fields(args)
-    per_point = per_point_generalization(model, token_ids(args, data),
-                                         batch_size=args.batch_size, **fields)
+    compute = jacobian_fields(args)  # batch_size, device
+    per_point = per_point_generalization(model, token_ids(args, data), **compute, **fields)
     summary = per_point.summary()
     profiles = []
     if kinds:
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         profiles = compare_trajectories(
             model, anchors, kinds=kinds, test_data=data,
             image_shape=_image_shape(args.image_shape, data),
-            num_points=args.points, refine=args.refine, seed=args.seed, **fields,
+            num_points=args.points, refine=args.refine, seed=args.seed, **compute, **fields,
         )
     else:
         print("jacspec sensitivity: note: no trajectories at --input-module (they run through "

@@ -18,10 +18,10 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     from jacspec.cli._common import (
-        DTYPES,
         JSON_HELP,
         add_data_args,
         add_input_module_args,
+        add_jacobian_args,
         plot_help,
     )
 
@@ -60,11 +60,8 @@ def register(subparsers: Any) -> None:
                    help="'all' or comma-separated module names: add layer-wise rows")
     p.add_argument("--output", choices=["softmax", "logits", "log_softmax"], default="softmax",
                    help="the output whose Jacobian's ESD is measured (default softmax)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="computation dtype (float64 resolves smaller eigenvalues)")
+    add_jacobian_args(p)  # --dtype, --batch-size, --device (cli/_common.py)
     add_input_module_args(p)
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="examples per Jacobian batch (default: chosen from memory)")
     p.add_argument("--trust", action="store_true",
                    help="allow unpickling code from the checkpoints (only for files you trust)")
     p.add_argument("--store", metavar="PATH", default=None,
@@ -79,12 +76,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jacspec.cli._common import (
-        DTYPES,
         announce,
         check_plot_dir,
         format_table,
         info_stream,
         input_module_fields,
+        jacobian_fields,
         load_data_from_args,
         save_figures,
         token_ids,
@@ -116,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_data_from_args(args, subset=False)
     tracker = Tracker(
         token_ids(args, data), metrics, every=args.every, n=args.n, seed=args.seed,
-        layers=layers, store=args.store, output=args.output, dtype=DTYPES[args.dtype],
-        batch_size=args.batch_size, **input_module_fields(args),
+        layers=layers, store=args.store, output=args.output, **jacobian_fields(args),
+        **input_module_fields(args),
     )
     before = len(tracker)
     with warnings.catch_warnings():
