@@ -22,12 +22,14 @@ logger = logging.getLogger(__name__)
 def metric_vs_gap(df: pd.DataFrame, metric: str, *, gap: str = "gap", hue: str | None = None,
                   tau: float | None = None) -> Figure:
     """Scatter of ``metric`` (x) against ``gap`` (y), coloured by the values of ``hue``."""
+    from jacspec.zoo.rank.grid import as_text
+
     for col in (metric, gap) + ((hue,) if hue else ()):
         if col not in df:
             raise ValueError(f"column {col!r} is not in the results")
     fig = Figure(figsize=(4.2, 3.4), layout="constrained")
     ax = fig.add_subplot()
-    groups = [(None, df)] if hue is None else list(df.groupby(df[hue].astype(str)))
+    groups = [(None, df)] if hue is None else list(df.groupby(as_text(df[hue])))
     for label, grp in groups:
         ax.scatter(grp[metric], grp[gap], s=14, alpha=0.75,
                    label=None if label is None else f"{hue}={label}")
@@ -44,11 +46,11 @@ def paired_figure(df: pd.DataFrame, metric: str, factor: str, a: Any, b: Any,
                   factors: Sequence[str], *, gap: str = "gap") -> Figure:
     """For models equal except ``factor``: metric under ``a`` vs under ``b`` (left) and gap
     under ``a`` vs under ``b`` (right); points above the diagonal grew under ``b``."""
-    from jacspec.zoo.grid import single_factor_pairs
+    from jacspec.zoo.rank.grid import as_text, single_factor_pairs
 
     d = df.reset_index(drop=True)
     pa, pb = single_factor_pairs(d, factor, factors)
-    va, vb = d[factor].astype(str).to_numpy(), str(b)
+    va, vb = as_text(d[factor]).to_numpy(), str(b)
     first_a = (va[pa] == str(a)) & (va[pb] == vb)
     first_b = (va[pa] == vb) & (va[pb] == str(a))
     ia = np.concatenate([pa[first_a], pb[first_b]])

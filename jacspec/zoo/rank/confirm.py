@@ -56,7 +56,7 @@ from jacspec.zoo.rank.confirm_stats import (
     partial_kendall,
     within_group_pairs,
 )
-from jacspec.zoo.rank.grid import group_codes
+from jacspec.zoo.rank.grid import as_text, group_codes
 
 __all__ = ["ConfirmResult", "MaxT", "Verdict", "clopper_pearson_bound",
            "cluster_bootstrap_indices", "confirm_store", "confirmatory_test", "converged_cmi",
@@ -204,7 +204,8 @@ class ConfirmResult:
         return pd.DataFrame(rows).set_index("metric")
 
     def per_factor_frame(self) -> pd.DataFrame:
-        """psi_f and psi_Z,f for every metric, family and factor, with counted pairs."""
+        """psi_f and psi_Z,f for every metric, family and factor, with counted pairs and 95%
+        percentile intervals of the counted pairs resampled within the factor."""
         return pd.DataFrame(list(self.per_factor))
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,7 +295,7 @@ def confirmatory_test(frame: pd.DataFrame, shape: Sequence[str], comparators: Se
         base &= np.isfinite(num[c])
     masks = {c: base & np.isfinite(num[c]) for c in roles}
 
-    fam = d[family].astype(str).to_numpy()
+    fam = as_text(d[family]).to_numpy()
     conf = group_codes(d, keys)
     rng = numpy_generator(rng_seed)
     tau_a, partial, comp_under = _bootstrap_taus(fam, conf, int(B), rng, masks, num, g,
@@ -450,7 +451,8 @@ def _per_factor_rows(name: str, psi: Mapping[str, Any], psi_z: Mapping[str, Any]
     for key, v in psi["per_factor"].items():
         vz = psi_z["per_factor"][key]
         out.append({"metric": name, "family": v["family"], "factor": v["factor"],
-                    "psi": v["psi"], "pairs": v["pairs"], "psi_z": vz["psi"],
+                    "psi": v["psi"], "psi_lo": v["lo"], "psi_hi": v["hi"], "pairs": v["pairs"],
+                    "psi_z": vz["psi"], "psi_z_lo": vz["lo"], "psi_z_hi": vz["hi"],
                     "pairs_z": vz["pairs"]})
     return out
 

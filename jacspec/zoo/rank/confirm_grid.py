@@ -19,6 +19,7 @@ import pandas as pd
 
 from jacspec._util.random import numpy_generator
 from jacspec.zoo.rank.grid import (
+    as_text,
     distinct_factors,
     group_codes,
     single_factor_pairs,
@@ -45,7 +46,7 @@ def family_factors(frame: pd.DataFrame, factors: Sequence[str], *, family: str =
     :func:`jacspec.zoo.rank.grid.distinct_factors`)."""
     _check(frame, [family], "family")
     out: dict[str, list[str]] = {}
-    for fam, sub in frame.groupby(frame[family].astype(str), sort=True):
+    for fam, sub in frame.groupby(as_text(frame[family]), sort=True):
         cand = varying_columns(sub, [f for f in factors if f not in (family, seed)])
         out[str(fam)] = distinct_factors(sub, cand)[0]
     return out
@@ -75,7 +76,7 @@ def _factor_pairs(frame: pd.DataFrame, fam_factors: Mapping[str, list[str]], fam
     factor and the seed, differing in ``factor`` (one pair per group for two-level
     factors)."""
     d = frame.reset_index(drop=True)
-    famcol = d[family].astype(str).to_numpy()
+    famcol = as_text(d[family]).to_numpy()
     out = []
     for fam, factors in fam_factors.items():
         rows = np.flatnonzero(famcol == fam)
@@ -84,6 +85,14 @@ def _factor_pairs(frame: pd.DataFrame, fam_factors: Mapping[str, list[str]], fam
             a, b = single_factor_pairs(sub, f, factors, replicates=(seed,))
             out.append((fam, f, rows[a], rows[b]))
     return out
+
+
+def _interval(draws: np.ndarray | None, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite bootstrap draws (NaN, NaN when there are none)."""
+    if draws is None or not np.isfinite(draws).any():
+        return float("nan"), float("nan")
+    lo, hi = np.nanquantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def _psi_many(frame: pd.DataFrame, metrics: Sequence[str], masks: np.ndarray, *, gap: str,
@@ -123,8 +132,9 @@ def _psi_many(frame: pd.DataFrame, metrics: Sequence[str], masks: np.ndarray, *,
             for cf, f, psi, n, boot in cells:
                 if cf != fam:
                     continue
+                lo, hi = _interval(None if boot is None else boot[:, k])
                 per_factor[f"{fam}:{f}"] = {"family": fam, "factor": f, "psi": float(psi[k]),
-                                            "pairs": int(n[k])}
+                                            "pairs": int(n[k]), "lo": lo, "hi": hi}
                 if n[k] < min_pairs:
                     thin.append(f"{fam}:{f}")
                 else:
@@ -204,7 +214,7 @@ def sign_error_summary(frame: pd.DataFrame, metric: str, *, factors: Sequence[st
 def _family_noise(d: pd.DataFrame, fam_factors: Mapping[str, list[str]], *, gap: str,
                   family: str, seed: str) -> dict[str, float]:
     """Each family's :func:`~jacspec.zoo.rank.score.gap_noise` over all its networks."""
-    return {fam: gap_noise(d[d[family].astype(str) == fam], fs, gap=gap, replicates=(seed,))
+    return {fam: gap_noise(d[as_text(d[family]) == fam], fs, gap=gap, replicates=(seed,))
             for fam, fs in fam_factors.items()}
 
 
@@ -214,7 +224,7 @@ def _sign_errors(d: pd.DataFrame, metric: str, *, gap: str, family: str, seed: s
     keep = np.isfinite(d[metric].to_numpy(float)) & np.isfinite(d[gap].to_numpy(float))
     if mask is not None:
         keep &= np.asarray(mask, dtype=bool)
-    famcol = d[family].astype(str).to_numpy()
+    famcol = as_text(d[family]).to_numpy()
     errs = []
     for fam, fs in fam_factors.items():
         part = d[(famcol == fam) & keep]
@@ -288,7 +298,7 @@ def converged_cmi(frame: pd.DataFrame, metrics: str | Sequence[str], *, factors:
         masks = np.isfinite(vals) & np.isfinite(g)[:, None]
     gen = numpy_generator(rng)
     out: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in metrics}
-    famcol = d[family].astype(str).to_numpy()
+    famcol = as_text(d[family]).to_numpy()
     if fam_factors is None:
         fam_factors = family_factors(d, factors, family=family, seed=seed)
     for fam, fs in fam_factors.items():
@@ -296,7 +306,7 @@ def converged_cmi(frame: pd.DataFrame, metrics: str | Sequence[str], *, factors:
         sub = d.iloc[rows]
         conf = group_codes(sub, fs)
         K = int(conf.max()) + 1 if conf.size else 0
-        full = int(np.prod([sub[f].astype(str).nunique() for f in fs])) if fs else 1
+        full = int(np.prod([as_text(sub[f]).nunique() for f in fs])) if fs else 1
         first = np.array([np.flatnonzero(conf == c)[0] for c in range(K)], dtype=np.int64)
         codes = [group_codes(sub, [f])[first] for f in fs]
         ai, bi = (x.ravel() for x in np.meshgrid(np.arange(K), np.arange(K), indexing="ij"))

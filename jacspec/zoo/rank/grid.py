@@ -12,22 +12,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["REPLICATE_KEYS", "distinct_factors", "group_codes", "is_complete_grid",
+__all__ = ["REPLICATE_KEYS", "as_text", "distinct_factors", "group_codes", "is_complete_grid",
            "is_unique_grid", "select_runs", "single_factor_pairs", "varying_columns"]
 
 #: Configuration keys that replicate a model (same configuration, another draw).
 REPLICATE_KEYS = ("seed",)
 
 
+def as_text(values: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """Configuration values as text, ``str(v)`` of each (``None`` -> ``"None"``): the one way
+    rank statistics compare keys. pandas' string cast turns ``None`` into a missing value,
+    which ``groupby``/``nunique`` then drop, so a key that is null in a store (``max_steps =
+    null``) would silently remove every network from its groups."""
+    return values.map(str)
+
+
 def varying_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """Columns among ``columns`` that take more than one value in ``df``."""
-    return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
+    return [c for c in columns if c in df and as_text(df[c]).nunique() > 1]
 
 
 
 def _determines(df: pd.DataFrame, a: str, b: str) -> bool:
     """Whether the value of column ``a`` fixes the value of column ``b`` (``b = f(a)``)."""
-    return bool((df[[a, b]].astype(str).groupby(a)[b].nunique() <= 1).all())
+    return bool((as_text(df[[a, b]]).groupby(a)[b].nunique() <= 1).all())
 
 
 def distinct_factors(df: pd.DataFrame, factors: Sequence[str]
@@ -62,7 +70,7 @@ def group_codes(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     """Integer code per row for the combination of values in ``cols`` (0 if no columns)."""
     if not cols:
         return np.zeros(len(df), dtype=np.int64)
-    frame = df[list(cols)].astype(str)
+    frame = as_text(df[list(cols)])
     return frame.groupby(list(cols), sort=True).ngroup().to_numpy()
 
 
@@ -70,8 +78,8 @@ def is_complete_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
     """Whether every combination of the factors' observed values occurs at least once."""
     if not factors:
         return len(df) > 0
-    sizes = [df[f].astype(str).nunique() for f in factors]
-    return int(df[list(factors)].astype(str).drop_duplicates().shape[0]) == int(np.prod(sizes))
+    sizes = [as_text(df[f]).nunique() for f in factors]
+    return int(as_text(df[list(factors)]).drop_duplicates().shape[0]) == int(np.prod(sizes))
 
 
 def is_unique_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
@@ -79,7 +87,7 @@ def is_unique_grid(df: pd.DataFrame, factors: Sequence[str]) -> bool:
     configuration, as PGDL's scoring program requires)."""
     if not factors:
         return len(df) <= 1
-    return not bool(df[list(factors)].astype(str).duplicated().any())
+    return not bool(as_text(df[list(factors)]).duplicated().any())
 
 
 def single_factor_pairs(df: pd.DataFrame, factor: str, factors: Sequence[str], *,

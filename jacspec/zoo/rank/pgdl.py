@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from jacspec.zoo.rank.grid import group_codes, is_complete_grid, is_unique_grid
+from jacspec.zoo.rank.grid import as_text, group_codes, is_complete_grid, is_unique_grid
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def replicate_cmi(df: pd.DataFrame, metric: str, factors: Sequence[str], *, gap:
     per: dict[str, float] = {}
     cells = None
     for value, sub in df.groupby(replicate, sort=True):
-        here = set(map(tuple, sub[factors].astype(str).to_numpy()))
+        here = set(map(tuple, as_text(sub[factors]).to_numpy()))
         if cells is not None and here != cells:
             logger.info("CMI skipped: the %s replicates cover different configurations",
                         replicate)

@@ -24,6 +24,7 @@ import pandas as pd
 from jacspec._util.json import jsonable
 from jacspec.zoo.rank.grid import (
     REPLICATE_KEYS,
+    as_text,
     distinct_factors,
     is_complete_grid,
     is_unique_grid,
@@ -184,7 +185,7 @@ def default_paired(df: pd.DataFrame) -> list[tuple[str, Any, Any]]:
         ("random_labels", False, True), ("augment", True, False),
         ("activation", "relu", "hard_sigmoid")]
     if "batch_size" in df:
-        values = set(df["batch_size"].astype(str))
+        values = set(as_text(df["batch_size"]))
         sizes = sorted(int(v) for v in values if v.isdigit())
         if sizes and "full" in values:
             wanted.append(("batch_size", sizes[0], "full"))
@@ -193,7 +194,7 @@ def default_paired(df: pd.DataFrame) -> list[tuple[str, Any, Any]]:
     out = []
     for f, a, b in wanted:
         if f in df:
-            vals = set(df[f].astype(str))
+            vals = set(as_text(df[f]))
             if str(a) in vals and str(b) in vals:
                 out.append((f, a, b))
     return out

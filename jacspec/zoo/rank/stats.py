@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jacspec.zoo.rank.grid import REPLICATE_KEYS, group_codes, single_factor_pairs, varying_columns
+from jacspec.zoo.rank.grid import (
+    REPLICATE_KEYS,
+    as_text,
+    group_codes,
+    single_factor_pairs,
+    varying_columns,
+)
 
 __all__ = [
     "environment_errors", "gap_noise", "granulated_kendall", "group_taus", "kendall_tau",
@@ -236,7 +242,7 @@ def paired_comparison(df: pd.DataFrame, metric: str, factor: str, a: Any, b: Any
     """Models equal except ``factor`` (value ``a`` vs ``b``): mean differences ``b - a`` of
     gap and metric, and the share of pairs where the metric is larger under ``b``."""
     d = df.reset_index(drop=True)
-    fa, fb = d[factor].astype(str) == str(a), d[factor].astype(str) == str(b)
+    fa, fb = as_text(d[factor]) == str(a), as_text(d[factor]) == str(b)
     pa, pb = single_factor_pairs(d, factor, factors, replicates=replicates)
     first_a = fa.to_numpy()[pa] & fb.to_numpy()[pb]
     first_b = fb.to_numpy()[pa] & fa.to_numpy()[pb]
