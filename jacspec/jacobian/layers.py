@@ -59,6 +59,7 @@ from jacspec.jacobian.input_module import (
     masked,
 )
 from jacspec.jacobian.options import JacobianOptions, resolve_options
+from jacspec.jacobian.vjp import vjp_rows
 
 DIRECTIONS = ("input_to_layer", "layer_to_output")
 #: Examples in the traced forward pass that checks the layers.
@@ -302,21 +303,14 @@ def _layer_step(
             f"{shape} in the first; with input_module, layer rows need every batch padded to "
             "one length (e.g. the tokenizer's padding='max_length', max_length=...)"
         )
-    if direction == "layer_to_output":
-        k = out.shape[1]
-        rows = [
-            torch.autograd.grad(out[:, c].sum(), cap.leaf, retain_graph=c < k - 1)[0]
-            for c in range(k)
-        ]
-        return torch.stack(rows, dim=1), out.detach()
+    if direction == "layer_to_output":  # one backward per output (the hook's leaf)
+        eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
+        return vjp_rows(out, cap.leaf, eye, "loop"), out.detach()
     h = cap.h.reshape(x.shape[0], -1)
     if at_module:  # padded positions' rows zero, as their columns are at the input module
         h = masked(cap.h, current_mask(model), detach=False).reshape(x.shape[0], -1)
-    m = h.shape[1]
-    eye = torch.eye(m, dtype=h.dtype, device=h.device)
-    cot = eye[:, None, :].expand(m, x.shape[0], m)
-    (grad,) = torch.autograd.grad(h, xg, grad_outputs=cot, is_grads_batched=True)
-    return grad.transpose(0, 1), h.detach()
+    eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+    return vjp_rows(h, xg, eye, "batched_grad"), h.detach()
 
 
 def iter_layer_jacobians(
