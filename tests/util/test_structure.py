@@ -31,7 +31,6 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 LONG_FUNCTIONS: set[tuple[str, str]] = {
     ("jacspec.analysis", "analyze"),
     ("jacspec.analysis_plan", "plan_rows"),
-    ("jacspec.jacobian.layers", "select_layers"),
 }
 MAX_FUNCTION_LINES = 80
 
