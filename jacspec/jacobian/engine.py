@@ -59,6 +59,7 @@ from jacspec.jacobian.options import (
     JacobianOptions,
     resolve_options,
 )
+from jacspec.jacobian.vjp import replicate, vjp_rows, with_fallback
 from jacspec.models.activations import ACTIVATION_MODULES, is_activation
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "check_batch_independence",
     "check_model",
     "data_jacobian",
+    "input_rows",
     "is_activation",
     "is_exported_program",
     "iter_jacobians",
@@ -95,6 +97,7 @@ __all__ = [
     "training_mode_layers",
     "untouched",
     "unwrap_compiled",
+    "with_fallback",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,70 +148,37 @@ class JacobianBatch:
 JacFn = Callable[[nn.Module, Callable, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _jac_replicate(
-    model: nn.Module, fn: Callable, x: torch.Tensor, k: int
+def input_rows(
+    model: nn.Module, fn: Callable, x: torch.Tensor, cotangents: torch.Tensor, method: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replicate the batch k times; backprop ``sum_{c,i} g_c(x_i^{(c)})`` once: ``(b, k, ...)``."""
-    b = x.shape[0]
-    xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:]).detach()
-    xr.requires_grad_(True)
-    out = _forward(model, fn, xr).view(k, b, k)
-    sel = torch.diagonal(out, dim1=0, dim2=2)  # (b, k): sel[i, c] = out[c, i, c]
-    (grad,) = torch.autograd.grad(sel.sum(), xr)
-    return grad.view(k, b, *x.shape[1:]).transpose(0, 1), out[0].detach()
-
-
-def _jac_batched_grad(
-    model: nn.Module, fn: Callable, x: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward, k cotangents through ``autograd.grad(is_grads_batched=True)``."""
-    xg = x.detach().requires_grad_(True)
+    """``(rows, out)`` for one batch: ``rows[i, j] = c_j^T d g(f(x_i)) / d x_i``
+    (``(b, C, *shape)``, :func:`~jacspec.jacobian.vjp.vjp_rows` of the ``C`` cotangent rows)
+    and ``out = g(f(x))`` ``(b, k)``, from one forward pass (of ``C`` copies of the batch for
+    ``method="replicate"``)."""
+    copies = int(cotangents.shape[0])
+    xin = replicate(x, copies) if method == "replicate" else x
+    xg = xin.detach().requires_grad_(True)
     out = _forward(model, fn, xg)
-    eye = torch.eye(k, dtype=out.dtype, device=out.device)
-    cot = eye[:, None, :].expand(k, x.shape[0], k)
-    (grad,) = torch.autograd.grad(out, xg, grad_outputs=cot, is_grads_batched=True)
-    return grad.transpose(0, 1), out.detach()
+    rows = vjp_rows(out, xg, cotangents, method)
+    first = out.view(copies, x.shape[0], -1)[0] if method == "replicate" else out
+    return rows, first.detach()
 
 
-def _jac_loop(
-    model: nn.Module, fn: Callable, x: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward, k backward passes (the reference recipe)."""
-    xg = x.detach().requires_grad_(True)
-    out = _forward(model, fn, xg)
-    rows = []
-    for c in range(k):
-        (g,) = torch.autograd.grad(out[:, c].sum(), xg, retain_graph=c < k - 1)
-        rows.append(g)
-    return torch.stack(rows, dim=1), out.detach()
+def _identity_rows(method: str) -> JacFn:
+    """The engine's step for ``method``: :func:`input_rows` of the ``k x k`` identity."""
+
+    def step(model: nn.Module, fn: Callable, x: torch.Tensor, k: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        eye = torch.eye(k, dtype=x.dtype, device=x.device)
+        return input_rows(model, fn, x, eye, method)
+
+    step.__name__ = step.__qualname__ = f"_jac_{method}"
+    return step
 
 
-#: Phrases of torch's errors for an operation without a batched (vmap) backward, such as
-#: fused scaled-dot-product attention kernels on some accelerators.
-_NO_BATCHED_RULE = ("vmap", "batching rule", "batched gradient", "is_grads_batched")
-
-
-def with_fallback(primary: Callable[..., Any], loop: Callable[..., Any], name: str
-                  ) -> Callable[..., Any]:
-    """``primary``, switching for good to ``loop`` (one backward per row, which every
-    operation supports) the first time it fails because an operation has no batched backward
-    (:data:`_NO_BATCHED_RULE`; logged once). Other errors pass unchanged."""
-    chosen = [primary]
-
-    def run(*args: Any) -> Any:
-        try:
-            return chosen[0](*args)
-        except RuntimeError as exc:
-            text = str(exc).lower()
-            if chosen[0] is loop or not any(p in text for p in _NO_BATCHED_RULE):
-                raise
-            logger.warning("%s: an operation of the model has no batched backward (%s); "
-                           "falling back to method='loop'", name,
-                           str(exc).strip().splitlines()[0][:120])
-            chosen[0] = loop
-            return loop(*args)
-
-    return run
+_jac_replicate = _identity_rows("replicate")
+_jac_batched_grad = _identity_rows("batched_grad")
+_jac_loop = _identity_rows("loop")
 
 
 def resolve_method(model: nn.Module, method: str) -> str:

@@ -33,9 +33,9 @@ is one ValueError naming the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,13 +50,11 @@ from jacspec.jacobian.engine import (
     untouched,
 )
 from jacspec.jacobian.options import JacobianOptions
-
-if TYPE_CHECKING:
-    from jacspec.jacobian.source import JacobianSource
+from jacspec.jacobian.vjp import replicate, vjp_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FirstLinear", "factor_weight", "factored_source", "find_first_linear"]
+__all__ = ["FactoredRows", "FirstLinear", "factor_weight", "factored_rows", "find_first_linear"]
 
 
 @dataclass(frozen=True)
@@ -165,10 +163,9 @@ def _step(
     model: nn.Module, fn: Any, module: nn.Module, lmat: torch.Tensor, method: str,
     x: torch.Tensor, k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch: ``A = d g / d h_1`` by ``method``, rows ``A L`` ``(b, k, w)``."""
-    b = x.shape[0]
-    xin = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:]) if (
-        method == "replicate") else x
+    """One batch: ``A = d g / d h_1`` (:func:`~jacspec.jacobian.vjp.vjp_rows` of the
+    identity at the cut ``h_1``, by ``method``), rows ``A L`` ``(b, k, w)``."""
+    xin = replicate(x, k) if method == "replicate" else x
     cut = _Cut({"layer": module}, None)
     try:
         out = _forward(model, fn, xin.detach())
@@ -176,35 +173,36 @@ def _step(
         cut.remove()
     leaf = cut.leaf
     assert leaf is not None
+    eye = torch.eye(k, dtype=out.dtype, device=out.device)
+    a = vjp_rows(out, leaf, eye, method)
     if method == "replicate":
-        out = out.view(k, b, k)
-        sel = torch.diagonal(out, dim1=0, dim2=2)
-        (g,) = torch.autograd.grad(sel.sum(), leaf)
-        a = g.view(k, b, -1).transpose(0, 1)
-        out = out[0]
-    elif method == "batched_grad":
-        eye = torch.eye(k, dtype=out.dtype, device=out.device)
-        cot = eye[:, None, :].expand(k, b, k)
-        (g,) = torch.autograd.grad(out, leaf, grad_outputs=cot, is_grads_batched=True)
-        a = g.transpose(0, 1)
-    else:
-        a = torch.stack(
-            [torch.autograd.grad(out[:, c].sum(), leaf, retain_graph=c < k - 1)[0]
-             for c in range(k)], dim=1,
-        )
+        out = out.view(k, x.shape[0], k)[0]
     return a @ lmat, out.detach()
 
 
-def factored_source(
-    model: nn.Module, data: Any, options: JacobianOptions, *, x0: torch.Tensor, n: int | None,
-    k: int, target: str,
-) -> JacobianSource | None:
-    """The factored :class:`~jacspec.jacobian.source.JacobianSource` of ``model`` on ``data``
-    (kind ``"factored"``, ``d = w``, ``jacobian_shape`` the input's), or None when
-    ``options.route="auto"`` and the route does not apply or saves nothing (``w >= d``).
-    ``route="factored"`` where it does not apply: ValueError."""
-    from jacspec.jacobian.source import JacobianSource  # source imports this module
+@dataclass(frozen=True)
+class FactoredRows:
+    """The factored rows of a model on its data: the ``layer`` they pass through, ``make()``
+    (a fresh pass of batches, ``jac`` of shape ``(b, k, w)``), the ``dtype`` they are computed
+    in and the ``route_info`` a source records (``factored_layer``, ``factored_width``)."""
 
+    layer: FirstLinear
+    make: Callable[[], Iterable[JacobianBatch]]
+    dtype: torch.dtype
+
+    @property
+    def route_info(self) -> dict[str, Any]:
+        return {"factored_layer": self.layer.name, "factored_width": self.layer.w}
+
+
+def factored_rows(
+    model: nn.Module, data: Any, options: JacobianOptions, *, x0: torch.Tensor
+) -> FactoredRows | None:
+    """The factored rows of ``model`` on ``data`` (``x0`` its first batch) for
+    :meth:`~jacspec.jacobian.source.JacobianSource.from_model` (kind ``"factored"``,
+    ``d = w``, ``jacobian_shape`` the input's), or None when ``options.route="auto"`` and the
+    route does not apply or saves nothing (``w >= d``). ``route="factored"`` where it does not
+    apply: ValueError."""
     route = options.route
     run_model, dt, dev = prepare_model(model, options.dtype, options.device)
     found, why = find_first_linear(run_model, x0.to(device=dev, dtype=dt))
@@ -232,10 +230,4 @@ def factored_source(
             desc="jacobians (factored)",
         )
 
-    return JacobianSource(
-        make, n=n, k=k, input_shape=(found.w,), dtype=dt,
-        rows_sum_to_zero=options.output == "softmax", target=target, output=options.output,
-        options=options, kind="factored", route="factored",
-        jacobian_shape=tuple(int(s) for s in x0.shape[1:]),
-        route_info={"factored_layer": found.name, "factored_width": found.w},
-    )
+    return FactoredRows(found, make, dt)

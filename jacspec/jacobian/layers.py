@@ -59,6 +59,7 @@ from jacspec.jacobian.input_module import (
     masked,
 )
 from jacspec.jacobian.options import JacobianOptions, resolve_options
+from jacspec.jacobian.vjp import vjp_rows
 
 DIRECTIONS = ("input_to_layer", "layer_to_output")
 #: Examples in the traced forward pass that checks the layers.
@@ -115,6 +116,69 @@ def _describe(out: Any) -> str:
     return f"returns {type(out).__name__}, not a single tensor"
 
 
+def _unknown_names(named: dict[str, nn.Module], names: Sequence[str]) -> None:
+    """ValueError naming the ``names`` that are not modules of the model (the root's ``""``
+    included), listing the model's module names."""
+    unknown = [n for n in names if n not in named or n == ""]
+    if unknown:
+        options = ", ".join(n for n in named if n)
+        raise ValueError(
+            f"layers {unknown} are not modules of the model; expected among: {options}"
+        )
+
+
+def _requested(model: nn.Module, layers: str | Sequence[str]) -> tuple[bool, list[str]]:
+    """``(explicit, names)``: the candidates of ``layers="all"`` or the names given."""
+    if isinstance(layers, str):
+        explicit = layers != "all"
+        return explicit, [layers] if explicit else layer_candidates(model)
+    if not all(isinstance(n, str) for n in layers):
+        raise TypeError("layers must be None, 'all', a module name or a list of module names")
+    return True, list(layers)
+
+
+def _trace(model: nn.Module, named: dict[str, nn.Module], names: list[str], probe: torch.Tensor
+           ) -> tuple[dict[str, int], dict[str, Any], dict[str, int]]:
+    """One forward pass of ``probe`` with a hook on each of ``names``: per module, how many
+    times it ran, its first output and when it last ran (a tick)."""
+    calls: dict[str, int] = dict.fromkeys(names, 0)
+    outs: dict[str, Any] = {}
+    order: dict[str, int] = {}
+    tick = [0]
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, out: Any) -> None:
+            calls[name] += 1
+            outs.setdefault(name, out)
+            tick[0] += 1
+            order[name] = tick[0]
+
+        return hook
+
+    handles = [named[n].register_forward_hook(hook_for(n)) for n in names]
+    try:
+        with untouched(model, no_grad=True):
+            _forward(model, output_map("logits"), probe)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, outs, order
+
+
+def _why_skipped(calls: int, out: Any, batch: int) -> str | None:
+    """Why a module called ``calls`` times with first output ``out`` gives no layer rows (None:
+    it does)."""
+    if calls == 0:
+        return "not called by the model's forward pass"
+    if calls > 1:
+        return f"called {calls} times per forward pass"
+    if not isinstance(out, torch.Tensor):
+        return _describe(out)
+    if out.ndim < 1 or out.shape[0] != batch or not out.is_floating_point():
+        return f"its output {tuple(out.shape)} is not a float (batch, ...) tensor"
+    return None
+
+
 def select_layers(
     model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] = "all"
 ) -> tuple[list[HiddenLayer], dict[str, str]]:
@@ -130,41 +194,10 @@ def select_layers(
     """
     model = eager_model(model)
     named = dict(layer_root(model).named_modules())
-    if isinstance(layers, str):
-        explicit = layers != "all"
-        names = [layers] if explicit else layer_candidates(model)
-    else:
-        if not all(isinstance(n, str) for n in layers):
-            raise TypeError("layers must be None, 'all', a module name or a list of module names")
-        explicit, names = True, list(layers)
-    unknown = [n for n in names if n not in named or n == ""]
-    if unknown:
-        options = ", ".join(n for n in named if n)
-        raise ValueError(
-            f"layers {unknown} are not modules of the model; expected among: {options}"
-        )
-    calls: dict[str, int] = dict.fromkeys(names, 0)
-    outs: dict[str, Any] = {}
-    order: dict[str, int] = {}
-    tick = [0]
-
-    def hook_for(name: str) -> Any:
-        def hook(module: nn.Module, inputs: Any, out: Any) -> None:
-            calls[name] += 1
-            outs.setdefault(name, out)
-            tick[0] += 1
-            order[name] = tick[0]
-
-        return hook
-
+    explicit, names = _requested(model, layers)
+    _unknown_names(named, names)
     probe = x[:PROBE_EXAMPLES]
-    handles = [named[n].register_forward_hook(hook_for(n)) for n in names]
-    try:
-        with untouched(model, no_grad=True):
-            _forward(model, output_map("logits"), probe)
-    finally:
-        for h in handles:
-            h.remove()
+    calls, outs, order = _trace(model, named, names, probe)
     if not explicit:  # drop the output layer: the last parametrised module to run
         ran = [n for n in names if calls[n] and _owns_parameters(named[n])]
         if ran:
@@ -172,19 +205,21 @@ def select_layers(
     chosen: list[HiddenLayer] = []
     skipped: dict[str, str] = {}
     for name in names:
-        out = outs.get(name)
-        if calls[name] == 0:
-            skipped[name] = "not called by the model's forward pass"
-        elif calls[name] > 1:
-            skipped[name] = f"called {calls[name]} times per forward pass"
-        elif not isinstance(out, torch.Tensor):
-            skipped[name] = _describe(out)
-        elif out.ndim < 1 or out.shape[0] != probe.shape[0] or not out.is_floating_point():
-            skipped[name] = f"its output {tuple(out.shape)} is not a float (batch, ...) tensor"
+        why = _why_skipped(calls[name], outs.get(name), probe.shape[0])
+        if why is not None:
+            skipped[name] = why
         else:
-            chosen.append(HiddenLayer(name, tuple(int(s) for s in out.shape[1:])))
+            chosen.append(HiddenLayer(name, tuple(int(s) for s in outs[name].shape[1:])))
     if isinstance(model, AtModule):
         chosen = _on_path(model, probe, chosen, skipped, explicit)
+    _refuse_or_warn(named, chosen, skipped, explicit)
+    return chosen, skipped
+
+
+def _refuse_or_warn(named: dict[str, nn.Module], chosen: list[HiddenLayer],
+                    skipped: dict[str, str], explicit: bool) -> None:
+    """ValueError for a skipped layer named explicitly or when none is left; else one
+    ``UserWarning`` naming every skipped candidate of ``layers="all"``."""
     if explicit and skipped:
         name, why = next(iter(skipped.items()))
         raise ValueError(
@@ -202,9 +237,8 @@ def select_layers(
             "layers='all' skipped "
             + ", ".join(f"{n!r} ({type(named[n]).__name__}: {why})" for n, why in skipped.items()),
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return chosen, skipped
 
 
 def _on_path(model: AtModule, probe: torch.Tensor, chosen: list[HiddenLayer],
@@ -242,12 +276,7 @@ def hidden_layers(
             raise ValueError("layers='all' found no hidden layers in the model")
         return names
     names = [layers] if isinstance(layers, str) else list(layers)
-    unknown = [n for n in names if n not in named or n == ""]
-    if unknown:
-        options = ", ".join(n for n in named if n)
-        raise ValueError(
-            f"layers {unknown} are not modules of the model; expected among: {options}"
-        )
+    _unknown_names(named, names)
     return names
 
 
@@ -302,21 +331,14 @@ def _layer_step(
             f"{shape} in the first; with input_module, layer rows need every batch padded to "
             "one length (e.g. the tokenizer's padding='max_length', max_length=...)"
         )
-    if direction == "layer_to_output":
-        k = out.shape[1]
-        rows = [
-            torch.autograd.grad(out[:, c].sum(), cap.leaf, retain_graph=c < k - 1)[0]
-            for c in range(k)
-        ]
-        return torch.stack(rows, dim=1), out.detach()
+    if direction == "layer_to_output":  # one backward per output (the hook's leaf)
+        eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
+        return vjp_rows(out, cap.leaf, eye, "loop"), out.detach()
     h = cap.h.reshape(x.shape[0], -1)
     if at_module:  # padded positions' rows zero, as their columns are at the input module
         h = masked(cap.h, current_mask(model), detach=False).reshape(x.shape[0], -1)
-    m = h.shape[1]
-    eye = torch.eye(m, dtype=h.dtype, device=h.device)
-    cot = eye[:, None, :].expand(m, x.shape[0], m)
-    (grad,) = torch.autograd.grad(h, xg, grad_outputs=cot, is_grads_batched=True)
-    return grad.transpose(0, 1), h.detach()
+    eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+    return vjp_rows(h, xg, eye, "batched_grad"), h.detach()
 
 
 def iter_layer_jacobians(

@@ -52,9 +52,7 @@ widening covers (the correction alone over-corrects the ESD's lower quantiles).
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,29 +61,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from jacspec._util.names import MAIN
 from jacspec.data.batches import require_reiterable
-from jacspec.jacobian.engine import (
-    JacobianBatch,
-    _forward,
-    jacobian_loop,
-    output_map,
-    prepare_model,
-    refuse_training_layers,
-    resolve_method,
-    with_fallback,
-)
 from jacspec.jacobian.options import (
     AUTO_SKETCH_MIN_K,
     AUTO_SKETCH_R,
-    FIELDS,
     SKETCH_KINDS,
     JacobianOptions,
     resolve_options,
 )
-from jacspec.jacobian.source import JacobianSource, class_sum_complement
-
-logger = logging.getLogger(__name__)
+from jacspec.jacobian.sketch_rows import (
+    check_r,
+    iter_sketched_jacobians,
+    resolve_sketch,
+    sketch_dim,
+    sketch_projections,
+)
+from jacspec.jacobian.source import JacobianSource, SketchSource
 
 __all__ = [
     "AUTO_SKETCH_MIN_K",
@@ -103,168 +94,6 @@ __all__ = [
 ]
 
 
-def sketch_dim(k: int, rows_sum_to_zero: bool) -> int:
-    """``k'``: the dimension projections are drawn in (``k - 1`` for softmax rows, else ``k``)."""
-    return k - 1 if rows_sum_to_zero and k > 1 else k
-
-
-def check_r(r: Any, k: int, rows_sum_to_zero: bool, name: str = "sketch") -> int:
-    """``r`` as an int in ``1..k'``, or one ValueError/TypeError sentence naming ``name``."""
-    kk = sketch_dim(k, rows_sum_to_zero)
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer number of output projections; "
-                        f"got {r!r}")
-    basis = (f"k-1 = {kk} (softmax rows are sketched in the class-sum-zero basis)"
-             if kk < k else f"k = {kk}")
-    if not 1 <= int(r) <= kk:
-        raise ValueError(f"{name} must be between 1 and {basis}, where {kk} projections are "
-                         f"already exact; got {r!r}")
-    return int(r)
-
-
-def resolve_sketch(sketch: Any, k: int, *, rows_sum_to_zero: bool) -> int | None:
-    """The number of projections ``r`` for the option value ``sketch`` and ``k`` outputs.
-
-    None or 0: no sketch. ``"auto"``: ``r = AUTO_SKETCH_R`` when ``k >= AUTO_SKETCH_MIN_K``
-    (logged), else none. An int: that ``r`` (checked: ``1 <= r <= k'``).
-    """
-    if sketch is None or (not isinstance(sketch, bool) and sketch == 0):
-        return None
-    if sketch == "auto":
-        if k < AUTO_SKETCH_MIN_K:
-            return None
-        r = min(AUTO_SKETCH_R, sketch_dim(k, rows_sum_to_zero))
-        logger.warning("k=%d >= %d outputs: sketching them with r=%d random projections "
-                       "(sketch='auto'; pass sketch=0 for the exact Jacobian)",
-                       k, AUTO_SKETCH_MIN_K, r)
-        return r
-    return check_r(sketch, k, rows_sum_to_zero)
-
-
-def sketch_projections(
-    k: int,
-    r: int,
-    *,
-    kind: str = "rademacher",
-    seed: int = 0,
-    rows_sum_to_zero: bool = False,
-) -> torch.Tensor:
-    """The cotangent matrix ``V = U / sqrt(r)`` (``r x k``, float64): sketched rows are
-    ``S_i = V J_i`` and ``E[V^T V] = I_k`` (``P``, the projector onto the class-sum-zero
-    complement, for ``rows_sum_to_zero``), so ``E[tr(S_i S_j^T)] = M_ij``."""
-    if kind not in SKETCH_KINDS:
-        raise ValueError(f"sketch_kind must be one of {', '.join(SKETCH_KINDS)}; got {kind!r}")
-    r = check_r(r, k, rows_sum_to_zero)
-    kk = sketch_dim(k, rows_sum_to_zero)
-    gen = torch.Generator().manual_seed(int(seed))
-    if kind == "rademacher":
-        u = torch.randint(0, 2, (r, kk), generator=gen, dtype=torch.int64).to(torch.float64)
-        u = 2.0 * u - 1.0
-    else:
-        g = torch.randn(kk, r, generator=gen, dtype=torch.float64)
-        q, rr = torch.linalg.qr(g)
-        q = q * torch.sign(torch.diagonal(rr)).where(torch.diagonal(rr) != 0, 1.0)  # Haar
-        u = math.sqrt(kk) * q.T
-    if kk < k:
-        u = u @ class_sum_complement(k).T
-    return u / math.sqrt(r)
-
-
-# --------------------------------------------------------------------- the r cotangents
-
-SketchFn = Callable[[nn.Module, Callable, torch.Tensor, torch.Tensor],
-                    tuple[torch.Tensor, torch.Tensor]]
-
-
-def _sk_batched_grad(
-    model: nn.Module, fn: Callable, x: torch.Tensor, v: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward, the ``r`` cotangent rows of ``v`` batched: ``(b, r, *shape)``."""
-    xg = x.detach().requires_grad_(True)
-    out = _forward(model, fn, xg)
-    cot = v[:, None, :].expand(v.shape[0], x.shape[0], v.shape[1])
-    (grad,) = torch.autograd.grad(out, xg, grad_outputs=cot, is_grads_batched=True)
-    return grad.transpose(0, 1), out.detach()
-
-
-def _sk_loop(
-    model: nn.Module, fn: Callable, x: torch.Tensor, v: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward, ``r`` backward passes (one per cotangent row)."""
-    xg = x.detach().requires_grad_(True)
-    out = _forward(model, fn, xg)
-    r = v.shape[0]
-    rows = []
-    for a in range(r):
-        (g,) = torch.autograd.grad(out, xg, grad_outputs=v[a].expand_as(out),
-                                   retain_graph=a < r - 1)
-        rows.append(g)
-    return torch.stack(rows, dim=1), out.detach()
-
-
-def _sk_replicate(
-    model: nn.Module, fn: Callable, x: torch.Tensor, v: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch replicated ``r`` times, one backward of ``sum_a <v_a, g(x^{(a)})>``."""
-    r, b = v.shape[0], x.shape[0]
-    xr = x.unsqueeze(0).expand(r, *x.shape).reshape(r * b, *x.shape[1:]).detach()
-    xr.requires_grad_(True)
-    out = _forward(model, fn, xr).view(r, b, -1)
-    (grad,) = torch.autograd.grad((out * v[:, None, :]).sum(), xr)
-    return grad.view(r, b, *x.shape[1:]).transpose(0, 1), out[0].detach()
-
-
-_SKETCH: dict[str, SketchFn] = {
-    "batched_grad": _sk_batched_grad,
-    "loop": _sk_loop,
-    "replicate": _sk_replicate,
-}
-
-
-def iter_sketched_jacobians(
-    model: nn.Module, data: Any, v: torch.Tensor, *, options: JacobianOptions
-) -> Iterator[JacobianBatch]:
-    """Batches of sketched rows ``S_i = V J_i`` (``jac`` of shape ``(b, r, *input_shape)``):
-    ``r`` vector-Jacobian products per example through the engine's loop (same checks,
-    batch rule on ``r d`` entries, ``options.method`` for the backward)."""
-    run_model, dt, dev = prepare_model(model, options.dtype, options.device)
-    refuse_training_layers(run_model)
-    chosen = resolve_method(run_model, options.method)
-    fn = output_map(options.output)
-    vd = v.to(dtype=dt, device=dev)
-    r = int(v.shape[0])
-    sk = _SKETCH[chosen]
-    if chosen == "batched_grad":
-        sk = with_fallback(sk, _sk_loop, "sketched jacobians")
-
-    def step(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if k != v.shape[1]:
-            raise ValueError(f"the model has {k} outputs but the sketch was drawn for "
-                             f"{v.shape[1]}")
-        return sk(run_model, fn, x, vd)
-
-    logger.info("sketched jacobians: r=%d, method %s", r, chosen)
-    return jacobian_loop(run_model, data, step, options=options, dtype=dt, device=dev,
-                         entries=lambda k, d: r * d, desc="sketched jacobians")
-
-
-class SketchSource(JacobianSource):
-    """A :class:`JacobianSource` of sketched rows (kind ``"sketch"``): ``k = r`` rows
-    ``S_i = V J_i`` per example whose Gram is an unbiased estimate of ``M``. ``settings``
-    adds ``sketch``: ``r``, ``kind``, ``seed``, the model's ``k`` (``k_full``),
-    ``deflated`` (projections in the class-sum-zero basis) and ``backward_fraction``
-    (``r/k``)."""
-
-    def __init__(self, make: Callable[[], Any], *, projections: torch.Tensor, r: int,
-                 kind: str, seed: int, k_full: int, deflated: bool, **kw: Any) -> None:
-        info = {"sketch": {"r": r, "kind": kind, "seed": seed, "k_full": k_full,
-                           "deflated": deflated, "shared": True,
-                           "backward_fraction": r / k_full}}
-        super().__init__(make, k=r, rows_sum_to_zero=False, kind="sketch", info=info, **kw)
-        self.projections = projections
-        self.k_full = k_full
-
-
 def sketch_source(
     model: nn.Module,
     data: Any,
@@ -277,25 +106,22 @@ def sketch_source(
 ) -> SketchSource:
     """The sketched input->output rows of ``model`` on ``data`` with ``r`` shared projections
     (``kind``/``seed`` default to ``options.sketch_kind``/``options.sketch_seed``; a seed
-    left None is 0)."""
+    left None is 0): ``JacobianSource.from_model`` with ``sketch=r``."""
     opts = resolve_options(options, **fields)
     kind = opts.sketch_kind if kind is None else kind
     seed = opts.sketch_seed if seed is None else seed
     seed = 0 if seed is None else seed
     require_reiterable(data, "a sketched JacobianSource")
-    opts = opts.replace(sketch=r, sketch_kind=kind, sketch_seed=seed)
-    direct = {"route": "direct"} if "route" in FIELDS else {}
-    plain = JacobianSource.from_model(model, data, opts.replace(sketch=None, **direct))
-    zero = plain.rows_sum_to_zero
-    r = check_r(r, plain.k, zero)
-    v = sketch_projections(plain.k, r, kind=kind, seed=seed, rows_sum_to_zero=zero)
-
-    def make() -> Iterator[JacobianBatch]:
-        return iter_sketched_jacobians(model, data, v, options=opts)
-
-    return SketchSource(make, projections=v, r=r, kind=kind, seed=int(seed), k_full=plain.k,
-                        deflated=zero, n=plain.n, input_shape=plain.input_shape,
-                        dtype=plain.dtype, target=MAIN, output=plain.output, options=opts)
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
+        check_r(r, 1, False)  # the TypeError, before any pass
+    if r < 1:  # from_model reads sketch=0 as "no sketch": the ValueError naming k' here
+        plain = JacobianSource.from_model(model, data, opts.replace(sketch=None))
+        check_r(r, plain.k, plain.rows_sum_to_zero)
+    src = JacobianSource.from_model(
+        model, data, opts.replace(sketch=int(r), sketch_kind=kind, sketch_seed=seed)
+    )
+    assert isinstance(src, SketchSource)
+    return src
 
 
 # --------------------------------------------------------------------- error bars

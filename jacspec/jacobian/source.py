@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from jacspec._util.names import MAIN
-from jacspec.data.batches import OneShot, data_length, first_batch
+from jacspec.data.batches import OneShot, data_length, first_batch, require_reiterable
 from jacspec.jacobian.engine import (
     JacobianBatch,
     _check_inputs,
@@ -41,22 +41,24 @@ from jacspec.jacobian.engine import (
     prepare_model,
     unwrap_compiled,
 )
+from jacspec.jacobian.factored import factored_rows
 from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.layers import eager_model, iter_layer_jacobians, select_layers
 from jacspec.jacobian.options import JacobianOptions, resolve_options
+from jacspec.jacobian.sketch_rows import (
+    check_r,
+    class_sum_complement,
+    iter_sketched_jacobians,
+    resolve_sketch,
+    sketch_projections,
+)
+
+__all__ = ["CachedSource", "JacobianSource", "SketchSource", "class_sum_complement",
+           "parse_target", "write_rows"]
 
 logger = logging.getLogger(__name__)
 
 _FLOATS = (torch.float32, torch.float64)
-
-
-def class_sum_complement(k: int) -> torch.Tensor:
-    """Orthonormal ``Q`` (k x k-1, float64) with ``Q^T 1 = 0``: a basis of the class vectors
-    summing to zero, where softmax rows live (``rows_sum_to_zero``); the Gram's deflation
-    and the sketch's projections both use it."""
-    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k
-    q, _ = torch.linalg.qr(centred[:, : k - 1])
-    return q
 
 
 def parse_target(target: str) -> tuple[str, str | None]:
@@ -225,27 +227,28 @@ class JacobianSource:
         run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
         if kind == "main":
             k = num_outputs(model, x0[:2])
-            shape = tuple(x0.shape[1:])
-            if opts.sketch is not None:
-                from jacspec.jacobian.sketch import resolve_sketch, sketch_source
-
-                r = resolve_sketch(opts.sketch, k, rows_sum_to_zero=opts.output == "softmax")
-                if r is not None:
-                    return sketch_source(model, data, r, opts)
-                opts = opts.replace(sketch=None)  # "auto" below the threshold: exact rows
-            if opts.route != "direct":
-                from jacspec.jacobian.factored import factored_source
-
-                fac = factored_source(model, data, opts, x0=x0, n=n, k=k, target=target)
-                if fac is not None:
-                    return fac
+            shape = tuple(int(s) for s in x0.shape[1:])
+            zero = opts.output == "softmax"
+            r = None if opts.sketch is None else resolve_sketch(opts.sketch, k,
+                                                                 rows_sum_to_zero=zero)
+            if r is not None:
+                require_reiterable(data, "a sketched JacobianSource")
+                return SketchSource.of(model, data, opts, r=r, k=k, n=n, input_shape=shape,
+                                       dtype=run_dtype, target=target)
+            opts = opts.replace(sketch=None)  # "auto" below the threshold: exact rows
+            fac = None if opts.route == "direct" else factored_rows(model, data, opts, x0=x0)
+            if fac is not None:
+                return cls(fac.make, n=n, k=k, input_shape=(fac.layer.w,), dtype=fac.dtype,
+                           rows_sum_to_zero=zero, target=target, output=opts.output,
+                           options=opts, kind="factored", route="factored",
+                           jacobian_shape=shape, route_info=fac.route_info)
 
             def make() -> Iterable[JacobianBatch]:
                 return jacobian_batches(model, data, opts)
 
             return cls(make, n=n, k=k, input_shape=shape, dtype=run_dtype,
-                       rows_sum_to_zero=opts.output == "softmax", target=target,
-                       output=opts.output, options=opts)
+                       rows_sum_to_zero=zero, target=target, output=opts.output,
+                       options=opts)
         if opts.sketch is not None:  # sketching applies to input->output rows only
             opts = opts.replace(sketch=None)
         run_model, dt, dev = prepare_model(eager_model(model), opts.dtype, opts.device)
@@ -361,6 +364,42 @@ class JacobianSource:
         return cls(make, n=n, k=kk, input_shape=shape, dtype=dtype,
                    rows_sum_to_zero=rows_sum_to_zero, target=meta.get("target", MAIN),
                    output=out, kind="file")
+
+
+class SketchSource(JacobianSource):
+    """A :class:`JacobianSource` of sketched rows (kind ``"sketch"``): ``k = r`` rows
+    ``S_i = V J_i`` per example whose Gram is an unbiased estimate of ``M``
+    (:mod:`jacspec.jacobian.sketch`). ``settings`` adds ``sketch``: ``r``, ``kind``,
+    ``seed``, the model's ``k`` (``k_full``), ``deflated`` (projections in the class-sum-zero
+    basis) and ``backward_fraction`` (``r/k``)."""
+
+    def __init__(self, make: Callable[[], Any], *, projections: torch.Tensor, r: int,
+                 kind: str, seed: int, k_full: int, deflated: bool, **kw: Any) -> None:
+        info = {"sketch": {"r": r, "kind": kind, "seed": seed, "k_full": k_full,
+                           "deflated": deflated, "shared": True,
+                           "backward_fraction": r / k_full}}
+        super().__init__(make, k=r, rows_sum_to_zero=False, kind="sketch", info=info, **kw)
+        self.projections = projections
+        self.k_full = k_full
+
+    @classmethod
+    def of(cls, model: nn.Module, data: Any, opts: JacobianOptions, *, r: int, k: int,
+           n: int | None, input_shape: tuple[int, ...], dtype: torch.dtype,
+           target: str) -> SketchSource:
+        """The ``r`` sketched rows of ``model``'s ``k`` outputs (projections drawn from
+        ``opts.sketch_kind``/``opts.sketch_seed``, a seed left None being 0)."""
+        seed = 0 if opts.sketch_seed is None else int(opts.sketch_seed)
+        opts = opts.replace(sketch=r, sketch_seed=seed)
+        zero = opts.output == "softmax"
+        r = check_r(r, k, zero)
+        v = sketch_projections(k, r, kind=opts.sketch_kind, seed=seed, rows_sum_to_zero=zero)
+
+        def make() -> Iterator[JacobianBatch]:
+            return iter_sketched_jacobians(model, data, v, options=opts)
+
+        return cls(make, projections=v, r=r, kind=opts.sketch_kind, seed=seed, k_full=k,
+                   deflated=zero, n=n, input_shape=input_shape, dtype=dtype, target=target,
+                   output=opts.output, options=opts)
 
 
 def _row_shape(

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "jacspec"
 DEFINITIONS = [
     ("the main row's name", r'^\s*MAIN\s*=\s*"input->output"', "_util/names.py"),
     ("the dtypes by name", r'=\s*\{\s*"float32":\s*torch\.float32', "jacobian/options.py"),
-    ("the class-sum-zero basis", r"^def class_sum_complement\(", "jacobian/source.py"),
+    ("the class-sum-zero basis", r"^def class_sum_complement\(", "jacobian/sketch_rows.py"),
 ]
 
 

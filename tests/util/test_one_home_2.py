@@ -203,7 +203,7 @@ def test_one_as_it_was_helper_and_one_class_sum_basis():
     assert not (PACKAGE / "track" / "untouched.py").exists()
     # the basis's body, under any name, once
     assert _defined(r"torch\.eye\(k, dtype=torch\.float64\) - 1\.0 / k") == [
-        "jacobian/source.py"]
+        "jacobian/sketch_rows.py"]
     from jacspec.jacobian.source import class_sum_complement
     from jacspec.spectra.gram import class_sum_complement as from_gram
 
