@@ -7,7 +7,7 @@ chosen metrics of ``model`` on that probe:
 - ESD metrics of the input-output data Jacobian: any numeric column of
   :func:`jacspec.analyze`'s ``"input->output"`` row (rank, trace, lambda_max, stable_rank,
   entropy, alpha, lambda_plus, ...; the list is analyze's own,
-  :data:`jacspec.analysis_columns.ROW_METRICS`), and of each layer row when ``layers=`` is
+  :data:`jacspec.analysis.columns.ROW_METRICS`), and of each layer row when ``layers=`` is
   given;
 - ``jacobian_norm``: ``mean_i ||J(x_i)||_F`` of the softmax (or logits) Jacobian over the probe
   (Novak et al.'s sensitivity, from :func:`jacspec.jacobian_norms`).
@@ -43,7 +43,7 @@ import numpy as np
 
 from jacspec._util.names import MAIN
 from jacspec._util.validation import positive_int
-from jacspec.analysis_columns import NULL_COLUMNS, ROW_METRICS
+from jacspec.analysis.columns import NULL_COLUMNS, ROW_METRICS
 from jacspec.spectra.metrics import METRIC_COLUMNS
 from jacspec.track.checkpoints import (
     CHECKPOINT_SUFFIXES,
@@ -54,7 +54,7 @@ from jacspec.track.checkpoints import (
 from jacspec.track.probe import fingerprint, fix_probe
 
 #: Columns of :func:`jacspec.analyze`'s table that a tracker can record: every numeric column
-#: of a row, as analyze declares them (:data:`jacspec.analysis_columns.ROW_METRICS`).
+#: of a row, as analyze declares them (:data:`jacspec.analysis.columns.ROW_METRICS`).
 ESD_METRICS = ROW_METRICS
 #: The spectral metrics (:data:`jacspec.spectra.metrics.METRIC_COLUMNS`).
 SPECTRAL_METRICS = METRIC_COLUMNS

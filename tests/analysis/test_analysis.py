@@ -76,13 +76,14 @@ def test_auto_method_runs_exact_when_it_fits_and_slq_keeps_the_trace() -> None:
 def test_misspelt_keyword_fails_before_any_work(
     bad: dict, hint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jacspec.analysis as analysis
+    import jacspec.analysis.driver as driver
+    from jacspec.jacobian.source import JacobianSource
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("work started before the keywords were checked")
 
-    monkeypatch.setattr(analysis, "plan_rows", boom)
-    monkeypatch.setattr(analysis.JacobianSource, "from_model", boom)
+    monkeypatch.setattr(driver, "plan_rows", boom)  # the name analyze calls
+    monkeypatch.setattr(JacobianSource, "from_model", boom)
     model, x = model_and_data()
     with pytest.raises(ValueError) as err:
         analyze(model, x, **bad)

@@ -11,6 +11,7 @@ from torch import nn
 
 import jacspec.analysis as analysis
 from jacspec.analysis import analyze
+from jacspec.jacobian.source import JacobianSource
 
 N = 300
 #: Fits the 32x32 input->output, 128x128 layer->output duals (<= 0.4 MiB), not the
@@ -105,7 +106,7 @@ def test_rows_are_planned_before_any_jacobian(monkeypatch: pytest.MonkeyPatch) -
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a Jacobian was computed before the plan was complete")
 
-    monkeypatch.setattr(analysis.JacobianSource, "from_model", boom)
+    monkeypatch.setattr(JacobianSource, "from_model", boom)
     shared = nn.Tanh()
     twice = nn.Sequential(nn.Linear(8, 8), shared, nn.Linear(8, 8), shared, nn.Linear(8, 3))
     with pytest.raises(ValueError, match="called 2 times"):

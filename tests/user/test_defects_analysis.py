@@ -21,7 +21,7 @@ from torch import nn
 
 import jacspec
 from jacspec.analysis import analyze
-from jacspec.analysis_columns import ROW_METRICS, SKETCH_COLUMNS
+from jacspec.analysis.columns import ROW_METRICS, SKETCH_COLUMNS
 from jacspec.cli.main import main
 from jacspec.heavytail.columns import MP_COLUMNS, NULL_COLUMNS, heavy_tail_metrics
 from jacspec.jacobian.options import JacobianOptions

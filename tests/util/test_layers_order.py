@@ -26,8 +26,6 @@ LAYERS: dict[str, int] = {
     "spectra": 4,
     "heavytail": 5,
     "analysis": 6,
-    "analysis_plan": 6,
-    "analysis_columns": 6,
     "sensitivity": 6,
     "theory": 6,
     "zoo": 7,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import jacspec
-from jacspec.analysis_columns import ROW_INFO, ROW_METRICS
+from jacspec.analysis.columns import ROW_INFO, ROW_METRICS
 from jacspec.cli.main import main
 from jacspec.jacobian.model_prep import untouched
 from jacspec.models.builders import build_model, save_checkpoint

@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
                    help="comma-separated metrics (default: rank, trace, lambda_max, "
                    "stable_rank, entropy, alpha, jacobian_norm); any numeric column of "
                    "jacspec analyze's table (lambda_plus, mp_sigma2, rand_distance, "
-                   "lambda_max_se, ...: jacspec.analysis_columns.ROW_METRICS), or "
+                   "lambda_max_se, ...: jacspec.analysis.columns.ROW_METRICS), or "
                    "jacobian_norm (mean softmax Jacobian Frobenius norm)")
     p.add_argument("--layers", default=None,
                    help="'all' or comma-separated module names: add layer-wise rows")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jacspec.analysis_columns import SKETCH_COLUMNS
+from jacspec.analysis.columns import SKETCH_COLUMNS
 from jacspec.data.datasets import DataSet
 
 if TYPE_CHECKING:
