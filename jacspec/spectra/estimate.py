@@ -147,7 +147,7 @@ def _slq_params(
         "top_method": top.method,
         "exact_trace": exact_trace,
         "operator_passes": passes,
-        "dtype": str(dtype),
+        "dtype": str(dtype).replace("torch.", ""),
         "sigma": sigma,
         "log_scale": do.log_scale,
         "zero_tol": do.zero_tol,
