@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,18 +27,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from jacspec.jacobian.engine import JacobianBatch
 from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.options import JacobianOptions
+from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.esd_estimate import ESDEstimate, estimate_from_esd
 from jacspec.spectra.exact import esd
 from jacspec.spectra.gram import gram_cols
 from jacspec.spectra.lanczos import TopEigenvalues, top_eigenvalues
 from jacspec.spectra.operators import (
-    ArrayRows,
     FileRows,
     GramOperator,
-    StreamRows,
+    numpy_dtype,
     softmax_null_projector,
+    source_of_rows,
     write_jacobian_memmap,
 )
 from jacspec.spectra.options import (
@@ -55,7 +57,12 @@ from jacspec.spectra.slq import LanczosQuadrature, slq, spectral_density
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["estimate_esd", "estimate_from_batches", "estimate_from_operator"]
+__all__ = [
+    "estimate_esd",
+    "estimate_from_batches",
+    "estimate_from_operator",
+    "estimate_from_source",
+]
 
 
 def estimate_from_operator(
@@ -147,7 +154,7 @@ def _slq_params(
         "top_method": top.method,
         "exact_trace": exact_trace,
         "operator_passes": passes,
-        "dtype": str(dtype),
+        "dtype": str(dtype).replace("torch.", ""),
         "sigma": sigma,
         "log_scale": do.log_scale,
         "zero_tol": do.zero_tol,
@@ -188,54 +195,57 @@ def _top_of(
     )
 
 
-def estimate_from_batches(
-    make_batches: Callable[[], Iterable[Any]],
+def estimate_from_source(
+    source: JacobianSource,
     *,
-    n: int,
-    k: int,
-    d: int,
-    plan: EsdPlan,
-    output: str | None = "softmax",
+    plan: EsdPlan | None = None,
+    side: str = "auto",
+    storage: str = "auto",
     scale: str = "n",
-    dtype: torch.dtype = torch.float32,
     deflate: bool = True,
+    output: str | None = None,
     slq_options: SLQOptions | None = None,
     density_options: DensityOptions | None = None,
     workdir: str | os.PathLike | None = None,
     keep_file: bool = False,
+    max_memory: int | None = None,
     progress: bool = False,
     **fields: Any,
 ) -> ESDEstimate:
-    """SLQ estimate of the Gram of the rows that ``make_batches()`` yields (a fresh pass each call).
+    """SLQ estimate of the Gram of a :class:`~jacspec.jacobian.source.JacobianSource`'s rows.
 
-    ``make_batches``: a factory of Jacobian batches (``JacobianBatch``, tensors or arrays of
-    shape ``(b, k, *)`` or ``(b, kd)``), e.g. ``lambda: iter_jacobians(model, data)`` or
-    ``lambda: iter_layer_jacobians(model, data, name)``; ``(n, k, d)`` its shape and ``plan``
-    (:func:`plan_esd`, method ``"slq"``) the side and where the rows are stored.
-    ``deflate`` (softmax output, dual side): the known ``d``-dim null space is projected out.
+    ``plan`` (:func:`plan_esd`, method ``"slq"``; default: planned here from ``side``,
+    ``storage``, ``max_memory`` and ``workdir``) says the side and where the rows are kept
+    between passes: ``"memory"`` (on the rows' device when it has room, else the host),
+    ``"file"`` (a float .npy in ``workdir``, deleted unless ``keep_file``) or ``"stream"``
+    (the source recomputes them per pass). ``deflate``: rows summing to zero over the
+    classes (``source.rows_sum_to_zero``) on the dual side have the known ``d``-dim null
+    space projected out. ``output``: the estimate's label (default ``source.output``).
+    The source's settings (route, sketch, ...) are kept in the estimate's ``params``.
     ``slq_options``/``density_options`` or their fields as keywords: as
     :func:`estimate_from_operator`.
     """
     so, do = _resolve_spectrum_options(slq_options, density_options, fields,
-                                       "estimate_from_batches")
+                                       "estimate_from_source")
     t0 = time.perf_counter()
-    np_dtype = np.dtype(str(dtype).replace("torch.", ""))
-    rows, tmp = _store_rows(make_batches, plan.storage, n, k * d, np_dtype, workdir)
+    n, k, d = source.count(), source.k, source.d
+    use_null = bool(deflate) and source.rows_sum_to_zero and k > 1
+    if plan is None:
+        itemsize = torch.empty((), dtype=source.dtype).element_size()
+        plan = plan_esd(n, k * d, itemsize=itemsize, method="slq", side=side, storage=storage,
+                        max_memory=max_memory, workdir=workdir,
+                        cols=gram_cols(k, d, "softmax" if use_null else "logits", use_null))
+    rows, tmp = _store_rows(source, plan.storage, workdir)
     t_store = time.perf_counter() - t0
     try:
         op = GramOperator(rows, side=plan.side, scale=scale)
-        use_null = deflate and output == "softmax" and plan.side == "dual" and k > 1
+        use_null = use_null and plan.side == "dual"
         est = estimate_from_operator(
-            op,
-            slq_options=so,
-            density_options=do,
+            op, slq_options=so, density_options=do,
             project=softmax_null_projector(k, d) if use_null else None,
-            null_dim=d if use_null else 0,
-            exact_trace=plan.storage != "stream",
-            output=output,
-            storage=plan.storage,
-            reason=plan.reason,
-            progress=progress,
+            null_dim=d if use_null else 0, exact_trace=plan.storage != "stream",
+            output=source.output if output is None else output, storage=plan.storage,
+            reason=plan.reason, progress=progress,
         )
     finally:
         if tmp is not None and not keep_file:
@@ -245,49 +255,98 @@ def estimate_from_batches(
         "seconds_store": t_store,
         "seconds_estimate": est.seconds,
         "deflate": bool(deflate),
+        "device": str(op.device),
+        "route": source.route,
+        **source.info,
+        "source": source.settings,
     }
     return replace(est, seconds=time.perf_counter() - t0, params=params)
 
 
-def _store_rows(
+def estimate_from_batches(
     make_batches: Callable[[], Iterable[Any]],
-    storage: str | None,
+    *,
     n: int,
-    kd: int,
-    np_dtype: np.dtype,
-    workdir: str | os.PathLike | None,
-) -> tuple[Any, Path | None]:
-    """The rows of 𝒥 as the operator reads them: held in memory, written once to a float
-    .npy file in ``workdir`` (returned, for the caller to delete), or recomputed per pass."""
-    if storage == "memory":
-        J = np.empty((n, kd), dtype=np_dtype)
-        s = 0
+    k: int,
+    d: int,
+    plan: EsdPlan,
+    output: str | None = "softmax",
+    dtype: torch.dtype = torch.float32,
+    **kwargs: Any,
+) -> ESDEstimate:
+    """:func:`estimate_from_source` of the rows that ``make_batches()`` yields (a fresh pass
+    each call): kept for callers holding a factory, not a source.
+
+    ``make_batches``: a factory of Jacobian batches (``JacobianBatch``, tensors or arrays of
+    shape ``(b, k, *)`` or ``(b, kd)``), e.g. ``lambda: iter_jacobians(model, data)``, or of
+    a :class:`~jacspec.jacobian.source.JacobianSource` (then used as it is); ``(n, k, d)``
+    its shape, ``dtype`` its rows' and ``output`` (softmax: rows sum to zero over classes).
+    The other keywords (``plan``, ``scale``, ``deflate``, the options) go to
+    :func:`estimate_from_source`.
+    """
+    first = make_batches()
+    if isinstance(first, JacobianSource):
+        return estimate_from_source(first, plan=plan, output=output, **kwargs)
+    del first
+
+    def make() -> Iterator[JacobianBatch]:
+        start = 0
         for b in make_batches():
-            r = _rows_of(b)
-            J[s : s + r.shape[0]] = r
-            s += r.shape[0]
-        if s != n:
-            raise ValueError(f"the Jacobian batches gave {s} rows, expected n={n}")
-        return ArrayRows(J), None
+            jac = b.jac if isinstance(b, JacobianBatch) else b
+            jac = torch.from_numpy(np.asarray(jac)) if not isinstance(jac, torch.Tensor) else jac
+            yield JacobianBatch(jac=jac.reshape(jac.shape[0], k, d), x=None, y=None, out=None,
+                                start=start)
+            start += int(jac.shape[0])
+
+    source = JacobianSource(make, n=n, k=k, input_shape=(d,), dtype=dtype,
+                            rows_sum_to_zero=output == "softmax", output=output or "logits",
+                            kind="batches")
+    return estimate_from_source(source, plan=plan, output=output, **kwargs)
+
+
+def _store_rows(
+    source: JacobianSource, storage: str | None, workdir: str | os.PathLike | None
+) -> tuple[JacobianSource, Path | None]:
+    """The rows as the operator reads them: held in memory (a tensor on the rows' device,
+    the host when that device lacks room), written once to a float .npy file in
+    ``workdir`` (returned, for the caller to delete), or the source itself (recomputed per
+    pass)."""
+    if storage == "memory":
+        n, kd = source.count(), source.cols
+        J: torch.Tensor | None = None
+        s = 0
+        for r in source.rows():
+            if J is None:
+                J = torch.empty((n, kd), dtype=source.dtype, device=_memory_device(
+                    r.device, n * kd * r.element_size()))
+            if s + r.shape[0] > n:
+                raise ValueError(f"the Jacobian source gave more than n={n} rows")
+            J[s : s + r.shape[0]] = r.detach()
+            s += int(r.shape[0])
+        if J is None or s != n:
+            raise ValueError(f"the Jacobian source gave {s} rows, expected n={n}")
+        return JacobianSource.from_array(J, k=1), None
     if storage == "file":
         folder = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
         fd, name = tempfile.mkstemp(prefix="jacspec_J_", suffix=".npy", dir=folder)
         os.close(fd)
         tmp = Path(name)
-        write_jacobian_memmap(make_batches(), tmp, dtype=np_dtype)
-        return FileRows(tmp), tmp
-    rows = StreamRows(
-        lambda: (_rows_of(b) for b in make_batches()), shape=(n, kd), dtype=np_dtype
-    )
-    return rows, None
+        write_jacobian_memmap(iter(source), tmp, dtype=numpy_dtype(source.dtype))
+        return source_of_rows(FileRows(tmp)), tmp
+    return source, None
 
 
-def _rows_of(batch: Any) -> np.ndarray:
-    """One batch's rows as a CPU numpy array ``(b, kd)``."""
-    rows = batch.rows if hasattr(batch, "rows") else batch
-    if isinstance(rows, torch.Tensor):
-        rows = rows.detach().cpu().reshape(rows.shape[0], -1).numpy()
-    return np.asarray(rows).reshape(rows.shape[0], -1)
+def _memory_device(device: torch.device, nbytes: int) -> torch.device:
+    """``device`` when 𝒥 (``nbytes``) takes at most half of its free memory (always, for
+    the host: the plan sized it), else the host."""
+    if device.type != "cuda":
+        return device
+    free, _ = torch.cuda.mem_get_info(device)
+    if nbytes <= free // 2:
+        return device
+    logger.info("estimate: 𝒥 (%d bytes) kept on the host, %s has %d bytes free",
+                nbytes, device, free)
+    return torch.device("cpu")
 
 
 def estimate_esd(
@@ -358,17 +417,13 @@ def estimate_esd(
         return replace(est, seconds=time.perf_counter() - t0, params=params)
     source = p.source
     if progress and p.plan.storage != "stream":  # one bar per pass that computes the rows
-        from jacspec.jacobian.source import JacobianSource
-
         source = JacobianSource.from_model(model, data, opts.replace(progress=True))
-    est = estimate_from_batches(
-        lambda: iter(source),
-        n=p.n, k=p.k, d=p.d, plan=p.plan, output=opts.output, scale=scale, dtype=p.run_dtype,
-        deflate=p.deflate, slq_options=so, density_options=do, workdir=workdir,
-        keep_file=keep_file, progress=progress,
+    est = estimate_from_source(
+        source, plan=p.plan, output=opts.output, scale=scale, deflate=p.deflate,
+        slq_options=so, density_options=do, workdir=workdir, keep_file=keep_file,
+        progress=progress,
     )
-    params = est.params | {"jacobian_method": opts.method, "jacobian": given_opts.to_dict(),
-                           "route": source.route, **source.info}
+    params = est.params | {"jacobian_method": opts.method, "jacobian": given_opts.to_dict()}
     return replace(est, seconds=time.perf_counter() - t0, params=params)
 
 
@@ -393,8 +448,6 @@ def _plan_problem(
 ) -> _Problem:
     """The rows' source and shape and :func:`plan_esd`'s decision for them (exact when the
     smaller Gram side fits, else SLQ and where 𝒥 is stored)."""
-    from jacspec.jacobian.source import JacobianSource
-
     n = problem_shape(model, data, opts.dtype)[0]
     source = JacobianSource.from_model(model, data, opts.replace(progress=False))
     k, d = source.k, source.d

@@ -4,7 +4,8 @@ Functions take a symmetric operator A (dim x dim): a
 :class:`jacspec.spectra.operators.LinearOperator` (e.g. a
 :class:`~jacspec.spectra.operators.GramOperator`), a square array / tensor, or a scipy
 LinearOperator. They apply A to blocks of vectors, so one pass over the data behind A serves
-a whole block. Numbers are float64 numpy.
+a whole block. Results are float64 numpy; :func:`lanczos` keeps its vectors in torch where A
+computes (the small tridiagonal eigenproblems run on the host, in scipy).
 
 - :func:`lanczos`: s Lanczos recurrences in lockstep with full reorthogonalization, giving
   tridiagonals T_i (m x m) with A Q_i = Q_i T_i + beta_m q_{m+1} e_m^T.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+import torch
 
 from jacspec._util.json import jsonable
 from jacspec._util.progress import progress_bar
@@ -134,7 +136,7 @@ class LanczosRun:
 
 def lanczos(
     A: Any,
-    start: np.ndarray,
+    start: np.ndarray | torch.Tensor,
     num_steps: int,
     *,
     tol: float = 1e-10,
@@ -146,52 +148,56 @@ def lanczos(
     Every step applies A once to the block of current vectors (one pass for all s) and
     reorthogonalizes each new vector against its own full basis, twice. A run stops when
     beta_j <= tol * max|T| (its Krylov space is invariant); the others continue.
-    Memory: s * num_steps * dim float64 (twice with ``store_images``).
+    The vectors are float64 torch tensors on the device where A computes (a GPU Gram: the
+    GPU), only the tridiagonals' entries come to the host. Memory: s * num_steps * dim
+    float64 (twice with ``store_images``).
     """
     op = as_operator(A)
     num_steps = positive_int("num_steps", num_steps)
-    V0 = np.asarray(start, dtype=np.float64)
+    V0 = torch.as_tensor(start, dtype=torch.float64).to(op.device)
     if V0.ndim == 1:
         V0 = V0[:, None]
     dim = op.shape[0]
     if V0.ndim != 2 or V0.shape[0] != dim:
-        raise ValueError(f"start must have shape ({dim}, s), got {np.shape(start)}.")
-    s = V0.shape[1]
-    m = min(num_steps, dim)
-    norms = np.linalg.norm(V0, axis=0)
+        raise ValueError(f"start must have shape ({dim}, s), got {tuple(np.shape(start))}.")
+    s, m = int(V0.shape[1]), min(num_steps, dim)
+    norms_t = torch.linalg.norm(V0, dim=0)
+    norms = norms_t.cpu().numpy()
     if np.any(norms == 0) or not np.all(np.isfinite(norms)):
         raise ValueError("start vectors must be finite and nonzero.")
-    basis = np.zeros((s, m, dim))
-    images = np.zeros((s, m, dim)) if store_images else None
-    alphas = np.full((s, m), np.nan)
-    betas = np.full((s, max(m - 1, 0)), np.nan)
-    steps = np.zeros(s, dtype=int)
-    q = V0 / norms
-    q_prev = np.zeros_like(q)
-    beta_prev = np.zeros(s)
+    alphas, betas = np.full((s, m), np.nan), np.full((s, max(m - 1, 0)), np.nan)
+    steps, scale = np.zeros(s, dtype=int), np.zeros(s)
+    q = V0 / norms_t
+    w = op.apply(q).to(torch.float64)  # the first product says where A computes
+    dev = w.device
+    q = q.to(dev)
+    basis = torch.zeros((s, m, dim), dtype=torch.float64, device=dev)
+    images = torch.zeros_like(basis) if store_images else None
+    q_prev, beta_prev = torch.zeros_like(q), torch.zeros(s, dtype=torch.float64, device=dev)
     active = np.arange(s)
-    scale = np.zeros(s)
     bar = _progress(m, "lanczos", progress)
-    passes = 0
+    passes = 1
     for j in range(m):
-        full = active.size == s
-        basis[active, j, :] = q.T
-        w = _apply(op, q)
-        passes += 1
+        idx = torch.as_tensor(active, device=dev)
+        if j > 0:
+            w = op.apply(q).to(torch.float64)
+            passes += 1
+        basis[idx, j, :] = q.T
         if images is not None:
-            images[active, j, :] = w.T
-        alpha = np.einsum("ds,ds->s", q, w)
-        w -= q * alpha + q_prev * beta_prev
-        Qa = basis[:, : j + 1, :] if full else basis[active, : j + 1, :]  # (a, j+1, dim)
-        wt = np.ascontiguousarray(w.T)[:, :, None]  # (a, dim, 1)
+            images[idx, j, :] = w.T
+        alpha = (q * w).sum(dim=0)
+        w = w - q * alpha - q_prev * beta_prev
+        Qa = basis[:, : j + 1, :] if active.size == s else basis[idx, : j + 1, :]
+        wt = w.T.contiguous()[:, :, None]  # (a, dim, 1)
         for _ in range(2):
-            coef = np.matmul(Qa, wt)  # (a, j+1, 1)
-            wt -= np.matmul(Qa.transpose(0, 2, 1), coef)
+            wt = wt - Qa.transpose(1, 2) @ (Qa @ wt)
         w = wt[:, :, 0].T
-        beta = np.linalg.norm(w, axis=0)
-        alphas[active, j] = alpha
+        beta_t = torch.linalg.norm(w, dim=0)
+        alpha_h, beta = alpha.cpu().numpy(), beta_t.cpu().numpy()
+        alphas[active, j] = alpha_h
         steps[active] = j + 1
-        scale[active] = np.maximum(scale[active], np.abs(alpha) + beta + beta_prev)
+        scale[active] = np.maximum(scale[active], np.abs(alpha_h) + beta
+                                   + beta_prev.cpu().numpy())
         if bar is not None:
             bar.update(1)
         if j == m - 1:
@@ -200,14 +206,14 @@ def lanczos(
         betas[active[keep], j] = beta[keep]
         if not np.any(keep):
             break
-        q_prev = q[:, keep]
-        q = w[:, keep] / beta[keep]
-        beta_prev = beta[keep]
+        kt = torch.as_tensor(keep, device=dev)
+        q_prev, q, beta_prev = q[:, kt], w[:, kt] / beta_t[kt], beta_t[kt]
         active = active[keep]
     if bar is not None:
         bar.close()
-    return LanczosRun(alphas, betas, steps, norms, passes, basis if store_images else None,
-                      images)
+    return LanczosRun(alphas, betas, steps, norms, passes,
+                      basis.cpu().numpy() if store_images else None,
+                      None if images is None else images.cpu().numpy())
 
 
 def _rayleigh_ritz(

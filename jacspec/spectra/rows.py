@@ -1,10 +1,14 @@
-"""Sources of the rows of the data Jacobian 𝒥 (n x kd) for the Gram operators.
+"""Numpy views of the rows of the data Jacobian 𝒥 (n x kd), and their way into a source.
 
-The rows come from an array in memory (:class:`ArrayRows`), an ``.npy`` file on disk
-written batch by batch (:class:`FileRows`, :func:`write_jacobian_memmap`), a callable that
-recomputes the row blocks on every pass (:class:`StreamRows`) or a
-:class:`~jacspec.jacobian.source.JacobianSource` (:class:`SourceRows`); :func:`as_rows`
-coerces any of them. :mod:`jacspec.spectra.operators` re-exports every name.
+The spectra read rows through one abstraction, the
+:class:`~jacspec.jacobian.source.JacobianSource` (torch blocks, on their device):
+:func:`as_source` makes one from an array or tensor, an ``.npy`` file, a callable of row
+batches or a numpy row view. The row views here are that source's numpy side, for numpy
+users: an array in memory (:class:`ArrayRows`), an ``.npy`` file on disk written batch by
+batch (:class:`FileRows`, :func:`write_jacobian_memmap`; plain reads, one block resident),
+a callable that recomputes the row blocks on every pass (:class:`StreamRows`) or a source
+(:class:`SourceRows`); :func:`as_rows` coerces any of them and :func:`source_of_rows` turns
+one back into a source. :mod:`jacspec.spectra.operators` re-exports every name.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 from jacspec._util.progress import progress_bar
+from jacspec.jacobian.engine import JacobianBatch
 from jacspec.jacobian.source import JacobianSource, write_rows
 from jacspec.jacobian.source import _numpy_rows as _to_numpy_rows
 
@@ -32,7 +37,9 @@ __all__ = [
     "SourceRows",
     "StreamRows",
     "as_rows",
+    "as_source",
     "open_jacobian_memmap",
+    "source_of_rows",
     "write_jacobian_memmap",
 ]
 
@@ -247,6 +254,53 @@ def as_rows(
         "source must be an array/tensor (n, kd), a path to a .npy file, a callable returning "
         f"row batches, or a row source; got {type(source).__name__}."
     )
+
+
+def source_of_rows(rows: RowSource) -> JacobianSource:
+    """A numpy row view as a :class:`~jacspec.jacobian.source.JacobianSource` (k = 1,
+    input_shape = (kd,)): its blocks become CPU tensors sharing their memory (read-only
+    blocks are copied), every iteration a fresh pass; a :class:`SourceRows` gives back its
+    own source."""
+    if isinstance(rows, SourceRows):
+        return rows.source
+    if not isinstance(rows, RowSource):
+        raise TypeError(f"rows must be a row source, got {type(rows).__name__}.")
+    n, kd = (int(s) for s in rows.shape)
+
+    def make() -> Iterator[JacobianBatch]:
+        start = 0
+        for block in rows.blocks():
+            if isinstance(block, np.ndarray):
+                block = torch.from_numpy(block if block.flags.writeable else np.array(block))
+            yield JacobianBatch(jac=block.reshape(block.shape[0], 1, kd), x=None, y=None,
+                                out=None, start=start)
+            start += int(block.shape[0])
+
+    dtype = torch.float64 if np.dtype(rows.dtype) == np.float64 else torch.float32
+    return JacobianSource(make, n=n, k=1, input_shape=(kd,), dtype=dtype,
+                          rows_sum_to_zero=False, output="logits", kind=f"rows:{rows.kind}")
+
+
+def as_source(
+    source: Any,
+    *,
+    shape: tuple[int, int] | None = None,
+    dtype: Any = None,
+    block_size: int | None = None,
+) -> JacobianSource:
+    """Coerce ``source`` into a :class:`~jacspec.jacobian.source.JacobianSource`.
+
+    Accepted: a source (returned as is); an array or tensor (n, kd) / (n, k, *input_shape)
+    on any device (:meth:`JacobianSource.from_array`, tensors kept where they are; blocks
+    of ``block_size``, default 4096 rows); a path to a ``.npy`` file (:class:`FileRows`,
+    ``block_size`` default 1024); a callable returning an iterable of row batches (needs
+    ``shape=(n, kd)``, ``dtype`` default float32); a numpy row view.
+    """
+    if isinstance(source, JacobianSource):
+        return source
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return JacobianSource.from_array(source, batch_size=block_size or 4096)
+    return source_of_rows(as_rows(source, shape=shape, dtype=dtype, block_size=block_size))
 
 
 # --------------------------------------------------------------------------- writing 𝒥

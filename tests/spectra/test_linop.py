@@ -86,7 +86,7 @@ def test_torch_in_torch_out_and_scipy() -> None:
 def test_float32_rows_keep_float64_vectors() -> None:
     J = _jac(4).astype(np.float32)
     op = gram_operator(J, side="primal")
-    assert op.dtype == np.float32
+    assert op.dtype == torch.float32  # operators carry torch dtypes
     V = np.random.default_rng(5).standard_normal((N, 2))
     out = op @ V
     assert out.dtype == np.float64
