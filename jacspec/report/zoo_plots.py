@@ -44,7 +44,7 @@ def paired_figure(df: pd.DataFrame, metric: str, factor: str, a: Any, b: Any,
                   factors: Sequence[str], *, gap: str = "gap") -> Figure:
     """For models equal except ``factor``: metric under ``a`` vs under ``b`` (left) and gap
     under ``a`` vs under ``b`` (right); points above the diagonal grew under ``b``."""
-    from jacspec.zoo.grid import single_factor_pairs
+    from jacspec.zoo.rank.grid import single_factor_pairs
 
     d = df.reset_index(drop=True)
     pa, pb = single_factor_pairs(d, factor, factors)
@@ -110,8 +110,8 @@ def save_zoo_figures(store: str | os.PathLike[str], out_dir: str | os.PathLike[s
     """Write PNGs for the store: metric vs gap (the best metric, the test Jacobian norm and
     WeightWatcher's alpha, or ``metrics``), paired comparisons of the test Jacobian norm, and
     curves over training. Returns the written paths."""
-    from jacspec.zoo.score import score_store
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.rank.score import score_store
+    from jacspec.zoo.run.store import Store
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

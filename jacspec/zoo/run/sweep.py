@@ -50,6 +50,9 @@ from jacspec.zoo.run.store import Store, config_hash
 logger = logging.getLogger(__name__)
 
 DEFAULT_JOB = "jacspec.zoo.run.train:run_job"
+#: Job modules of older sweep files -> where they live now (``resolve_job`` reads these; the
+#: old module itself is gone, the sweep file naming it keeps working).
+MOVED_JOB_MODULES = {"jacspec.zoo.train": "jacspec.zoo.run.train"}
 BACKENDS = ("local", "ray")
 SWEEP_KEYS = ("job", "mode", "samples", "seed", "group", "name")
 
@@ -182,12 +185,14 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
 
 
 def resolve_job(job: str | Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
-    """The function named by ``"module:function"`` (or ``job`` itself if callable)."""
+    """The function named by ``"module:function"`` (or ``job`` itself if callable); a module
+    of :data:`MOVED_JOB_MODULES` (an older sweep file's path) is read at its new path."""
     if callable(job):
         return job
     if not isinstance(job, str) or ":" not in job:
         raise ValueError(f"job must be 'module:function' or a callable, got {job!r}")
     module, name = job.split(":", 1)
+    module = MOVED_JOB_MODULES.get(module, module)
     fn = getattr(importlib.import_module(module), name, None)
     if not callable(fn):
         raise ValueError(f"job {job!r} does not name a function")
