@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jacspec._util.extras import require
 from jacspec._util.progress import progress_bar
 from jacspec._util.random import numpy_generator
 from jacspec._util.validation import positive_int
@@ -157,14 +158,14 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover
-            import tomli as tomllib
+            tomllib = require("tomli", "zoo", "jacspec.zoo (.toml sweep files)")
         try:
             with open(path, "rb") as fh:
                 spec = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"sweep file {path} is not valid TOML: {exc}") from None
     elif suffix in (".yaml", ".yml"):
-        import yaml
+        yaml = require("yaml", "zoo", "jacspec.zoo (.yaml sweep files)", package="pyyaml")
 
         try:
             with open(path) as fh:
