@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint venv clean
 
+# every extra (all: data, zoo, report, ray, text) and the test tools (dev): the suite and the
+# demo use them all
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,ray,ww,mnist5k,text]'
+	$(BIN)/python -m pip install -q -e '.[dev,all]'
 	touch $(STAMP)
 
 venv: $(STAMP)

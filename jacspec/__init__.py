@@ -6,7 +6,7 @@ Names are imported on first use, so ``import jacspec`` is cheap (torch, matplotl
 rest load only when a function needs them).
 
 Layers, lowest first (a lower layer never imports a higher one; ``tests/util/test_layers_order.py``
-checks it): ``_util`` < ``data`` < ``models`` (and ``train``) < ``jacobian`` < ``spectra`` <
+checks it): ``_util`` < ``data`` < ``models`` < ``jacobian`` < ``spectra`` <
 ``heavytail`` < ``analysis``, ``sensitivity``, ``theory`` < ``zoo`` < ``report`` < ``cli``.
 """
 

@@ -1,2 +1,2 @@
 """Small shared helpers: validation (check_choice, positive_int), seeds to generators
-(random), the one JSON conversion (json)."""
+(random), the one JSON conversion (json), optional packages and their extras (extras)."""

@@ -1,7 +1,8 @@
 """Ray start-up shared by every Ray backend (the zoo's sweeps, the sharded Gram): a bounded
 ``ray.init``, and a session that shuts down what it started.
 
-Ray is imported lazily (inside :func:`ray_session`), so importing this module is cheap.
+Ray (the ``ray`` extra) is imported lazily (inside :func:`ray_session`), so importing this
+module is cheap; without it the session raises a one-line MissingExtraError.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from jacspec._util.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +108,7 @@ def ray_session(
     a source checkout, workers get the checkout on their ``PYTHONPATH`` so they import the
     same jacspec.
     """
-    try:
-        import ray
-    except ImportError as exc:
-        raise ValueError("backend 'ray' needs the ray package: pip install 'jacspec[ray]'") \
-            from exc
+    ray = require("ray", "ray", "jacspec's backend 'ray'")
     started_here = not ray.is_initialized()
     if started_here:
         extra: dict[str, Any] = {"include_dashboard": False} if address is None else {}

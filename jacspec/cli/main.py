@@ -3,10 +3,11 @@
 Each sub-command lives in ``jacspec/cli/commands/<name>.py`` and exposes
 ``register(subparsers)``; this module only discovers them, parses arguments, prints every
 warning and log record as one line ``jacspec CMD: warning: ...`` and turns the user errors
-``ValueError``/``TypeError``/``OSError`` (bad input, missing or unreadable files) into one
-line on stderr and exit 2. Any other exception (``KeyError``, ``AttributeError``, ...) is a
-bug in jacspec, not in the user's input: it propagates with its traceback so it can be
-reported.
+``ValueError``/``TypeError``/``OSError`` (bad input, missing or unreadable files) and
+``MissingExtraError`` (an optional package the command needs is not installed: the line names
+the extra) into one line on stderr and exit 2. Any other exception (``KeyError``,
+``AttributeError``, another ``ImportError``, ...) is a bug in jacspec, not in the user's
+input: it propagates with its traceback so it can be reported.
 
 Output convention of every command: ``--json PATH`` writes one JSON file (``-``: to stdout,
 which then carries nothing else); ``--plot DIR`` writes every figure of the command into the
@@ -27,10 +28,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jacspec.cli.commands
+from jacspec._util.extras import MissingExtraError
 from jacspec.cli._wording import cli_wording
 
-#: Exceptions that mean bad input; the CLI prints their first line and exits 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError)
+#: Exceptions that mean bad input (or a missing extra); the CLI prints their first line and
+#: exits 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError,
+                                                MissingExtraError)
 
 
 def build_parser() -> argparse.ArgumentParser:

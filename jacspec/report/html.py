@@ -15,7 +15,7 @@ Inputs (one, a list of them, or a ``{label: input}`` mapping):
 - theory results (``mean_field``, ``critical_point``, ``jacobian_spectrum``,
   ``simulate_spectrum`` or the ``jacspec theory ... --json`` files);
 - a zoo (its SQLite results store: score table and scatter plots of each metric against the
-  gap; or a :class:`~jacspec.zoo.score.ScoreTable` / ``jacspec zoo score --json`` file:
+  gap; or a :class:`~jacspec.zoo.rank.score.ScoreTable` / ``jacspec zoo score --json`` file:
   score table only);
 - a tracking result: a DataFrame (or an object whose ``to_frame()`` is one) with a ``step``
   column and one column per metric, or a JSON/JSONL/CSV/SQLite file of such rows;

@@ -240,7 +240,7 @@ def _zoo_section(table: Any, title: str | None, store: Path | None = None) -> Se
 
 
 def _zoo_store(path: Path, title: str | None) -> Section:
-    from jacspec.zoo.score import score_store
+    from jacspec.zoo.rank.score import score_store
 
     return _zoo_section(score_store(str(path)), title, store=path)
 

@@ -112,8 +112,8 @@ def save_zoo_figures(store: str | os.PathLike[str], out_dir: str | os.PathLike[s
     """Write PNGs for the store: metric vs gap (the best metric, the test Jacobian norm and
     WeightWatcher's alpha, or ``metrics``), paired comparisons of the test Jacobian norm, and
     curves over training. Returns the written paths."""
-    from jacspec.zoo.score import score_store
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.rank.score import score_store
+    from jacspec.zoo.run.store import Store
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

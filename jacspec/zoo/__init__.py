@@ -4,8 +4,9 @@ SQLite store, and judge generalization metrics with rank statistics.
 Two rooms, data flowing one way: :mod:`jacspec.zoo.run` runs a zoo (train, metrics, sweep,
 store) and :mod:`jacspec.zoo.rank` ranks its metrics (grid, statistics, PGDL's CMI,
 intervals, the score table, study 2's confirmatory test), reading only the store.
-The old module paths ``jacspec.zoo.train``, ``metrics``, ``sweep``, ``store``, ``score``,
-``pgdl``, ``grid``, ``intervals`` and ``confirm`` re-export their public names.
+Modules are reached by their room's path (``jacspec.zoo.run.train``,
+``jacspec.zoo.rank.score``, ...); a sweep file naming the old job path
+``jacspec.zoo.train:run_job`` still resolves (:data:`jacspec.zoo.run.sweep.MOVED_JOB_MODULES`).
 """
 
 from jacspec.zoo.rank.pgdl import conditional_mutual_information

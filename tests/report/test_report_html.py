@@ -167,7 +167,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def zoo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A results store of 8 finished runs on a complete width x random_labels x seed grid,
     with curves, written through the store's own API."""
-    from jacspec.zoo.store import Store
+    from jacspec.zoo.run.store import Store
 
     path = tmp_path_factory.mktemp("zoo") / "zoo.sqlite"
     rng = np.random.default_rng(3)

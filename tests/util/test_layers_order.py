@@ -21,7 +21,6 @@ LAYERS: dict[str, int] = {
     "_util": 0,
     "data": 1,
     "models": 2,
-    "train": 2,
     "jacobian": 3,
     "spectra": 4,
     "heavytail": 5,

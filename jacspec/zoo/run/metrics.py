@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jacspec._util.extras import require
 from jacspec.analysis.columns import SKETCH_COLUMNS
 from jacspec.data.datasets import DataSet
 
@@ -209,7 +210,7 @@ def _import_weightwatcher() -> Any:
     handlers, level = list(root.handlers), root.level
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            import weightwatcher  # pip install 'jacspec[ww]'
+            weightwatcher = require("weightwatcher", "zoo", "jacspec.zoo's metric 'weightwatcher'")
     finally:
         for h in list(root.handlers):
             if h not in handlers:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jacspec._util.extras import require
 from jacspec._util.progress import progress_bar
 from jacspec._util.random import numpy_generator
 from jacspec._util.validation import positive_int
@@ -50,6 +51,9 @@ from jacspec.zoo.run.store import Store, config_hash
 logger = logging.getLogger(__name__)
 
 DEFAULT_JOB = "jacspec.zoo.run.train:run_job"
+#: Job modules of older sweep files -> where they live now (``resolve_job`` reads these; the
+#: old module itself is gone, the sweep file naming it keeps working).
+MOVED_JOB_MODULES = {"jacspec.zoo.train": "jacspec.zoo.run.train"}
 BACKENDS = ("local", "ray")
 SWEEP_KEYS = ("job", "mode", "samples", "seed", "group", "name")
 
@@ -154,14 +158,14 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         if sys.version_info >= (3, 11):
             import tomllib
         else:  # pragma: no cover
-            import tomli as tomllib
+            tomllib = require("tomli", "zoo", "jacspec.zoo (.toml sweep files)")
         try:
             with open(path, "rb") as fh:
                 spec = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"sweep file {path} is not valid TOML: {exc}") from None
     elif suffix in (".yaml", ".yml"):
-        import yaml
+        yaml = require("yaml", "zoo", "jacspec.zoo (.yaml sweep files)", package="pyyaml")
 
         try:
             with open(path) as fh:
@@ -182,12 +186,14 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
 
 
 def resolve_job(job: str | Callable[[dict[str, Any]], dict[str, Any]]) -> Callable:
-    """The function named by ``"module:function"`` (or ``job`` itself if callable)."""
+    """The function named by ``"module:function"`` (or ``job`` itself if callable); a module
+    of :data:`MOVED_JOB_MODULES` (an older sweep file's path) is read at its new path."""
     if callable(job):
         return job
     if not isinstance(job, str) or ":" not in job:
         raise ValueError(f"job must be 'module:function' or a callable, got {job!r}")
     module, name = job.split(":", 1)
+    module = MOVED_JOB_MODULES.get(module, module)
     fn = getattr(importlib.import_module(module), name, None)
     if not callable(fn):
         raise ValueError(f"job {job!r} does not name a function")
