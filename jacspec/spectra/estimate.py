@@ -53,7 +53,7 @@ from jacspec.spectra.options import (
     split_spectrum_fields,
 )
 from jacspec.spectra.plan import MAX_EXACT_DIM, EsdPlan, engine_dtype, plan_esd, problem_shape
-from jacspec.spectra.slq import LanczosQuadrature, slq, spectral_density
+from jacspec.spectra.slq import LanczosQuadrature, slq_with, spectral_density
 
 logger = logging.getLogger(__name__)
 
@@ -96,18 +96,8 @@ def estimate_from_operator(
                                        "estimate_from_operator")
     t0 = time.perf_counter()
     passes0 = op.num_passes
-    q = slq(
-        op,
-        so.num_steps,
-        so.num_vectors,
-        seed=so.seed,
-        distribution=so.distribution,
-        block_size=so.block_size,
-        project=project,
-        null_dim=null_dim,
-        top_k=min(so.top_k, op.shape[0]) if so.top_steps == 0 else 0,
-        progress=progress,
-    )
+    q = slq_with(op, so, project=project, null_dim=null_dim, progress=progress,
+                 top_k=min(so.top_k, op.shape[0]) if so.top_steps == 0 else 0)
     top = _top_of(op, q, so, progress)
     tr_exact = op.trace() if exact_trace else float("nan")
     nodes, w = q.flat()
@@ -402,9 +392,9 @@ def estimate_esd(
     so = resolve_slq_options(slq_options, **slq_fields)
     do = resolve_density_options(density_options, **density_fields)
     t0 = time.perf_counter()
-    p = _plan_problem(model, data, opts, method=method, side=side, storage=storage,
-                      deflate=deflate, max_exact_dim=max_exact_dim, max_memory=max_memory,
-                      workdir=workdir)
+    p = _plan_problem(model, data, opts, deflate=deflate, plan_fields={
+        "method": method, "side": side, "storage": storage, "max_exact_dim": max_exact_dim,
+        "max_memory": max_memory, "workdir": workdir})
     logger.info("estimate_esd: %s", p.plan.reason)
     if p.plan.method == "exact":
         e = esd(
@@ -441,29 +431,18 @@ class _Problem:
     plan: EsdPlan
 
 
-def _plan_problem(
-    model: nn.Module, data: Any, opts: JacobianOptions, *, method: str, side: str,
-    storage: str, deflate: bool, max_exact_dim: int, max_memory: int | None,
-    workdir: str | os.PathLike | None,
-) -> _Problem:
+def _plan_problem(model: nn.Module, data: Any, opts: JacobianOptions, *, deflate: bool,
+                  plan_fields: dict[str, Any]) -> _Problem:
     """The rows' source and shape and :func:`plan_esd`'s decision for them (exact when the
-    smaller Gram side fits, else SLQ and where 𝒥 is stored)."""
+    smaller Gram side fits, else SLQ and where 𝒥 is stored); ``plan_fields``: the user's
+    method, side, storage, max_exact_dim, max_memory and workdir, passed to plan_esd as
+    given."""
     n = problem_shape(model, data, opts.dtype)[0]
     source = JacobianSource.from_model(model, data, opts.replace(progress=False))
     k, d = source.k, source.d
     deflate = bool(deflate) and source.rows_sum_to_zero
     run_dtype = engine_dtype(model, opts.dtype)
     itemsize = torch.empty((), dtype=run_dtype).element_size()
-    plan = plan_esd(
-        n,
-        k * d,
-        itemsize=itemsize,
-        method=method,
-        side=side,
-        storage=storage,
-        max_exact_dim=max_exact_dim,
-        max_memory=max_memory,
-        workdir=workdir,
-        cols=gram_cols(k, d, opts.output, deflate),
-    )
+    plan = plan_esd(n, k * d, itemsize=itemsize, cols=gram_cols(k, d, opts.output, deflate),
+                    **plan_fields)
     return _Problem(source, n, k, d, run_dtype, deflate, plan)

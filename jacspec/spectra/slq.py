@@ -47,6 +47,7 @@ __all__ = [
     "discrete_cdf",
     "slq",
     "slq_density",
+    "slq_with",
     "spectral_density",
 ]
 
@@ -426,6 +427,17 @@ def _density_grid(x: np.ndarray, opts: DensityOptions) -> np.ndarray:
     return np.linspace(lo - pad, hi + pad, opts.num_points)
 
 
+def slq_with(A: Any, options: SLQOptions, *, project: Callable[[np.ndarray], np.ndarray]
+             | None = None, null_dim: int = 0, top_k: int = 0,
+             progress: bool = False) -> LanczosQuadrature:
+    """:func:`slq` with the run fields of a resolved :class:`SLQOptions` (``num_steps``,
+    ``num_vectors``, ``seed``, ``distribution``, ``block_size``) passed whole; ``top_k``
+    Ritz values of the same Krylov space (0: none)."""
+    return slq(A, options.num_steps, options.num_vectors, seed=options.seed,
+               distribution=options.distribution, block_size=options.block_size,
+               project=project, null_dim=null_dim, top_k=top_k, progress=progress)
+
+
 def slq_density(
     A: Any,
     num_steps: int | None = None,
@@ -453,17 +465,7 @@ def slq_density(
     so = resolve_slq_options(
         slq_options, **{k: v for k, v in given.items() if v is not None}, **slq_fields
     )
-    q = slq(
-        A,
-        so.num_steps,
-        so.num_vectors,
-        seed=so.seed,
-        distribution=so.distribution,
-        block_size=so.block_size,
-        project=project,
-        null_dim=null_dim,
-        progress=progress,
-    )
+    q = slq_with(A, so, project=project, null_dim=null_dim, progress=progress)
     nodes, w = q.flat()
     params = q.params() | {"trace": q.trace, "trace_stderr": q.trace_stderr}
     return spectral_density(

@@ -141,28 +141,18 @@ def _positive_gib(text: str) -> float:
     return value
 
 
+#: analyze's keywords that the CLI takes as flags of the same name.
+_SAME_NAME = ("output", "scale", "side", "method", "jacobian_method", "route", "sketch", "seed")
+
+
 def _analyze(args: argparse.Namespace, model: object, data: object, layers: object,
              max_memory: int | None, fields: dict[str, object]) -> object:
     from jacspec.analysis import analyze
 
-    return analyze(
-        model,
-        data,
-        output=args.output,
-        scale=args.scale,
-        side=args.side,
-        method=args.method,
-        jacobian_method=args.jacobian_method,
-        route=args.route,
-        sketch=args.sketch,
-        layers=layers,
-        randomize=not args.no_randomize,
-        seed=args.seed,
-        max_memory=max_memory,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        **input_module_fields(args),
-        **fields,  # dtype, batch_size, device
-    )
+    same = {name: getattr(args, name) for name in _SAME_NAME}  # flag name = keyword name
+    return analyze(model, data, layers=layers, randomize=not args.no_randomize,
+                   max_memory=max_memory, progress=not args.no_progress and sys.stderr.isatty(),
+                   **same, **input_module_fields(args), **fields)  # fields: dtype, batch, device
 
 
 def _sketch_arg(text: str) -> int | str:
