@@ -83,6 +83,12 @@ def analyses() -> dict[str, dict[str, Any]]:
         "S3_cnn": {"title": "S3 (secondary): CNNs alone", "shape": s_train,
                    "comparators": c_train, "given": "train_jacobian_norm",
                    "where": ["model=cnn"]},
+        # Not pre-registered: the primary test without the one comparator that is NaN for
+        # some networks (no MP bulk above the rank tolerance), so that no network drops out.
+        "R1": {"title": "R1 (robustness, NOT pre-registered): the primary test without "
+               "jac_train_lambda_plus", "shape": s_train,
+               "comparators": [c for c in c_train if c != "jac_train_lambda_plus"],
+               "given": "train_jacobian_norm", "where": []},
         # S5: the baselines are put in the shape slot so that each is scored on its own
         # finite networks (the comparators' finite set is shared by every row); train_loss,
         # always finite, is the one comparator. Only the descriptive columns are shown.
@@ -201,6 +207,20 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     return [" ".join(out)]
 
 
+def largest_partials(result: dict[str, Any]) -> list[str]:
+    """The largest |partial tau given Z| among the shape metrics and among the comparators:
+    what the verdict's Delta_S compares."""
+    out = []
+    for role, what in (("shape", "shape metrics"), ("comparator", "scale comparators")):
+        rows = {m: r for m, r in result["rows"].items()
+                if r["role"] == role and np.isfinite(r.get("partial_tau", np.nan))}
+        if rows:
+            m = max(rows, key=lambda k: abs(rows[k]["partial_tau"]))
+            out.append(f"Largest |partial tau given Z| among the {what}: `{m}` "
+                       f"{interval(rows[m], 'partial_tau')}.")
+    return [" ".join(out)]
+
+
 def excluded_columns(result: dict[str, Any]) -> list[str]:
     ex = result["excluded"]
     if not ex:
@@ -226,6 +246,11 @@ def section(key: str, s: dict[str, Any]) -> list[str]:
             out += ["(Secondary: this verdict line applies §1.5's rule to this table; it is "
                     "not the study's verdict.)", ""]
     out += metric_table(r, test_columns=key != "S5") + [""]
+    missing = {f: r["rows"][s["given"]].get(f"cmi_{f}_missing", 0) for f in r["icc"]}
+    if any(missing.values()):
+        out += ["CMI is undefined (–) for a family with a configuration that has no scored "
+                "network (§6): configurations without one: " + ", ".join(
+                    f"{f} {m}" for f, m in missing.items()) + ".", ""]
     if key != "S5":
         out += excluded_columns(r) + [""]
     out += ["<details><summary>the command's output</summary>", "", "```",
@@ -279,7 +304,18 @@ def descriptive(df: pd.DataFrame, primary: dict[str, Any]) -> list[str]:
     fam = d["model"].astype(str).to_numpy()
     num = {c: pd.to_numeric(d[c], errors="coerce").to_numpy(float) for c in d.columns
            if c.startswith(("jac_", "train_", "ww_")) or c == "gap"}
-    out = ["## Descriptive (§7.1, §2.5, §2.1)", ""]
+    out = ["## Descriptive (§7.1, §2.5, §2.1, §2.4)", ""]
+    listed = {c for a in analyses().values() for c in (*a["shape"], *a["comparators"])}
+    for c in sorted(listed & set(num)):
+        bad = d[~np.isfinite(num[c])]
+        if 0 < len(bad) <= 10:
+            who = "; ".join(f"{r['model']} depth {r['depth']} width {r['width']} lr {r['lr']} "
+                            f"batch {r['batch_size']} wd {r['weight_decay']} dropout "
+                            f"{r['dropout']} seed {r['seed']}" for _, r in bad.iterrows())
+            out.append(f"- **`{c}` is non-finite for {len(bad)} converged networks** ({who}); "
+                       f"under §2.4 they leave every statistic that uses the column.")
+        elif len(bad):
+            out.append(f"- `{c}` is non-finite for {len(bad)} of {len(d)} converged networks.")
     tl = num["train_loss"]
     out.append(f"- **Final train loss (§7.1).** Converged networks end at train CE "
                f"{fmt(np.nanmin(tl), 4)}-{fmt(np.nanmax(tl), 4)} (median "
@@ -305,8 +341,8 @@ def descriptive(df: pd.DataFrame, primary: dict[str, Any]) -> list[str]:
         out.append(f"- **MP columns, {split} points (§2.1).** `jac_{split}_mp_softrank` is "
                    f"finite (a bulk above the rank tolerance was found) for {int(ok.sum())} "
                    f"of {sr.size} networks; where finite its range is "
-                   f"{fmt(np.min(sr[ok]) if ok.any() else np.nan)}-"
-                   f"{fmt(np.max(sr[ok]) if ok.any() else np.nan)}. A softrank far below 1 "
+                   f"{np.min(sr[ok]) if ok.any() else np.nan:.3g} to "
+                   f"{np.max(sr[ok]) if ok.any() else np.nan:.3g}. A softrank far below 1 "
                    f"means the fitted bulk is the smallest eigenvalues above the tolerance, "
                    f"not a noise bulk under the top of the spectrum.")
     return out + [""]
@@ -332,6 +368,9 @@ def page(store: Path, draws: int) -> str:
            "2,000)") + f" in {time.perf_counter() - t0:.0f} s.", "",
         "**Answer to H1** (a Jacobian-spectrum shape metric predicts the gap beyond the "
         "Jacobian norm, on the pooled MLP + CNN zoo):", "", *verdict_lines(primary), "",
+        *largest_partials(primary), "",
+        "ResNet-8 (§4.2's optional family, S4) was not run: see the Deviations of "
+        "[mnist_study2.md](mnist_study2.md#deviations).", "",
         "## Networks", "", *exclusions(df), ""]
     for key, s in scored.items():
         lines += section(key, s)
