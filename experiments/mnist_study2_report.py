@@ -158,8 +158,10 @@ def sign_errors(r: dict[str, Any]) -> str:
             f"{fmt(r.get('sign_errors_p90'), 2)}, max {fmt(r.get('sign_errors_max'), 2)}")
 
 
-def metric_table(result: dict[str, Any], *, test_columns: bool = True) -> list[str]:
-    """§5.4's table: one row per metric, the noise ceiling included."""
+def metric_table(result: dict[str, Any], *, test_columns: bool = True,
+                 relabel: dict[str, str] | None = None) -> list[str]:
+    """§5.4's table: one row per metric, the noise ceiling included (``relabel``: role
+    names shown instead of the test's, e.g. S5's baselines)."""
     rows = result["rows"]
     fams = sorted(result["icc"])
     head = ["metric", "role", "nets", "tau-a [95%]", "partial tau given Z [95%]"]
@@ -170,7 +172,8 @@ def metric_table(result: dict[str, Any], *, test_columns: bool = True) -> list[s
     order = {"shape": 0, "excluded_shape": 1, "comparator": 2, "excluded_comparator": 3,
              "given": 4, "noise_ceiling": 5}
     for m, r in sorted(rows.items(), key=lambda kv: (order.get(kv[1]["role"], 9), kv[0])):
-        cells = [f"`{m}`", r["role"].replace("_", " "), str(r["networks"]),
+        role = (relabel or {}).get(r["role"], r["role"])
+        cells = [f"`{m}`", role.replace("_", " "), str(r["networks"]),
                  interval(r, "tau"), interval(r, "partial_tau")]
         if test_columns:
             cells += [fmt(r.get("delta")), fmt(r.get("se")), fmt(r.get("lower_bound")),
@@ -245,7 +248,9 @@ def section(key: str, s: dict[str, Any]) -> list[str]:
         if key != "primary":
             out += ["(Secondary: this verdict line applies §1.5's rule to this table; it is "
                     "not the study's verdict.)", ""]
-    out += metric_table(r, test_columns=key != "S5") + [""]
+    relabel = {k: "baseline" for k in ("shape", "comparator", "excluded_shape",
+                                        "excluded_comparator")} if key == "S5" else None
+    out += metric_table(r, test_columns=key != "S5", relabel=relabel) + [""]
     missing = {f: r["rows"][s["given"]].get(f"cmi_{f}_missing", 0) for f in r["icc"]}
     if any(missing.values()):
         out += ["CMI is undefined (–) for a family with a configuration that has no scored "
