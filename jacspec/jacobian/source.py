@@ -34,9 +34,9 @@ from jacspec._util.names import MAIN
 from jacspec.data.batches import OneShot, data_length, first_batch, require_reiterable
 from jacspec.jacobian.engine import (
     JacobianBatch,
-    _check_inputs,
-    _model_dtype_device,
+    check_inputs,
     jacobian_batches,
+    model_dtype_device,
     num_outputs,
     prepare_model,
     unwrap_compiled,
@@ -222,9 +222,9 @@ class JacobianSource:
             x0, _ = first_batch([data.peek()])
         else:
             x0, _ = first_batch(data)
-        _check_inputs(x0)
+        check_inputs(x0)
         n = data_length(data)
-        run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
+        run_dtype = opts.dtype or model_dtype_device(unwrap_compiled(model))[0] or torch.float32
         if kind == "main":
             k = num_outputs(model, x0[:2])
             shape = tuple(int(s) for s in x0.shape[1:])
