@@ -439,7 +439,7 @@ def _npy_header(shape: tuple[int, int], dtype: np.dtype) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
 
 
-def _numpy_rows(block: Any) -> np.ndarray:
+def numpy_rows(block: Any) -> np.ndarray:
     """One batch (JacobianBatch, tensor or array ``(b, ...)``) as a ``(b, kd)`` numpy array."""
     if hasattr(block, "jac") and not isinstance(block, (np.ndarray, torch.Tensor)):
         block = block.jac
@@ -466,7 +466,7 @@ def write_rows(batches: Iterable[Any], path: str | os.PathLike, *, dtype: Any) -
     with open(path, "wb") as f:
         f.write(b"\0" * _HEADER_BYTES)
         for batch in batches:
-            block = _numpy_rows(batch)
+            block = numpy_rows(batch)
             if kd is None:
                 kd = int(block.shape[1])
             elif block.shape[1] != kd:
