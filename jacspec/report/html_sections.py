@@ -144,7 +144,7 @@ def _sensitivity_payload(d: Mapping[str, Any], title: str | None) -> Section:
     if "jacobian_norm_mean" in d:
         sec.tables.append(Table("Mean softmax Jacobian norm on the data",
                                 frame_of([{"name": "data", "jacobian_norm_mean":
-                                         d["jacobian_norm_mean"]}], "name"), "overview"))
+                                           d["jacobian_norm_mean"]}], "name"), "overview"))
     if per_point:
         sec.tables.append(Table("Per-point loss bounds (Novak et al. eqs. 5-7)",
                                 frame_of([{"name": "per_point", **scalars(per_point)}], "name"),
@@ -175,7 +175,7 @@ def _theory_payload(d: Mapping[str, Any], title: str | None, obj: Any = None) ->
         sec.tables.append(Table("Point masses (atoms)", frame_of(list(d["atoms"])), "atoms"))
     if sim is not None:
         sec.tables.append(Table("Simulated networks", frame_of([{"name": "simulation",
-                                                               **scalars(sim)}], "name"),
+                                                                 **scalars(sim)}], "name"),
                                 "simulation"))
     if "grid" in d and "density" in d:
         from jacspec.report.theory_plots import theory_vs_simulation
@@ -428,7 +428,7 @@ def _simulation_section(sim: Any, title: str | None) -> Section:
     d = sim.to_dict()
     sec = Section(title or f"Theory: simulated spectrum ({d.get('activation', '')})", "theory")
     sec.tables.append(Table("Simulated networks", frame_of([{"name": "simulation",
-                                                           **scalars(d)}], "name"),
+                                                             **scalars(d)}], "name"),
                             "simulation"))
     sec.add_figure("Histogram of log10 lambda of the simulated JJ^T",
                    plot_simulated_spectrum(sim.eigenvalues, floor=float(d.get("floor") or 0)))
@@ -446,7 +446,7 @@ def _generic_section(obj: Any, title: str | None) -> Section:
     sec = Section(title or type(obj).__name__, "result",
                   settings=dict(getattr(obj, "settings", None) or d.get("settings") or {}))
     sec.tables.append(Table("Values", frame_of([{"name": type(obj).__name__,
-                                                **scalars(d, skip=("settings",))}], "name"),
+                                                 **scalars(d, skip=("settings",))}], "name"),
                             "values"))
     to_frame = getattr(obj, "to_frame", None)
     if callable(to_frame):
