@@ -18,7 +18,7 @@ from torch import nn
 from jacspec._util.memory import memory_limit
 from jacspec._util.names import MAIN
 from jacspec.data.batches import first_batch
-from jacspec.jacobian.engine import _check_inputs, prepare_model
+from jacspec.jacobian.engine import check_inputs, prepare_model
 from jacspec.jacobian.layers import eager_model, select_layers
 from jacspec.spectra.gram import (
     check_fits,
@@ -167,7 +167,7 @@ def _layer_specs(
     (``k x m``), ``m`` its width from one traced forward pass."""
     run_model, dt, dev = prepare_model(eager_model(model), dtype, device)
     x0, _ = first_batch(data)
-    _check_inputs(x0)
+    check_inputs(x0)
     chosen, _ = select_layers(run_model, x0.to(device=dev, dtype=dt), layers)
     specs = []
     for h in chosen:

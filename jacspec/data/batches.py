@@ -92,7 +92,8 @@ def _pandas_kind(value: Any) -> str | None:
     return None
 
 
-def _as_tensor(value: Any, what: str) -> torch.Tensor:
+def to_tensor(value: Any, what: str) -> torch.Tensor:
+    """``value`` as a tensor (a tensor or numeric numpy array); ``what`` names it in errors."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
@@ -125,17 +126,17 @@ def _split(item: Any) -> Batch:
     if isinstance(item, (tuple, list)):
         if len(item) == 0:
             raise ValueError("data yielded an empty batch tuple; expected (x, y) or x")
-        x = _as_tensor(item[0], "data batch x")
-        y = _as_tensor(item[1], "data batch y") if len(item) > 1 and item[1] is not None else None
+        x = to_tensor(item[0], "data batch x")
+        y = to_tensor(item[1], "data batch y") if len(item) > 1 and item[1] is not None else None
         return x, y
     if isinstance(item, dict):
         xk, yk = _dict_keys(item, "a data batch")
-        return _as_tensor(item[xk], f"data batch {xk!r}"), (
-            None if yk is None else _as_tensor(item[yk], f"data batch {yk!r}"))
-    return _as_tensor(item, "data batch"), None
+        return to_tensor(item[xk], f"data batch {xk!r}"), (
+            None if yk is None else to_tensor(item[yk], f"data batch {yk!r}"))
+    return to_tensor(item, "data batch"), None
 
 
-def _is_scalar(value: Any) -> bool:
+def is_scalar(value: Any) -> bool:
     """A Python/numpy number or a 0-d array/tensor (one example's label)."""
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         return True
@@ -150,7 +151,7 @@ def _is_records(data: Any) -> bool:
         return False
     first = data[0]
     yk = next((k for k in Y_KEYS if k in first and first[k] is not None), None)
-    return yk is not None and _is_scalar(first[yk])
+    return yk is not None and is_scalar(first[yk])
 
 
 def _stack_records(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,8 +166,8 @@ def _stack_records(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if (xk, yk) != (xk0, yk0):
             raise ValueError(f"data[{i}] has keys {sorted(map(str, rec))}, unlike data[0] "
                              f"(inputs {xk0!r}, labels {yk0!r}); every record needs the same keys")
-        xs.append(_as_tensor(rec[xk], f"data[{i}][{xk!r}]"))
-        if not _is_scalar(rec[yk]):
+        xs.append(to_tensor(rec[xk], f"data[{i}][{xk!r}]"))
+        if not is_scalar(rec[yk]):
             raise ValueError(f"data is a list of per-example dicts, but data[{i}][{yk!r}] is "
                              "not one label (a number); pass every record with one label")
         ys.append(rec[yk].item() if hasattr(rec[yk], "item") else rec[yk])
@@ -202,7 +203,7 @@ def _refuse_pandas(data: Any) -> None:
                     "df[label_column].to_numpy())")
 
 
-def _in_memory_pair(data: Any) -> tuple[Any, Any] | None:
+def in_memory_pair(data: Any) -> tuple[Any, Any] | None:
     """``(x, y)`` when ``data`` is one in-memory data set given as a pair, else None.
 
     A tuple ``(x, y)`` or ``(x, None)`` of arrays/tensors always is. A list of two
@@ -315,7 +316,7 @@ def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[Batch]:
         )
     _refuse_pandas(data)
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        x = _as_tensor(data, "data")
+        x = to_tensor(data, "data")
         _check_pair(x, None)
         yield from _slices(x, None, batch_size or max(1, x.shape[0]))
         return
@@ -347,16 +348,16 @@ def _whole(data: Any) -> tuple[torch.Tensor, torch.Tensor | None, str] | None:
     """``(x, y, labels' name)`` of data held whole in memory (``.x``/``.y``, an ``(x, y)``
     pair, a dict of columns, a list of per-example records), else None."""
     if hasattr(data, "x") and hasattr(data, "y") and not isinstance(data, (tuple, list, dict)):
-        return _as_tensor(data.x, "data.x"), _as_tensor(data.y, "data.y"), "data.y (labels)"
-    pair = _in_memory_pair(data)
+        return to_tensor(data.x, "data.x"), to_tensor(data.y, "data.y"), "data.y (labels)"
+    pair = in_memory_pair(data)
     if pair is not None:
-        x = _as_tensor(pair[0], "data x")
-        return x, None if pair[1] is None else _as_tensor(pair[1], "data y"), "data labels y"
+        x = to_tensor(pair[0], "data x")
+        return x, None if pair[1] is None else to_tensor(pair[1], "data y"), "data labels y"
     columns = _columns(data)
     if columns is not None:
         xk, yk = _dict_keys(data, "data")
-        x = _as_tensor(columns[0], f"data[{xk!r}]")
-        y = None if columns[1] is None else _as_tensor(columns[1], f"data[{yk!r}]")
+        x = to_tensor(columns[0], f"data[{xk!r}]")
+        y = None if columns[1] is None else to_tensor(columns[1], f"data[{yk!r}]")
         return x, y, f"data[{yk!r}] (labels)"
     if _is_records(data):
         x, y = _stack_records(data)
@@ -372,7 +373,7 @@ def data_length(data: Any) -> int | None:
         return int(data.shape[0])
     if hasattr(data, "x") and hasattr(data.x, "shape") and not isinstance(data, (tuple, list)):
         return int(data.x.shape[0])
-    pair = _in_memory_pair(data)
+    pair = in_memory_pair(data)
     if pair is not None:
         return int(pair[0].shape[0])
     if isinstance(data, dict):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jacspec.data.batches import X_KEYS, Y_KEYS, _as_tensor, _is_scalar, check_labels
+from jacspec.data.batches import X_KEYS, Y_KEYS, check_labels, is_scalar, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def forward_keywords(model: torch.nn.Module) -> Callable[[str], bool]:
 def _labels(value: Any, what: str) -> torch.Tensor | None:
     if value is None:
         return None
-    t = _as_tensor(value, what) if not isinstance(value, (list, tuple)) else torch.as_tensor(
+    t = to_tensor(value, what) if not isinstance(value, (list, tuple)) else torch.as_tensor(
         value)
     if t.ndim != 1:
         logger.info("%s has shape %s: not class labels (b,), not used", what, tuple(t.shape))
@@ -132,9 +132,9 @@ def split_batch(item: Any, takes: Callable[[str], bool], size: int | None = None
             inner = split_batch(item[0], takes)
             return ModelBatch(inner.args, inner.kwargs, y if y is not None else inner.y,
                               inner.size, inner.dropped)
-        x = _as_tensor(item[0], "data batch x")
+        x = to_tensor(item[0], "data batch x")
         return ModelBatch((x,), {}, y, int(x.shape[0]))
-    x = _as_tensor(item, "data batch")
+    x = to_tensor(item, "data batch")
     return ModelBatch((x,), {}, None, int(x.shape[0]))
 
 
@@ -150,7 +150,7 @@ def _stack_rows(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
                                  "needs the same keys")
             v = row[key]
             values.append(v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
-                          if isinstance(v, (list, tuple, np.ndarray)) or _is_scalar(v) else v)
+                          if isinstance(v, (list, tuple, np.ndarray)) or is_scalar(v) else v)
         if not all(isinstance(v, torch.Tensor) for v in values):
             out[key] = values
             continue
@@ -174,7 +174,7 @@ def iter_model_batches(data: Any, takes: Callable[[str], bool],
     if data is None:
         raise ValueError("data is None; expected dict batches, an (x, y) tuple or a DataLoader")
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        x = _as_tensor(data, "data")
+        x = to_tensor(data, "data")
         for s in range(0, int(x.shape[0]), rows):
             yield ModelBatch((x[s : s + rows],), {}, None, int(x[s : s + rows].shape[0]))
         return
@@ -190,7 +190,7 @@ def iter_model_batches(data: Any, takes: Callable[[str], bool],
         yield from _whole({k: v for k, v in data.items() if k not in Y_KEYS}, ycol, takes, rows)
         return
     if isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping) and (
-            _is_row(data[0])):
+            is_row(data[0])):
         stacked = _stack_rows(list(data))
         ycol = next((stacked.pop(k) for k in Y_KEYS if k in stacked), None)
         for k in list(stacked):
@@ -207,11 +207,11 @@ def iter_model_batches(data: Any, takes: Callable[[str], bool],
             yield batch
 
 
-def _is_row(item: Mapping[str, Any]) -> bool:
+def is_row(item: Mapping[str, Any]) -> bool:
     """A per-example dict: its label is one number, or its values are 1-d sequences."""
     yk = next((k for k in Y_KEYS if k in item), None)
     if yk is not None:
-        return _is_scalar(item[yk])
+        return is_scalar(item[yk])
     first = next(iter(item.values()), None)
     return isinstance(first, (list, tuple)) or (
         isinstance(first, (torch.Tensor, np.ndarray)) and first.ndim == 1)
@@ -225,9 +225,9 @@ def _whole(x: Any, y: Any, takes: Callable[[str], bool], rows: int) -> Iterator[
         n = next(int(v.shape[0]) for v in cols.values() if isinstance(v, torch.Tensor))
     else:
         cols = None
-        x = _as_tensor(x, "data x")
+        x = to_tensor(x, "data x")
         n = int(x.shape[0])
-    yt = None if y is None else _as_tensor(y, "data labels y")
+    yt = None if y is None else to_tensor(y, "data labels y")
     if yt is not None and yt.shape[0] != n:
         raise ValueError(f"data has {n} inputs but {yt.shape[0]} labels; they must match")
     for s in range(0, n, rows):

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from jacspec.jacobian.model_prep import (
-    _check_inputs,
-    _forward,
-    _model_dtype_device,
+    check_inputs,
     is_exported_program,
+    model_dtype_device,
+    run_forward,
     untouched,
     unwrap_compiled,
 )
@@ -32,7 +32,7 @@ _SCRIPT_DROPOUTS = (
 )
 
 
-def _layer_problem(module: nn.Module) -> str | None:
+def layer_problem(module: nn.Module) -> str | None:
     """Why ``module`` in its current mode makes per-example Jacobians wrong (None: it does not)."""
     kind = type(module).__name__
     if isinstance(module, torch.jit.ScriptModule):
@@ -78,7 +78,7 @@ def training_mode_layers(model: nn.Module) -> list[str]:
     """
     found = []
     for name, module in model.named_modules():
-        problem = _layer_problem(module)
+        problem = layer_problem(module)
         if problem is not None:
             found.append(f"{repr(name) if name else 'the model itself'} ({problem})")
     return found
@@ -103,11 +103,11 @@ def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
     """
     model = unwrap_compiled(model)
     refuse_training_layers(model)
-    _check_inputs(x)
-    mdtype, mdevice = _model_dtype_device(model)
+    check_inputs(x)
+    mdtype, mdevice = model_dtype_device(model)
     x = x.to(device=mdevice or x.device, dtype=mdtype or x.dtype)
     with untouched(model, no_grad=True):
-        return int(_forward(model, lambda z: z, x).shape[1])
+        return int(run_forward(model, lambda z: z, x).shape[1])
 
 
 
@@ -150,12 +150,12 @@ def check_batch_independence(model: nn.Module, fn: Callable, x: torch.Tensor) ->
     noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
     moved, where = 0.0, (0, 0)
     with untouched(model, no_grad=True):
-        a = _forward(model, fn, x)
+        a = run_forward(model, fn, x)
         for mask in masks:
             m = mask.to(x.device)
             x2 = x.clone()
             x2[m] = x2[m] + 3.0 * scale * noise[m]
-            diff = (a[~m] - _forward(model, fn, x2)[~m]).abs().amax(dim=1)
+            diff = (a[~m] - run_forward(model, fn, x2)[~m]).abs().amax(dim=1)
             if diff.numel() and float(diff.max()) > moved:
                 kept = torch.nonzero(~m).flatten()
                 moved = float(diff.max())

@@ -31,24 +31,24 @@ from jacspec._util.progress import progress_bar
 from jacspec._util.validation import check_choice
 from jacspec.data.batches import data_length, iter_batches
 from jacspec.jacobian.checks import (
-    _layer_problem,
     check_batch_independence,
+    layer_problem,
     num_outputs,
     refuse_training_layers,
     training_mode_layers,
 )
 from jacspec.jacobian.input_module import at_input_module, batch_window
 from jacspec.jacobian.model_prep import (
-    _check_inputs,
-    _exported_input,
-    _forward,
-    _guard_error,
-    _model_dtype_device,
+    check_inputs,
     check_model,
+    exported_input,
+    guard_error,
     is_exported_program,
+    model_dtype_device,
     output_map,
     prepare_model,
     refuse_inference_mode,
+    run_forward,
     untouched,
     unwrap_compiled,
 )
@@ -71,29 +71,29 @@ __all__ = [
     "OUTPUTS",
     "JacobianBatch",
     "JacobianOptions",
-    "_check_inputs",
-    "_exported_input",
-    "_forward",
-    "_guard_error",
-    "_layer_problem",
-    "_model_dtype_device",
     "auto_batch_size",
     "batch_size_for",
     "check_batch_independence",
+    "check_inputs",
     "check_model",
     "data_jacobian",
+    "exported_input",
+    "guard_error",
     "input_rows",
     "is_activation",
     "is_exported_program",
     "iter_jacobians",
     "jacobian_loop",
     "jacobians",
+    "layer_problem",
+    "model_dtype_device",
     "num_outputs",
     "output_map",
     "prepare_model",
     "refuse_inference_mode",
     "refuse_training_layers",
     "resolve_method",
+    "run_forward",
     "training_mode_layers",
     "untouched",
     "unwrap_compiled",
@@ -158,7 +158,7 @@ def input_rows(
     copies = int(cotangents.shape[0])
     xin = replicate(x, copies) if method == "replicate" else x
     xg = xin.detach().requires_grad_(True)
-    out = _forward(model, fn, xg)
+    out = run_forward(model, fn, xg)
     rows = vjp_rows(out, xg, cotangents, method)
     first = out.view(copies, x.shape[0], -1)[0] if method == "replicate" else out
     return rows, first.detach()
@@ -253,7 +253,7 @@ def saved_bytes_per_example(model: nn.Module, fn: Callable, x: torch.Tensor) -> 
 
     xg = x.detach().clone().requires_grad_(True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _forward(model, fn, xg)
+        run_forward(model, fn, xg)
     return int(total[0] // max(1, x.shape[0]))
 
 
@@ -301,14 +301,14 @@ def jacobian_loop(
             for x_raw, y in iter_batches(data, None):
                 if x_raw.shape[0] == 0:
                     continue
-                _check_inputs(x_raw)
+                check_inputs(x_raw)
                 x_all = x_raw.to(device=device, dtype=dtype)
                 if x_all.is_inference():  # made under inference_mode: autograd needs a copy
                     x_all = x_all.clone()
                 if k is None:
                     probe = x_all[: min(8, x_all.shape[0])]
                     with untouched(run_model, no_grad=True):
-                        k = int(_forward(run_model, fn, probe).shape[1])
+                        k = int(run_forward(run_model, fn, probe).shape[1])
                     if chosen is None:
                         per = entries(k, int(x_all[0].numel()))
                         with untouched(run_model):
@@ -416,8 +416,8 @@ def _stacked(
         x0, _ = first_batch([data.peek()])
     else:
         x0, _ = first_batch(data)
-    _check_inputs(x0)
-    run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
+    check_inputs(x0)
+    run_dtype = opts.dtype or model_dtype_device(unwrap_compiled(model))[0] or torch.float32
     itemsize = torch.empty((), dtype=run_dtype).element_size()
     k = num_outputs(model, x0[:2])
     shape = tuple(int(s) for s in x0.shape[1:])

@@ -42,11 +42,11 @@ from torch import nn
 
 from jacspec.jacobian.engine import (
     JacobianBatch,
-    _forward,
     jacobian_loop,
     output_map,
     prepare_model,
     resolve_method,
+    run_forward,
     untouched,
 )
 from jacspec.jacobian.options import JacobianOptions
@@ -131,7 +131,7 @@ def find_first_linear(model: nn.Module, x: torch.Tensor) -> tuple[FirstLinear | 
     cut = _Cut(linears, probe)
     try:
         with untouched(model, freeze=True), torch.enable_grad():
-            out = _forward(model, output_map("logits"), probe)
+            out = run_forward(model, output_map("logits"), probe)
             leaf = cut.leaf
             if leaf is None:
                 return None, "no nn.Linear receives the input (or a flat view of it) directly"
@@ -168,7 +168,7 @@ def _step(
     xin = replicate(x, k) if method == "replicate" else x
     cut = _Cut({"layer": module}, None)
     try:
-        out = _forward(model, fn, xin.detach())
+        out = run_forward(model, fn, xin.detach())
     finally:
         cut.remove()
     leaf = cut.leaf

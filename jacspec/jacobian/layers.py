@@ -41,12 +41,12 @@ from jacspec._util.validation import check_choice
 from jacspec.data.batches import first_batch
 from jacspec.jacobian.engine import (
     JacobianBatch,
-    _check_inputs,
-    _forward,
+    check_inputs,
     is_activation,
     jacobian_loop,
     output_map,
     prepare_model,
+    run_forward,
     untouched,
     unwrap_compiled,
 )
@@ -158,7 +158,7 @@ def _trace(model: nn.Module, named: dict[str, nn.Module], names: list[str], prob
     handles = [named[n].register_forward_hook(hook_for(n)) for n in names]
     try:
         with untouched(model, no_grad=True):
-            _forward(model, output_map("logits"), probe)
+            run_forward(model, output_map("logits"), probe)
     finally:
         for h in handles:
             h.remove()
@@ -317,7 +317,7 @@ def _layer_step(
     handle = module.register_forward_hook(cap)
     try:
         xg = x.detach().requires_grad_(direction == "input_to_layer")
-        out = _forward(model, fn, xg)
+        out = run_forward(model, fn, xg)
     finally:
         handle.remove()
     if cap.calls != 1 or cap.h is None or cap.leaf is None:
@@ -377,7 +377,7 @@ def iter_layer_jacobians(
     fn = output_map(opts.output)
     run_model, dt, dev = prepare_model(eager_model(model), opts.dtype, opts.device)
     x0, _ = first_batch(data)
-    _check_inputs(x0)
+    check_inputs(x0)
     (hidden,), _ = select_layers(run_model, x0.to(device=dev, dtype=dt), [layer])
     module = layer_root(run_model).get_submodule(layer)
     m = hidden.width

@@ -1,8 +1,8 @@
 """Preparing a model for the Jacobian engine without changing it, and running it.
 
 :func:`prepare_model` returns the module to run (a ``torch.compile``d model's eager module;
-a converted deep copy when another dtype/device is asked for), :func:`_forward` runs it on a
-batch and turns its failures into one sentence (exported programs' shape guards included),
+a converted deep copy when another dtype/device is asked for), :func:`run_forward` runs it on
+a batch and turns its failures into one sentence (exported programs' shape guards included),
 :func:`output_map` is the map ``g`` applied to the logits, and :func:`untouched` runs a
 block on the user's model and leaves it as it was (flags, parameters, grads, buffers,
 random states): the one helper for that, used by the engine, the checks and the Tracker.
@@ -39,7 +39,8 @@ def output_map(output: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 
-def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
+    """The dtype and device of the model's first parameter (or floating buffer), else None."""
     for p in model.parameters():
         return p.dtype, p.device
     for b in model.buffers():
@@ -102,7 +103,7 @@ def prepare_model(
     model = unwrap_compiled(model)
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
-    mdtype, mdevice = _model_dtype_device(model)
+    mdtype, mdevice = model_dtype_device(model)
     target_dtype = dtype or mdtype or torch.float32
     if target_dtype not in (torch.float32, torch.float64):
         raise ValueError(
@@ -226,7 +227,8 @@ def untouched(model: nn.Module, *, eval_mode: bool = False, freeze: bool = False
             )
 
 
-def _check_inputs(x: torch.Tensor) -> None:
+def check_inputs(x: torch.Tensor) -> None:
+    """Refuse inputs that cannot be differentiated (integer dtypes: pixels or token ids)."""
     if not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
         raise TypeError(
             f"inputs must be floating point; got {x.dtype}: convert pixels first (x.float() "
@@ -243,7 +245,7 @@ def _check_inputs(x: torch.Tensor) -> None:
 
 
 
-def _exported_input(model: nn.Module) -> tuple[str, tuple[str, ...]] | None:
+def exported_input(model: nn.Module) -> tuple[str, tuple[str, ...]] | None:
     """Name and shape of an exported program's first input (symbolic sizes as ``batch``/``any``)."""
     try:
         for node in model.graph.nodes:
@@ -259,9 +261,9 @@ def _exported_input(model: nn.Module) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def _guard_error(model: nn.Module, x: torch.Tensor, first: str) -> ValueError:
+def guard_error(model: nn.Module, x: torch.Tensor, first: str) -> ValueError:
     """One sentence for an exported program whose shape guards reject ``x``."""
-    spec = _exported_input(model)
+    spec = exported_input(model)
     name, dims = spec if spec is not None else ("x", ())
     static_batch = bool(dims) and dims[0] != "batch"
     if "size()[0]" in first or (static_batch and dims[1:] == tuple(str(s) for s in x.shape[1:])):
@@ -329,7 +331,8 @@ def logits_of(z: Any, output_key: str | None = None, what: str = "the model") ->
     )
 
 
-def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
+def run_forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
+    """``fn`` of the model's output (logits) on ``x``; a model's refusal becomes a ValueError."""
     try:
         z = model(x)
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
@@ -337,7 +340,7 @@ def _forward(model: nn.Module, fn: Callable, x: torch.Tensor) -> torch.Tensor:
         if isinstance(exc, AssertionError) and (
             first.startswith("Guard failed") or is_exported_program(model)
         ):
-            raise _guard_error(model, x, first) from exc
+            raise guard_error(model, x, first) from exc
         raise ValueError(
             f"the model rejected inputs of shape {tuple(x.shape[1:])} (batch {x.shape[0]}): {first}"
         ) from exc

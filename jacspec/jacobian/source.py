@@ -34,9 +34,9 @@ from jacspec._util.names import MAIN
 from jacspec.data.batches import OneShot, data_length, first_batch, require_reiterable
 from jacspec.jacobian.engine import (
     JacobianBatch,
-    _check_inputs,
-    _model_dtype_device,
+    check_inputs,
     jacobian_batches,
+    model_dtype_device,
     num_outputs,
     prepare_model,
     unwrap_compiled,
@@ -222,9 +222,9 @@ class JacobianSource:
             x0, _ = first_batch([data.peek()])
         else:
             x0, _ = first_batch(data)
-        _check_inputs(x0)
+        check_inputs(x0)
         n = data_length(data)
-        run_dtype = opts.dtype or _model_dtype_device(unwrap_compiled(model))[0] or torch.float32
+        run_dtype = opts.dtype or model_dtype_device(unwrap_compiled(model))[0] or torch.float32
         if kind == "main":
             k = num_outputs(model, x0[:2])
             shape = tuple(int(s) for s in x0.shape[1:])
@@ -439,7 +439,7 @@ def _npy_header(shape: tuple[int, int], dtype: np.dtype) -> bytes:
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
 
 
-def _numpy_rows(block: Any) -> np.ndarray:
+def numpy_rows(block: Any) -> np.ndarray:
     """One batch (JacobianBatch, tensor or array ``(b, ...)``) as a ``(b, kd)`` numpy array."""
     if hasattr(block, "jac") and not isinstance(block, (np.ndarray, torch.Tensor)):
         block = block.jac
@@ -466,7 +466,7 @@ def write_rows(batches: Iterable[Any], path: str | os.PathLike, *, dtype: Any) -
     with open(path, "wb") as f:
         f.write(b"\0" * _HEADER_BYTES)
         for batch in batches:
-            block = _numpy_rows(batch)
+            block = numpy_rows(batch)
             if kd is None:
                 kd = int(block.shape[1])
             elif block.shape[1] != kd:

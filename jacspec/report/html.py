@@ -39,9 +39,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jacspec.report.html_inputs import KINDS, _records_with_step, detect_kind, load_input
+from jacspec.report.html_inputs import KINDS, detect_kind, load_input, records_with_step
 from jacspec.report.html_render import Section, Table, render_html, versions
-from jacspec.report.html_sections import _is_profile, build_section
+from jacspec.report.html_sections import build_section, is_profile
 
 __all__ = ["KINDS", "Section", "Table", "build_section", "detect_kind", "load_input",
            "render_html", "versions", "write_report"]
@@ -61,11 +61,11 @@ def _items(result_or_results: Any) -> list[tuple[str | None, Any]]:
                               for v in values):
                 return [(str(k), v) for k, v in result_or_results.items()]
             raise
-    if isinstance(result_or_results, (list, tuple)) and not _records_with_step(
+    if isinstance(result_or_results, (list, tuple)) and not records_with_step(
             list(result_or_results)):
         if not result_or_results:
             raise ValueError("result_or_results is empty; pass at least one result")
-        if all(_is_profile(p) for p in result_or_results):
+        if all(is_profile(p) for p in result_or_results):
             return [(None, list(result_or_results))]
         return [(None, r) for r in result_or_results]
     if isinstance(result_or_results, pd.Series):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jacspec.report.html_render import _frame
+from jacspec.report.html_render import frame_of
 
 __all__ = ["KINDS", "detect_kind", "load_input"]
 
@@ -49,7 +49,7 @@ def load_input(path: str | os.PathLike[str]) -> Any:
         head = fh.read(16)
     if head.startswith(b"SQLite format 3"):
         if _is_zoo_store(p):
-            return _ZooStore(p)
+            return ZooStore(p)
         for table, cols in _sqlite_tables(p).items():
             if "step" in cols:
                 con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
@@ -75,13 +75,13 @@ def load_input(path: str | os.PathLike[str]) -> Any:
             from jacspec.track import Tracker
 
             return Tracker.load(p)
-        return _frame([json.loads(ln) for ln in lines])
+        return frame_of([json.loads(ln) for ln in lines])
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         lines = [ln for ln in text.splitlines() if ln.strip()]
         try:
-            return _frame([json.loads(ln) for ln in lines])
+            return frame_of([json.loads(ln) for ln in lines])
         except json.JSONDecodeError:
             raise ValueError(f"{p} is not JSON ({exc.msg} at line {exc.lineno}); jacspec "
                              "report reads the JSON files of --json, JSONL/CSV tracking "
@@ -104,11 +104,14 @@ def _expand_json_columns(frame: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class _ZooStore:
+class ZooStore:
+    """A model-zoo store directory given as the report's input."""
+
     path: Path
 
 
-def _records_with_step(value: Any) -> bool:
+def records_with_step(value: Any) -> bool:
+    """True for a non-empty list of records that each have a ``step``."""
     return (isinstance(value, list) and bool(value)
             and all(isinstance(r, Mapping) and "step" in r for r in value))
 
@@ -116,7 +119,7 @@ def _records_with_step(value: Any) -> bool:
 def detect_kind(payload: Any) -> str:
     """The kind (:data:`KINDS`) of a JSON payload from its keys; ValueError when it is none
     that jacspec writes."""
-    if _records_with_step(payload):
+    if records_with_step(payload):
         return "tracking"
     if not isinstance(payload, Mapping):
         raise ValueError(f"cannot report a JSON {type(payload).__name__}: expected an object "
@@ -136,7 +139,7 @@ def detect_kind(payload: Any) -> str:
     if {"grid", "density"} <= keys or {"q_star", "chi"} <= keys or (
             {"sigma_w2", "sigma_b2", "q_star"} <= keys):
         return "theory"
-    if isinstance(payload.get("step"), list) or any(_records_with_step(v)
+    if isinstance(payload.get("step"), list) or any(records_with_step(v)
                                                     for v in payload.values()):
         return "tracking"
     shown = ", ".join(sorted(map(str, keys))[:8]) or "(none)"

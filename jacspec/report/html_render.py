@@ -94,7 +94,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """True for a real number (a numpy scalar included; a bool not)."""
     import numpy as np
 
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
@@ -121,7 +122,7 @@ def _cell(value: Any) -> tuple[str, str | None]:
         return ", ".join(parts[:8]) + (", ..." if len(parts) > 8 else ""), None
     if isinstance(value, (list, tuple, np.ndarray)):
         items = list(value)
-        if len(items) <= 6 and all(_is_number(v) or isinstance(v, str) for v in items):
+        if len(items) <= 6 and all(is_number(v) or isinstance(v, str) for v in items):
             return ", ".join(_cell(v)[0] for v in items), None
         return f"[{len(items)} values]", None
     try:
@@ -134,7 +135,7 @@ def _cell(value: Any) -> tuple[str, str | None]:
     return str(value), None
 
 
-def _scalars(d: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
+def scalars(d: Mapping[str, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
     """The entries of ``d`` that are not lists or dicts (nor in ``skip``)."""
     import numpy as np
 
@@ -153,7 +154,8 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _frame(records: Any, index: str | None = None) -> Any:
+def frame_of(records: Any, index: str | None = None) -> Any:
+    """A DataFrame of ``records`` (indexed by ``index`` when it is a column)."""
     import pandas as pd
 
     frame = pd.DataFrame(records)
@@ -162,7 +164,7 @@ def _frame(records: Any, index: str | None = None) -> Any:
     return frame
 
 
-def _warnings_of(frame: Any) -> list[str]:
+def warnings_of(frame: Any) -> list[str]:
     """Row warnings (``warning`` column) and quantities a float32 Jacobian left unresolved
     (``unresolved`` column, named unless the row's warning already says so) of a table, one
     sentence per row."""
@@ -188,7 +190,7 @@ def _warnings_of(frame: Any) -> list[str]:
     return out
 
 
-def _explicit_warnings(d: Mapping[str, Any]) -> list[str]:
+def explicit_warnings(d: Mapping[str, Any]) -> list[str]:
     """Entries named ``warning``/``warnings`` anywhere in a (settings) mapping."""
     out: list[str] = []
     for k, v in d.items():
@@ -198,7 +200,7 @@ def _explicit_warnings(d: Mapping[str, Any]) -> list[str]:
             elif isinstance(v, (list, tuple)):
                 out.extend(str(x) for x in v if str(x).strip())
         elif isinstance(v, Mapping):
-            out.extend(_explicit_warnings(v))
+            out.extend(explicit_warnings(v))
     return out
 
 

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from jacspec._util.names import MAIN
-from jacspec.report.html_inputs import _records_with_step, _ZooStore, detect_kind, load_input
+from jacspec.report.html_inputs import ZooStore, detect_kind, load_input, records_with_step
 from jacspec.report.html_render import (
     Section,
     Table,
-    _explicit_warnings,
-    _frame,
-    _is_number,
-    _scalars,
-    _warnings_of,
+    explicit_warnings,
+    frame_of,
+    is_number,
+    scalars,
+    warnings_of,
 )
 
 __all__ = ["build_section"]
@@ -55,7 +55,7 @@ def _sketch_notes(table: Any, settings: Mapping[str, Any]) -> list[str]:
 
         def num(c: str, row: Any = row) -> str:
             v = table.at[row, c] if c in cols else None
-            return f"{v:.4g}" if _is_number(v) else "n/a"
+            return f"{v:.4g}" if is_number(v) else "n/a"
 
         out.append(
             f"{row}: sketched from r={num('sketch_r')} random output projections of "
@@ -77,9 +77,9 @@ def _analysis_object(a: Any, title: str | None) -> Section:
                   settings=settings)
     sec.tables.append(Table("Metrics, one row per matrix", table, "metrics"))
     if d.get("estimate"):
-        sec.tables.append(Table("Estimated ESD (SLQ)", _frame([d["estimate"]]), "estimate"))
-    sec.warnings += (_sketch_notes(table, settings) + _warnings_of(table)
-                     + _explicit_warnings(settings))
+        sec.tables.append(Table("Estimated ESD (SLQ)", frame_of([d["estimate"]]), "estimate"))
+    sec.warnings += (_sketch_notes(table, settings) + warnings_of(table)
+                     + explicit_warnings(settings))
     if MAIN in getattr(a, "esds", {}) or getattr(a, "estimate", None) is not None:
         for name, fig in analysis_figures(a).items():
             sec.add_figure(_CAPTIONS.get(name, name), fig)
@@ -94,17 +94,17 @@ def _analysis_payload(d: Mapping[str, Any], title: str | None) -> Section:
     settings = dict(d.get("settings") or {})
     metrics = dict(d.get("metrics") or {})
     if d.get("layers"):
-        table = _frame(d["layers"], "name")
+        table = frame_of(d["layers"], "name")
     else:
-        table = _frame([{"name": MAIN, **metrics}], "name")
+        table = frame_of([{"name": MAIN, **metrics}], "name")
     sec = Section(title or _settings_title("analysis", settings, "Analysis"), "analysis",
                   settings=settings)
     sec.tables.append(Table("Metrics, one row per matrix", table, "metrics"))
     if d.get("estimate"):
-        sec.tables.append(Table("Estimated ESD (SLQ)", _frame([_scalars(d["estimate"])]),
+        sec.tables.append(Table("Estimated ESD (SLQ)", frame_of([scalars(d["estimate"])]),
                                 "estimate"))
-    sec.warnings += (_sketch_notes(table, settings) + _warnings_of(table)
-                     + _explicit_warnings(settings))
+    sec.warnings += (_sketch_notes(table, settings) + warnings_of(table)
+                     + explicit_warnings(settings))
     ev = np.asarray([v for v in (d.get("eigenvalues") or []) if v is not None], dtype=float)
     if ev.size and (ev > 0).any():
         rank = metrics.get("rank")
@@ -114,17 +114,17 @@ def _analysis_payload(d: Mapping[str, Any], title: str | None) -> Section:
         sec.add_figure("ESD on log-log axes (eigenvalues above the rank tolerance; the fit's "
                        "alpha and xmin are in the table)", plot_esd_loglog(top, title=label))
         sec.add_figure("ESD on linear axes (xmin of the power-law fit dashed)",
-                       plot_esd_linear(ev, xmin=xmin if _is_number(xmin) else None,
+                       plot_esd_linear(ev, xmin=xmin if is_number(xmin) else None,
                                        title=label))
     return sec
 
 
 def _comparison_payload(d: Mapping[str, Any], title: str | None) -> Section:
     metrics = d["metrics"]
-    frame = _frame([{"name": k, **v} for k, v in metrics.items()], "name")
+    frame = frame_of([{"name": k, **v} for k, v in metrics.items()], "name")
     sec = Section(title or "Comparison", "comparison", settings=dict(d.get("settings") or {}))
     sec.tables.append(Table("Metrics side by side", frame, "metrics", transpose=True))
-    sec.warnings += _warnings_of(frame)
+    sec.warnings += warnings_of(frame)
     return sec
 
 
@@ -143,19 +143,19 @@ def _sensitivity_payload(d: Mapping[str, Any], title: str | None) -> Section:
                   "sensitivity", settings=settings)
     if "jacobian_norm_mean" in d:
         sec.tables.append(Table("Mean softmax Jacobian norm on the data",
-                                _frame([{"name": "data", "jacobian_norm_mean":
-                                         d["jacobian_norm_mean"]}], "name"), "overview"))
+                                frame_of([{"name": "data", "jacobian_norm_mean":
+                                           d["jacobian_norm_mean"]}], "name"), "overview"))
     if per_point:
         sec.tables.append(Table("Per-point loss bounds (Novak et al. eqs. 5-7)",
-                                _frame([{"name": "per_point", **_scalars(per_point)}], "name"),
+                                frame_of([{"name": "per_point", **scalars(per_point)}], "name"),
                                 "per_point"))
     if trajectories:
-        rows = [{"name": str(t.get("kind", i)), **_scalars(t)}
+        rows = [{"name": str(t.get("kind", i)), **scalars(t)}
                 for i, t in enumerate(trajectories)]
-        sec.tables.append(Table("Trajectories", _frame(rows, "name"), "trajectories"))
+        sec.tables.append(Table("Trajectories", frame_of(rows, "name"), "trajectories"))
         sec.add_figure("Jacobian norm and linear-region transitions along each trajectory",
                        plot_trajectory_records(trajectories))
-    sec.warnings += _explicit_warnings(d)
+    sec.warnings += explicit_warnings(d)
     return sec
 
 
@@ -169,13 +169,13 @@ def _theory_payload(d: Mapping[str, Any], title: str | None, obj: Any = None) ->
     sec = Section(title or f"Theory: {kind} ({act})", "theory",
                   settings=dict(d["settings"]) if isinstance(d.get("settings"), Mapping) else {})
     sim = d.get("simulation") if isinstance(d.get("simulation"), Mapping) else None
-    row = {"name": "theory", **_scalars(d)}
-    sec.tables.append(Table(f"{kind.capitalize()}", _frame([row], "name"), "theory"))
+    row = {"name": "theory", **scalars(d)}
+    sec.tables.append(Table(f"{kind.capitalize()}", frame_of([row], "name"), "theory"))
     if d.get("atoms"):
-        sec.tables.append(Table("Point masses (atoms)", _frame(list(d["atoms"])), "atoms"))
+        sec.tables.append(Table("Point masses (atoms)", frame_of(list(d["atoms"])), "atoms"))
     if sim is not None:
-        sec.tables.append(Table("Simulated networks", _frame([{"name": "simulation",
-                                                               **_scalars(sim)}], "name"),
+        sec.tables.append(Table("Simulated networks", frame_of([{"name": "simulation",
+                                                                 **scalars(sim)}], "name"),
                                 "simulation"))
     if "grid" in d and "density" in d:
         from jacspec.report.theory_plots import theory_vs_simulation
@@ -187,7 +187,7 @@ def _theory_payload(d: Mapping[str, Any], title: str | None, obj: Any = None) ->
             atoms=[dict(a) for a in d.get("atoms") or []])
         sec.add_figure("Density of log10 lambda of JJ^T (free probability)",
                        theory_vs_simulation([spec]))
-    sec.warnings += _explicit_warnings(d)
+    sec.warnings += explicit_warnings(d)
     return sec
 
 
@@ -196,8 +196,8 @@ def _zoo_section(table: Any, title: str | None, store: Path | None = None) -> Se
 
     d = table.to_dict() if hasattr(table, "to_dict") else dict(table)
     scores = d.get("metrics") or {}
-    rows = [{"name": m, **_scalars(s)} for m, s in scores.items()]
-    frame = _frame(rows, "name")
+    rows = [{"name": m, **scalars(s)} for m, s in scores.items()]
+    frame = frame_of(rows, "name")
     if "kendall_tau" in frame:
         order = np.argsort(-np.abs(frame["kendall_tau"].to_numpy(dtype=float, na_value=np.nan)),
                            kind="stable")
@@ -213,9 +213,9 @@ def _zoo_section(table: Any, title: str | None, store: Path | None = None) -> Se
     paired = [p for p in d.get("paired") or [] if isinstance(p, Mapping)]
     if paired:
         prs = [{"name": f"{p.get('metric')} | {p.get('factor')}: {p.get('a')} vs {p.get('b')}",
-                **_scalars(p)} for p in paired]
+                **scalars(p)} for p in paired]
         sec.tables.append(Table("Paired comparisons (one factor changed, all else fixed)",
-                                _frame(prs, "name"), "paired", transpose=False))
+                                frame_of(prs, "name"), "paired", transpose=False))
     if d.get("complete_grid") is False:
         sec.warnings.append("the configurations do not form a complete grid of the factors: "
                             "CMI is not computed (nan)")
@@ -283,7 +283,7 @@ def _tracking_section(frame: Any, title: str | None, settings: Mapping[str, Any]
         shown.index = _index([f"step {s}" + (f" {g}" if group else "") for s, g in zip(
             part["step"], part[group] if group else part["step"], strict=True)], "row")
         sec.tables.append(Table(caption, shown, name, transpose=False))
-        sec.warnings += _warnings_of(shown)
+        sec.warnings += warnings_of(shown)
         metrics = metric_columns(part)
         what = caption.split(" at ")[0]
         for i in range(0, len(metrics), 12):
@@ -302,10 +302,10 @@ def _index(labels: Sequence[str], name: str) -> Any:
 def _profiles_section(profiles: Sequence[Any], title: str | None) -> Section:
     from jacspec.report.sensitivity_plots import plot_profiles
 
-    rows = [{"name": p.kind, **_scalars(p.summary())} for p in profiles]
+    rows = [{"name": p.kind, **scalars(p.summary())} for p in profiles]
     sec = Section(title or "Sensitivity along trajectories", "sensitivity",
                   settings=dict(getattr(profiles[0], "settings", {}) or {}))
-    sec.tables.append(Table("Trajectories", _frame(rows, "name"), "trajectories"))
+    sec.tables.append(Table("Trajectories", frame_of(rows, "name"), "trajectories"))
     smooth = max(1, len(profiles[0].t) // 64)
     sec.add_figure("Jacobian norm and transitions per unit length along each trajectory",
                    plot_profiles(list(profiles), smooth=smooth))
@@ -319,14 +319,15 @@ def _per_point_section(result: Any, title: str | None) -> Section:
     sec = Section(title or "Per-point sensitivity", "sensitivity",
                   settings=dict(summary.pop("settings", None) or getattr(result, "settings", {})))
     sec.tables.append(Table("Per-point loss bounds (Novak et al. eqs. 5-7)",
-                            _frame([{"name": "per_point", **_scalars(summary)}], "name"),
+                            frame_of([{"name": "per_point", **scalars(summary)}], "name"),
                             "per_point"))
     sec.add_figure("Jacobian norms against the loss with the bounds of eqs. 5-7",
                    plot_per_point(result))
     return sec
 
 
-def _is_profile(obj: Any) -> bool:
+def is_profile(obj: Any) -> bool:
+    """True for a sensitivity profile (a trajectory result: kind, t, norms, transitions)."""
     return all(hasattr(obj, a) for a in ("kind", "t", "jacobian_norm", "transitions",
                                          "summary"))
 
@@ -362,15 +363,15 @@ def build_section(result: Any, *, title: str | None = None) -> Section:
             if str(result) in str(exc):
                 raise
             raise ValueError(f"{result}: {exc}") from exc
-    if isinstance(result, _ZooStore):
+    if isinstance(result, ZooStore):
         return _zoo_store(result.path, title)
     if hasattr(result, "table") and hasattr(result, "esds"):
         return _analysis_object(result, title)
     if hasattr(result, "scores") and hasattr(result, "factors") and hasattr(result, "gap"):
         return _zoo_section(result, title)
-    if _is_profile(result):
+    if is_profile(result):
         return _profiles_section([result], title)
-    if isinstance(result, (list, tuple)) and result and all(_is_profile(p) for p in result):
+    if isinstance(result, (list, tuple)) and result and all(is_profile(p) for p in result):
         return _profiles_section(result, title)
     if hasattr(result, "frame") and hasattr(result, "M") and hasattr(result, "summary"):
         return _per_point_section(result, title)
@@ -411,12 +412,12 @@ def _payload_section(d: Any, title: str | None) -> Section:
         return _zoo_section(d, title)
     # tracking
     if isinstance(d, list):
-        return _tracking_section(_frame(d), title)
+        return _tracking_section(frame_of(d), title)
     if isinstance(d.get("step"), list):
-        return _tracking_section(_frame({k: v for k, v in d.items() if isinstance(v, list)}),
+        return _tracking_section(frame_of({k: v for k, v in d.items() if isinstance(v, list)}),
                                  title, d.get("settings"))
-    key = next(k for k, v in d.items() if _records_with_step(v))
-    return _tracking_section(_frame(d[key]), title,
+    key = next(k for k, v in d.items() if records_with_step(v))
+    return _tracking_section(frame_of(d[key]), title,
                              d.get("settings") if isinstance(d.get("settings"), Mapping)
                              else None)
 
@@ -426,8 +427,8 @@ def _simulation_section(sim: Any, title: str | None) -> Section:
 
     d = sim.to_dict()
     sec = Section(title or f"Theory: simulated spectrum ({d.get('activation', '')})", "theory")
-    sec.tables.append(Table("Simulated networks", _frame([{"name": "simulation",
-                                                           **_scalars(d)}], "name"),
+    sec.tables.append(Table("Simulated networks", frame_of([{"name": "simulation",
+                                                             **scalars(d)}], "name"),
                             "simulation"))
     sec.add_figure("Histogram of log10 lambda of the simulated JJ^T",
                    plot_simulated_spectrum(sim.eigenvalues, floor=float(d.get("floor") or 0)))
@@ -444,8 +445,8 @@ def _generic_section(obj: Any, title: str | None) -> Section:
         pass
     sec = Section(title or type(obj).__name__, "result",
                   settings=dict(getattr(obj, "settings", None) or d.get("settings") or {}))
-    sec.tables.append(Table("Values", _frame([{"name": type(obj).__name__,
-                                                **_scalars(d, skip=("settings",))}], "name"),
+    sec.tables.append(Table("Values", frame_of([{"name": type(obj).__name__,
+                                                 **scalars(d, skip=("settings",))}], "name"),
                             "values"))
     to_frame = getattr(obj, "to_frame", None)
     if callable(to_frame):
@@ -458,6 +459,6 @@ def _generic_section(obj: Any, title: str | None) -> Section:
         items = figs.items() if isinstance(figs, Mapping) else [(type(obj).__name__, figs)]
         for caption, fig in items:
             sec.add_figure(str(caption), fig)
-    sec.warnings += _explicit_warnings(d)
+    sec.warnings += explicit_warnings(d)
     return sec
 

@@ -46,7 +46,8 @@ _DISTRIBUTIONS = ("rademacher", "normal")
 SeedLike = int | np.random.Generator | None
 
 
-def _seed_repr(seed: SeedLike) -> int | str | None:
+def seed_repr(seed: SeedLike) -> int | str | None:
+    """The seed as recorded in a result's params (an int or None; a Generator by name)."""
     return seed if isinstance(seed, (int, type(None))) else "Generator"
 
 
@@ -64,7 +65,8 @@ def random_vectors(
     raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}.")
 
 
-def _apply(op: LinearOperator, V: np.ndarray) -> np.ndarray:
+def apply_operator(op: LinearOperator, V: np.ndarray) -> np.ndarray:
+    """``op @ V`` for a block of vectors, as float64."""
     return np.asarray(op.matmat(V), dtype=np.float64)
 
 
@@ -216,7 +218,7 @@ def lanczos(
                       None if images is None else images.cpu().numpy())
 
 
-def _rayleigh_ritz(
+def rayleigh_ritz(
     X: np.ndarray, AX: np.ndarray, k: int, rtol: float = 1e-10
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k Ritz values of A on span(rows of X) (not necessarily orthonormal), given AX.
@@ -239,7 +241,7 @@ def _rayleigh_ritz(
     return theta, resid
 
 
-def _ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nodes θ (eigenvalues of T) and Gauss weights τ = (first eigenvector components)^2."""
     if alpha.size == 1:
         return alpha.copy(), np.ones(1)
@@ -296,7 +298,7 @@ class TopEigenvalues:
         return pd.DataFrame({"eigenvalue": self.values, "residual": self.residuals})
 
 
-def _orth(W: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
+def orthonormal_basis(W: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
     """Orthonormal basis of range(W), dropping directions with tiny singular values."""
     if W.shape[1] == 0:
         return W
@@ -333,7 +335,7 @@ def top_eigenvalues(
     if method not in ("lanczos", "subspace"):
         raise ValueError(f"method must be 'lanczos' or 'subspace', got {method!r}.")
     mv0 = op.num_matvecs
-    Q = _orth(random_vectors(dim, min(b, dim), seed=seed, distribution="normal"))
+    Q = orthonormal_basis(random_vectors(dim, min(b, dim), seed=seed, distribution="normal"))
     bar = _progress(num_steps, f"top-{k} ({method})", progress)
     if method == "lanczos":
         B, AB, passes = _block_lanczos_basis(op, Q, num_steps, dim, bar)
@@ -351,7 +353,7 @@ def top_eigenvalues(
         k=k,
         num_steps=num_steps,
         block_size=b,
-        seed=_seed_repr(seed),
+        seed=seed_repr(seed),
         num_matvecs=op.num_matvecs - mv0,
         num_passes=passes,
     )
@@ -367,7 +369,7 @@ def _block_lanczos_basis(
     images: list[np.ndarray] = []
     total = passes = 0
     for _ in range(num_steps):
-        W = _apply(op, Q)
+        W = apply_operator(op, Q)
         passes += 1
         basis.append(Q)
         images.append(W)
@@ -380,12 +382,12 @@ def _block_lanczos_basis(
         R = W.copy()
         for _ in range(2):
             R -= B @ (B.T @ R)
-        Q = _orth(R, rtol=1e-8)
+        Q = orthonormal_basis(R, rtol=1e-8)
         if Q.shape[1] == 0:
             break
         for _ in range(2):  # keep the new block orthogonal to the basis after truncation
             Q -= B @ (B.T @ Q)
-        Q = _orth(Q)
+        Q = orthonormal_basis(Q)
     return np.concatenate(basis, axis=1), np.concatenate(images, axis=1), passes
 
 
@@ -397,12 +399,12 @@ def _subspace_iteration(
     W = Q
     passes = 0
     for it in range(num_steps):
-        W = _apply(op, Q)
+        W = apply_operator(op, Q)
         passes += 1
         if bar is not None:
             bar.update(1)
         if it < num_steps - 1:
-            Q = _orth(W)
+            Q = orthonormal_basis(W)
     return Q, W, passes
 
 

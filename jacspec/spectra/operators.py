@@ -35,9 +35,9 @@ import torch
 
 from jacspec.jacobian.source import JacobianSource
 from jacspec.spectra.rows import (
-    _FLOAT_DTYPES,
-    _SCALES,
-    _SIDES,
+    FLOAT_DTYPES,
+    OPERATOR_SCALES,
+    OPERATOR_SIDES,
     ArrayRows,
     FileRows,
     RowSource,
@@ -152,7 +152,7 @@ class LinearOperator:
         arr = np.asarray(V)
         if arr.ndim != 2 or arr.shape[0] != self.shape[1]:
             raise ValueError(f"V must have shape ({self.shape[1]}, s), got {tuple(arr.shape)}.")
-        if arr.dtype not in _FLOAT_DTYPES:
+        if arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"V must be float32 or float64, got {arr.dtype}.")
         return self.apply(torch.from_numpy(np.ascontiguousarray(arr))).cpu().numpy()
 
@@ -202,7 +202,7 @@ class MatrixOperator(LinearOperator):
     def __init__(self, matrix: np.ndarray | torch.Tensor) -> None:
         if not isinstance(matrix, torch.Tensor):
             arr = np.asarray(matrix)
-            if arr.dtype not in _FLOAT_DTYPES:
+            if arr.dtype not in FLOAT_DTYPES:
                 raise TypeError(f"matrix dtype must be float32 or float64, got {arr.dtype}.")
             matrix = torch.from_numpy(arr)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -226,7 +226,7 @@ class _ScipyOperator(LinearOperator):
     def __init__(self, op: scipy.sparse.linalg.LinearOperator) -> None:
         if op.shape[0] != op.shape[1]:
             raise ValueError(f"the operator must be square, got shape {op.shape}.")
-        super().__init__(op.shape, op.dtype if op.dtype in _FLOAT_DTYPES else np.float64)
+        super().__init__(op.shape, op.dtype if op.dtype in FLOAT_DTYPES else np.float64)
         self.op = op
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -277,10 +277,10 @@ class GramOperator(LinearOperator):
 
     def __init__(self, rows: JacobianSource | RowSource, *, side: str = "dual",
                  scale: str = "n") -> None:
-        if side not in _SIDES:
-            raise ValueError(f"side must be one of {_SIDES}, got {side!r}.")
-        if scale not in _SCALES:
-            raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}.")
+        if side not in OPERATOR_SIDES:
+            raise ValueError(f"side must be one of {OPERATOR_SIDES}, got {side!r}.")
+        if scale not in OPERATOR_SCALES:
+            raise ValueError(f"scale must be one of {OPERATOR_SCALES}, got {scale!r}.")
         source = rows if isinstance(rows, JacobianSource) else source_of_rows(rows)
         n, kd = source.count(), source.cols
         dim = kd if side == "dual" else n

@@ -136,9 +136,9 @@ def plan_esd(
 
 def engine_dtype(model: nn.Module, dtype: torch.dtype | None) -> torch.dtype:
     """The dtype the Jacobian engine runs in: ``dtype``, else the model's, else float32."""
-    from jacspec.jacobian.engine import _model_dtype_device
+    from jacspec.jacobian.engine import model_dtype_device
 
-    return dtype or _model_dtype_device(model)[0] or torch.float32
+    return dtype or model_dtype_device(model)[0] or torch.float32
 
 
 def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tuple[int, int, int]:
@@ -149,23 +149,23 @@ def problem_shape(model: nn.Module, data: Any, dtype: torch.dtype | None) -> tup
     """
     from jacspec.data.batches import data_length, first_batch, iter_batches
     from jacspec.jacobian.engine import (
-        _check_inputs,
-        _forward,
-        _model_dtype_device,
+        check_inputs,
+        model_dtype_device,
         output_map,
+        run_forward,
         unwrap_compiled,
     )
     from jacspec.jacobian.model_prep import untouched
 
     model = unwrap_compiled(model)
     x, _ = first_batch(data)
-    _check_inputs(x)
+    check_inputs(x)
     d = int(x[0].numel())
-    mdt, mdev = _model_dtype_device(model)
+    mdt, mdev = model_dtype_device(model)
     dt = mdt or dtype or torch.float32  # probe in the model's dtype
     dev = mdev or torch.device("cpu")
     with untouched(model, no_grad=True):
-        k = int(_forward(model, output_map("logits"), x[:2].to(device=dev, dtype=dt)).shape[1])
+        k = int(run_forward(model, output_map("logits"), x[:2].to(device=dev, dtype=dt)).shape[1])
     n = data_length(data)
     if n is None:
         n = sum(int(xb.shape[0]) for xb, _ in iter_batches(data))

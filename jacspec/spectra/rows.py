@@ -25,8 +25,7 @@ import torch
 
 from jacspec._util.progress import progress_bar
 from jacspec.jacobian.engine import JacobianBatch
-from jacspec.jacobian.source import JacobianSource, write_rows
-from jacspec.jacobian.source import _numpy_rows as _to_numpy_rows
+from jacspec.jacobian.source import JacobianSource, numpy_rows, write_rows
 
 logger = logging.getLogger("jacspec.spectra.operators")
 
@@ -43,14 +42,14 @@ __all__ = [
     "write_jacobian_memmap",
 ]
 
-_SIDES = ("dual", "primal")
-_SCALES = ("n", "none")
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+OPERATOR_SIDES = ("dual", "primal")
+OPERATOR_SCALES = ("n", "none")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_float_dtype(dtype: Any, what: str) -> np.dtype:
     dt = np.dtype(dtype)
-    if dt not in _FLOAT_DTYPES:
+    if dt not in FLOAT_DTYPES:
         raise TypeError(f"{what} must be float32 or float64, got {dt}.")
     return dt
 
@@ -80,7 +79,7 @@ class ArrayRows:
     kind: str = "memory"
 
     def __post_init__(self) -> None:
-        arr = _to_numpy_rows(self.array)
+        arr = numpy_rows(self.array)
         _check_float_dtype(arr.dtype, "the Jacobian array dtype")
         if self.block_size < 1:
             raise ValueError(f"block_size must be a positive int, got {self.block_size}.")
@@ -186,7 +185,7 @@ class StreamRows:
         n, kd = self.shape
         seen = 0
         for batch in self.make_blocks():
-            block = _to_numpy_rows(batch)
+            block = numpy_rows(batch)
             if block.shape[1] != kd:
                 raise ValueError(f"a streamed batch has {block.shape[1]} columns, expected {kd}.")
             if block.dtype != self.dtype:
@@ -213,7 +212,7 @@ class SourceRows:
     def blocks(self) -> Iterator[np.ndarray]:
         seen = 0
         for batch in self.source:
-            block = _to_numpy_rows(batch)
+            block = numpy_rows(batch)
             if block.dtype != self.dtype:
                 block = block.astype(self.dtype)
             seen += block.shape[0]
@@ -324,7 +323,7 @@ def write_jacobian_memmap(
     path = Path(path)
     it: Iterable[Any] = progress_bar(progress, iterable=batches, desc="writing 𝒥",
                                      unit="batch") or batches
-    n, kd = write_rows((_to_numpy_rows(b) for b in it), path, dtype=dt)
+    n, kd = write_rows((numpy_rows(b) for b in it), path, dtype=dt)
     logger.info("wrote 𝒥 of shape (%d, %d) %s to %s", n, kd, dt, path)
     return path, (n, kd)
 

@@ -45,8 +45,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 
 from jacspec._util.ray import RAY_START_TIMEOUT, ray_session
 from jacspec._util.validation import check_choice
-from jacspec.data.batches import Y_KEYS, _in_memory_pair
-from jacspec.data.model_inputs import _is_row
+from jacspec.data.batches import Y_KEYS, in_memory_pair
+from jacspec.data.model_inputs import is_row
 from jacspec.jacobian.engine import unwrap_compiled
 from jacspec.jacobian.input_module import at_input_module
 from jacspec.jacobian.options import JacobianOptions, resolve_options
@@ -102,7 +102,7 @@ def shard_data(data: Any, shards: int) -> list[tuple[Any, int, int]]:
     if hasattr(data, "x") and hasattr(data, "y") and not isinstance(data, (tuple, list)):
         x, y = data.x, data.y
         return [((x[a:b], y[a:b]), a, b) for a, b in shard_ranges(int(x.shape[0]), shards)]
-    pair = _in_memory_pair(data)
+    pair = in_memory_pair(data)
     if pair is not None:
         x, y = pair
         return [((x[a:b], None if y is None else y[a:b]), a, b)
@@ -130,7 +130,7 @@ def shard_data(data: Any, shards: int) -> list[tuple[Any, int, int]]:
             raise _refuse(data, "it holds no tensor or array column")
         return [({k: v[a:b] if k in cols else v for k, v in data.items()}, a, b)
                 for a, b in shard_ranges(n, shards)]
-    if isinstance(data, list) and data and isinstance(data[0], Mapping) and _is_row(data[0]):
+    if isinstance(data, list) and data and isinstance(data[0], Mapping) and is_row(data[0]):
         return [(data[a:b], a, b) for a, b in shard_ranges(len(data), shards)]  # rows
     if isinstance(data, list) and data:
         sizes = [_batch_len(item) for item in data]

@@ -25,11 +25,11 @@ from jacspec._util.validation import positive_int
 from jacspec.spectra.lanczos import (
     SeedLike,
     TopEigenvalues,
-    _rayleigh_ritz,
-    _ritz,
-    _seed_repr,
     lanczos,
     random_vectors,
+    rayleigh_ritz,
+    ritz,
+    seed_repr,
 )
 from jacspec.spectra.operators import as_operator
 from jacspec.spectra.options import (
@@ -210,7 +210,7 @@ def slq(
         dim=dim,
         num_steps=num_steps,
         num_vectors=num_vectors,
-        seed=_seed_repr(seed),
+        seed=seed_repr(seed),
         distribution=distribution,
         steps_taken=runs.steps,
         num_matvecs=op.num_matvecs - mv0,
@@ -257,7 +257,7 @@ def _quadrature_runs(
                 runs.rows_ax.append(run.images[i, : run.steps[i]])
         for i in range(run.steps.size):
             a, bt = run.tridiagonal(i)
-            theta, tau = _ritz(a, bt)
+            theta, tau = ritz(a, bt)
             runs.nodes[b0 + i, : theta.size] = theta
             runs.weights[b0 + i, : theta.size] = tau
             runs.quad[b0 + i] = run.start_norms[i] ** 2 * a[0]
@@ -273,7 +273,7 @@ def _block_krylov_top(
     X = np.concatenate(runs.rows_x, axis=0)
     AX = np.concatenate(runs.rows_ax, axis=0)
     runs.rows_x, runs.rows_ax = [], []
-    theta, resid = _rayleigh_ritz(X, AX, k)
+    theta, resid = rayleigh_ritz(X, AX, k)
     return TopEigenvalues(
         values=theta,
         residuals=resid,
@@ -281,7 +281,7 @@ def _block_krylov_top(
         k=k,
         num_steps=m,
         block_size=num_vectors,
-        seed=_seed_repr(seed),
+        seed=seed_repr(seed),
         num_matvecs=num_matvecs,  # shared with the quadrature, not extra
         num_passes=runs.passes,
     )
@@ -340,9 +340,10 @@ class SpectralDensity:
         return pd.DataFrame({"x": self.grid, "density": self.density})
 
 
-def _broaden(
+def broaden(
     nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float, chunk: int = 4096
 ) -> np.ndarray:
+    """Weighted nodes broadened into a density on ``grid`` by a Gaussian of width ``sigma``."""
     out = np.zeros_like(grid)
     norm = 1.0 / (sigma * math.sqrt(2 * math.pi))
     for s in range(0, nodes.size, chunk):
@@ -390,7 +391,7 @@ def spectral_density(
         raise ValueError(f"sigma must be positive, got {sigma}.")
     return SpectralDensity(
         grid=grid,
-        density=_broaden(x, wx, grid, float(sigma)),
+        density=broaden(x, wx, grid, float(sigma)),
         nodes=nodes,
         weights=w,
         sigma=float(sigma),

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from jacspec.spectra.slq import _broaden, discrete_cdf
+from jacspec.spectra.slq import broaden, discrete_cdf
 
 __all__ = ["DEFAULT_REL_SIGMA", "SPECTRUM_ATTRIBUTES", "Spectrum"]
 
@@ -121,7 +121,7 @@ class Spectrum(ABC):
         if not (s > 0 and math.isfinite(s)):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
         x = np.asarray(grid, dtype=np.float64)
-        return _broaden(nodes, weights, x.ravel(), s).reshape(x.shape)
+        return broaden(nodes, weights, x.ravel(), s).reshape(x.shape)
 
     def density_grid(self, num_points: int = 512, *, sigma: float | None = None) -> np.ndarray:
         """An even grid over the support padded by 5 sigma on each side (where

@@ -19,10 +19,10 @@ from jacspec._util.random import numpy_generator
 from jacspec._util.validation import positive_int
 from jacspec.spectra.lanczos import (
     SeedLike,
-    _apply,
-    _orth,
-    _seed_repr,
+    apply_operator,
+    orthonormal_basis,
     random_vectors,
+    seed_repr,
 )
 from jacspec.spectra.operators import as_operator
 
@@ -79,10 +79,10 @@ def hutchinson_trace(
     samples = np.empty(num)
     for s in range(0, num, block):
         Vb = V[:, s : s + block]
-        samples[s : s + Vb.shape[1]] = np.einsum("ds,ds->s", Vb, _apply(op, Vb))
+        samples[s : s + Vb.shape[1]] = np.einsum("ds,ds->s", Vb, apply_operator(op, Vb))
     stderr = float(np.std(samples, ddof=1) / math.sqrt(num)) if num > 1 else float("nan")
     return TraceEstimate(
-        float(samples.mean()), stderr, "hutchinson", num, _seed_repr(seed), distribution
+        float(samples.mean()), stderr, "hutchinson", num, seed_repr(seed), distribution
     )
 
 
@@ -105,13 +105,13 @@ def hutchpp_trace(
     dim = op.shape[0]
     S = random_vectors(dim, m, seed=rng, distribution=distribution)
     G = random_vectors(dim, num - 2 * m, seed=rng, distribution=distribution)
-    Q = _orth(_apply(op, S), rtol=1e-12)
-    top = float(np.trace(Q.T @ _apply(op, Q))) if Q.shape[1] else 0.0
+    Q = orthonormal_basis(apply_operator(op, S), rtol=1e-12)
+    top = float(np.trace(Q.T @ apply_operator(op, Q))) if Q.shape[1] else 0.0
     Gp = G - Q @ (Q.T @ G)
-    samples = np.einsum("ds,ds->s", Gp, _apply(op, Gp))
+    samples = np.einsum("ds,ds->s", Gp, apply_operator(op, Gp))
     rest = float(samples.mean())
     stderr = (
         float(np.std(samples, ddof=1) / math.sqrt(samples.size)) if samples.size > 1 else 0.0
     )
-    return TraceEstimate(top + rest, stderr, "hutch++", num, _seed_repr(seed), distribution)
+    return TraceEstimate(top + rest, stderr, "hutch++", num, seed_repr(seed), distribution)
 

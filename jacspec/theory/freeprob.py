@@ -184,8 +184,8 @@ def default_grid(lam_max: float, depth: int, num_points: int) -> np.ndarray:
     return grid
 
 
-def _integrate(grid: np.ndarray, density: np.ndarray, k: int,
-               lam_max: float | None = None) -> float:
+def integrate_moment(grid: np.ndarray, density: np.ndarray, k: int,
+                     lam_max: float | None = None) -> float:
     """``int lambda^k rho d lambda``: trapezoid rule in log lambda, except on
     ``[0.9 lam_max, lam_max]`` where it runs in ``s = sqrt(lam_max - lambda)`` (so that
     square-root edges and inverse-square-root edge singularities integrate smoothly)
@@ -394,10 +394,10 @@ def jacobian_spectrum(
                 dens = np.concatenate([dens, d_new])[order]
                 max_res = max(max_res, r_new)
     below = _mass_below(grid, dens)
-    integral = _integrate(grid, dens, 0, lam_max)
+    integral = integrate_moment(grid, dens, 0, lam_max)
     atom_mass = sum(a["mass"] for a in atoms)
-    dm1 = _integrate(grid, dens, 1, lam_max) + sum(a["mass"] * a["at"] for a in atoms)
-    dm2 = _integrate(grid, dens, 2, lam_max) + sum(a["mass"] * a["at"] ** 2 for a in atoms)
+    dm1 = integrate_moment(grid, dens, 1, lam_max) + sum(a["mass"] * a["at"] for a in atoms)
+    dm2 = integrate_moment(grid, dens, 2, lam_max) + sum(a["mass"] * a["at"] ** 2 for a in atoms)
     return JacobianSpectrum(
         activation=act.name, weights=weights, depth=depth, sigma_w2=sigma_w2,
         sigma_b2=sigma_b2, q_star=q, chi=chi, mu1=mu1, mu2=mu2, m1=m1, m2=m2,

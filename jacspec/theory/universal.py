@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from jacspec._util.validation import check_choice
-from jacspec.theory.freeprob import DensityOnGrid, _integrate, default_grid
+from jacspec.theory.freeprob import DensityOnGrid, default_grid, integrate_moment
 from jacspec.theory.solver import track
 
 CLASSES = ("smooth", "bernoulli")
@@ -108,7 +108,8 @@ def universal_spectrum(
     return UniversalSpectrum(
         kind=kind, sigma0_2=float(sigma0_2), lambda_max=lam_max, grid=grid, density=dens,
         m1=1.0, m2=1.0 + sigma0_2,
-        integral=_integrate(grid, dens, 0) + sum(a["mass"] for a in atoms),
-        density_m1=_integrate(grid, dens, 1) + am1, density_m2=_integrate(grid, dens, 2) + am2,
+        integral=integrate_moment(grid, dens, 0) + sum(a["mass"] for a in atoms),
+        density_m1=integrate_moment(grid, dens, 1) + am1,
+        density_m2=integrate_moment(grid, dens, 2) + am2,
         atoms=tuple(atoms),
     )

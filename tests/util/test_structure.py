@@ -6,6 +6,8 @@
   ``KNOWN_CYCLES``, except the documented one-way exception of a result's ``plot()``
   importing ``jacspec.report``. No module inside the package imports the façade itself.
 - No function is over 80 lines (docstring included) outside ``LONG_FUNCTIONS``.
+- No module imports an underscored name from another ``jacspec`` module (outside
+  ``KNOWN_PRIVATE_IMPORTS``): a name used across modules is public in its home.
 - :class:`~jacspec.spectra.options.SLQOptions` / :class:`DensityOptions`: validated once,
   passed whole, and the keywords give the same estimate; one ``zero_tol`` default.
 """
@@ -330,3 +332,41 @@ def test_unknown_spectrum_keywords_are_refused():
         slq_density(J, 3, 2, bins=4)
     with pytest.raises(TypeError, match="no field 'bins'"):
         spectral_density(np.ones(3), bins=4)
+
+
+# --------------------------------------------------------------------------- privates
+
+#: (module, name) pairs of underscored names still imported from another module of the
+#: package. Empty: a name used outside its home module is public there.
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
+
+
+def _private_imports(path: Path) -> list[tuple[str, str, int]]:
+    """(module, name, line) of every ``from jacspec... import _name`` in ``path`` (module-
+    and function-level; dunders such as ``__version__`` are not privates)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                and node.module.split(".")[0] == "jacspec"):
+            found += [(node.module, a.name, node.lineno) for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_the_private_import_reader_sees_both_levels(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("from jacspec.a import (\n    _x,\n    y,\n)\nfrom jacspec import __version__\n"
+                   "def f():\n    from jacspec.b import _z as z\nfrom other import _w\n")
+    assert _private_imports(src) == [("jacspec.a", "_x", 1), ("jacspec.b", "_z", 7)]
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A name used outside its home module is public there (no ``_`` prefix)."""
+    found = {}
+    for module, path in _sources().items():
+        for home, name, line in _private_imports(path):
+            found.setdefault((home, name), []).append(f"{module}:{line}")
+    new = {k: v for k, v in sorted(found.items()) if k not in KNOWN_PRIVATE_IMPORTS}
+    gone = sorted(KNOWN_PRIVATE_IMPORTS - found.keys())
+    assert not new, f"{len(new)} private names imported across modules: {new}"
+    assert not gone, f"no longer imported, remove them from KNOWN_PRIVATE_IMPORTS: {gone}"

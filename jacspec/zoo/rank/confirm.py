@@ -34,13 +34,13 @@ import pandas as pd
 from jacspec._util.json import jsonable
 from jacspec._util.random import numpy_generator
 from jacspec.zoo.rank.confirm_grid import (
-    _family_noise,
-    _psi_many,
-    _sign_errors,
     converged_cmi,
     family_factors,
+    family_noise,
+    psi_many,
     psi_within_strata,
     sign_error_summary,
+    sign_errors,
     z_strata,
 )
 from jacspec.zoo.rank.confirm_stats import (
@@ -307,17 +307,17 @@ def confirmatory_test(frame: pd.DataFrame, shape: Sequence[str], comparators: Se
     fam_factors = family_factors(d, keys, family=family, seed=seed)
     common = {"gap": gap, "family": family, "fam_factors": fam_factors, "seed": seed,
               "min_pairs": min_pairs, "B": int(B), "rng": rng}
-    psi_z = _psi_many(d, names, mask_mat, stratum=z_strata(num[z], fam, strata), **common)
-    psi = _psi_many(d, names, mask_mat, stratum=None, **common)
+    psi_z = psi_many(d, names, mask_mat, stratum=z_strata(num[z], fam, strata), **common)
+    psi = psi_many(d, names, mask_mat, stratum=None, **common)
     cmis = converged_cmi(d, names, factors=keys, gap=gap, family=family, seed=seed, B=int(B),
                          rng=rng, masks=mask_mat, level=level, fam_factors=fam_factors
                          ) if cmi else {}
-    noise = _family_noise(d, fam_factors, gap=gap, family=family, seed=seed)
+    noise = family_noise(d, fam_factors, gap=gap, family=family, seed=seed)
     out_rows: dict[str, dict[str, Any]] = {}
     per_factor = []
     for c in names:
-        errs = _sign_errors(d, c, gap=gap, family=family, seed=seed, fam_factors=fam_factors,
-                            noise=noise, mask=masks[c])
+        errs = sign_errors(d, c, gap=gap, family=family, seed=seed, fam_factors=fam_factors,
+                           noise=noise, mask=masks[c])
         out_rows[c] = _metric_row(roles[c], masks[c], tau_a[c], partial[c],
                                   mt if c in S else None, c, psi[c], psi_z[c],
                                   cmis.get(c, {}), errs, level)

@@ -25,7 +25,7 @@ from jacspec.zoo.rank.grid import (
     single_factor_pairs,
     varying_columns,
 )
-from jacspec.zoo.rank.pgdl import _mutual_information, _pgdl_entropy
+from jacspec.zoo.rank.pgdl import mutual_information, pgdl_entropy
 from jacspec.zoo.rank.stats import environment_errors, gap_noise
 
 __all__ = ["converged_cmi", "family_factors", "psi_within_strata", "sign_error_summary",
@@ -95,10 +95,10 @@ def _interval(draws: np.ndarray | None, level: float = 0.95) -> tuple[float, flo
     return float(lo), float(hi)
 
 
-def _psi_many(frame: pd.DataFrame, metrics: Sequence[str], masks: np.ndarray, *, gap: str,
-              family: str, fam_factors: Mapping[str, list[str]], seed: str,
-              stratum: np.ndarray | None, min_pairs: int, B: int,
-              rng: np.random.Generator | None) -> dict[str, dict[str, Any]]:
+def psi_many(frame: pd.DataFrame, metrics: Sequence[str], masks: np.ndarray, *, gap: str,
+             family: str, fam_factors: Mapping[str, list[str]], seed: str,
+             stratum: np.ndarray | None, min_pairs: int, B: int,
+             rng: np.random.Generator | None) -> dict[str, dict[str, Any]]:
     """Psi (``stratum=None``) or Psi within strata for every metric of ``metrics`` (column
     ``k`` of ``masks``: the networks it is scored on), with ``B`` bootstrap draws of the
     counted pairs within each factor and family (shared by the metrics)."""
@@ -174,9 +174,9 @@ def psi_within_strata(frame: pd.DataFrame, metric: str, *, z: str, factors: Sequ
             & np.isfinite(d[z].to_numpy(float)))[:, None]
     stratum = z_strata(d[z].to_numpy(float), d[family], strata)
     gen = numpy_generator(rng) if B else None
-    res = _psi_many(d, [metric], mask, gap=gap, family=family,
-                    fam_factors=family_factors(d, factors, family=family, seed=seed),
-                    seed=seed, stratum=stratum, min_pairs=min_pairs, B=int(B), rng=gen)[metric]
+    res = psi_many(d, [metric], mask, gap=gap, family=family,
+                   fam_factors=family_factors(d, factors, family=family, seed=seed),
+                   seed=seed, stratum=stratum, min_pairs=min_pairs, B=int(B), rng=gen)[metric]
     return {**res, **_bounds(res["draws"], level)}
 
 
@@ -206,21 +206,22 @@ def sign_error_summary(frame: pd.DataFrame, metric: str, *, factors: Sequence[st
     _check(frame, [metric, gap, family, seed], "sign_error_summary")
     d = frame.reset_index(drop=True)
     fam_factors = family_factors(d, factors, family=family, seed=seed)
-    return _sign_errors(d, metric, gap=gap, family=family, seed=seed, fam_factors=fam_factors,
-                        noise=_family_noise(d, fam_factors, gap=gap, family=family, seed=seed),
-                        mask=mask)
+    return sign_errors(d, metric, gap=gap, family=family, seed=seed, fam_factors=fam_factors,
+                       noise=family_noise(d, fam_factors, gap=gap, family=family, seed=seed),
+                       mask=mask)
 
 
-def _family_noise(d: pd.DataFrame, fam_factors: Mapping[str, list[str]], *, gap: str,
-                  family: str, seed: str) -> dict[str, float]:
+def family_noise(d: pd.DataFrame, fam_factors: Mapping[str, list[str]], *, gap: str,
+                 family: str, seed: str) -> dict[str, float]:
     """Each family's :func:`~jacspec.zoo.rank.score.gap_noise` over all its networks."""
     return {fam: gap_noise(d[as_text(d[family]) == fam], fs, gap=gap, replicates=(seed,))
             for fam, fs in fam_factors.items()}
 
 
-def _sign_errors(d: pd.DataFrame, metric: str, *, gap: str, family: str, seed: str,
-                 fam_factors: Mapping[str, list[str]], noise: Mapping[str, float],
-                 mask: np.ndarray | None) -> dict[str, float]:
+def sign_errors(d: pd.DataFrame, metric: str, *, gap: str, family: str, seed: str,
+                fam_factors: Mapping[str, list[str]], noise: Mapping[str, float],
+                mask: np.ndarray | None) -> dict[str, float]:
+    """Count, mean and quantiles of ``metric``'s environment sign errors, pooled over families."""
     keep = np.isfinite(d[metric].to_numpy(float)) & np.isfinite(d[gap].to_numpy(float))
     if mask is not None:
         keep &= np.asarray(mask, dtype=bool)
@@ -260,8 +261,8 @@ def _cmi_batch(g: np.ndarray, mu: np.ndarray, cells: list[np.ndarray],
         n_g3 = np.broadcast_to(n_g[:, :, None], n_11.shape)
         t = np.stack([tot[None, :, None] - n_g3 - n_m + n_11, n_m - n_11,
                       n_g3 - n_11, n_11], axis=-1).reshape(-1, 2, 2)
-        mi = _mutual_information(t).reshape(D, nc, m).mean(axis=1)
-        h = _pgdl_entropy(np.stack([tot[None, :] - n_g, n_g], axis=-1)).mean(axis=1)
+        mi = mutual_information(t).reshape(D, nc, m).mean(axis=1)
+        h = pgdl_entropy(np.stack([tot[None, :] - n_g, n_g], axis=-1)).mean(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             val = np.where(h[:, None] > 0, mi / h[:, None], np.nan)
         best = np.where(np.isfinite(val), np.minimum(best, val), best)

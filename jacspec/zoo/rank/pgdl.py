@@ -27,13 +27,13 @@ __all__ = ["conditional_mutual_information", "pgdl_cmi_codes", "replicate_cmi"]
 _PGDL_LOG_EPS = 1e-12
 
 
-def _pgdl_entropy(counts: np.ndarray) -> np.ndarray:
+def pgdl_entropy(counts: np.ndarray) -> np.ndarray:
     """Entropy in bits of each row of ``counts`` (last axis), as PGDL's scorer computes it."""
     p = counts / counts.sum(axis=-1, keepdims=True)
     return -np.sum(p * np.log2(p + _PGDL_LOG_EPS), axis=-1)
 
 
-def _mutual_information(tables: np.ndarray) -> np.ndarray:
+def mutual_information(tables: np.ndarray) -> np.ndarray:
     """``I(A; B)`` in bits of each 2x2 contingency table of counts in ``tables[k]``."""
     total = tables.sum(axis=(1, 2), keepdims=True)
     pj = tables / total
@@ -98,8 +98,8 @@ def pgdl_cmi_codes(mu: np.ndarray, g: np.ndarray, codes: Mapping[str, np.ndarray
         _, cell = np.unique(cell, return_inverse=True)
         tables = np.bincount(cell * 4 + sign, minlength=4 * (int(cell.max()) + 1))
         tables = tables.reshape(-1, 2, 2).astype(np.float64)
-        mi = float(np.mean(_mutual_information(tables)))
-        h = float(np.mean(_pgdl_entropy(tables.sum(axis=2))))
+        mi = float(np.mean(mutual_information(tables)))
+        h = float(np.mean(pgdl_entropy(tables.sum(axis=2))))
         per[",".join(subset)] = mi / h if h > 0 else float("nan")
     vals = [v for v in per.values() if np.isfinite(v)]
     return (float(min(vals)) if vals else float("nan")), per
