@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev,all]'
+	# torchvision for tests/user/test_torchvision_resnet18.py only, off sys.path (its CUDA
+	# build's operators cannot load beside CPU torch); without it the test uses a re-expression
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/torchvision-0.28.0 \
+		torchvision==0.28.0 || echo "torchvision 0.28.0 not installed"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,8 +1,9 @@
 """A torchvision ``resnet18`` through every entry point (issue 21).
 
-torchvision itself when it imports; here it does not. The release that matches torch
-2.13.0, 0.28.0, fails beside the CPU build of torch ("operator torchvision::nms does not
-exist"), and 0.29.1 needs torch 2.14.1. In that case the test uses ``resnet18_like``: the
+torchvision itself: the release that matches torch 2.13.0, 0.28.0, which ``make`` installs
+into ``.venv/torchvision-0.28.0`` (see :func:`_import_torchvision_resnet18` for why it is
+kept off ``sys.path``; 0.29.1 needs torch 2.14.1). Where it does not import, the test uses
+``resnet18_like``: the
 same modules, shapes and forward as ``torchvision.models.resnet18`` (7x7/2 stem, 3x3/2
 max-pool, four stages of two BasicBlocks with 1x1/2 projection shortcuts, adaptive average
 pool, fc), with torchvision's initialisation. The case's id says which ran. References are
@@ -12,6 +13,10 @@ autograd's per-example Jacobians in float64 (``cases.reference_jacobians``).
 from __future__ import annotations
 
 import json
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
 
 import cases
 import numpy as np
@@ -71,10 +76,32 @@ class ResNet18Like(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+#: Where ``make`` puts torchvision 0.28.0 (the release for torch 2.13.0), off ``sys.path`` so
+#: that no other package imports it.
+TORCHVISION = Path(__file__).resolve().parents[2] / ".venv" / "torchvision-0.28.0"
+
+
+def _import_torchvision_resnet18() -> Callable[..., nn.Module]:
+    """``torchvision.models.resnet18`` from the real package.
+
+    PyPI's 0.28.0 is a CUDA build whose C extension (nms, roi_align) cannot load beside the
+    CPU build of torch, and its ``_meta_registrations`` then fails at import ("operator
+    torchvision::nms does not exist"). The models are pure Python and never call those
+    operators, so that one module is replaced by an empty one before the import.
+    """
+    if TORCHVISION.is_dir() and str(TORCHVISION) not in sys.path:
+        sys.path.append(str(TORCHVISION))
+    sys.modules.setdefault("torchvision._meta_registrations",
+                           types.ModuleType("torchvision._meta_registrations"))
+    from torchvision.models import resnet18
+
+    return resnet18
+
+
 def _resnet18() -> tuple[nn.Module, str]:
     torch.manual_seed(0)
     try:
-        from torchvision.models import resnet18
+        resnet18 = _import_torchvision_resnet18()
 
         return resnet18(num_classes=10), "torchvision"
     except (ImportError, RuntimeError, OSError):
