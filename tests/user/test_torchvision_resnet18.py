@@ -89,12 +89,17 @@ def _import_torchvision_resnet18() -> Callable[..., nn.Module]:
     torchvision::nms does not exist"). The models are pure Python and never call those
     operators, so that one module is replaced by an empty one before the import.
     """
-    if TORCHVISION.is_dir() and str(TORCHVISION) not in sys.path:
-        sys.path.append(str(TORCHVISION))
+    if not TORCHVISION.is_dir():
+        from torchvision.models import resnet18  # an installed torchvision, as it is
+
+        return resnet18
     sys.modules.setdefault("torchvision._meta_registrations",
                            types.ModuleType("torchvision._meta_registrations"))
-    from torchvision.models import resnet18
-
+    sys.path.append(str(TORCHVISION))
+    try:
+        from torchvision.models import resnet18
+    finally:
+        sys.path.remove(str(TORCHVISION))
     return resnet18
 
 
